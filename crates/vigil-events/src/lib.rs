@@ -1,0 +1,45 @@
+//! vigil's events: the types in `schemas/*.avsc`, their Avro single-object wire format, and the
+//! validation every consumer applies. No I/O.
+//!
+//! ```
+//! use vigil_events::{decode, encode, PredictionEvent};
+//! let event = PredictionEvent {
+//!     prediction_id: "p-1".into(),
+//!     model_id: "fraud".into(),
+//!     model_version: "v3".into(),
+//!     ..Default::default()
+//! };
+//! let bytes = encode(&event);
+//! assert_eq!(decode::<PredictionEvent>(&bytes).unwrap(), event);
+//! ```
+
+mod codec;
+mod error;
+mod frame;
+mod lifecycle;
+mod outcome;
+mod prediction;
+mod remediation;
+mod schema;
+mod validate;
+
+pub use codec::{Reader, Writer};
+pub use error::{CodecError, DecodeError, ValidationError};
+pub use frame::{decode, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
+pub use lifecycle::{LifecycleEvent, Stage};
+pub use outcome::OutcomeEvent;
+pub use prediction::{Prediction, PredictionEvent};
+pub use remediation::{Evidence, RemediationAction, RemediationEvent, Severity};
+pub use schema::{
+    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA,
+    REMEDIATION_SCHEMA,
+};
+
+/// Topic names, versioned with the schemas' namespace.
+pub mod topics {
+    pub const PREDICTIONS: &str = "vigil.predictions.v1";
+    pub const OUTCOMES: &str = "vigil.outcomes.v1";
+    pub const REMEDIATIONS: &str = "vigil.remediations.v1";
+    pub const LIFECYCLE: &str = "vigil.lifecycle.v1";
+    pub const DEADLETTER: &str = "vigil.deadletter.v1";
+}

@@ -1,0 +1,204 @@
+//! vigil's ClickHouse side: server version detection, idempotent migrations and the writers and
+//! readers the monitor needs. No business logic: callers decide what a row means.
+
+mod error;
+mod schema;
+mod version;
+
+use std::collections::HashMap;
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+pub use error::StoreError;
+pub use schema::{is_valid_identifier, migrations, Migration, SchemaOptions};
+pub use version::ServerVersion;
+
+/// Where and how to reach ClickHouse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub retention_days: Option<u32>,
+}
+
+/// One flush's contribution to a (model, version, window) count, with the Kafka position the
+/// flush covered on one partition.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct WindowCountRow {
+    pub model_id: String,
+    pub model_version: String,
+    /// Window start, seconds since the Unix epoch (ClickHouse `DateTime`).
+    pub window_start: u32,
+    pub window_seconds: u32,
+    pub events: u64,
+    pub source_topic: String,
+    pub source_partition: u32,
+    /// The next offset to read on that partition once this row is stored.
+    pub source_end_offset: i64,
+    pub written_at: u32,
+}
+
+/// Total events per (model, version, window), summed over flushes.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct WindowCountTotal {
+    pub model_id: String,
+    pub model_version: String,
+    pub window_start: u32,
+    pub events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PartitionPosition {
+    source_partition: u32,
+    end_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationReport {
+    pub server_version: ServerVersion,
+    pub applied: Vec<&'static str>,
+    pub already_applied: Vec<&'static str>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    config: StoreConfig,
+    /// Without a default database, for `CREATE DATABASE`.
+    server: Client,
+    db: Client,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        // Validation needs RowBinaryWithNamesAndTypes, which 18.16 lacks; rows are typed
+        // structs kept next to the DDL above, and the integration tests catch a mismatch.
+        // Compression is off: 18.16's HTTP compression is not what current clients expect.
+        let server = Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_password(&config.password)
+            .with_compression(clickhouse::Compression::None)
+            .with_validation(false);
+        let db = server.clone().with_database(&config.database);
+        Self { config, server, db }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn classify(&self, error: clickhouse::error::Error) -> StoreError {
+        StoreError::classify(&self.config.url, error)
+    }
+
+    pub async fn server_version(&self) -> Result<ServerVersion, StoreError> {
+        let text: String = self.server.query("SELECT version()").fetch_one().await.map_err(|e| self.classify(e))?;
+        ServerVersion::parse(&text).ok_or(StoreError::BadVersion(text))
+    }
+
+    /// Answers when the server is up and the database exists (used by readiness checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.query("SELECT 1").execute().await.map_err(|e| self.classify(e))
+    }
+
+    pub fn schema_options(&self) -> SchemaOptions {
+        SchemaOptions { database: self.config.database.clone(), retention_days: self.config.retention_days }
+    }
+
+    /// Creates the database and runs the migrations not yet recorded. Safe to run any number of
+    /// times, and concurrently with a running monitor.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        let version = self.server_version().await?;
+        let database = &self.config.database;
+        self.execute_ddl(&schema::create_database(database)).await?;
+        self.execute_ddl(&schema::migrations_table(database)).await?;
+        let done: Vec<u32> = self
+            .db
+            .query("SELECT DISTINCT id FROM schema_migrations")
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        let mut report = MigrationReport { server_version: version, applied: vec![], already_applied: vec![] };
+        for migration in migrations(version, &self.schema_options()) {
+            if done.contains(&migration.id) {
+                report.already_applied.push(migration.name);
+                continue;
+            }
+            tracing::info!(id = migration.id, name = migration.name, "applying migration");
+            self.execute_ddl(&migration.sql).await?;
+            self.db
+                .query("INSERT INTO schema_migrations (id, name, server_version, applied_at) VALUES (?, ?, ?, now())")
+                .bind(migration.id)
+                .bind(migration.name)
+                .bind(version.to_string())
+                .execute()
+                .await
+                .map_err(|e| self.classify(e))?;
+            report.applied.push(migration.name);
+        }
+        Ok(report)
+    }
+
+    async fn execute_ddl(&self, sql: &str) -> Result<(), StoreError> {
+        // DDL goes through `query_raw`: `?` inside it is not a bind.
+        self.server.query_raw(sql).execute().await.map_err(|e| self.classify(e))
+    }
+
+    /// Writes all rows in one INSERT, which ClickHouse applies atomically (one block, far below
+    /// `max_insert_block_size`): either every count and position lands, or none does.
+    pub async fn insert_window_counts(&self, rows: &[WindowCountRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.db.insert::<WindowCountRow>("window_counts").await.map_err(|e| self.classify(e))?;
+        for row in rows {
+            insert.write(row).await.map_err(|e| self.classify(e))?;
+        }
+        insert.end().await.map_err(|e| self.classify(e))
+    }
+
+    /// The next offset to read per partition of `topic`, as far as stored rows cover it.
+    pub async fn stored_positions(&self, topic: &str) -> Result<HashMap<u32, i64>, StoreError> {
+        let rows: Vec<PartitionPosition> = self
+            .db
+            .query(
+                "SELECT source_partition, max(source_end_offset) AS end_offset FROM window_counts \
+                 WHERE source_topic = ? GROUP BY source_partition",
+            )
+            .bind(topic)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|p| (p.source_partition, p.end_offset)).collect())
+    }
+
+    /// Summed counts per (model, version, window), oldest window first.
+    pub async fn window_count_totals(&self) -> Result<Vec<WindowCountTotal>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, toUInt32(window_start) AS window_start, sum(events) AS events \
+                 FROM window_counts WHERE events > 0 \
+                 GROUP BY model_id, model_version, window_start \
+                 ORDER BY window_start, model_id, model_version",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    pub async fn total_events(&self) -> Result<u64, StoreError> {
+        self.db
+            .query("SELECT toUInt64(sum(events)) FROM window_counts")
+            .fetch_one()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Drops the database; used by tests that create one per test.
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.execute_ddl(&format!("DROP DATABASE IF EXISTS {}", self.config.database)).await
+    }
+}

@@ -1,0 +1,121 @@
+//! The ClickHouse schema as ordered migrations. One core DDL runs on Debian's 18.16 and on
+//! current servers; current servers also get the features 18.16 lacks (LowCardinality, TTL).
+//! `vigil migrate --print-ddl` prints what this module generates so CI can check the modern
+//! variant with chdb, current ClickHouse in-process.
+
+use crate::ServerVersion;
+
+/// Options that change the generated DDL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaOptions {
+    pub database: String,
+    /// Rows older than this are dropped by a TTL, on servers that have TTL; `None` keeps all.
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    pub id: u32,
+    pub name: &'static str,
+    pub sql: String,
+}
+
+/// The migrations for a server of `version`, in the order they must run. Each is idempotent
+/// (`IF NOT EXISTS`) so a crash between running one and recording it is harmless.
+pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migration> {
+    let db = &options.database;
+    let modern = version.is_modern();
+    let name_type = if modern { "LowCardinality(String)" } else { "String" };
+    let ttl = match (modern, options.retention_days) {
+        (true, Some(days)) => format!("\nTTL window_start + toIntervalDay({days})"),
+        _ => String::new(),
+    };
+    vec![
+        Migration {
+            id: 1,
+            name: "window_counts",
+            // Each row is the count a monitor flush added for one (model, version, window), plus the
+            // Kafka position the flush covered: data and position land in one atomic INSERT, so a
+            // restarted monitor resumes exactly behind what is stored (see docs/exactly-once.md).
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.window_counts (
+    model_id {name_type},
+    model_version {name_type},
+    window_start DateTime,
+    window_seconds UInt32,
+    events UInt64,
+    source_topic String,
+    source_partition UInt32,
+    source_end_offset Int64,
+    written_at DateTime
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model_id, model_version, window_start){ttl}"
+            ),
+        },
+    ]
+}
+
+/// Records which migrations ran; created before any migration.
+pub fn migrations_table(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (
+    id UInt32,
+    name String,
+    server_version String,
+    applied_at DateTime
+) ENGINE = MergeTree()
+ORDER BY id"
+    )
+}
+
+pub fn create_database(database: &str) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS {database}")
+}
+
+/// Database names go into DDL unquoted, so only plain identifiers are accepted.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(retention_days: Option<u32>) -> SchemaOptions {
+        SchemaOptions { database: "vigil".into(), retention_days }
+    }
+
+    #[test]
+    fn old_servers_get_no_modern_only_syntax() {
+        let old = ServerVersion { major: 18, minor: 16 };
+        for m in migrations(old, &options(Some(30))) {
+            assert!(!m.sql.contains("TTL"), "{}", m.sql);
+            assert!(!m.sql.contains("LowCardinality"), "{}", m.sql);
+        }
+    }
+
+    #[test]
+    fn modern_servers_get_ttl_when_retention_is_set() {
+        let new = ServerVersion { major: 24, minor: 8 };
+        let sql = &migrations(new, &options(Some(30)))[0].sql;
+        assert!(sql.contains("TTL window_start + toIntervalDay(30)"));
+        assert!(!migrations(new, &options(None))[0].sql.contains("TTL"));
+    }
+
+    #[test]
+    fn migration_ids_increase() {
+        let ids: Vec<u32> = migrations(ServerVersion::MODERN, &options(None)).iter().map(|m| m.id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(is_valid_identifier("vigil_test_1"));
+        assert!(!is_valid_identifier("vigil; DROP"));
+        assert!(!is_valid_identifier("1abc"));
+        assert!(!is_valid_identifier(""));
+    }
+}
