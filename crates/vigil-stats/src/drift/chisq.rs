@@ -1,0 +1,53 @@
+//! Pearson chi-square goodness-of-fit test for categorical features.
+
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+use super::{Statistic, EMPTY_BIN_EPSILON};
+use crate::error::{require, Result};
+use crate::sketch::CategoricalSketch;
+
+/// Chi-square test of the current counts against the reference proportions, as
+/// `scipy.stats.chisquare(f_obs=current, f_exp=reference_proportions * n_current)`:
+/// `X2 = sum_i (c_i - E_i)^2 / E_i`, p-value from the chi-square distribution with `k - 1`
+/// degrees of freedom. Drift when `p < threshold`.
+///
+/// Cells: every entry of `reference`/`current` (the caller's bins); cells empty on both sides
+/// are dropped. A cell empty in the reference but not in the current (a category never seen in
+/// the reference) would make `E_i = 0` and the statistic infinite, so its expected proportion is
+/// floored at [`EMPTY_BIN_EPSILON`] and all expected proportions renormalised to sum to 1.
+/// Fewer than two cells: `X2 = 0`, `p = 1` (nothing can differ). Either side empty:
+/// `NotEnoughData`.
+pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
+    if reference.len() != current.len() {
+        return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
+    }
+    let n_ref: u64 = reference.iter().sum();
+    let n_cur: u64 = current.iter().sum();
+    require(1, n_ref)?;
+    require(1, n_cur)?;
+    let cells: Vec<(f64, f64)> = reference
+        .iter()
+        .zip(current)
+        .filter(|(&r, &c)| r > 0 || c > 0)
+        .map(|(&r, &c)| (if r == 0 { EMPTY_BIN_EPSILON } else { r as f64 / n_ref as f64 }, c as f64))
+        .collect();
+    if cells.len() < 2 {
+        return Ok(Statistic::exact(0.0, Some(1.0)));
+    }
+    let total: f64 = cells.iter().map(|(e, _)| e).sum();
+    let stat: f64 = cells
+        .iter()
+        .map(|&(e, c)| {
+            let expected = e / total * n_cur as f64;
+            (c - expected).powi(2) / expected
+        })
+        .sum();
+    let dist = ChiSquared::new((cells.len() - 1) as f64).expect("k - 1 >= 1");
+    Ok(Statistic::exact(stat, Some(dist.sf(stat))))
+}
+
+/// Chi-square test between two sketches with the same vocabulary ("other" is one more cell).
+pub fn chi_square(reference: &CategoricalSketch, current: &CategoricalSketch) -> Result<Statistic> {
+    reference.check_compatible(current)?;
+    chi_square_counts(reference.counts(), current.counts())
+}

@@ -1,0 +1,22 @@
+//! vigil-stats: the numbers behind vigil's verdicts.
+//!
+//! - [`sketch`]: mergeable, serializable window states (quantile-binned numeric histograms,
+//!   capped category counts, an exact reservoir for small windows, HDR latency histograms);
+//! - [`drift`]: drift tests between a reference and a current window, each defined in its doc
+//!   comment and checked against SciPy by golden vectors;
+//! - [`select`]: the default test per feature type and window size, overridable;
+//! - [`perf`]: classification, ranking, calibration and regression metrics from mergeable
+//!   accumulators, checked against scikit-learn.
+//!
+//! Pure computation: no I/O, no async, no clock. See `docs/stats.md` for the design.
+
+pub mod drift;
+mod error;
+pub mod perf;
+pub mod select;
+pub mod sketch;
+
+pub use drift::{DriftResult, DriftTest, Statistic};
+pub use error::{Result, StatsError};
+pub use select::{DriftPolicy, FeatureKind, TestChoice};
+pub use sketch::{CategoricalSketch, LatencySketch, NumericSketch, Reservoir};

@@ -1,0 +1,360 @@
+//! Numeric histogram whose edges come from reference quantiles.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StatsError};
+
+/// Histogram with quantile edges taken from a reference sample, plus an underflow and an overflow
+/// bin.
+///
+/// With edges `e[0] < e[1] < ... < e[L-1]` (`e[0]` = reference minimum, `e[L-1]` = reference
+/// maximum, the rest reference quantiles at `i / bins`, duplicates removed), the `L + 1` bins are:
+/// `0`: `x < e[0]` (underflow); `j` in `1..L-1`: `e[j-1] <= x < e[j]`, except that the last real
+/// bin `L-1` is closed on the right so it holds the reference maximum; `L`: `x > e[L-1]`
+/// (overflow). A constant reference gives edges `[c, c]`: one point bin plus under/overflow.
+///
+/// NaN and ±inf never enter a bin: they are counted in [`NumericSketch::nonfinite`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Repr", into = "Repr")]
+pub struct NumericSketch {
+    edges: Vec<f64>,
+    counts: Vec<u64>,
+    nonfinite: u64,
+    /// Sums of `x - shift` and `(x - shift)^2`: cheap to update and to merge, and accurate because
+    /// `shift` (the midpoint of the reference range) sits near the data.
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+    lut: Lut,
+}
+
+/// Serialized form: the lookup table is derived from the edges, so it is rebuilt on load.
+#[derive(Serialize, Deserialize)]
+struct Repr {
+    edges: Vec<f64>,
+    counts: Vec<u64>,
+    nonfinite: u64,
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl TryFrom<Repr> for NumericSketch {
+    type Error = StatsError;
+    fn try_from(r: Repr) -> Result<Self> {
+        let mut s = NumericSketch::with_edges(r.edges)?;
+        if r.counts.len() != s.counts.len() {
+            return Err(StatsError::InvalidArgument("counts length does not match edges".into()));
+        }
+        s.counts = r.counts;
+        s.nonfinite = r.nonfinite;
+        s.shift = r.shift;
+        s.sum = r.sum;
+        s.sum_sq = r.sum_sq;
+        s.min = r.min.unwrap_or(f64::INFINITY);
+        s.max = r.max.unwrap_or(f64::NEG_INFINITY);
+        Ok(s)
+    }
+}
+
+impl From<NumericSketch> for Repr {
+    fn from(s: NumericSketch) -> Self {
+        let seen = s.count() > 0;
+        Repr {
+            edges: s.edges,
+            counts: s.counts,
+            nonfinite: s.nonfinite,
+            shift: s.shift,
+            sum: s.sum,
+            sum_sq: s.sum_sq,
+            min: seen.then_some(s.min),
+            max: seen.then_some(s.max),
+        }
+    }
+}
+
+/// Uniform-grid lookup table over `[e[0], e[L-1]]`: cell `c` stores how many edges are `<=` the
+/// cell's start, so a lookup is one multiply plus a search over the one to three edges near `x`
+/// instead of a binary search over all of them (this is what makes updates cost a few ns).
+#[derive(Debug, Clone, Default)]
+struct Lut {
+    lo: f64,
+    scale: f64,
+    starts: Vec<u32>,
+}
+
+impl Lut {
+    fn new(edges: &[f64]) -> Self {
+        let lo = edges[0];
+        let span = edges[edges.len() - 1] - lo;
+        if !(span > 0.0) || !span.is_finite() {
+            return Lut { lo, scale: 0.0, starts: vec![0, edges.len() as u32] };
+        }
+        let cells = (4 * edges.len()).max(64);
+        let scale = cells as f64 / span;
+        // starts[c] = edges <= start of cell c; a final sentinel covers the last cell's end.
+        let mut starts: Vec<u32> = (0..cells)
+            .map(|c| edges.partition_point(|&e| e <= lo + c as f64 / scale) as u32)
+            .collect();
+        starts.push(edges.len() as u32);
+        Lut { lo, scale, starts }
+    }
+}
+
+impl NumericSketch {
+    /// Builds an empty sketch whose edges are the quantiles of `reference` (finite values only,
+    /// linear interpolation as numpy's default `quantile`) at `0, 1/bins, ..., 1`.
+    ///
+    /// Fails with `NotEnoughData` when the reference has no finite value, `InvalidArgument` when
+    /// `bins == 0`.
+    pub fn from_reference(reference: &[f64], bins: usize) -> Result<Self> {
+        if bins == 0 {
+            return Err(StatsError::InvalidArgument("bins must be at least 1".into()));
+        }
+        let mut sorted: Vec<f64> = reference.iter().copied().filter(|x| x.is_finite()).collect();
+        crate::error::require(1, sorted.len() as u64)?;
+        sorted.sort_by(f64::total_cmp);
+        let mut edges: Vec<f64> = (0..=bins).map(|i| quantile_sorted(&sorted, i as f64 / bins as f64)).collect();
+        edges.dedup();
+        Self::with_edges(edges)
+    }
+
+    /// Builds an empty sketch with explicit edges (finite, non-decreasing, strictly increasing
+    /// except that a single edge is doubled into a point bin).
+    pub fn with_edges(mut edges: Vec<f64>) -> Result<Self> {
+        if edges.is_empty() || edges.iter().any(|e| !e.is_finite()) {
+            return Err(StatsError::InvalidArgument("edges must be finite and non-empty".into()));
+        }
+        if edges.len() == 1 {
+            edges.push(edges[0]);
+        }
+        let point = edges.len() == 2 && edges[0] == edges[1];
+        if !point && edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(StatsError::InvalidArgument("edges must be strictly increasing".into()));
+        }
+        let lut = Lut::new(&edges);
+        Ok(NumericSketch {
+            counts: vec![0; edges.len() + 1],
+            nonfinite: 0,
+            shift: 0.5 * (edges[0] + edges[edges.len() - 1]),
+            sum: 0.0,
+            sum_sq: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            edges,
+            lut,
+        })
+    }
+
+    /// Builds the sketch of `reference` itself, with edges from its own quantiles.
+    pub fn reference(reference: &[f64], bins: usize) -> Result<Self> {
+        let mut s = Self::from_reference(reference, bins)?;
+        s.extend(reference);
+        Ok(s)
+    }
+
+    /// An empty sketch with the same edges (a new window against the same reference).
+    pub fn empty_like(&self) -> Self {
+        let mut s = self.clone();
+        s.clear();
+        s
+    }
+
+    /// Resets all counts, keeping the edges.
+    pub fn clear(&mut self) {
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.nonfinite = 0;
+        self.sum = 0.0;
+        self.sum_sq = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+    }
+
+    /// Index of the bin holding finite `x` (see the type's docs for the layout).
+    #[inline]
+    pub fn bin_index(&self, x: f64) -> usize {
+        let last = self.edges.len() - 1;
+        if x < self.edges[0] {
+            return 0;
+        }
+        if x >= self.edges[last] {
+            return if x == self.edges[last] { last } else { last + 1 };
+        }
+        // x in [e0, e_last): find p = #edges <= x, in 1..=last, via the lookup table. Rounding
+        // can put x one cell off, so search from the previous cell's start to the next one's end.
+        let cells = self.lut.starts.len() - 1;
+        let c = (((x - self.lut.lo) * self.lut.scale) as usize).min(cells - 1);
+        let from = self.lut.starts[c.saturating_sub(1)] as usize;
+        let to = self.lut.starts[(c + 2).min(cells)] as usize;
+        from + self.edges[from..to].partition_point(|&e| e <= x)
+    }
+
+    /// Adds one value; NaN and ±inf are counted apart.
+    #[inline]
+    pub fn update(&mut self, x: f64) {
+        if !x.is_finite() {
+            self.nonfinite += 1;
+            return;
+        }
+        let i = self.bin_index(x);
+        self.counts[i] += 1;
+        let d = x - self.shift;
+        self.sum += d;
+        self.sum_sq += d * d;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    /// Adds every value of `xs`.
+    pub fn extend(&mut self, xs: &[f64]) {
+        for &x in xs {
+            self.update(x);
+        }
+    }
+
+    /// Adds `other`'s counts; fails with `Incompatible` unless both have the same edges.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if self.edges != other.edges || self.shift != other.shift {
+            return Err(StatsError::Incompatible("numeric sketches have different edges"));
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.nonfinite += other.nonfinite;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        Ok(())
+    }
+
+    /// Edges `e[0..L]`.
+    pub fn edges(&self) -> &[f64] {
+        &self.edges
+    }
+
+    /// Bin counts, `L + 1` of them: underflow, the real bins, overflow.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Finite values counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// NaN and ±inf values seen (never in a bin).
+    pub fn nonfinite(&self) -> u64 {
+        self.nonfinite
+    }
+
+    /// Smallest and largest finite value seen, if any.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        (self.count() > 0).then_some((self.min, self.max))
+    }
+
+    /// Mean of the finite values, if any.
+    pub fn mean(&self) -> Option<f64> {
+        let n = self.count();
+        (n > 0).then(|| self.shift + self.sum / n as f64)
+    }
+
+    /// Population standard deviation (ddof = 0, as `numpy.std`) of the finite values, if any.
+    pub fn std(&self) -> Option<f64> {
+        let n = self.count() as f64;
+        (n > 0.0).then(|| {
+            let m = self.sum / n;
+            (self.sum_sq / n - m * m).max(0.0).sqrt()
+        })
+    }
+
+    /// Proportions per bin (counts divided by the finite count). `NotEnoughData` when empty.
+    pub fn proportions(&self) -> Result<Vec<f64>> {
+        let n = self.count();
+        crate::error::require(1, n)?;
+        Ok(self.counts.iter().map(|&c| c as f64 / n as f64).collect())
+    }
+
+    /// Checks that `self` and `other` share their edges (drift tests compare bin by bin).
+    pub(crate) fn check_compatible(&self, other: &Self) -> Result<()> {
+        if self.edges != other.edges {
+            return Err(StatsError::Incompatible("numeric sketches have different edges"));
+        }
+        Ok(())
+    }
+}
+
+/// Quantile with linear interpolation between closest ranks (numpy's default method).
+pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = h.ceil() as usize;
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_follow_the_documented_layout() {
+        let s = NumericSketch::with_edges(vec![0.0, 1.0, 2.0]).unwrap();
+        assert_eq!(s.bin_index(-0.5), 0);
+        assert_eq!(s.bin_index(0.0), 1);
+        assert_eq!(s.bin_index(0.99), 1);
+        assert_eq!(s.bin_index(1.0), 2);
+        assert_eq!(s.bin_index(2.0), 2);
+        assert_eq!(s.bin_index(2.5), 3);
+    }
+
+    #[test]
+    fn constant_reference_gives_a_point_bin() {
+        let mut s = NumericSketch::reference(&[3.0; 10], 10).unwrap();
+        assert_eq!(s.edges(), &[3.0, 3.0]);
+        assert_eq!(s.counts(), &[0, 10, 0]);
+        s.extend(&[2.0, 4.0, f64::NAN, f64::INFINITY]);
+        assert_eq!(s.counts(), &[1, 10, 1]);
+        assert_eq!(s.nonfinite(), 2);
+        assert!((s.std().unwrap() - (1.0f64 / 6.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lut_lookup_matches_binary_search() {
+        let reference: Vec<f64> = (0..5000).map(|i| ((i * 7919) % 5000) as f64).map(|x| x * x * x).collect();
+        let s = NumericSketch::from_reference(&reference, 100).unwrap();
+        let e = s.edges();
+        for i in -100..150_000 {
+            let x = i as f64 * 1e3 + 0.25;
+            let p = e.partition_point(|&v| v <= x);
+            let want = if p == e.len() && x == e[e.len() - 1] { p - 1 } else { p };
+            assert_eq!(s.bin_index(x), want, "x = {x}");
+        }
+        for &x in e {
+            let p = e.partition_point(|&v| v <= x);
+            let want = if p == e.len() { p - 1 } else { p };
+            assert_eq!(s.bin_index(x), want, "edge {x}");
+        }
+    }
+
+    #[test]
+    fn empty_reference_is_not_enough_data() {
+        assert_eq!(
+            NumericSketch::from_reference(&[f64::NAN], 10).unwrap_err(),
+            StatsError::NotEnoughData { needed: 1, got: 0 }
+        );
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_lookups() {
+        let s = NumericSketch::reference(&[1.0, 2.0, 3.0, 4.0, 5.0], 4).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: NumericSketch = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.counts(), s.counts());
+        assert_eq!(back.bin_index(2.5), s.bin_index(2.5));
+        assert_eq!(back.range(), s.range());
+    }
+}
