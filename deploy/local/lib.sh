@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # variables are used by the scripts that source this
 # Shared by deploy/local/{up,down,status,test}. Sourced, never run.
 #
 # Layout of the state folder ($VIGIL_LOCAL_DIR, default <repo>/.local):
