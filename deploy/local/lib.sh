@@ -135,17 +135,22 @@ tail_log() {
 
 # stop_pid <pid> <name>: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL the process group.
 stop_pid() {
-  local pid="$1" name="$2" waited=0
+  local pid="$1" name="$2" waited=0 how=stopped
   kill -TERM "$pid" 2>/dev/null || return 0
   while kill -0 "$pid" 2>/dev/null; do
     if ((waited >= STOP_TIMEOUT * 5)); then
       warn "$name (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
+      how=killed
+      local _
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
       break
     fi
     sleep 0.2
     waited=$((waited + 1))
   done
-  log "$name stopped (pid $pid, $(awk -v w="$waited" 'BEGIN { printf "%.1f", w / 5 }')s)"
+  log "$name $how (pid $pid, after $(awk -v w="$waited" 'BEGIN { printf "%.1f", w / 5 }')s)"
 }
