@@ -12,17 +12,10 @@ pub const MAX_EXACT_N: u64 = 10_000;
 pub enum Method {
     /// Exact lattice-path count (both samples `<= MAX_EXACT_N`).
     Exact,
-    /// Same formula as SciPy's asymptotic branch, agreeing to rounding (the one-sided Smirnov sum
-    /// or a closed form).
+    /// The Kolmogorov distribution at the effective size, by the same formula as SciPy's branch
+    /// (Durbin matrix, one-sided Smirnov sum, Pelz-Good series or a closed form).
     Asymptotic,
-    /// SciPy evaluates the Kolmogorov distribution with the Durbin matrix or Pomeranz recursion
-    /// here; vigil uses the Pelz-Good series instead (absolute difference below
-    /// [`PELZ_GOOD_BOUND`] for the effective sizes where this branch applies, measured against SciPy).
-    PelzGood,
 }
-
-/// Bound on `|p_vigil - p_scipy|` when [`Method::PelzGood`] stands in for SciPy's matrix methods.
-pub const PELZ_GOOD_BOUND: f64 = 5e-4;
 
 /// Two-sided p-value of the statistic `d` for sample sizes `n1`, `n2`, following `ks_2samp`'s
 /// `auto` method. Returns the statistic rounded as SciPy's exact branch rounds it (to a multiple
@@ -137,7 +130,9 @@ pub fn kolmogorov_sf(n: f64, x: f64) -> (f64, Method) {
     let nxx = t * x;
     if n <= 140.0 {
         if nxx <= 4.0 {
-            return (1.0 - pelz_good_cdf(n, x), PelzGood);
+            // SciPy uses the Durbin matrix up to nxx = 0.754693 and Pomeranz's recursion above;
+            // both are exact, vigil uses the Durbin matrix for the whole range.
+            return (1.0 - durbin_cdf(n as u64, x), Asymptotic);
         }
         return (2.0 * smirnov(n, x), Asymptotic);
     }
@@ -147,8 +142,98 @@ pub fn kolmogorov_sf(n: f64, x: f64) -> (f64, Method) {
     if nxx >= 2.2 {
         return (2.0 * smirnov(n, x), Asymptotic);
     }
-    let method = if n <= 100_000.0 && n * x.powf(1.5) <= 1.4 { PelzGood } else { Asymptotic };
-    (1.0 - pelz_good_cdf(n, x), method)
+    if n <= 100_000.0 && n * x.powf(1.5) <= 1.4 {
+        return (1.0 - durbin_cdf(n as u64, x), Asymptotic);
+    }
+    (1.0 - pelz_good_cdf(n, x), Asymptotic)
+}
+
+/// P(D_n <= d) by Durbin's matrix method as Marsaglia, Tsang & Wang (2003) compute it (a port of
+/// SciPy's `_kolmogn_DMTW`): with `k = ceil(n d)`, `h = k - n d`, the answer is
+/// `n!/n^n (H^n)[k-1][k-1]` for a `(2k-1)`-square matrix `H`, powers scaled by 2^128 to avoid
+/// overflow.
+pub fn durbin_cdf(n: u64, d: f64) -> f64 {
+    if d >= 1.0 {
+        return 1.0;
+    }
+    let nd = n as f64 * d;
+    if nd <= 0.5 {
+        return 0.0;
+    }
+    let k = nd.ceil() as usize;
+    let h = k as f64 - nd;
+    let m = 2 * k - 1;
+    let mut v: Vec<f64> = (1..=m).map(|j| 1.0 - h.powi(j as i32)).collect();
+    let mut w = vec![0.0; m];
+    let mut fac = 1.0;
+    for j in 1..=m {
+        w[j - 1] = fac;
+        fac /= j as f64;
+        v[j - 1] *= fac;
+    }
+    let tt = (2.0 * h - 1.0).max(0.0).powi(m as i32) - 2.0 * h.powi(m as i32);
+    v[m - 1] = (1.0 + tt) * fac;
+    let mut hm = vec![0.0; m * m];
+    for i in 1..m {
+        for r in (i - 1)..m {
+            hm[r * m + i] = w[r - (i - 1)];
+        }
+    }
+    for r in 0..m {
+        hm[r * m] = v[r];
+    }
+    for c in 0..m {
+        hm[(m - 1) * m + c] = v[m - 1 - c];
+    }
+    let matmul = |a: &[f64], b: &[f64]| -> Vec<f64> {
+        let mut out = vec![0.0; m * m];
+        for i in 0..m {
+            for l in 0..m {
+                let a_il = a[i * m + l];
+                if a_il != 0.0 {
+                    for j in 0..m {
+                        out[i * m + j] += a_il * b[l * m + j];
+                    }
+                }
+            }
+        }
+        out
+    };
+    let scale = 2f64.powi(128);
+    let mut pwr: Vec<f64> = (0..m * m).map(|i| if i / m == i % m { 1.0 } else { 0.0 }).collect();
+    let (mut nn, mut expnt, mut h_expnt) = (n, 0i64, 0i64);
+    while nn > 0 {
+        if nn % 2 == 1 {
+            pwr = matmul(&pwr, &hm);
+            expnt += h_expnt;
+        }
+        hm = matmul(&hm, &hm);
+        h_expnt *= 2;
+        if hm[(k - 1) * m + (k - 1)].abs() > scale {
+            hm.iter_mut().for_each(|x| *x /= scale);
+            h_expnt += 128;
+        }
+        nn /= 2;
+    }
+    let mut p = pwr[(k - 1) * m + (k - 1)];
+    for i in 1..=n {
+        p = i as f64 * p / n as f64;
+        if p.abs() < 1.0 / scale {
+            p *= scale;
+            expnt -= 128;
+        }
+    }
+    ldexp(p, expnt).clamp(0.0, 1.0)
+}
+
+/// `x * 2^e` without overflowing the intermediate power.
+fn ldexp(mut x: f64, mut e: i64) -> f64 {
+    while e != 0 {
+        let step = e.clamp(-1000, 1000);
+        x *= 2f64.powi(step as i32);
+        e -= step;
+    }
+    x
 }
 
 /// One-sided Smirnov survival function P(D_n^+ >= x), exact Birnbaum-Tingey sum evaluated in
