@@ -1,0 +1,93 @@
+//! `vigil drift` on small CSV files: the report, the JSON, and the errors bad files produce.
+
+use std::path::PathBuf;
+
+use vigil_offline::{drift_report, run_drift, DriftArgs, OfflineError};
+use vigil_stats::{DriftTest, FeatureKind};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+}
+
+fn args(reference: &str, current: &str) -> DriftArgs {
+    DriftArgs {
+        reference: data(reference),
+        current: data(current),
+        json: false,
+        columns: vec![],
+        tests: vec![],
+        thresholds: vec![],
+        bins: 100,
+        max_categories: 1000,
+        small_window: 1000,
+    }
+}
+
+#[test]
+fn report_infers_types_and_flags_the_shifted_columns() {
+    let report = drift_report(&args("reference.csv", "current.csv")).unwrap();
+    let col = |name: &str| report.columns.iter().find(|c| c.column == name).unwrap();
+    assert_eq!(col("age").kind, FeatureKind::Numeric);
+    assert_eq!(col("age").test, DriftTest::Ks);
+    assert!(col("age").drifted, "age moved from 18-80 to 30-90");
+    assert!(!col("income").drifted);
+    assert_eq!(col("income").current_missing, 1);
+    assert_eq!(col("city").kind, FeatureKind::Categorical);
+    assert_eq!(col("city").test, DriftTest::ChiSquare);
+    assert!(col("city").drifted, "a new city (quoted, with a comma) appeared");
+    assert_eq!(col("churned").kind, FeatureKind::Binary);
+    assert_eq!(col("churned").test, DriftTest::ZTest);
+    assert!(col("churned").drifted);
+    assert!(!col("note").drifted);
+    assert_eq!((report.reference_rows, report.current_rows), (300, 250));
+}
+
+#[test]
+fn table_and_json_output() {
+    let mut a = args("reference.csv", "current.csv");
+    let mut out = Vec::new();
+    run_drift(&a, &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert!(table.starts_with("column"), "{table}");
+    assert!(table.contains("age") && table.contains("ks") && table.contains("yes"));
+    assert!(table.contains("columns drifted"));
+    a.json = true;
+    let mut out = Vec::new();
+    run_drift(&a, &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["columns"][0]["column"], "age");
+    assert_eq!(v["columns"][0]["test"], "ks");
+    assert!(v["columns"][0]["p_value"].as_f64().unwrap() < 0.05);
+}
+
+#[test]
+fn overrides_change_type_test_and_threshold() {
+    let mut a = args("reference.csv", "current.csv");
+    a.columns = vec!["age=categorical".into()];
+    a.tests = vec!["income=psi".into()];
+    a.thresholds = vec!["income=0.5".into()];
+    let report = drift_report(&a).unwrap();
+    let col = |name: &str| report.columns.iter().find(|c| c.column == name).unwrap();
+    assert_eq!(col("age").kind, FeatureKind::Categorical);
+    assert_eq!(col("income").test, DriftTest::Psi);
+    assert_eq!(col("income").threshold, 0.5);
+    a.columns = vec!["age=float".into(), "nope".into()];
+    let err = drift_report(&a).unwrap_err().to_string();
+    assert!(err.contains("age=float") && err.contains("\"nope\""), "{err}");
+}
+
+#[test]
+fn bad_files_name_file_line_and_column() {
+    let err = drift_report(&args("reference.csv", "ragged.csv")).unwrap_err();
+    assert!(matches!(err, OfflineError::Ragged { line: 7, expected: 5, found: 4, .. }), "{err}");
+    assert!(err.to_string().contains("ragged.csv: line 7"), "{err}");
+
+    let err = drift_report(&args("reference.csv", "missing_column.csv")).unwrap_err().to_string();
+    assert!(err.contains("\"note\"") && err.contains("missing from") && err.contains("missing_column.csv"), "{err}");
+
+    let err = drift_report(&args("reference.csv", "non_numeric.csv")).unwrap_err().to_string();
+    assert!(err.contains("non_numeric.csv: line 8, column \"income\": \"fifty\""), "{err}");
+
+    let err = drift_report(&args("reference.csv", "does_not_exist.csv")).unwrap_err().to_string();
+    assert!(err.contains("does_not_exist.csv"), "{err}");
+}
