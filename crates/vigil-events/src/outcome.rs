@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 use crate::codec::{Reader, Writer};
 use crate::error::{CodecError, ValidationError};
 use crate::schema::{cached, AvroRecord, OUTCOME_SCHEMA};
-use crate::validate::{finite, non_empty};
+use crate::validate::{event_time, finite, non_empty};
 
 /// The ground truth for a prediction (`schemas/outcome.avsc`).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -48,6 +48,7 @@ impl AvroRecord for OutcomeEvent {
     fn validate(&self) -> Result<(), ValidationError> {
         non_empty("model_id", &self.model_id)?;
         non_empty("prediction_id", &self.prediction_id)?;
+        event_time("event_time_ms", self.event_time_ms)?;
         finite("value", self.value)?;
         if self.label.is_none() && self.value.is_none() {
             return Err(ValidationError::Empty { field: "label or value" });

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use crate::codec::{Reader, Writer};
 use crate::error::{CodecError, ValidationError};
 use crate::schema::{cached, AvroRecord, PREDICTION_SCHEMA};
-use crate::validate::{finite, non_empty};
+use crate::validate::{event_time, finite, non_empty};
 
 /// One model prediction (`schemas/prediction.avsc`). Maps are ordered so the encoding is
 /// deterministic.
@@ -84,6 +84,7 @@ impl AvroRecord for PredictionEvent {
         non_empty("model_id", &self.model_id)?;
         non_empty("model_version", &self.model_version)?;
         non_empty("prediction_id", &self.prediction_id)?;
+        event_time("event_time_ms", self.event_time_ms)?;
         let p = &self.prediction;
         finite("prediction.score", p.score)?;
         finite("prediction.value", p.value)?;

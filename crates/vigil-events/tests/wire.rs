@@ -78,7 +78,7 @@ fn we_read_what_apache_avro_writes() {
         ("event_id".into(), Value::String("e-9".into())),
         ("prediction_id".into(), Value::String("p-9".into())),
         ("model_id".into(), Value::String("churn".into())),
-        ("event_time_ms".into(), Value::TimestampMillis(-5)),
+        ("event_time_ms".into(), Value::TimestampMillis(5)),
         ("label".into(), Value::Union(1, Box::new(Value::String("yes".into())))),
         ("value".into(), Value::Union(0, Box::new(Value::Null))),
     ]);
@@ -87,7 +87,7 @@ fn we_read_what_apache_avro_writes() {
     bytes.extend(to_avro_datum(&schema, value).unwrap());
     let outcome = decode::<OutcomeEvent>(&bytes).unwrap();
     assert_eq!(outcome.model_id, "churn");
-    assert_eq!(outcome.event_time_ms, -5);
+    assert_eq!(outcome.event_time_ms, 5);
     assert_eq!(outcome.label.as_deref(), Some("yes"));
     assert_eq!(outcome.value, None);
 }
@@ -162,6 +162,9 @@ fn bad_input_gets_a_reason() {
     nan_score.prediction.score = Some(f64::NAN);
     assert_eq!(decode::<PredictionEvent>(&encode(&nan_score)).unwrap_err().reason(), "non_finite_value");
 
+    let before_1970 = PredictionEvent { event_time_ms: -1, ..sample_prediction() };
+    assert_eq!(decode::<PredictionEvent>(&encode(&before_1970)).unwrap_err().reason(), "out_of_range");
+
     let mut trailing = good;
     trailing.push(0);
     assert_eq!(decode::<PredictionEvent>(&trailing).unwrap_err().reason(), "malformed");
@@ -182,7 +185,7 @@ fn arb_map<V: std::fmt::Debug>(value: impl Strategy<Value = V>) -> impl Strategy
 prop_compose! {
     fn arb_prediction()(
         ids in ("[a-z0-9-]{1,12}", "[a-z0-9-]{1,12}", "[a-z]{1,8}", "v[0-9]"),
-        event_time_ms in any::<i64>(),
+        event_time_ms in 0i64..4_000_000_000_000,
         segment in arb_map("[A-Z]{0,3}"),
         numeric_features in arb_map(-1e12f64..1e12),
         categorical_features in arb_map("\\PC{0,5}"),

@@ -179,10 +179,11 @@ impl Store {
     pub async fn window_count_totals(&self) -> Result<Vec<WindowCountTotal>, StoreError> {
         self.db
             .query(
-                "SELECT model_id, model_version, toUInt32(window_start) AS window_start, sum(events) AS events \
+                // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
+                "SELECT model_id, model_version, toUInt32(window_start) AS start_s, sum(events) AS total \
                  FROM window_counts WHERE events > 0 \
-                 GROUP BY model_id, model_version, window_start \
-                 ORDER BY window_start, model_id, model_version",
+                 GROUP BY model_id, model_version, start_s \
+                 ORDER BY start_s, model_id, model_version",
             )
             .fetch_all()
             .await

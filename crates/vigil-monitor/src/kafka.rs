@@ -1,0 +1,212 @@
+//! The Kafka side: consumer with rebalance and lag tracking, topic creation, dead letters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::IntGauge;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+
+use crate::MonitorError;
+
+/// Connection settings shared by every Kafka client vigil makes.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Extra librdkafka settings (security, timeouts), applied last.
+    pub client: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Partitions revoked by a rebalance, handed from librdkafka's callback to the pipeline.
+#[derive(Default)]
+pub struct RebalanceNotes {
+    revoked: Vec<i32>,
+    happened: bool,
+}
+
+pub struct MonitorContext {
+    notes: Arc<Mutex<RebalanceNotes>>,
+    lag: IntGauge,
+}
+
+impl ClientContext for MonitorContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.set(lag);
+    }
+}
+
+impl ConsumerContext for MonitorContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut notes = self.notes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        notes.happened = true;
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions revoked");
+                notes.revoked.extend(partitions);
+            }
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}
+
+pub type MonitorConsumer = StreamConsumer<MonitorContext>;
+
+pub fn consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    lag: IntGauge,
+) -> Result<(MonitorConsumer, Arc<Mutex<RebalanceNotes>>), MonitorError> {
+    let notes = Arc::new(Mutex::new(RebalanceNotes::default()));
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group_id)
+        // Positions live in ClickHouse with the counts; Kafka commits only follow them.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &settings.client {
+        config.set(key, value);
+    }
+    let consumer = config
+        .create_with_context(MonitorContext { notes: notes.clone(), lag })
+        .map_err(|e| MonitorError::Kafka { action: "create consumer", source: e })?;
+    Ok((consumer, notes))
+}
+
+/// Takes what the rebalance callbacks noted since the last call: (any rebalance?, revoked).
+pub fn take_rebalance(notes: &Mutex<RebalanceNotes>) -> (bool, Vec<i32>) {
+    let mut notes = notes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let happened = std::mem::take(&mut notes.happened);
+    (happened, std::mem::take(&mut notes.revoked))
+}
+
+/// Creates missing topics; an existing topic is left as it is.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str], partitions: i32) -> Result<(), MonitorError> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .map_err(|e| MonitorError::Kafka { action: "create admin client", source: e })?;
+    let new_topics: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|e| MonitorError::Kafka { action: "create topics", source: e })?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(MonitorError::Kafka {
+                    action: "create topics",
+                    source: KafkaError::AdminOp(code),
+                })
+                .inspect_err(|_| tracing::error!(topic, ?code, "topic creation failed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a dead letter came from, for its headers.
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+}
+
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    in_flight: Vec<DeliveryFuture>,
+}
+
+impl DeadLetters {
+    pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, MonitorError> {
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| MonitorError::Kafka { action: "create dead-letter producer", source: e })?;
+        Ok(Self { producer, topic: topic.to_owned(), in_flight: Vec::new() })
+    }
+
+    /// Queues the original bytes with the reason in headers; [`Self::settle`] awaits delivery.
+    pub async fn send(&mut self, origin: Origin<'_>, payload: &[u8], reason: &str, detail: &str) -> Result<(), MonitorError> {
+        let partition = origin.partition.to_string();
+        let offset = origin.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "vigil.reason", value: Some(reason) })
+            .insert(Header { key: "vigil.error", value: Some(detail) })
+            .insert(Header { key: "vigil.source.topic", value: Some(origin.topic) })
+            .insert(Header { key: "vigil.source.partition", value: Some(&partition) })
+            .insert(Header { key: "vigil.source.offset", value: Some(&offset) });
+        let topic = self.topic.clone();
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(payload).headers(headers);
+        if let Some(key) = origin.key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.in_flight.push(delivery);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.settle().await?;
+                }
+                Err((error, _)) => return Err(MonitorError::Kafka { action: "send dead letter", source: error }),
+            }
+        }
+    }
+
+    /// Waits until every queued dead letter is acknowledged by the broker. A flush calls this
+    /// before storing its position, so a dead letter is never behind a stored position unsent.
+    pub async fn settle(&mut self) -> Result<(), MonitorError> {
+        for delivery in self.in_flight.drain(..) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(MonitorError::Kafka { action: "deliver dead letter", source: error }),
+                Err(_) => return Err(MonitorError::Kafka { action: "deliver dead letter", source: KafkaError::Canceled }),
+            }
+        }
+        Ok(())
+    }
+}

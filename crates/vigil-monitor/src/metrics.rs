@@ -1,0 +1,60 @@
+//! Prometheus metrics, named `vigil_monitor_<name>_<unit>`. Labels are bounded: a dead-letter
+//! reason is one of a fixed set, never an error text.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct MonitorMetrics {
+    pub consumed: IntCounter,
+    pub decoded: IntCounter,
+    pub deadlettered: IntCounterVec,
+    pub skipped_already_stored: IntCounter,
+    pub rows_written: IntCounter,
+    pub events_written: IntCounter,
+    pub flushes: IntCounter,
+    pub sink_errors: IntCounter,
+    pub flush_seconds: Histogram,
+    pub consumer_lag: IntGauge,
+    pub rebalances: IntCounter,
+}
+
+impl MonitorMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(format!("vigil_monitor_{name}"), help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let deadlettered = IntCounterVec::new(
+            Opts::new("vigil_monitor_deadlettered_total", "Messages sent to the dead-letter topic, by reason"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(deadlettered.clone()))?;
+        let flush_seconds = Histogram::with_opts(
+            HistogramOpts::new("vigil_monitor_flush_duration_seconds", "Time to store one flush in ClickHouse")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(flush_seconds.clone()))?;
+        let consumer_lag = IntGauge::new(
+            "vigil_monitor_consumer_lag_messages",
+            "Messages on assigned partitions not yet consumed, from librdkafka statistics",
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        Ok(Self {
+            consumed: counter("messages_consumed_total", "Messages read from Kafka")?,
+            decoded: counter("events_decoded_total", "Messages decoded into valid events")?,
+            deadlettered,
+            skipped_already_stored: counter(
+                "messages_skipped_total",
+                "Messages re-read after a restart whose counts were already stored",
+            )?,
+            rows_written: counter("rows_written_total", "Rows inserted into ClickHouse")?,
+            events_written: counter("events_written_total", "Events counted in rows inserted into ClickHouse")?,
+            flushes: counter("flushes_total", "Flushes stored in ClickHouse")?,
+            sink_errors: counter("sink_errors_total", "Failed ClickHouse writes (retried or fatal)")?,
+            flush_seconds,
+            consumer_lag,
+            rebalances: counter("rebalances_total", "Consumer group rebalances seen")?,
+        })
+    }
+}

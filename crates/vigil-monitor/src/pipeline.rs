@@ -1,0 +1,240 @@
+//! The consume -> decode -> count -> flush loop.
+//!
+//! Exactly-once effect: each flush stores its counts and, on the same rows, the next offset of
+//! every partition it covers, in one atomic INSERT. After a restart or rebalance the monitor
+//! reads those positions back and skips messages below them, so whatever Kafka redelivers is
+//! counted once. Kafka offset commits follow the stored positions and only save re-reading.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use vigil_events::{decode, PredictionEvent};
+use vigil_store::Store;
+
+use crate::counts::PendingCounts;
+use crate::http::Readiness;
+use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin};
+use crate::{MonitorError, MonitorMetrics, MonitorSettings};
+
+struct Pipeline {
+    settings: MonitorSettings,
+    store: Store,
+    consumer: Arc<MonitorConsumer>,
+    dead_letters: DeadLetters,
+    metrics: MonitorMetrics,
+    readiness: Readiness,
+    pending: PendingCounts,
+    /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
+    /// rebalance.
+    stored: Option<HashMap<u32, i64>>,
+    /// Counted per message, added to Prometheus per flush.
+    local: LocalCounts,
+}
+
+#[derive(Default)]
+struct LocalCounts {
+    consumed: u64,
+    decoded: u64,
+    skipped: u64,
+}
+
+/// Runs until `shutdown` is cancelled (then drains, flushes and commits) or a fatal error.
+pub async fn run(
+    settings: MonitorSettings,
+    store: Store,
+    metrics: MonitorMetrics,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> Result<(), MonitorError> {
+    let (consumer, notes) = kafka::consumer(&settings.kafka, &settings.group_id, metrics.consumer_lag.clone())?;
+    let consumer = Arc::new(consumer);
+    consumer
+        .subscribe(&[&settings.predictions_topic])
+        .map_err(|e| MonitorError::Kafka { action: "subscribe", source: e })?;
+    let dead_letters = DeadLetters::new(&settings.kafka, &settings.deadletter_topic)?;
+    store.ping().await?;
+    readiness.set(true);
+    tracing::info!(topic = %settings.predictions_topic, group = %settings.group_id, "monitor consuming");
+
+    let mut pipeline = Pipeline {
+        pending: PendingCounts::new(settings.window_seconds),
+        settings,
+        store,
+        consumer: consumer.clone(),
+        dead_letters,
+        metrics,
+        readiness,
+        stored: None,
+        local: LocalCounts::default(),
+    };
+    let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let result = loop {
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => pipeline.flush().await,
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    let (rebalanced, revoked) = kafka::take_rebalance(&notes);
+                    if rebalanced {
+                        pipeline.on_rebalance(&revoked);
+                    }
+                    pipeline.handle(&message).await
+                }
+                Err(error) => {
+                    // Broker-side trouble (e.g. a partition leader moving) passes; librdkafka
+                    // reconnects by itself.
+                    tracing::warn!(%error, "kafka consumer error");
+                    Ok(())
+                }
+            },
+        };
+        if let Err(error) = step {
+            break Err(error);
+        }
+        if pipeline.pending.messages() >= pipeline.settings.max_pending_messages {
+            if let Err(error) = pipeline.flush().await {
+                break Err(error);
+            }
+        }
+    };
+    pipeline.readiness.set(false);
+    match result {
+        Ok(()) => {
+            tracing::info!("shutting down: storing what is pending");
+            let drain = pipeline.settings.drain_timeout;
+            match tokio::time::timeout(drain, pipeline.flush()).await {
+                Ok(flushed) => flushed?,
+                Err(_) => tracing::warn!(?drain, "final flush timed out; the next start re-reads from the stored position"),
+            }
+            pipeline.commit(CommitMode::Sync);
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+impl Pipeline {
+    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MonitorError> {
+        self.local.consumed += 1;
+        let (partition, offset) = (message.partition(), message.offset());
+        let stored = match &self.stored {
+            Some(stored) => stored,
+            None => self.stored.insert(self.store.stored_positions(&self.settings.predictions_topic).await?),
+        };
+        if stored.get(&(partition as u32)).is_some_and(|next| offset < *next) {
+            self.local.skipped += 1;
+            return Ok(());
+        }
+        let payload = message.payload().unwrap_or_default();
+        match decode::<PredictionEvent>(payload) {
+            Ok(event) => {
+                self.local.decoded += 1;
+                self.pending.record_event(partition, offset, &event.model_id, &event.model_version, event.event_time_ms);
+            }
+            Err(error) => {
+                let reason = error.reason();
+                self.metrics.deadlettered.with_label_values(&[reason]).inc();
+                let origin = Origin { topic: message.topic(), partition, offset, key: message.key() };
+                self.dead_letters.send(origin, payload, reason, &error.to_string()).await?;
+                self.pending.record_other(partition, offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops work on revoked partitions and forgets positions: the next message reloads them,
+    /// so partitions this consumer just gained start from what their last owner stored.
+    fn on_rebalance(&mut self, revoked: &[i32]) {
+        self.metrics.rebalances.inc();
+        self.pending.revoke(revoked);
+        self.stored = None;
+    }
+
+    async fn flush(&mut self) -> Result<(), MonitorError> {
+        self.publish_local_counts();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.dead_letters.settle().await?;
+        let rows = self.pending.rows(&self.settings.predictions_topic, unix_seconds());
+        self.write_with_retry(&rows).await?;
+        if let Some(stored) = &mut self.stored {
+            for (partition, next) in self.pending.positions() {
+                stored.insert(partition as u32, next);
+            }
+        }
+        self.metrics.flushes.inc();
+        self.metrics.rows_written.inc_by(rows.len() as u64);
+        self.metrics.events_written.inc_by(rows.iter().map(|r| r.events).sum());
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.commit(CommitMode::Async);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Retries transient ClickHouse errors with backoff. An INSERT that timed out may still have
+    /// landed, so before each retry the stored positions are read back: if they already cover
+    /// this flush, it is done.
+    async fn write_with_retry(&mut self, rows: &[vigil_store::WindowCountRow]) -> Result<(), MonitorError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.store.insert_window_counts(rows).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            self.metrics.sink_errors.inc();
+            if !error.is_retryable() || attempt >= 8 {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, attempt, ?backoff, "clickhouse write failed, retrying");
+            self.readiness.set(false);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            if let Ok(stored) = self.store.stored_positions(&self.settings.predictions_topic).await {
+                if self.pending.positions().all(|(p, next)| stored.get(&(p as u32)).is_some_and(|s| *s >= next)) {
+                    tracing::info!(attempt, "the failed write had landed");
+                    self.readiness.set(true);
+                    return Ok(());
+                }
+            }
+            self.readiness.set(true);
+        }
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in self.pending.positions() {
+            if let Err(error) = list.add_partition_offset(&self.settings.predictions_topic, partition, Offset::Offset(next)) {
+                tracing::warn!(%error, partition, "could not build offset commit");
+            }
+        }
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.commit(&list, mode) {
+                // Harmless: positions are in ClickHouse; a later commit catches up.
+                tracing::debug!(%error, "kafka offset commit failed");
+            }
+        }
+    }
+
+    fn publish_local_counts(&mut self) {
+        let local = std::mem::take(&mut self.local);
+        self.metrics.consumed.inc_by(local.consumed);
+        self.metrics.decoded.inc_by(local.decoded);
+        self.metrics.skipped_already_stored.inc_by(local.skipped);
+    }
+}
+
+fn unix_seconds() -> u32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}

@@ -1,0 +1,80 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use vigil_loadgen::{LoadReport, LoadSpec, Synthetic};
+use vigil_sdk::{Producer, SdkConfig};
+
+use crate::config::Config;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Predictions per second (0: as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// How long to run, e.g. 30s or 5m.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many predictions.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Number of models (named model-1, model-2, ...).
+    #[arg(long, default_value_t = 3)]
+    pub models: usize,
+    /// Versions per model (v1, v2, ...).
+    #[arg(long, default_value_t = 2)]
+    pub versions: usize,
+    /// Numeric features per prediction.
+    #[arg(long, default_value_t = 20)]
+    pub features: usize,
+    /// Seed for the synthetic data; the same seed gives the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = super::shutdown_on_signal();
+    let stop_on_signal = stop.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        stop_on_signal.store(true, Ordering::Relaxed);
+    });
+    let report = publish(config, args, stop).await?;
+    println!(
+        "loadgen: sent {} predictions in {:.1}s ({:.0}/s); queue-full retries {}",
+        report.sent,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second(),
+        report.dropped_queue_full
+    );
+    Ok(())
+}
+
+/// Creates the topics if needed, then publishes on a blocking thread until done or `stop`.
+pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(args.models > 0 && args.versions > 0, "--models and --versions must be at least 1");
+    vigil_monitor::ensure_topics(&config.kafka_settings(), &[&config.topics.predictions], config.kafka.topic_partitions)
+        .await
+        .context("preparing kafka topics (is the broker running? see deploy/local/up)")?;
+    let mut sdk = SdkConfig::new(&config.kafka.brokers);
+    sdk.predictions_topic = config.topics.predictions.clone();
+    sdk.outcomes_topic = config.topics.outcomes.clone();
+    sdk.kafka = config.kafka.client.clone();
+    let producer = Producer::new(sdk)?;
+    let mut generator = Synthetic::new(
+        args.seed,
+        (1..=args.models).map(|i| format!("model-{i}")).collect(),
+        (1..=args.versions).map(|i| format!("v{i}")).collect(),
+        args.features,
+    );
+    let spec = LoadSpec {
+        rate: args.rate,
+        duration: args.duration,
+        max_events: args.max_events,
+        progress_every: Duration::from_secs(5),
+    };
+    let report = tokio::task::spawn_blocking(move || vigil_loadgen::run(&producer, &mut generator, &spec, &stop)).await??;
+    Ok(report)
+}

@@ -1,0 +1,319 @@
+//! vigil's configuration: built-in defaults, then a TOML file, then `VIGIL__SECTION__KEY`
+//! environment variables. Unknown keys are errors, and every invalid value is reported at once
+//! with its key and how to fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_events::topics;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaSection,
+    pub topics: TopicsSection,
+    pub clickhouse: ClickHouseSection,
+    pub monitor: MonitorSection,
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Comma-separated host:port list.
+    pub brokers: String,
+    /// Extra librdkafka settings for every client (security.protocol, sasl.*, timeouts).
+    pub client: BTreeMap<String, String>,
+    /// Partitions of topics vigil creates when they are missing.
+    pub topic_partitions: i32,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self { brokers: "127.0.0.1:9092".into(), client: BTreeMap::new(), topic_partitions: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsSection {
+    pub predictions: String,
+    pub outcomes: String,
+    pub deadletter: String,
+}
+
+impl Default for TopicsSection {
+    fn default() -> Self {
+        Self {
+            predictions: topics::PREDICTIONS.into(),
+            outcomes: topics::OUTCOMES.into(),
+            deadletter: topics::DEADLETTER.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSection {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// Days of rows kept on servers with TTL (20.3 and later); 0 keeps everything.
+    pub retention_days: u32,
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "vigil".into(),
+            user: "default".into(),
+            password: String::new(),
+            retention_days: 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSection {
+    pub group_id: String,
+    pub window_seconds: u32,
+    pub flush_interval_ms: u64,
+    pub max_pending_messages: usize,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        Self {
+            group_id: "vigil-monitor".into(),
+            window_seconds: 60,
+            flush_interval_ms: 1_000,
+            max_pending_messages: 100_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address for /metrics and /healthz.
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        Self::load_from(file, config::Environment::with_prefix("VIGIL").separator("__").try_parsing(true))
+    }
+
+    fn load_from(file: Option<&Path>, env: config::Environment) -> Result<Self, ConfigErrors> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigErrors(vec![format!(
+                    "config file {}: not found (pass --config with an existing file, or omit it to use defaults)",
+                    path.display()
+                )]));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let config: Config = builder
+            .add_source(env)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, message: String| {
+            if !ok {
+                errors.push(message);
+            }
+        };
+        let brokers_ok = !self.kafka.brokers.trim().is_empty()
+            && self.kafka.brokers.split(',').all(|b| b.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+        check(brokers_ok, format!("kafka.brokers: {:?} is not a host:port list (e.g. \"127.0.0.1:9092\")", self.kafka.brokers));
+        check(
+            (1..=1000).contains(&self.kafka.topic_partitions),
+            format!("kafka.topic_partitions: {} must be between 1 and 1000", self.kafka.topic_partitions),
+        );
+        for (key, topic) in [("topics.predictions", &self.topics.predictions), ("topics.outcomes", &self.topics.outcomes), ("topics.deadletter", &self.topics.deadletter)] {
+            check(valid_topic(topic), format!("{key}: {topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-', at most 249)"));
+        }
+        check(
+            self.topics.deadletter != self.topics.predictions,
+            "topics.deadletter: must differ from topics.predictions, or dead letters would be consumed again".into(),
+        );
+        check(
+            self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://"),
+            format!("clickhouse.url: {:?} must start with http:// or https:// (the HTTP interface, port 8123 by default)", self.clickhouse.url),
+        );
+        check(
+            vigil_store::is_valid_identifier(&self.clickhouse.database),
+            format!("clickhouse.database: {:?} must be letters, digits and '_', not starting with a digit", self.clickhouse.database),
+        );
+        let m = &self.monitor;
+        check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
+        check(
+            m.window_seconds > 0 && 86_400 % m.window_seconds == 0,
+            format!("monitor.window_seconds: {} must divide a day evenly (e.g. 60, 300, 3600)", m.window_seconds),
+        );
+        check(
+            (10..=600_000).contains(&m.flush_interval_ms),
+            format!("monitor.flush_interval_ms: {} must be between 10 and 600000", m.flush_interval_ms),
+        );
+        check(m.max_pending_messages > 0, "monitor.max_pending_messages: must be at least 1".into());
+        check(
+            m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
+            format!(
+                "monitor.drain_timeout_ms: {} must be between 1 and 299999 (below Kafka's max.poll.interval.ms of 300000)",
+                m.drain_timeout_ms
+            ),
+        );
+        check(
+            self.http.listen.parse::<SocketAddr>().is_ok(),
+            format!("http.listen: {:?} is not an address like 127.0.0.1:9464", self.http.listen),
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn kafka_settings(&self) -> vigil_monitor::KafkaSettings {
+        vigil_monitor::KafkaSettings { brokers: self.kafka.brokers.clone(), client: self.kafka.client.clone() }
+    }
+
+    pub fn store_config(&self) -> vigil_store::StoreConfig {
+        let c = &self.clickhouse;
+        vigil_store::StoreConfig {
+            url: c.url.clone(),
+            database: c.database.clone(),
+            user: c.user.clone(),
+            password: c.password.clone(),
+            retention_days: (c.retention_days > 0).then_some(c.retention_days),
+        }
+    }
+
+    pub fn monitor_settings(&self) -> vigil_monitor::MonitorSettings {
+        let m = &self.monitor;
+        vigil_monitor::MonitorSettings {
+            kafka: self.kafka_settings(),
+            group_id: m.group_id.clone(),
+            predictions_topic: self.topics.predictions.clone(),
+            deadletter_topic: self.topics.deadletter.clone(),
+            window_seconds: m.window_seconds,
+            flush_interval: Duration::from_millis(m.flush_interval_ms),
+            max_pending_messages: m.max_pending_messages,
+            drain_timeout: Duration::from_millis(m.drain_timeout_ms),
+        }
+    }
+
+    pub fn http_listen(&self) -> SocketAddr {
+        self.http.listen.parse().expect("validated in Config::validate")
+    }
+}
+
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 249 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let source = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config::Environment::with_prefix("VIGIL").separator("__").try_parsing(true).source(Some(source))
+    }
+
+    fn write(toml: &str) -> tempfile_path::TempToml {
+        tempfile_path::TempToml::new(toml)
+    }
+
+    mod tempfile_path {
+        pub struct TempToml(pub std::path::PathBuf);
+        impl TempToml {
+            pub fn new(text: &str) -> Self {
+                let path = std::env::temp_dir().join(format!("vigil-config-test-{}-{:?}.toml", std::process::id(), std::thread::current().id()));
+                std::fs::write(&path, text).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempToml {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(config.monitor.window_seconds, 60);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = write("[kafka]\nbrokers = \"10.0.0.1:9092\"\n[monitor]\nwindow_seconds = 300\n");
+        let config = Config::load_from(Some(&file.0), env(&[("VIGIL__KAFKA__BROKERS", "127.0.0.1:19092")])).unwrap();
+        assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
+        assert_eq!(config.monitor.window_seconds, 300);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let file = write("[kafka]\nbroker = \"x:1\"\n");
+        let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_key() {
+        let file = write("[kafka]\nbrokers = \"nonsense\"\n[monitor]\nwindow_seconds = 7\n[clickhouse]\nurl = \"127.0.0.1:8123\"\n");
+        let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(keys, vec!["kafka.brokers", "clickhouse.url", "monitor.window_seconds"], "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/vigil.toml"), "{err}");
+    }
+}

@@ -1,0 +1,66 @@
+//! The `vigil` binary: parses the command line and configuration, then wires the crates
+//! together. Logic lives in the library crates.
+
+mod cmd;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Streaming model monitoring on Kafka and ClickHouse")]
+struct Cli {
+    /// TOML configuration file; `VIGIL__SECTION__KEY` environment variables override it.
+    #[arg(long, global = true, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the ClickHouse database and tables (idempotent).
+    Migrate(cmd::migrate::Args),
+    /// Consume predictions, count them per window and store the counts in ClickHouse.
+    Monitor,
+    /// Publish synthetic predictions through the Rust SDK.
+    Loadgen(cmd::loadgen::Args),
+    /// Migrate, run the monitor and synthetic traffic, then print what landed in ClickHouse.
+    Quickstart(cmd::quickstart::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => cmd::migrate::run(&config, args).await,
+            Command::Monitor => cmd::monitor::run(&config).await,
+            Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
+            Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
