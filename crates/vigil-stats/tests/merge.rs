@@ -35,7 +35,7 @@ proptest! {
         sa.merge(&sb).unwrap();
         prop_assert_eq!(sa.counts(), su.counts());
         prop_assert_eq!(sa.nonfinite(), su.nonfinite());
-        prop_assert_eq!(sa.range(), su.range());
+        prop_assert_eq!(sa.extent(), su.extent());
         if let (Some(x), Some(y)) = (sa.mean(), su.mean()) {
             prop_assert!(approx(x, y));
             prop_assert!(approx(sa.std().unwrap(), su.std().unwrap()));

@@ -1,6 +1,6 @@
 //! Hellinger distance.
 
-use super::{proportions, Binned, Statistic};
+use super::{proportion_pairs, Binned, Statistic};
 use crate::error::Result;
 
 /// Hellinger distance `sqrt(1/2 * sum_i (sqrt(p_i) - sqrt(q_i))^2)` between reference and
@@ -8,8 +8,7 @@ use crate::error::Result;
 /// `sqrt(1 - sum sqrt(p q))` cancels). In [0, 1]; higher means more drift; empty bins need no
 /// epsilon. Either side empty: `NotEnoughData`.
 pub fn hellinger_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
-    let (p, q) = proportions(reference, current)?;
-    let s: f64 = p.iter().zip(&q).map(|(&a, &b)| (a.sqrt() - b.sqrt()).powi(2)).sum();
+    let s: f64 = proportion_pairs(reference, current)?.map(|(a, b)| (a.sqrt() - b.sqrt()).powi(2)).sum();
     Ok(Statistic::exact((0.5 * s).sqrt(), None))
 }
 

@@ -1,6 +1,6 @@
 //! Jensen-Shannon distance.
 
-use super::{proportions, Binned, Statistic};
+use super::{proportion_pairs, Binned, Statistic};
 use crate::error::Result;
 
 /// Jensen-Shannon distance, base 2, as `scipy.spatial.distance.jensenshannon(p, q, base=2)`:
@@ -8,12 +8,9 @@ use crate::error::Result;
 /// `0 * log 0 = 0` so empty bins need no epsilon. In [0, 1]; 0 for identical distributions, 1 for
 /// disjoint supports; higher means more drift. Either side empty: `NotEnoughData`.
 pub fn jensen_shannon_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
-    let (p, q) = proportions(reference, current)?;
     let rel_entr = |a: f64, b: f64| if a > 0.0 { a * (a / b).ln() } else { 0.0 };
-    let js: f64 = p
-        .iter()
-        .zip(&q)
-        .map(|(&a, &b)| {
+    let js: f64 = proportion_pairs(reference, current)?
+        .map(|(a, b)| {
             let m = 0.5 * (a + b);
             rel_entr(a, m) + rel_entr(b, m)
         })

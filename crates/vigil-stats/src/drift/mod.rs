@@ -166,17 +166,20 @@ impl Binned for CategoricalSketch {
     }
 }
 
-/// Proportions of two count vectors, after checking both are non-empty.
-pub(crate) fn proportions(reference: &[u64], current: &[u64]) -> Result<(Vec<f64>, Vec<f64>)> {
+/// Pairs of (reference, current) proportions without allocating (the binned tests run per
+/// window and feature, so they avoid the heap).
+pub(crate) fn proportion_pairs<'a>(
+    reference: &'a [u64],
+    current: &'a [u64],
+) -> Result<impl Iterator<Item = (f64, f64)> + 'a> {
     if reference.len() != current.len() {
         return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
     }
-    let props = |c: &[u64]| -> Result<Vec<f64>> {
-        let n: u64 = c.iter().sum();
-        crate::error::require(1, n)?;
-        Ok(c.iter().map(|&x| x as f64 / n as f64).collect())
-    };
-    Ok((props(reference)?, props(current)?))
+    let (nr, nc): (u64, u64) = (reference.iter().sum(), current.iter().sum());
+    crate::error::require(1, nr)?;
+    crate::error::require(1, nc)?;
+    let (ir, ic) = (1.0 / nr as f64, 1.0 / nc as f64);
+    Ok(reference.iter().zip(current).map(move |(&r, &c)| (r as f64 * ir, c as f64 * ic)))
 }
 
 /// Finite values of `xs`, sorted ascending.

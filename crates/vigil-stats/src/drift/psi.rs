@@ -1,6 +1,6 @@
 //! Population Stability Index.
 
-use super::{proportions, Binned, Statistic, EMPTY_BIN_EPSILON};
+use super::{proportion_pairs, Binned, Statistic, EMPTY_BIN_EPSILON};
 use crate::error::Result;
 
 /// PSI over bins: `sum_i (q_i - p_i) * ln(q_i / p_i)` with `p` the reference and `q` the current
@@ -8,9 +8,10 @@ use crate::error::Result;
 /// the logarithm stays finite. Non-negative and symmetric; higher means more drift (0.1 "some",
 /// 0.25 "major" by the usual rule of thumb). Either side empty: `NotEnoughData`.
 pub fn psi_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
-    let (p, q) = proportions(reference, current)?;
     let floor = |x: f64| if x == 0.0 { EMPTY_BIN_EPSILON } else { x };
-    let psi = p.iter().zip(&q).map(|(&p, &q)| (floor(q) - floor(p)) * (floor(q) / floor(p)).ln()).sum();
+    let psi = proportion_pairs(reference, current)?
+        .map(|(p, q)| (floor(q) - floor(p)) * (floor(q) / floor(p)).ln())
+        .sum();
     Ok(Statistic::exact(psi, None))
 }
 

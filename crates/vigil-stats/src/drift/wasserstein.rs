@@ -63,17 +63,16 @@ fn std_pop(sorted: &[f64]) -> f64 {
 /// `|W1_binned - W1_exact| <= sum_j width_j (p_j + q_j)`, returned as `error_bound`.
 pub fn wasserstein_binned(reference: &NumericSketch, current: &NumericSketch) -> Result<Statistic> {
     reference.check_compatible(current)?;
-    let (p, q) = super::proportions(reference.counts(), current.counts())?;
-    let (rlo, rhi) = reference.range().expect("non-empty");
-    let (clo, chi) = current.range().expect("non-empty");
+    let pairs = super::proportion_pairs(reference.counts(), current.counts())?;
+    let (rlo, rhi) = reference.extent().expect("non-empty");
+    let (clo, chi) = current.extent().expect("non-empty");
     let edges = reference.edges();
-    let lo = rlo.min(clo).min(edges[0]);
-    let hi = rhi.max(chi).max(edges[edges.len() - 1]);
-    // Bin j spans [bounds[j], bounds[j + 1]].
-    let bounds: Vec<f64> = std::iter::once(lo).chain(edges.iter().copied()).chain(std::iter::once(hi)).collect();
+    let (lo, hi) = (rlo.min(clo), rhi.max(chi));
+    // Bin j spans [bounds(j), bounds(j + 1)]: the outer bins reach the extreme values seen.
+    let bounds = |j: usize| if j == 0 { lo } else if j > edges.len() { hi } else { edges[j - 1] };
     let (mut d0, mut total, mut bound) = (0.0f64, 0.0f64, 0.0f64);
-    for (j, (&pj, &qj)) in p.iter().zip(&q).enumerate() {
-        let w = bounds[j + 1] - bounds[j];
+    for (j, (pj, qj)) in pairs.enumerate() {
+        let w = bounds(j + 1) - bounds(j);
         let d1 = d0 + pj - qj;
         total += w * linear_abs_mean(d0, d1);
         bound += w * (pj + qj);

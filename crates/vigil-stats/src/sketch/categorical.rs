@@ -1,6 +1,7 @@
 //! Category counts against a vocabulary frozen from the reference.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,32 @@ pub struct CategoricalSketch {
     /// `vocabulary.len() + 1` counts; the last is "other".
     counts: Vec<u64>,
     missing: u64,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, FastHash>,
+}
+
+/// FxHash-style hasher (multiply-rotate over 8-byte words): category names come from the
+/// reference, not from an adversary choosing collisions, and SipHash would double the update cost.
+type FastHash = BuildHasherDefault<WordHasher>;
+
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(K);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,7 +102,7 @@ impl CategoricalSketch {
 
     /// Builds an empty sketch with an explicit vocabulary (duplicates are an error).
     pub fn with_vocabulary(vocabulary: Vec<String>) -> Result<Self> {
-        let index: HashMap<String, usize> =
+        let index: HashMap<String, usize, FastHash> =
             vocabulary.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
         if index.len() != vocabulary.len() {
             return Err(StatsError::InvalidArgument("vocabulary has duplicates".into()));

@@ -25,8 +25,10 @@ pub struct NumericSketch {
     shift: f64,
     sum: f64,
     sum_sq: f64,
-    min: f64,
-    max: f64,
+    /// Smallest value below `e[0]` and largest above `e[L-1]` (±inf when none): they bound the
+    /// under- and overflow bins for the binned Wasserstein distance.
+    below: f64,
+    above: f64,
     lut: Lut,
 }
 
@@ -39,8 +41,8 @@ struct Repr {
     shift: f64,
     sum: f64,
     sum_sq: f64,
-    min: Option<f64>,
-    max: Option<f64>,
+    below: Option<f64>,
+    above: Option<f64>,
 }
 
 impl TryFrom<Repr> for NumericSketch {
@@ -55,15 +57,14 @@ impl TryFrom<Repr> for NumericSketch {
         s.shift = r.shift;
         s.sum = r.sum;
         s.sum_sq = r.sum_sq;
-        s.min = r.min.unwrap_or(f64::INFINITY);
-        s.max = r.max.unwrap_or(f64::NEG_INFINITY);
+        s.below = r.below.unwrap_or(f64::INFINITY);
+        s.above = r.above.unwrap_or(f64::NEG_INFINITY);
         Ok(s)
     }
 }
 
 impl From<NumericSketch> for Repr {
     fn from(s: NumericSketch) -> Self {
-        let seen = s.count() > 0;
         Repr {
             edges: s.edges,
             counts: s.counts,
@@ -71,19 +72,22 @@ impl From<NumericSketch> for Repr {
             shift: s.shift,
             sum: s.sum,
             sum_sq: s.sum_sq,
-            min: seen.then_some(s.min),
-            max: seen.then_some(s.max),
+            below: s.below.is_finite().then_some(s.below),
+            above: s.above.is_finite().then_some(s.above),
         }
     }
 }
 
-/// Uniform-grid lookup table over `[e[0], e[L-1]]`: cell `c` stores how many edges are `<=` the
-/// cell's start, so a lookup is one multiply plus a search over the one to three edges near `x`
-/// instead of a binary search over all of them (this is what makes updates cost a few ns).
+/// Uniform-grid lookup table over `[e[0], e[L-1]]`, so a lookup is one multiply and a scan over
+/// the edges of one cell instead of a binary search over all of them (what makes updates cost a
+/// few ns). `starts[c]` counts the edges whose own cell is below `c`; because the cell function
+/// is monotone in `x` even after rounding, every such edge is `<= x` for `x` in cell `c` and
+/// every edge of a later cell is `> x`, so the lookup is exact.
 #[derive(Debug, Clone, Default)]
 struct Lut {
     lo: f64,
     scale: f64,
+    last_cell: usize,
     starts: Vec<u32>,
 }
 
@@ -91,18 +95,68 @@ impl Lut {
     fn new(edges: &[f64]) -> Self {
         let lo = edges[0];
         let span = edges[edges.len() - 1] - lo;
-        if !(span > 0.0) || !span.is_finite() {
-            return Lut { lo, scale: 0.0, starts: vec![0, edges.len() as u32] };
+        let cells = if span > 0.0 && span.is_finite() { (8 * edges.len()).max(64) } else { 1 };
+        let scale = if cells > 1 { cells as f64 / span } else { 0.0 };
+        let mut lut = Lut { lo, scale, last_cell: cells - 1, starts: vec![0; cells + 1] };
+        for &e in edges {
+            let c = lut.cell(e);
+            lut.starts[c + 1] += 1;
         }
-        let cells = (4 * edges.len()).max(64);
-        let scale = cells as f64 / span;
-        // starts[c] = edges <= start of cell c; a final sentinel covers the last cell's end.
-        let mut starts: Vec<u32> = (0..cells)
-            .map(|c| edges.partition_point(|&e| e <= lo + c as f64 / scale) as u32)
-            .collect();
-        starts.push(edges.len() as u32);
-        Lut { lo, scale, starts }
+        for c in 1..=cells {
+            lut.starts[c] += lut.starts[c - 1];
+        }
+        lut
     }
+
+    #[inline(always)]
+    fn cell(&self, x: f64) -> usize {
+        // `as usize` saturates: negative values map to 0.
+        (((x - self.lo) * self.scale) as usize).min(self.last_cell)
+    }
+
+    /// Number of edges `<= x`, for finite `x`.
+    #[inline(always)]
+    fn edges_le(&self, edges: &[f64], x: f64) -> usize {
+        let c = self.cell(x);
+        let (mut i, end) = (self.starts[c] as usize, self.starts[c + 1] as usize);
+        while i < end && edges[i] <= x {
+            i += 1;
+        }
+        i
+    }
+}
+
+/// Adds `xs` to `counts`; a free function so the slices get `noalias` and the optimizer keeps
+/// edges and the table in registers. Returns (nonfinite, sum, sum_sq, below_min, above_max).
+fn accumulate(edges: &[f64], lut: &Lut, counts: &mut [u64], shift: f64, xs: &[f64]) -> (u64, f64, f64, f64, f64) {
+    let last = edges.len() - 1;
+    let (first_edge, last_edge) = (edges[0], edges[last]);
+    let (mut nonfinite, mut sum, mut sum_sq) = (0u64, 0.0f64, 0.0f64);
+    let (mut below, mut above) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &x in xs {
+        if !x.is_finite() {
+            nonfinite += 1;
+            continue;
+        }
+        let i = if x < first_edge {
+            below = below.min(x);
+            0
+        } else if x >= last_edge {
+            if x > last_edge {
+                above = above.max(x);
+                last + 1
+            } else {
+                last
+            }
+        } else {
+            lut.edges_le(edges, x)
+        };
+        counts[i] += 1;
+        let d = x - shift;
+        sum += d;
+        sum_sq += d * d;
+    }
+    (nonfinite, sum, sum_sq, below, above)
 }
 
 impl NumericSketch {
@@ -143,8 +197,8 @@ impl NumericSketch {
             shift: 0.5 * (edges[0] + edges[edges.len() - 1]),
             sum: 0.0,
             sum_sq: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
+            below: f64::INFINITY,
+            above: f64::NEG_INFINITY,
             edges,
             lut,
         })
@@ -170,8 +224,8 @@ impl NumericSketch {
         self.nonfinite = 0;
         self.sum = 0.0;
         self.sum_sq = 0.0;
-        self.min = f64::INFINITY;
-        self.max = f64::NEG_INFINITY;
+        self.below = f64::INFINITY;
+        self.above = f64::NEG_INFINITY;
     }
 
     /// Index of the bin holding finite `x` (see the type's docs for the layout).
@@ -179,41 +233,32 @@ impl NumericSketch {
     pub fn bin_index(&self, x: f64) -> usize {
         let last = self.edges.len() - 1;
         if x < self.edges[0] {
-            return 0;
+            0
+        } else if x >= self.edges[last] {
+            if x == self.edges[last] {
+                last
+            } else {
+                last + 1
+            }
+        } else {
+            self.lut.edges_le(&self.edges, x)
         }
-        if x >= self.edges[last] {
-            return if x == self.edges[last] { last } else { last + 1 };
-        }
-        // x in [e0, e_last): find p = #edges <= x, in 1..=last, via the lookup table. Rounding
-        // can put x one cell off, so search from the previous cell's start to the next one's end.
-        let cells = self.lut.starts.len() - 1;
-        let c = (((x - self.lut.lo) * self.lut.scale) as usize).min(cells - 1);
-        let from = self.lut.starts[c.saturating_sub(1)] as usize;
-        let to = self.lut.starts[(c + 2).min(cells)] as usize;
-        from + self.edges[from..to].partition_point(|&e| e <= x)
     }
 
     /// Adds one value; NaN and ±inf are counted apart.
     #[inline]
     pub fn update(&mut self, x: f64) {
-        if !x.is_finite() {
-            self.nonfinite += 1;
-            return;
-        }
-        let i = self.bin_index(x);
-        self.counts[i] += 1;
-        let d = x - self.shift;
-        self.sum += d;
-        self.sum_sq += d * d;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
+        self.extend(std::slice::from_ref(&x));
     }
 
-    /// Adds every value of `xs`.
+    /// Adds every value of `xs` (the fast path: prefer it to repeated `update`).
     pub fn extend(&mut self, xs: &[f64]) {
-        for &x in xs {
-            self.update(x);
-        }
+        let (nonfinite, sum, sum_sq, below, above) = accumulate(&self.edges, &self.lut, &mut self.counts, self.shift, xs);
+        self.nonfinite += nonfinite;
+        self.sum += sum;
+        self.sum_sq += sum_sq;
+        self.below = self.below.min(below);
+        self.above = self.above.max(above);
     }
 
     /// Adds `other`'s counts; fails with `Incompatible` unless both have the same edges.
@@ -227,8 +272,8 @@ impl NumericSketch {
         self.nonfinite += other.nonfinite;
         self.sum += other.sum;
         self.sum_sq += other.sum_sq;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.below = self.below.min(other.below);
+        self.above = self.above.max(other.above);
         Ok(())
     }
 
@@ -252,9 +297,11 @@ impl NumericSketch {
         self.nonfinite
     }
 
-    /// Smallest and largest finite value seen, if any.
-    pub fn range(&self) -> Option<(f64, f64)> {
-        (self.count() > 0).then_some((self.min, self.max))
+    /// Interval holding every finite value seen: the edges' span, widened to the smallest value
+    /// below it and the largest above it. `None` when empty.
+    pub fn extent(&self) -> Option<(f64, f64)> {
+        let (first, last) = (self.edges[0], self.edges[self.edges.len() - 1]);
+        (self.count() > 0).then_some((self.below.min(first), self.above.max(last)))
     }
 
     /// Mean of the finite values, if any.
@@ -355,6 +402,6 @@ mod tests {
         let back: NumericSketch = serde_json::from_str(&json).unwrap();
         assert_eq!(back.counts(), s.counts());
         assert_eq!(back.bin_index(2.5), s.bin_index(2.5));
-        assert_eq!(back.range(), s.range());
+        assert_eq!(back.extent(), s.extent());
     }
 }
