@@ -1,0 +1,181 @@
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use vigil_store::{Store, StoreConfig};
+
+pub fn brokers() -> String {
+    std::env::var("VIGIL_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("VIGIL_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// Names for one test: topics, group and database no other test or run shares.
+pub struct TestEnv {
+    pub name: String,
+    pub predictions: String,
+    pub deadletter: String,
+    pub database: String,
+    pub group: String,
+    pub http_port: u16,
+}
+
+impl TestEnv {
+    pub fn new(test: &str) -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("{test}_{}_{}", std::process::id(), nanos % 1_000_000_000);
+        let http_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self {
+            predictions: format!("it.{name}.predictions"),
+            deadletter: format!("it.{name}.deadletter"),
+            database: format!("it_{name}"),
+            group: format!("it-{name}"),
+            http_port,
+            name,
+        }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(StoreConfig {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+            user: "default".into(),
+            password: String::new(),
+            retention_days: None,
+        })
+    }
+
+    /// `vigil monitor` as a child process configured for this test through the environment.
+    pub fn spawn_monitor(&self) -> Child {
+        self.spawn_monitor_in_group(&self.group)
+    }
+
+    pub fn spawn_monitor_in_group(&self, group: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("monitor")
+            .env_remove("VIGIL_CONFIG")
+            .env("VIGIL__KAFKA__BROKERS", brokers())
+            .env("VIGIL__TOPICS__PREDICTIONS", &self.predictions)
+            .env("VIGIL__TOPICS__DEADLETTER", &self.deadletter)
+            .env("VIGIL__CLICKHOUSE__URL", clickhouse_url())
+            .env("VIGIL__CLICKHOUSE__DATABASE", &self.database)
+            .env("VIGIL__MONITOR__GROUP_ID", group)
+            .env("VIGIL__MONITOR__FLUSH_INTERVAL_MS", "200")
+            .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil binary starts")
+    }
+
+    pub fn raw_producer(&self) -> FutureProducer {
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap()
+    }
+
+    pub async fn send_raw(&self, producer: &FutureProducer, key: &str, payload: &[u8]) {
+        producer
+            .send(FutureRecord::to(&self.predictions).key(key).payload(payload), Duration::from_secs(10))
+            .await
+            .expect("raw message delivered");
+    }
+
+    /// Polls until `total_events` equals `expected`, then checks it stays there (no late
+    /// double count). Panics with what was seen on timeout.
+    pub async fn await_stored_exactly(&self, expected: u64, timeout: Duration) {
+        let store = self.store();
+        let started = Instant::now();
+        let mut seen = 0;
+        while started.elapsed() < timeout {
+            seen = store.total_events().await.unwrap_or(0);
+            if seen >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(seen, expected, "{}: events stored in clickhouse", self.name);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(store.total_events().await.unwrap(), expected, "{}: stored count moved after settling", self.name);
+    }
+
+    /// Reads the whole dead-letter topic: (reason header, payload) per message.
+    pub fn dead_letters(&self, expected: usize, timeout: Duration) -> Vec<(String, Vec<u8>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("{}-dlq-reader", self.group))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&self.deadletter]).unwrap();
+        let mut letters = Vec::new();
+        let started = Instant::now();
+        // Past `expected`, keep reading a little to catch duplicates.
+        let mut quiet_since: Option<Instant> = None;
+        while started.elapsed() < timeout {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let reason = message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == "vigil.reason").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .unwrap_or_default();
+                    letters.push((reason, message.payload().unwrap_or_default().to_vec()));
+                }
+                Some(Err(error)) => panic!("reading dead letters: {error}"),
+                None if letters.len() >= expected => {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                None => {}
+            }
+        }
+        letters
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await.expect("metrics port answers");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    pub async fn cleanup(&self) {
+        let _ = self.store().drop_database().await;
+    }
+}
+
+/// Sends SIGTERM and waits for a clean exit.
+pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("monitor did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the monitor's HTTP port answers (it binds after migrating and creating topics).
+pub async fn await_port(port: u16, timeout: Duration) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(started.elapsed() < timeout, "monitor did not open port {port} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

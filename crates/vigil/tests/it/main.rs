@@ -1,0 +1,7 @@
+//! Integration tests against the real Kafka broker and ClickHouse server that
+//! `deploy/local/up` starts. Endpoints come from `VIGIL_TEST_KAFKA_BROKERS` and
+//! `VIGIL_TEST_CLICKHOUSE_URL` (loopback defaults); every test uses its own topics, consumer
+//! group and database.
+
+mod harness;
+mod monitor;
