@@ -11,7 +11,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
-pub use schema::{is_valid_identifier, migrations, Migration, SchemaOptions};
+pub use schema::{create_database, is_valid_identifier, migrations, migrations_table, Migration, SchemaOptions};
 pub use version::ServerVersion;
 
 /// Where and how to reach ClickHouse.
