@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from importlib.metadata import version
+
 import numpy as np
 import pandas as pd
 
@@ -102,6 +104,18 @@ def run_vigil(ref, cur):
     return {c["column"]: c for c in report["columns"]}, elapsed
 
 
+def same_statistic(e, v):
+    """Relative difference where both computed the same quantity (vigil's Jensen-Shannon is base 2,
+    Evidently's natural-log, so vigil's is rescaled by sqrt(ln 2) first)."""
+    if v["test"] == "wasserstein_normed" and "Wasserstein" in e["method"]:
+        ours = v["statistic"]
+    elif v["test"] == "jensen_shannon" and "Jensen" in e["method"]:
+        ours = v["statistic"] * np.sqrt(np.log(2))
+    else:
+        return "n/a (different tests)"
+    return f"{abs(ours - e['value']) / max(abs(e['value']), 1e-300):.1e}"
+
+
 def fmt(x):
     if x is None:
         return "-"
@@ -117,10 +131,11 @@ def main():
     ev, ev_time = run_evidently(ref, cur)
     vg, vg_time = run_vigil(ref, cur)
     lines = [
-        f"{a.rows:,} rows x {len(ref.columns)} columns per side.",
+        f"{a.rows:,} rows x {len(ref.columns)} columns per side; evidently {version('evidently')}, "
+        f"pandas {pd.__version__}, numpy {np.__version__}.",
         "",
-        "| column | Evidently test | Evidently value | Evidently drift | vigil test | vigil statistic | vigil p-value | vigil drift | agree |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| column | Evidently test | Evidently value | Evidently drift | vigil test | vigil statistic | vigil p-value | vigil drift | agree | same statistic: rel. diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     agree = 0
     for col in ref.columns:
@@ -129,7 +144,8 @@ def main():
         agree += same
         lines.append(
             f"| {col} | {e['method']} | {fmt(e['value'])} | {'yes' if e['drifted'] else 'no'} | {v['test']} | "
-            f"{fmt(v['statistic'])} | {fmt(v['p_value'])} | {'yes' if v['drifted'] else 'no'} | {'yes' if same else '**no**'} |"
+            f"{fmt(v['statistic'])} | {fmt(v['p_value'])} | {'yes' if v['drifted'] else 'no'} | {'yes' if same else '**no**'} | "
+            f"{same_statistic(e, v)} |"
         )
     lines += [
         "",
