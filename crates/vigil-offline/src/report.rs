@@ -69,7 +69,13 @@ impl ColumnReport {
 }
 
 impl DriftReport {
-    pub(crate) fn new(reference: &Path, current: &Path, rr: usize, cr: usize, columns: Vec<ColumnReport>) -> Self {
+    pub(crate) fn new(
+        reference: &Path,
+        current: &Path,
+        rr: usize,
+        cr: usize,
+        columns: Vec<ColumnReport>,
+    ) -> Self {
         DriftReport {
             reference: reference.display().to_string(),
             current: current.display().to_string(),
@@ -82,7 +88,15 @@ impl DriftReport {
 
     /// Aligned text table, one row per column, then a summary line.
     pub fn write_table(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let header = ["column", "type", "test", "statistic", "p-value", "threshold", "drifted"];
+        let header = [
+            "column",
+            "type",
+            "test",
+            "statistic",
+            "p-value",
+            "threshold",
+            "drifted",
+        ];
         let rows: Vec<[String; 7]> = self
             .columns
             .iter()
@@ -114,7 +128,11 @@ impl DriftReport {
             }
         }
         let line = |cells: &[&str]| -> String {
-            let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             padded.join("  ").trim_end().to_owned()
         };
         writeln!(out, "{}", line(&header))?;

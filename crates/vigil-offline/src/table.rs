@@ -15,13 +15,26 @@ pub struct Table {
 impl Table {
     /// Reads `path`: a header row, then rows with as many fields as the header.
     pub fn read(path: &Path) -> Result<Table, OfflineError> {
-        let file = std::fs::File::open(path).map_err(|source| OfflineError::Io { path: path.into(), source })?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+        let file = std::fs::File::open(path).map_err(|source| OfflineError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(file);
         let csv_error = |e: csv::Error| {
             let line = e.position().map_or(0, |p| p.line());
             match e.into_kind() {
-                csv::ErrorKind::Io(source) => OfflineError::Io { path: path.into(), source },
-                kind => OfflineError::Csv { path: path.into(), line, message: format!("{kind:?}") },
+                csv::ErrorKind::Io(source) => OfflineError::Io {
+                    path: path.into(),
+                    source,
+                },
+                kind => OfflineError::Csv {
+                    path: path.into(),
+                    line,
+                    message: format!("{kind:?}"),
+                },
             }
         };
         let mut records = reader.records();
@@ -32,7 +45,10 @@ impl Table {
         let header: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
         for (i, h) in header.iter().enumerate() {
             if header[..i].contains(h) {
-                return Err(OfflineError::DuplicateColumn { path: path.into(), column: h.clone() });
+                return Err(OfflineError::DuplicateColumn {
+                    path: path.into(),
+                    column: h.clone(),
+                });
             }
         }
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); header.len()];
@@ -45,18 +61,31 @@ impl Table {
                 continue;
             }
             if record.len() != header.len() {
-                return Err(OfflineError::Ragged { path: path.into(), line, expected: header.len(), found: record.len() });
+                return Err(OfflineError::Ragged {
+                    path: path.into(),
+                    line,
+                    expected: header.len(),
+                    found: record.len(),
+                });
             }
             for (col, cell) in columns.iter_mut().zip(record.iter()) {
                 col.push(cell.trim().to_owned());
             }
             lines.push(line);
         }
-        Ok(Table { path: path.into(), header, columns, lines })
+        Ok(Table {
+            path: path.into(),
+            header,
+            columns,
+            lines,
+        })
     }
 
     pub fn column(&self, name: &str) -> Option<&[String]> {
-        self.header.iter().position(|h| h == name).map(|i| self.columns[i].as_slice())
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .map(|i| self.columns[i].as_slice())
     }
 
     pub fn rows(&self) -> usize {

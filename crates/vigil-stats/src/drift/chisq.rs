@@ -19,7 +19,9 @@ use crate::sketch::CategoricalSketch;
 /// `NotEnoughData`.
 pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
     if reference.len() != current.len() {
-        return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
+        return Err(crate::StatsError::Incompatible(
+            "count vectors have different lengths",
+        ));
     }
     let n_ref: u64 = reference.iter().sum();
     let n_cur: u64 = current.iter().sum();
@@ -29,7 +31,16 @@ pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic
         .iter()
         .zip(current)
         .filter(|(&r, &c)| r > 0 || c > 0)
-        .map(|(&r, &c)| (if r == 0 { EMPTY_BIN_EPSILON } else { r as f64 / n_ref as f64 }, c as f64))
+        .map(|(&r, &c)| {
+            (
+                if r == 0 {
+                    EMPTY_BIN_EPSILON
+                } else {
+                    r as f64 / n_ref as f64
+                },
+                c as f64,
+            )
+        })
         .collect();
     if cells.len() < 2 {
         return Ok(Statistic::exact(0.0, Some(1.0)));

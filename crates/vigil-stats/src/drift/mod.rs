@@ -70,7 +70,10 @@ impl DriftTest {
     /// Whether the verdict compares a p-value (drift when `p < threshold`) rather than the
     /// statistic (drift when `statistic >= threshold`).
     pub fn uses_p_value(self) -> bool {
-        matches!(self, DriftTest::Ks | DriftTest::ChiSquare | DriftTest::CramerVonMises | DriftTest::ZTest)
+        matches!(
+            self,
+            DriftTest::Ks | DriftTest::ChiSquare | DriftTest::CramerVonMises | DriftTest::ZTest
+        )
     }
 
     /// Default threshold: 0.05 for p-value tests; 0.1 for PSI, normed Wasserstein,
@@ -107,7 +110,11 @@ pub struct Statistic {
 
 impl Statistic {
     pub(crate) fn exact(statistic: f64, p_value: Option<f64>) -> Self {
-        Statistic { statistic, p_value, error_bound: None }
+        Statistic {
+            statistic,
+            p_value,
+            error_bound: None,
+        }
     }
 }
 
@@ -173,13 +180,18 @@ pub(crate) fn proportion_pairs<'a>(
     current: &'a [u64],
 ) -> Result<impl Iterator<Item = (f64, f64)> + 'a> {
     if reference.len() != current.len() {
-        return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
+        return Err(crate::StatsError::Incompatible(
+            "count vectors have different lengths",
+        ));
     }
     let (nr, nc): (u64, u64) = (reference.iter().sum(), current.iter().sum());
     crate::error::require(1, nr)?;
     crate::error::require(1, nc)?;
     let (ir, ic) = (1.0 / nr as f64, 1.0 / nc as f64);
-    Ok(reference.iter().zip(current).map(move |(&r, &c)| (r as f64 * ir, c as f64 * ic)))
+    Ok(reference
+        .iter()
+        .zip(current)
+        .map(move |(&r, &c)| (r as f64 * ir, c as f64 * ic)))
 }
 
 /// Finite values of `xs`, sorted ascending.

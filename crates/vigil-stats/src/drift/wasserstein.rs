@@ -69,7 +69,15 @@ pub fn wasserstein_binned(reference: &NumericSketch, current: &NumericSketch) ->
     let edges = reference.edges();
     let (lo, hi) = (rlo.min(clo), rhi.max(chi));
     // Bin j spans [bounds(j), bounds(j + 1)]: the outer bins reach the extreme values seen.
-    let bounds = |j: usize| if j == 0 { lo } else if j > edges.len() { hi } else { edges[j - 1] };
+    let bounds = |j: usize| {
+        if j == 0 {
+            lo
+        } else if j > edges.len() {
+            hi
+        } else {
+            edges[j - 1]
+        }
+    };
     let (mut d0, mut total, mut bound) = (0.0f64, 0.0f64, 0.0f64);
     for (j, (pj, qj)) in pairs.enumerate() {
         let w = bounds(j + 1) - bounds(j);
@@ -78,15 +86,26 @@ pub fn wasserstein_binned(reference: &NumericSketch, current: &NumericSketch) ->
         bound += w * (pj + qj);
         d0 = d1;
     }
-    Ok(Statistic { statistic: total, p_value: None, error_bound: Some(bound) })
+    Ok(Statistic {
+        statistic: total,
+        p_value: None,
+        error_bound: Some(bound),
+    })
 }
 
 /// [`wasserstein_binned`] divided by the reference sketch's standard deviation (floored at
 /// [`STD_FLOOR`]); the error bound is divided likewise.
-pub fn wasserstein_normed_binned(reference: &NumericSketch, current: &NumericSketch) -> Result<Statistic> {
+pub fn wasserstein_normed_binned(
+    reference: &NumericSketch,
+    current: &NumericSketch,
+) -> Result<Statistic> {
     let s = wasserstein_binned(reference, current)?;
     let norm = reference.std().unwrap_or(0.0).max(STD_FLOOR);
-    Ok(Statistic { statistic: s.statistic / norm, p_value: None, error_bound: s.error_bound.map(|b| b / norm) })
+    Ok(Statistic {
+        statistic: s.statistic / norm,
+        p_value: None,
+        error_bound: s.error_bound.map(|b| b / norm),
+    })
 }
 
 /// Mean of `|d(t)|` for `d` linear from `d0` to `d1` on [0, 1].

@@ -52,7 +52,9 @@ impl ProbabilityMetrics {
 
     pub fn update(&mut self, p: f64, positive: bool) -> Result<()> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(StatsError::InvalidArgument(format!("probability {p} outside [0, 1]")));
+            return Err(StatsError::InvalidArgument(format!(
+                "probability {p} outside [0, 1]"
+            )));
         }
         let eps = f64::EPSILON;
         let y = if positive { 1.0 } else { 0.0 };

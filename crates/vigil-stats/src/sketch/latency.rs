@@ -38,7 +38,9 @@ impl LatencySketch {
     /// Adds `other`; `Incompatible` unless both have the same bounds and precision.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.hist.sigfig() != other.hist.sigfig() || self.hist.high() != other.hist.high() {
-            return Err(StatsError::Incompatible("latency sketches have different bounds"));
+            return Err(StatsError::Incompatible(
+                "latency sketches have different bounds",
+            ));
         }
         self.hist
             .add(&other.hist)
@@ -86,8 +88,16 @@ struct Repr {
 impl Serialize for LatencySketch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut v2 = Vec::new();
-        V2Serializer::new().serialize(&self.hist, &mut v2).map_err(serde::ser::Error::custom)?;
-        Repr { high: self.hist.high(), sigfig: self.hist.sigfig(), clamped: self.clamped, v2 }.serialize(s)
+        V2Serializer::new()
+            .serialize(&self.hist, &mut v2)
+            .map_err(serde::ser::Error::custom)?;
+        Repr {
+            high: self.hist.high(),
+            sigfig: self.hist.sigfig(),
+            clamped: self.clamped,
+            v2,
+        }
+        .serialize(s)
     }
 }
 
@@ -95,10 +105,13 @@ impl<'de> Deserialize<'de> for LatencySketch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error;
         let r = Repr::deserialize(d)?;
-        let decoded: Histogram<u64> =
-            Deserializer::new().deserialize(&mut r.v2.as_slice()).map_err(|e| D::Error::custom(format!("{e:?}")))?;
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut r.v2.as_slice())
+            .map_err(|e| D::Error::custom(format!("{e:?}")))?;
         let mut s = LatencySketch::new(r.high, r.sigfig).map_err(D::Error::custom)?;
-        s.hist.add(&decoded).map_err(|e| D::Error::custom(format!("{e:?}")))?;
+        s.hist
+            .add(&decoded)
+            .map_err(|e| D::Error::custom(format!("{e:?}")))?;
         s.clamped = r.clamped;
         Ok(s)
     }
@@ -119,7 +132,8 @@ mod tests {
         assert_eq!(a.count(), 1001);
         assert_eq!(a.clamped(), 1);
         assert!((a.quantile(0.5).unwrap() as i64 - 501).abs() <= 1);
-        let back: LatencySketch = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let back: LatencySketch =
+            serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back.count(), 1001);
         assert_eq!(back.quantile(0.99).unwrap(), a.quantile(0.99).unwrap());
         let other = LatencySketch::new(1_000, 2).unwrap();

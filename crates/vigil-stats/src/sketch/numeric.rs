@@ -50,7 +50,9 @@ impl TryFrom<Repr> for NumericSketch {
     fn try_from(r: Repr) -> Result<Self> {
         let mut s = NumericSketch::with_edges(r.edges)?;
         if r.counts.len() != s.counts.len() {
-            return Err(StatsError::InvalidArgument("counts length does not match edges".into()));
+            return Err(StatsError::InvalidArgument(
+                "counts length does not match edges".into(),
+            ));
         }
         s.counts = r.counts;
         s.nonfinite = r.nonfinite;
@@ -95,9 +97,18 @@ impl Lut {
     fn new(edges: &[f64]) -> Self {
         let lo = edges[0];
         let span = edges[edges.len() - 1] - lo;
-        let cells = if span > 0.0 && span.is_finite() { (8 * edges.len()).max(64) } else { 1 };
+        let cells = if span > 0.0 && span.is_finite() {
+            (8 * edges.len()).max(64)
+        } else {
+            1
+        };
         let scale = if cells > 1 { cells as f64 / span } else { 0.0 };
-        let mut lut = Lut { lo, scale, last_cell: cells - 1, starts: vec![0; cells + 1] };
+        let mut lut = Lut {
+            lo,
+            scale,
+            last_cell: cells - 1,
+            starts: vec![0; cells + 1],
+        };
         for &e in edges {
             let c = lut.cell(e);
             lut.starts[c + 1] += 1;
@@ -128,7 +139,13 @@ impl Lut {
 
 /// Adds `xs` to `counts`; a free function so the slices get `noalias` and the optimizer keeps
 /// edges and the table in registers. Returns (nonfinite, sum, sum_sq, below_min, above_max).
-fn accumulate(edges: &[f64], lut: &Lut, counts: &mut [u64], shift: f64, xs: &[f64]) -> (u64, f64, f64, f64, f64) {
+fn accumulate(
+    edges: &[f64],
+    lut: &Lut,
+    counts: &mut [u64],
+    shift: f64,
+    xs: &[f64],
+) -> (u64, f64, f64, f64, f64) {
     let last = edges.len() - 1;
     let (first_edge, last_edge) = (edges[0], edges[last]);
     let (mut nonfinite, mut sum, mut sum_sq) = (0u64, 0.0f64, 0.0f64);
@@ -167,12 +184,20 @@ impl NumericSketch {
     /// `bins == 0`.
     pub fn from_reference(reference: &[f64], bins: usize) -> Result<Self> {
         if bins == 0 {
-            return Err(StatsError::InvalidArgument("bins must be at least 1".into()));
+            return Err(StatsError::InvalidArgument(
+                "bins must be at least 1".into(),
+            ));
         }
-        let mut sorted: Vec<f64> = reference.iter().copied().filter(|x| x.is_finite()).collect();
+        let mut sorted: Vec<f64> = reference
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
         crate::error::require(1, sorted.len() as u64)?;
         sorted.sort_by(f64::total_cmp);
-        let mut edges: Vec<f64> = (0..=bins).map(|i| quantile_sorted(&sorted, i as f64 / bins as f64)).collect();
+        let mut edges: Vec<f64> = (0..=bins)
+            .map(|i| quantile_sorted(&sorted, i as f64 / bins as f64))
+            .collect();
         edges.dedup();
         Self::with_edges(edges)
     }
@@ -181,14 +206,18 @@ impl NumericSketch {
     /// except that a single edge is doubled into a point bin).
     pub fn with_edges(mut edges: Vec<f64>) -> Result<Self> {
         if edges.is_empty() || edges.iter().any(|e| !e.is_finite()) {
-            return Err(StatsError::InvalidArgument("edges must be finite and non-empty".into()));
+            return Err(StatsError::InvalidArgument(
+                "edges must be finite and non-empty".into(),
+            ));
         }
         if edges.len() == 1 {
             edges.push(edges[0]);
         }
         let point = edges.len() == 2 && edges[0] == edges[1];
         if !point && edges.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(StatsError::InvalidArgument("edges must be strictly increasing".into()));
+            return Err(StatsError::InvalidArgument(
+                "edges must be strictly increasing".into(),
+            ));
         }
         let lut = Lut::new(&edges);
         Ok(NumericSketch {
@@ -253,7 +282,8 @@ impl NumericSketch {
 
     /// Adds every value of `xs` (the fast path: prefer it to repeated `update`).
     pub fn extend(&mut self, xs: &[f64]) {
-        let (nonfinite, sum, sum_sq, below, above) = accumulate(&self.edges, &self.lut, &mut self.counts, self.shift, xs);
+        let (nonfinite, sum, sum_sq, below, above) =
+            accumulate(&self.edges, &self.lut, &mut self.counts, self.shift, xs);
         self.nonfinite += nonfinite;
         self.sum += sum;
         self.sum_sq += sum_sq;
@@ -264,7 +294,9 @@ impl NumericSketch {
     /// Adds `other`'s counts; fails with `Incompatible` unless both have the same edges.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.edges != other.edges || self.shift != other.shift {
-            return Err(StatsError::Incompatible("numeric sketches have different edges"));
+            return Err(StatsError::Incompatible(
+                "numeric sketches have different edges",
+            ));
         }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
@@ -329,7 +361,9 @@ impl NumericSketch {
     /// Checks that `self` and `other` share their edges (drift tests compare bin by bin).
     pub(crate) fn check_compatible(&self, other: &Self) -> Result<()> {
         if self.edges != other.edges {
-            return Err(StatsError::Incompatible("numeric sketches have different edges"));
+            return Err(StatsError::Incompatible(
+                "numeric sketches have different edges",
+            ));
         }
         Ok(())
     }
@@ -371,13 +405,20 @@ mod tests {
 
     #[test]
     fn lut_lookup_matches_binary_search() {
-        let reference: Vec<f64> = (0..5000).map(|i| ((i * 7919) % 5000) as f64).map(|x| x * x * x).collect();
+        let reference: Vec<f64> = (0..5000)
+            .map(|i| ((i * 7919) % 5000) as f64)
+            .map(|x| x * x * x)
+            .collect();
         let s = NumericSketch::from_reference(&reference, 100).unwrap();
         let e = s.edges();
         for i in -100..150_000 {
             let x = i as f64 * 1e3 + 0.25;
             let p = e.partition_point(|&v| v <= x);
-            let want = if p == e.len() && x == e[e.len() - 1] { p - 1 } else { p };
+            let want = if p == e.len() && x == e[e.len() - 1] {
+                p - 1
+            } else {
+                p
+            };
             assert_eq!(s.bin_index(x), want, "x = {x}");
         }
         for &x in e {
