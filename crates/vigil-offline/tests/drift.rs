@@ -124,3 +124,27 @@ fn bad_files_name_file_line_and_column() {
         .to_string();
     assert!(err.contains("does_not_exist.csv"), "{err}");
 }
+
+#[test]
+fn constant_and_empty_columns_give_verdicts_or_typed_errors_never_nan() {
+    let report = drift_report(&args("edge_reference.csv", "edge_current.csv")).unwrap();
+    let col = |name: &str| report.columns.iter().find(|c| c.column == name).unwrap();
+    // Numeric with NaN/inf: they are counted apart, the test runs on the finite values.
+    assert_eq!(col("x").kind, FeatureKind::Numeric);
+    assert_eq!((col("x").reference_count, col("x").current_count), (4, 3));
+    assert!(col("x").statistic.unwrap().is_finite());
+    // A constant column: nothing moved.
+    assert_eq!(col("constant").kind, FeatureKind::Binary);
+    assert_eq!(col("constant").p_value, Some(1.0));
+    assert!(!col("constant").drifted);
+    // An all-missing column: a typed "not enough data", reported per column.
+    let empty = col("empty");
+    assert_eq!(empty.statistic, None);
+    assert!(empty.error.as_deref().unwrap().starts_with("not enough data"), "{:?}", empty.error);
+    let mut a = args("edge_reference.csv", "edge_current.csv");
+    a.json = true;
+    let mut out = Vec::new();
+    run_drift(&a, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("NaN") && text.contains("not enough data"), "{text}");
+}
