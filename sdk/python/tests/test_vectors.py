@@ -132,3 +132,17 @@ def test_decode_refuses_foreign_bytes() -> None:
     assert len(good) > HEADER_LEN
     with pytest.raises(ValueError, match="left after"):
         decode(good + b"\x00")
+
+
+def test_the_uncached_paths_write_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vigil_sdk import codec
+
+    cached = [encode_prediction(event_from_json(c["record"], c["event"])) for c in CASES if "Prediction" in c["record"]]
+    monkeypatch.setattr(codec, "_LAYOUTS_MAX", 0)
+    monkeypatch.setattr(codec, "_CACHE_MAX", 0)
+    monkeypatch.setattr(codec, "_map_layouts", {})
+    monkeypatch.setattr(codec, "_string_maps", {})
+    monkeypatch.setattr(codec, "_cached_strings", {})
+    uncached = [encode_prediction(event_from_json(c["record"], c["event"])) for c in CASES if "Prediction" in c["record"]]
+    assert uncached == cached
+    assert [b.hex() for b in uncached] == [c["hex"] for c in CASES if "Prediction" in c["record"]]

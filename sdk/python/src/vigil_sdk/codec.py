@@ -195,10 +195,42 @@ def _name(s: str) -> bytes:
     return b
 
 
+_LAYOUTS_MAX = 4_096
+# Key tuple (in the dict's order) -> a struct that writes the whole map (block count, sorted
+# entries, end marker) in one call, the keys in the order to read the values, and the argument
+# list with the key bytes filled in. Feature dicts keep their keys from call to call.
+_map_layouts: dict[tuple[str, ...], tuple[Any, tuple[str, ...], list[Any]]] = {}
+
+
+def _map_layout(keys: tuple[str, ...]) -> tuple[Any, tuple[str, ...], list[Any]] | None:
+    if len(_map_layouts) >= _LAYOUTS_MAX or not all(type(k) is str for k in keys):
+        return None
+    ordered = tuple(sorted(keys))
+    count = _long(len(keys))
+    fmt = [f"<{len(count)}s"]
+    template: list[Any] = [count]
+    for key in ordered:
+        encoded = _string(key)
+        fmt.append(f"{len(encoded)}sd")
+        template += [encoded, None]
+    fmt.append("x")  # the end-of-map marker, a zero byte
+    layout = (struct.Struct("".join(fmt)).pack, ordered, template)
+    _map_layouts[keys] = layout
+    return layout
+
+
 def _map_doubles(out: list[bytes], m: dict[str, float]) -> None:
     n = len(m)
     if not n:
         out.append(_END)
+        return
+    keys = tuple(m)
+    layout = _map_layouts.get(keys) or _map_layout(keys)
+    if layout is not None:
+        pack, ordered, template = layout
+        args = template.copy()
+        args[2::2] = map(m.__getitem__, ordered)
+        out.append(pack(*args))
         return
     out.append(_long(n))
     for k, v in sorted(m.items()) if n > 1 else m.items():
@@ -207,16 +239,27 @@ def _map_doubles(out: list[bytes], m: dict[str, float]) -> None:
     out.append(_END)
 
 
+_string_maps: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+
 def _map_strings(out: list[bytes], m: dict[str, str]) -> None:
+    # Segment tags and categorical features take few distinct values: cache whole encodings.
     n = len(m)
     if not n:
         out.append(_END)
         return
-    out.append(_long(n))
-    for k, v in sorted(m.items()) if n > 1 else m.items():
-        out.append(_name(k))
-        out.append(_name(v))
-    out.append(_END)
+    items = tuple(m.items())
+    encoded = _string_maps.get(items)
+    if encoded is None:
+        parts = [_long(n)]
+        for k, v in sorted(items) if n > 1 else items:
+            parts.append(_name(k))
+            parts.append(_name(v))
+        parts.append(_END)
+        encoded = b"".join(parts)
+        if len(_string_maps) < _CACHE_MAX and all(type(k) is str and type(v) is str for k, v in items):
+            _string_maps[items] = encoded
+    out.append(encoded)
 
 
 def _opt_double(out: list[bytes], v: float | None) -> None:

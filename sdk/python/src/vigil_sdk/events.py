@@ -4,19 +4,26 @@
 from __future__ import annotations
 
 import math
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from .errors import InvalidEvent
+
+_getrandbits = random.getrandbits
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID_SET = (4 << 76) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 #: Largest event time ClickHouse's `DateTime` (seconds in a UInt32) can hold, in ms.
 MAX_EVENT_TIME_MS = (2**32 - 1) * 1000 + 999
 
 
 def new_id() -> str:
-    """A random UUID (version 4) as a string."""
-    return str(uuid.uuid4())
+    """A random UUID (version 4) as a string. Drawn from `random` (reseeded in a forked child),
+    ten times cheaper than `uuid.uuid4()`; ids deduplicate re-sends, they are no secret."""
+    n = _getrandbits(128) & _UUID_CLEAR | _UUID_SET
+    h = "%032x" % n
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_ms() -> int:
