@@ -29,6 +29,8 @@ enum Command {
     Loadgen(cmd::loadgen::Args),
     /// Migrate, run the monitor and synthetic traffic, then print what landed in ClickHouse.
     Quickstart(cmd::quickstart::Args),
+    /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
+    Drift(vigil_offline::DriftArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Drift(args) = &cli.command {
+        // Offline: needs neither the configuration nor a runtime.
+        return match vigil_offline::run_drift(args, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
@@ -54,6 +66,7 @@ fn main() -> ExitCode {
             Command::Monitor => cmd::monitor::run(&config).await,
             Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
+            Command::Drift(_) => unreachable!("handled before the configuration is loaded"),
         }
     });
     match result {

@@ -3,5 +3,6 @@
 //! `VIGIL_TEST_CLICKHOUSE_URL` (loopback defaults); every test uses its own topics, consumer
 //! group and database.
 
+mod drift;
 mod harness;
 mod monitor;
