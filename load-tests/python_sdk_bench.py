@@ -4,14 +4,16 @@ per second one producer sustains into a real broker.
 
     deploy/local/up    # a local Kafka at 127.0.0.1:9092
     .local/venv/bin/pip install -e sdk/python
-    .local/venv/bin/python load-tests/python_sdk_bench.py [--brokers HOST:PORT] [--calls 200000]
+    .local/venv/bin/python load-tests/python_sdk_bench.py [--brokers HOST:PORT] [--calls 100000] [--events 300000]
 
 Each event has 20 numeric features, 2 segment tags, 2 categorical features, a score and a
 latency, like `vigil loadgen`. Phase 1 times every call (`time.perf_counter_ns` around it) in
 two forms: a prebuilt `PredictionEvent` (validate + encode + enqueue) and the keyword form that
 also builds the event and its ids. Phase 2 logs `--events` events as fast as one thread can and
 waits for the broker to acknowledge them all (`flush`); events/s = events / that time.
-Topics are fresh (`vigil-bench.*`) and deleted afterwards.
+The caller thread's CPU time (`time.thread_time`) is printed too: on a shared machine it says what
+a call costs when the thread is not waiting for a core. Topics are fresh (`vigil-bench.*`) and
+deleted afterwards.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def timed_calls(producer: VigilProducer, events: list[PredictionEvent], keyword:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--brokers", default=os.environ.get("VIGIL_TEST_KAFKA_BROKERS", "127.0.0.1:9092"))
-    parser.add_argument("--calls", type=int, default=200_000, help="timed calls per form (phase 1)")
-    parser.add_argument("--events", type=int, default=500_000, help="events for the throughput run (phase 2)")
+    parser.add_argument("--calls", type=int, default=100_000, help="timed calls per form (phase 1)")
+    parser.add_argument("--events", type=int, default=300_000, help="events for the throughput run (phase 2)")
     args = parser.parse_args()
 
     admin = AdminClient({"bootstrap.servers": args.brokers})
@@ -97,14 +99,17 @@ def main() -> int:
                 warm = events[: min(10_000, args.calls)]
                 timed_calls(producer, warm, keyword)
                 producer.flush(30)
+                cpu = time.thread_time()
                 durations, dropped = timed_calls(producer, events[: args.calls], keyword)
+                cpu = time.thread_time() - cpu
                 left = producer.flush(60)
             durations.sort()
             form = "log_prediction(**fields), builds the event and ids" if keyword else "log_prediction(event)"
             print(
                 f"per call, {form}: median {percentile(durations, 0.5):.1f} us, p99 {percentile(durations, 0.99):.1f} us, "
-                f"p99.9 {percentile(durations, 0.999):.1f} us, mean {statistics.fmean(durations) / 1000:.1f} us "
-                f"over {len(durations)} calls ({dropped} dropped, {left} unflushed)"
+                f"p99.9 {percentile(durations, 0.999):.1f} us, mean {statistics.fmean(durations) / 1000:.1f} us, "
+                f"caller-thread CPU {cpu / len(durations) * 1e6:.1f} us/call, over {len(durations)} calls "
+                f"({dropped} dropped, {left} unflushed)"
             )
 
         # ---- phase 2: events/s one producer sustains into the broker ---------------------------
@@ -112,18 +117,21 @@ def main() -> int:
             log = producer.log_prediction
             dropped = 0
             start = time.perf_counter()
+            cpu = time.thread_time()
             for event in events[: args.events]:
                 try:
                     log(event)
                 except QueueFull:
                     dropped += 1
             enqueued_s = time.perf_counter() - start
+            cpu = time.thread_time() - cpu
             left = producer.flush(120)
             total_s = time.perf_counter() - start
             stats = producer.stats()
         print(
             f"throughput: {args.events} events in {total_s:.2f} s = {stats.delivered / total_s:,.0f} events/s delivered "
-            f"(enqueue loop {args.events / enqueued_s:,.0f} calls/s); delivered {stats.delivered}, failed {stats.failed}, "
+            f"(enqueue loop {args.events / enqueued_s:,.0f} calls/s, {args.events / cpu:,.0f} calls per CPU-second "
+            f"of the caller thread); delivered {stats.delivered}, failed {stats.failed}, "
             f"dropped {dropped}, unflushed {left}"
         )
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
