@@ -63,6 +63,21 @@ fn updates(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Heavy tail (Cauchy): quantile edges crowd into few grid cells, the lookup's worst case.
+    let cauchy = |u: &[f64]| -> Vec<f64> {
+        u.iter()
+            .map(|u| (std::f64::consts::PI * (u - 0.5)).tan())
+            .collect()
+    };
+    let heavy = NumericSketch::from_reference(&cauchy(&uniform(100_000, 11)), 100).unwrap();
+    let heavy_values = cauchy(&uniform(1_000_000, 12));
+    g.bench_function("numeric_100_bins_cauchy", |b| {
+        b.iter_batched_ref(
+            || heavy.empty_like(),
+            |s| s.extend(black_box(&heavy_values)),
+            BatchSize::LargeInput,
+        )
+    });
     let labels: Vec<String> = uniform(1_000_000, 6)
         .iter()
         .map(|u| format!("c{}", (u * 120.0) as u32))

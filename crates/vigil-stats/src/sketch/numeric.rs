@@ -80,41 +80,88 @@ impl From<NumericSketch> for Repr {
     }
 }
 
-/// Uniform-grid lookup table over `[e[0], e[L-1]]`, so a lookup is one multiply and a scan over
-/// the edges of one cell instead of a binary search over all of them (what makes updates cost a
-/// few ns). `starts[c]` counts the edges whose own cell is below `c`; because the cell function
-/// is monotone in `x` even after rounding, every such edge is `<= x` for `x` in cell `c` and
-/// every edge of a later cell is `> x`, so the lookup is exact.
+/// Uniform-grid lookup table over `[e[1], e[L-2]]` (the extreme edges are the reference's min and
+/// max, often outliers that would stretch the grid), so a lookup is one multiply and one compare
+/// instead of a binary search over all edges (what makes updates cost a few ns).
+///
+/// Cell `c` records `start`, the number of edges whose own cell is below `c`, and the edges of
+/// cell `c` itself. Because the cell function is monotone in `x` even after rounding, every edge of
+/// an earlier cell is `<= x` and every edge of a later cell is `> x` for `x` in cell `c`, so the
+/// lookup is exact (values outside the grid clamp to its first or last cell, which keeps the cell
+/// function monotone). The table starts with 8 cells per bin (small enough to stay in L1) and
+/// grows to 32 or 128 when the edges crowd into few cells; then most cells hold at most one edge (`split`, or +inf when
+/// none), giving a branch-free `start + (x >= split)`; crowded cells (heavy-tailed references pack
+/// many quantiles into few cells) fall back to a binary search over their own edges.
 #[derive(Debug, Clone, Default)]
 struct Lut {
     lo: f64,
     scale: f64,
     last_cell: usize,
-    starts: Vec<u32>,
+    cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    split: f64,
+    start: u32,
+    end: u32,
 }
 
 impl Lut {
     fn new(edges: &[f64]) -> Self {
-        let lo = edges[0];
-        let span = edges[edges.len() - 1] - lo;
-        let cells = if span > 0.0 && span.is_finite() {
-            (8 * edges.len()).max(64)
+        let mut lut = Self::with_cells_per_edge(edges, 8);
+        for per_edge in [32, 128] {
+            // Edges sharing a cell with another edge take the slower binary-search path.
+            let crowded: u32 = lut
+                .cells
+                .iter()
+                .filter(|c| c.end - c.start > 1)
+                .map(|c| c.end - c.start)
+                .sum();
+            if crowded as usize * 10 <= edges.len() {
+                break;
+            }
+            lut = Self::with_cells_per_edge(edges, per_edge);
+        }
+        lut
+    }
+
+    fn with_cells_per_edge(edges: &[f64], per_edge: usize) -> Self {
+        let inner = if edges.len() >= 4 {
+            &edges[1..edges.len() - 1]
+        } else {
+            edges
+        };
+        let lo = inner[0];
+        let span = inner[inner.len() - 1] - lo;
+        let n = if span > 0.0 && span.is_finite() {
+            per_edge * edges.len()
         } else {
             1
         };
-        let scale = if cells > 1 { cells as f64 / span } else { 0.0 };
+        let scale = if n > 1 { n as f64 / span } else { 0.0 };
         let mut lut = Lut {
             lo,
             scale,
-            last_cell: cells - 1,
-            starts: vec![0; cells + 1],
+            last_cell: n - 1,
+            cells: Vec::with_capacity(n),
         };
-        for &e in edges {
-            let c = lut.cell(e);
-            lut.starts[c + 1] += 1;
-        }
-        for c in 1..=cells {
-            lut.starts[c] += lut.starts[c - 1];
+        let mut i = 0;
+        for c in 0..n {
+            let start = i;
+            while i < edges.len() && lut.cell(edges[i]) == c {
+                i += 1;
+            }
+            let split = if i == start + 1 {
+                edges[start]
+            } else {
+                f64::INFINITY
+            };
+            lut.cells.push(Cell {
+                split,
+                start: start as u32,
+                end: i as u32,
+            });
         }
         lut
     }
@@ -128,12 +175,13 @@ impl Lut {
     /// Number of edges `<= x`, for finite `x`.
     #[inline(always)]
     fn edges_le(&self, edges: &[f64], x: f64) -> usize {
-        let c = self.cell(x);
-        let (mut i, end) = (self.starts[c] as usize, self.starts[c + 1] as usize);
-        while i < end && edges[i] <= x {
-            i += 1;
+        let cell = self.cells[self.cell(x)];
+        let (start, end) = (cell.start as usize, cell.end as usize);
+        if end - start <= 1 {
+            start + usize::from(x >= cell.split)
+        } else {
+            start + edges[start..end].partition_point(|&e| e <= x)
         }
-        i
     }
 }
 
@@ -425,6 +473,28 @@ mod tests {
             let p = e.partition_point(|&v| v <= x);
             let want = if p == e.len() { p - 1 } else { p };
             assert_eq!(s.bin_index(x), want, "edge {x}");
+        }
+    }
+
+    #[test]
+    fn lut_lookup_is_exact_on_heavy_tails() {
+        let cauchy: Vec<f64> = (1..20_000)
+            .map(|i| (std::f64::consts::PI * (i as f64 / 20_000.0 - 0.5)).tan())
+            .collect();
+        let s = NumericSketch::from_reference(&cauchy, 100).unwrap();
+        let e = s.edges();
+        let probes = cauchy
+            .iter()
+            .flat_map(|&x| [x, x * 0.999, x * 1.001, x + 1e-9])
+            .chain(e.iter().copied());
+        for x in probes {
+            let p = e.partition_point(|&v| v <= x);
+            let want = if p == e.len() && x == e[e.len() - 1] {
+                p - 1
+            } else {
+                p
+            };
+            assert_eq!(s.bin_index(x), want, "x = {x}");
         }
     }
 
