@@ -17,93 +17,77 @@ fn load(name: &str) -> Vec<Value> {
     doc["cases"].as_array().unwrap().clone()
 }
 
-fn f64s(v: &Value) -> Vec<f64> {
+/// The elements of a JSON array, each converted by `get` (e.g. `Value::as_f64`).
+fn list<T>(v: &Value, get: impl Fn(&Value) -> Option<T>) -> Vec<T> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|x| x.as_f64().unwrap())
+        .map(|x| get(x).unwrap())
         .collect()
 }
 
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
+/// The number at JSON pointer `at` (e.g. "/ks/p_value") in `case`.
+fn num(case: &Value, at: &str) -> f64 {
+    case.pointer(at)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{at} missing"))
 }
 
-fn bools(v: &Value) -> Vec<bool> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_bool().unwrap())
-        .collect()
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// 1e-9 relative; values below 1e-15 in absolute difference are rounding noise around zero.
-#[track_caller]
-fn close(what: &str, got: f64, want: f64) {
+/// 1e-9 relative; absolute differences below 1e-15 are rounding noise around zero.
+fn agrees(got: f64, want: f64) -> bool {
     let diff = (got - want).abs();
+    diff <= 1e-9 * got.abs().max(want.abs()) || diff <= 1e-15
+}
+
+/// Asserts `got` agrees with the golden value at pointer `at` of `case`.
+#[track_caller]
+fn check(case: &Value, at: &str, got: f64) {
+    let want = num(case, at);
     assert!(
-        diff <= 1e-9 * got.abs().max(want.abs()) || diff <= 1e-15,
-        "{what}: got {got:e}, want {want:e} (diff {diff:e})"
+        agrees(got, want),
+        "{} {at}: got {got:e}, want {want:e}",
+        case["name"]
     );
 }
 
 #[test]
 fn numeric_drift_matches_scipy() {
     for case in load("numeric_drift") {
-        let name = case["name"].as_str().unwrap();
-        let (r, c) = (f64s(&case["reference"]), f64s(&case["current"]));
+        let (r, c) = (
+            list(&case["reference"], Value::as_f64),
+            list(&case["current"], Value::as_f64),
+        );
         let (stat, method) = ks::ks_2samp_with_method(&r, &c).unwrap();
-        close(
-            &format!("{name} ks D"),
-            stat.statistic,
-            case["ks"]["statistic"].as_f64().unwrap(),
+        check(&case, "/ks/statistic", stat.statistic);
+        assert!(
+            agrees(stat.p_value.unwrap(), num(&case, "/ks/p_value")),
+            "{} ks p ({method:?})",
+            case["name"]
         );
-        let (p, want_p) = (
-            stat.p_value.unwrap(),
-            case["ks"]["p_value"].as_f64().unwrap(),
-        );
-        close(&format!("{name} ks p ({method:?})"), p, want_p);
-        close(
-            &format!("{name} w1"),
+        check(
+            &case,
+            "/wasserstein",
             wasserstein::wasserstein(&r, &c).unwrap().statistic,
-            case["wasserstein"].as_f64().unwrap(),
         );
-        close(
-            &format!("{name} w1 normed"),
+        check(
+            &case,
+            "/wasserstein_normed",
             wasserstein::wasserstein_normed(&r, &c).unwrap().statistic,
-            case["wasserstein_normed"].as_f64().unwrap(),
         );
-        match &case["cvm"] {
-            Value::Null => assert!(matches!(
+        if case["cvm"].is_null() {
+            assert!(matches!(
                 cvm::cramer_von_mises(&r, &c),
                 Err(StatsError::NotEnoughData { .. })
-            )),
-            want => {
-                let got = cvm::cramer_von_mises(&r, &c).unwrap();
-                close(
-                    &format!("{name} cvm T"),
-                    got.statistic,
-                    want["statistic"].as_f64().unwrap(),
-                );
-                // Asymptotic p-values are 1 - cdf: their absolute precision is ~1e-15 (cancellation)
-                // on either side, so tiny p-values are compared to 1e-13 absolute.
-                let (p, want_p) = (got.p_value.unwrap(), want["p_value"].as_f64().unwrap());
-                if (p - want_p).abs() > 1e-13 {
-                    close(&format!("{name} cvm p"), p, want_p);
-                }
-            }
+            ));
+            continue;
+        }
+        let got = cvm::cramer_von_mises(&r, &c).unwrap();
+        check(&case, "/cvm/statistic", got.statistic);
+        // Asymptotic p-values are 1 - cdf: their absolute precision is ~1e-15 (cancellation) on
+        // either side, so tiny p-values are compared to 1e-13 absolute.
+        let p = got.p_value.unwrap();
+        if (p - num(&case, "/cvm/p_value")).abs() > 1e-13 {
+            check(&case, "/cvm/p_value", p);
         }
     }
 }
@@ -111,34 +95,31 @@ fn numeric_drift_matches_scipy() {
 #[test]
 fn binned_numeric_drift_is_within_its_bound_of_scipy() {
     for case in load("numeric_drift") {
-        let name = case["name"].as_str().unwrap();
-        let (r, c) = (f64s(&case["reference"]), f64s(&case["current"]));
+        let (r, c) = (
+            list(&case["reference"], Value::as_f64),
+            list(&case["current"], Value::as_f64),
+        );
         for bins in [10, 100] {
             let rs = NumericSketch::reference(&r, bins).unwrap();
             let mut cs = rs.empty_like();
             cs.extend(&c);
             let checks = [
+                ("/ks/statistic", ks::ks_binned(&rs, &cs).unwrap()),
                 (
-                    "ks",
-                    ks::ks_binned(&rs, &cs).unwrap(),
-                    case["ks"]["statistic"].as_f64().unwrap(),
-                ),
-                (
-                    "w1",
+                    "/wasserstein",
                     wasserstein::wasserstein_binned(&rs, &cs).unwrap(),
-                    case["wasserstein"].as_f64().unwrap(),
                 ),
                 (
-                    "w1 normed",
+                    "/wasserstein_normed",
                     wasserstein::wasserstein_normed_binned(&rs, &cs).unwrap(),
-                    case["wasserstein_normed"].as_f64().unwrap(),
                 ),
             ];
-            for (test, got, exact) in checks {
-                let bound = got.error_bound.unwrap();
+            for (at, got) in checks {
+                let (exact, bound) = (num(&case, at), got.error_bound.unwrap());
                 assert!(
                     (got.statistic - exact).abs() <= bound * (1.0 + 1e-9) + 1e-12,
-                    "{name} {test} bins={bins}: binned {} exact {exact} bound {bound}",
+                    "{} {at} bins={bins}: binned {} exact {exact} bound {bound}",
+                    case["name"],
                     got.statistic
                 );
             }
@@ -149,71 +130,50 @@ fn binned_numeric_drift_is_within_its_bound_of_scipy() {
 #[test]
 fn count_drift_matches_scipy() {
     for case in load("count_drift") {
-        let name = case["name"].as_str().unwrap();
-        let (r, c) = (u64s(&case["reference"]), u64s(&case["current"]));
-        close(
-            &format!("{name} psi"),
-            psi::psi_counts(&r, &c).unwrap().statistic,
-            case["psi"].as_f64().unwrap(),
+        let (r, c) = (
+            list(&case["reference"], Value::as_u64),
+            list(&case["current"], Value::as_u64),
         );
-        close(
-            &format!("{name} js"),
+        check(&case, "/psi", psi::psi_counts(&r, &c).unwrap().statistic);
+        check(
+            &case,
+            "/jensen_shannon",
             js::jensen_shannon_counts(&r, &c).unwrap().statistic,
-            case["jensen_shannon"].as_f64().unwrap(),
         );
-        close(
-            &format!("{name} hellinger"),
+        check(
+            &case,
+            "/hellinger",
             hellinger::hellinger_counts(&r, &c).unwrap().statistic,
-            case["hellinger"].as_f64().unwrap(),
         );
         let chi = chisq::chi_square_counts(&r, &c).unwrap();
-        close(
-            &format!("{name} chi2"),
-            chi.statistic,
-            case["chi_square"]["statistic"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} chi2 p"),
-            chi.p_value.unwrap(),
-            case["chi_square"]["p_value"].as_f64().unwrap(),
-        );
+        check(&case, "/chi_square/statistic", chi.statistic);
+        check(&case, "/chi_square/p_value", chi.p_value.unwrap());
     }
 }
 
 #[test]
 fn categorical_drift_matches_scipy() {
     for case in load("categorical_drift") {
-        let name = case["name"].as_str().unwrap();
+        let strs = |v: &Value| list(v, |x| x.as_str().map(str::to_owned));
         let cap = case["cap"].as_u64().unwrap() as usize;
         let rs = CategoricalSketch::reference(&strs(&case["reference"]), cap).unwrap();
         assert_eq!(
             rs.vocabulary(),
             strs(&case["vocabulary"]).as_slice(),
-            "{name} vocabulary"
+            "{}",
+            case["name"]
         );
         let mut cs = rs.empty_like();
         strs(&case["current"]).iter().for_each(|v| cs.update(v));
         let chi = chisq::chi_square(&rs, &cs).unwrap();
-        close(
-            &format!("{name} chi2"),
-            chi.statistic,
-            case["chi_square"]["statistic"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} chi2 p"),
-            chi.p_value.unwrap(),
-            case["chi_square"]["p_value"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} js"),
+        check(&case, "/chi_square/statistic", chi.statistic);
+        check(&case, "/chi_square/p_value", chi.p_value.unwrap());
+        check(
+            &case,
+            "/jensen_shannon",
             js::jensen_shannon(&rs, &cs).unwrap().statistic,
-            case["jensen_shannon"].as_f64().unwrap(),
         );
-        close(
-            &format!("{name} psi"),
-            psi::psi(&rs, &cs).unwrap().statistic,
-            case["psi"].as_f64().unwrap(),
-        );
+        check(&case, "/psi", psi::psi(&rs, &cs).unwrap().statistic);
     }
 }
 
@@ -222,22 +182,20 @@ fn z_test_matches_scipy() {
     for case in load("z_test") {
         let g = |k: &str| case[k].as_u64().unwrap();
         let got = ztest::z_test_counts(g("ref_pos"), g("ref_n"), g("cur_pos"), g("cur_n")).unwrap();
-        close("z", got.statistic, case["z"].as_f64().unwrap());
-        close(
-            "z p",
-            got.p_value.unwrap(),
-            case["p_value"].as_f64().unwrap(),
-        );
+        check(&case, "/z", got.statistic);
+        check(&case, "/p_value", got.p_value.unwrap());
     }
 }
 
 #[test]
 fn classification_matches_sklearn() {
     for case in load("classification") {
-        let name = case["name"].as_str().unwrap();
         let k = case["n_classes"].as_u64().unwrap() as usize;
         // Build from two halves and merge, so merging is checked against sklearn too.
-        let (t, p) = (u64s(&case["y_true"]), u64s(&case["y_pred"]));
+        let (t, p) = (
+            list(&case["y_true"], Value::as_u64),
+            list(&case["y_pred"], Value::as_u64),
+        );
         let (mut a, mut b) = (
             ConfusionMatrix::new(k).unwrap(),
             ConfusionMatrix::new(k).unwrap(),
@@ -247,34 +205,15 @@ fn classification_matches_sklearn() {
             m.update(t as usize, p as usize).unwrap();
         }
         a.merge(&b).unwrap();
-        close(
-            &format!("{name} accuracy"),
-            a.accuracy().unwrap(),
-            case["accuracy"].as_f64().unwrap(),
-        );
+        check(&case, "/accuracy", a.accuracy().unwrap());
         for (ti, row) in case["confusion"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(
-                u64s(row),
-                (0..k).map(|pi| a.get(ti, pi)).collect::<Vec<_>>(),
-                "{name} confusion"
-            );
+            let got: Vec<u64> = (0..k).map(|pi| a.get(ti, pi)).collect();
+            assert_eq!(list(row, Value::as_u64), got, "{} confusion", case["name"]);
         }
         for (c, m) in a.per_class().iter().enumerate() {
-            close(
-                &format!("{name} precision {c}"),
-                m.precision,
-                case["precision"][c].as_f64().unwrap(),
-            );
-            close(
-                &format!("{name} recall {c}"),
-                m.recall,
-                case["recall"][c].as_f64().unwrap(),
-            );
-            close(
-                &format!("{name} f1 {c}"),
-                m.f1,
-                case["f1"][c].as_f64().unwrap(),
-            );
+            check(&case, &format!("/precision/{c}"), m.precision);
+            check(&case, &format!("/recall/{c}"), m.recall);
+            check(&case, &format!("/f1/{c}"), m.f1);
             assert_eq!(m.support, case["support"][c].as_u64().unwrap());
         }
         for (avg, got) in [
@@ -282,22 +221,9 @@ fn classification_matches_sklearn() {
             ("micro", a.micro_avg()),
             ("weighted", a.weighted_avg()),
         ] {
-            let want = &case["averages"][avg];
-            close(
-                &format!("{name} {avg} p"),
-                got.precision,
-                want["precision"].as_f64().unwrap(),
-            );
-            close(
-                &format!("{name} {avg} r"),
-                got.recall,
-                want["recall"].as_f64().unwrap(),
-            );
-            close(
-                &format!("{name} {avg} f1"),
-                got.f1,
-                want["f1"].as_f64().unwrap(),
-            );
+            check(&case, &format!("/averages/{avg}/precision"), got.precision);
+            check(&case, &format!("/averages/{avg}/recall"), got.recall);
+            check(&case, &format!("/averages/{avg}/f1"), got.f1);
         }
     }
 }
@@ -305,38 +231,41 @@ fn classification_matches_sklearn() {
 #[test]
 fn ranking_matches_sklearn() {
     for case in load("ranking") {
-        let name = case["name"].as_str().unwrap();
-        let (s, y) = (f64s(&case["scores"]), bools(&case["labels"]));
+        let (s, y) = (
+            list(&case["scores"], Value::as_f64),
+            list(&case["labels"], Value::as_bool),
+        );
         let mut hist = ScoreHistogram::new(100).unwrap();
         s.iter().zip(&y).for_each(|(&s, &y)| hist.update(s, y));
-        match case["roc_auc"].as_f64() {
-            Some(want) => {
-                close(&format!("{name} auc"), roc_auc(&s, &y).unwrap(), want);
-                let b = hist.roc_auc().unwrap();
-                assert!(
-                    (b.value - want).abs() <= b.error_bound + 1e-12,
-                    "{name} binned auc {b:?} vs {want}"
-                );
-            }
-            None => assert!(matches!(roc_auc(&s, &y), Err(StatsError::Undefined(_)))),
+        if case["roc_auc"].is_null() {
+            assert!(matches!(roc_auc(&s, &y), Err(StatsError::Undefined(_))));
+        } else {
+            check(&case, "/roc_auc", roc_auc(&s, &y).unwrap());
+            let b = hist.roc_auc().unwrap();
+            assert!(
+                (b.value - num(&case, "/roc_auc")).abs() <= b.error_bound + 1e-12,
+                "{} {b:?}",
+                case["name"]
+            );
         }
-        match case["average_precision"].as_f64() {
-            Some(want) => {
-                close(
-                    &format!("{name} ap"),
-                    average_precision(&s, &y).unwrap(),
-                    want,
-                );
-                let b = hist.average_precision().unwrap();
-                assert!(
-                    (b.value - want).abs() <= b.error_bound + 1e-12,
-                    "{name} binned ap {b:?} vs {want}"
-                );
-            }
-            None => assert!(matches!(
+        if case["average_precision"].is_null() {
+            assert!(matches!(
                 average_precision(&s, &y),
                 Err(StatsError::Undefined(_))
-            )),
+            ));
+        } else {
+            check(
+                &case,
+                "/average_precision",
+                average_precision(&s, &y).unwrap(),
+            );
+            let b = hist.average_precision().unwrap();
+            let want = num(&case, "/average_precision");
+            assert!(
+                (b.value - want).abs() <= b.error_bound + 1e-12,
+                "{} {b:?}",
+                case["name"]
+            );
         }
     }
 }
@@ -344,68 +273,38 @@ fn ranking_matches_sklearn() {
 #[test]
 fn probability_metrics_match_sklearn() {
     for case in load("probability") {
-        let name = case["name"].as_str().unwrap();
         let mut m = ProbabilityMetrics::new();
-        for (&p, &y) in f64s(&case["p"]).iter().zip(&bools(&case["y"])) {
+        for (&p, &y) in list(&case["p"], Value::as_f64)
+            .iter()
+            .zip(&list(&case["y"], Value::as_bool))
+        {
             m.update(p, y).unwrap();
         }
-        close(
-            &format!("{name} log loss"),
-            m.log_loss().unwrap(),
-            case["log_loss"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} brier"),
-            m.brier().unwrap(),
-            case["brier"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} ece"),
-            m.expected_calibration_error().unwrap(),
-            case["ece"].as_f64().unwrap(),
-        );
+        check(&case, "/log_loss", m.log_loss().unwrap());
+        check(&case, "/brier", m.brier().unwrap());
+        check(&case, "/ece", m.expected_calibration_error().unwrap());
     }
 }
 
 #[test]
 fn regression_metrics_match_sklearn() {
     for case in load("regression") {
-        let name = case["name"].as_str().unwrap();
-        let (y, yh) = (f64s(&case["y"]), f64s(&case["y_hat"]));
+        let (y, yh) = (
+            list(&case["y"], Value::as_f64),
+            list(&case["y_hat"], Value::as_f64),
+        );
+        // A third in one state, the rest in another, then merged.
         let (mut a, mut b) = (RegressionMetrics::new(), RegressionMetrics::new());
         let third = y.len() / 3;
         for (i, (&t, &p)) in y.iter().zip(&yh).enumerate() {
-            if i < third {
-                a.update(t, p)
-            } else {
-                b.update(t, p)
-            }
+            let m = if i < third { &mut a } else { &mut b };
+            m.update(t, p);
         }
         a.merge(&b);
-        close(
-            &format!("{name} mae"),
-            a.mae().unwrap(),
-            case["mae"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} rmse"),
-            a.rmse().unwrap(),
-            case["rmse"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} mape"),
-            a.mape().unwrap(),
-            case["mape"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} r2"),
-            a.r2().unwrap(),
-            case["r2"].as_f64().unwrap(),
-        );
-        close(
-            &format!("{name} mean error"),
-            a.mean_error().unwrap(),
-            case["mean_error"].as_f64().unwrap(),
-        );
+        check(&case, "/mae", a.mae().unwrap());
+        check(&case, "/rmse", a.rmse().unwrap());
+        check(&case, "/mape", a.mape().unwrap());
+        check(&case, "/r2", a.r2().unwrap());
+        check(&case, "/mean_error", a.mean_error().unwrap());
     }
 }
