@@ -7,7 +7,7 @@ use std::hint::black_box;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vigil_events::{decode, encode, PredictionEvent, HEADER_LEN, PREDICTION_SCHEMA};
+use vigil_events::{decode, decode_prediction_view, encode, PredictionEvent, HEADER_LEN, PREDICTION_SCHEMA};
 use vigil_loadgen::Synthetic;
 
 fn sample() -> PredictionEvent {
@@ -24,6 +24,7 @@ fn decode_prediction(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("decode_prediction_{}_bytes", bytes.len()));
     group.throughput(Throughput::Elements(1));
     group.bench_function("vigil_codec", |b| b.iter(|| decode::<PredictionEvent>(black_box(&bytes)).unwrap()));
+    group.bench_function("vigil_codec_borrowed", |b| b.iter(|| decode_prediction_view(black_box(&bytes)).unwrap().numeric_features.len()));
     group.bench_function("apache_avro_value", |b| {
         b.iter(|| reader.read_value(&mut black_box(&bytes[HEADER_LEN..])).unwrap())
     });

@@ -188,6 +188,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Map entries in wire order, borrowing keys from the input.
+    pub fn pairs<V>(
+        &mut self,
+        mut value: impl FnMut(&mut Self) -> Result<V, CodecError>,
+    ) -> Result<Vec<(&'a str, V)>, CodecError> {
+        let mut pairs = Vec::new();
+        self.blocks(|r| {
+            let key = r.str()?;
+            pairs.push((key, value(r)?));
+            Ok(())
+        })?;
+        Ok(pairs)
+    }
+
     pub fn map<V>(
         &mut self,
         mut value: impl FnMut(&mut Self) -> Result<V, CodecError>,

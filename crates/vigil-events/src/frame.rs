@@ -5,6 +5,7 @@
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::schema::AvroRecord;
+use crate::prediction::PredictionView;
 use crate::{LifecycleEvent, OutcomeEvent, PredictionEvent, RemediationEvent};
 
 pub const MAGIC: [u8; 2] = [0xc3, 0x01];
@@ -32,6 +33,24 @@ pub fn fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
 
 /// Decodes and validates one event of type `T`.
 pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let mut r = body_of::<T>(bytes)?;
+    let event = T::decode_body(&mut r)?;
+    r.finish()?;
+    event.validate()?;
+    Ok(event)
+}
+
+/// Decodes and validates a prediction without copying its strings.
+pub fn decode_prediction_view(bytes: &[u8]) -> Result<PredictionView<'_>, DecodeError> {
+    let mut r = body_of::<PredictionEvent>(bytes)?;
+    let view = PredictionView::read(&mut r)?;
+    r.finish()?;
+    view.validate()?;
+    Ok(view)
+}
+
+/// A reader positioned at the body, once the header names `T`'s schema.
+fn body_of<T: AvroRecord>(bytes: &[u8]) -> Result<Reader<'_>, DecodeError> {
     let fp = fingerprint(bytes)?;
     if fp != T::fingerprint() {
         return Err(match schema_name(fp) {
@@ -39,11 +58,7 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
             None => DecodeError::UnknownSchema { fingerprint: fp },
         });
     }
-    let mut r = Reader::new(&bytes[HEADER_LEN..]);
-    let event = T::decode_body(&mut r)?;
-    r.finish()?;
-    event.validate()?;
-    Ok(event)
+    Ok(Reader::new(&bytes[HEADER_LEN..]))
 }
 
 /// The full name of a schema this build knows by fingerprint.

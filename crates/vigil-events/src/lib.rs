@@ -25,10 +25,10 @@ mod validate;
 
 pub use codec::{Reader, Writer};
 pub use error::{CodecError, DecodeError, ValidationError};
-pub use frame::{decode, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
+pub use frame::{decode, decode_prediction_view, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
 pub use lifecycle::{LifecycleEvent, Stage};
 pub use outcome::OutcomeEvent;
-pub use prediction::{Prediction, PredictionEvent};
+pub use prediction::{Prediction, PredictionEvent, PredictionView};
 pub use remediation::{Evidence, RemediationAction, RemediationEvent, Severity};
 pub use schema::{
     fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA,

@@ -209,6 +209,7 @@ proptest! {
     fn any_valid_prediction_round_trips_and_apache_avro_reencodes_it_identically(event in arb_prediction()) {
         let bytes = encode(&event);
         prop_assert_eq!(&decode::<PredictionEvent>(&bytes).unwrap(), &event);
+        prop_assert_eq!(&decode_prediction_view(&bytes).unwrap().to_owned(), &event);
         // apache-avro writes maps in hash order, so compare its re-encoding only with at most one entry per map.
         if [event.segment.len(), event.numeric_features.len(), event.categorical_features.len(),
             event.prediction.probabilities.as_ref().map_or(0, |m| m.len())].iter().all(|n| *n <= 1) {
@@ -223,7 +224,10 @@ proptest! {
         let mut bytes = MAGIC.to_vec();
         bytes.extend(PredictionEvent::fingerprint().to_le_bytes());
         bytes.extend(tail);
-        let _ = decode::<PredictionEvent>(&bytes);
+        // The borrowed and the owned decoders accept and reject exactly the same bytes.
+        let owned = decode::<PredictionEvent>(&bytes);
+        let view = decode_prediction_view(&bytes);
+        prop_assert_eq!(owned.map_err(|e| e.reason()), view.map(|v| v.to_owned()).map_err(|e| e.reason()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use vigil_events::{decode, PredictionEvent};
+use vigil_events::decode_prediction_view;
 use vigil_store::Store;
 
 use crate::counts::PendingCounts;
@@ -134,10 +134,10 @@ impl Pipeline {
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default();
-        match decode::<PredictionEvent>(payload) {
+        match decode_prediction_view(payload) {
             Ok(event) => {
                 self.local.decoded += 1;
-                self.pending.record_event(partition, offset, &event.model_id, &event.model_version, event.event_time_ms);
+                self.pending.record_event(partition, offset, event.model_id, event.model_version, event.event_time_ms);
             }
             Err(error) => {
                 let reason = error.reason();

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
-from fastavro.schema import parse_schema
+from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from .errors import InvalidEvent
 from .events import OutcomeEvent, Prediction, PredictionEvent
@@ -27,93 +27,17 @@ HEADER_LEN = 10
 PREDICTION = "vigil.v1.PredictionEvent"
 OUTCOME = "vigil.v1.OutcomeEvent"
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-_NAMED = {"record", "enum", "fixed"}
-_KEEP = ("name", "type", "fields", "symbols", "items", "values", "size")
-# Logical types apache-avro parses into a schema of their own (and so keeps as an object).
-_RUST_LOGICAL = {
-    "int": {"date", "time-millis"},
-    "long": {"time-micros", "timestamp-millis", "timestamp-micros", "timestamp-nanos",
-             "local-timestamp-millis", "local-timestamp-micros", "local-timestamp-nanos"},
-    "string": {"uuid"},
-}
-
-
 def load_schema_json(name: str) -> dict[str, Any]:
     """The schema `schemas/<name>.avsc` as shipped in the package."""
     text = resources.files(__package__).joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
     return json.loads(text)
 
 
-def canonical_form(schema: Any, *, rust_compatible: bool = True) -> str:
-    """The schema's Parsing Canonical Form.
-
-    With `rust_compatible=False` this is the form the Avro specification defines (equal to
-    `fastavro.schema.to_parsing_canonical_form`). With `rust_compatible=True` (the default,
-    what vigil's fingerprints use) it is the form apache-avro 0.22 computes, which the Rust
-    SDK's header carries: a primitive with a logical type it knows, such as
-    `{"type": "long", "logicalType": "timestamp-millis"}`, stays `{"type":"long"}` instead of
-    becoming `"long"` (apache-avro strips `logicalType` after deciding whether to collapse the
-    object). That is the only difference for vigil's schemas.
-    """
-    defined: set[str] = set()
-
-    def fullname(name: str, namespace: str | None) -> str:
-        if "." in name or not namespace:
-            return name
-        return f"{namespace}.{name}"
-
-    def pcf(s: Any, namespace: str | None) -> str:
-        if isinstance(s, str):
-            if s in _PRIMITIVES:
-                return json.dumps(s)
-            return json.dumps(fullname(s, namespace))
-        if isinstance(s, list):
-            return "[" + ",".join(pcf(branch, namespace) for branch in s) + "]"
-        kind = s["type"]
-        if isinstance(kind, str) and kind in _PRIMITIVES:
-            logical = s.get("logicalType")
-            if rust_compatible and logical in _RUST_LOGICAL.get(kind, ()):
-                return '{"type":' + json.dumps(kind) + "}"
-            return json.dumps(kind)
-        if not isinstance(kind, str):
-            return pcf(kind, namespace)
-        if kind in _NAMED:
-            ns = s.get("namespace", namespace)
-            name = fullname(s["name"], ns)
-            if name in defined:
-                return json.dumps(name)
-            defined.add(name)
-            namespace = name.rpartition(".")[0] or None
-        parts = []
-        for key in _KEEP:
-            if key not in s:
-                continue
-            value = s[key]
-            if key == "name":
-                parts.append('"name":' + json.dumps(fullname(value, namespace) if kind not in _NAMED else name))
-            elif key == "type":
-                parts.append('"type":' + json.dumps(value))
-            elif key == "fields":
-                fields = []
-                for f in value:
-                    fields.append('{"name":' + json.dumps(f["name"]) + ',"type":' + pcf(f["type"], namespace) + "}")
-                parts.append('"fields":[' + ",".join(fields) + "]")
-            elif key == "symbols":
-                parts.append('"symbols":[' + ",".join(json.dumps(sym) for sym in value) + "]")
-            elif key in ("items", "values"):
-                parts.append(json.dumps(key) + ":" + pcf(value, namespace))
-            elif key == "size":
-                parts.append('"size":' + str(int(value)))
-        return "{" + ",".join(parts) + "}"
-
-    return pcf(schema, None)
-
-
-def fingerprint(schema: Any, *, rust_compatible: bool = True) -> int:
-    """CRC-64-AVRO (Rabin) fingerprint of `canonical_form(schema)`, as an unsigned integer
-    (the header carries it little-endian). fastavro returns the little-endian bytes in hex."""
-    digest = _fastavro_fingerprint(canonical_form(schema, rust_compatible=rust_compatible), "CRC-64-AVRO")
+def fingerprint(schema: Any) -> int:
+    """CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form (fastavro's, as the
+    Avro specification defines it), as an unsigned integer; the header carries it little-endian,
+    and fastavro returns the little-endian bytes in hex."""
+    digest = _fastavro_fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
     return int.from_bytes(bytes.fromhex(digest), "little")
 
 
