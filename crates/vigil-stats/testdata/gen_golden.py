@@ -255,6 +255,15 @@ def probability_golden():
             "brier": float(metrics.brier_score_loss(y, p)),
             "ece": ece,
         })
+    for name, k, n in [("multiclass_4", 4, 500), ("multiclass_3_confident", 3, 300)]:
+        y = rng.integers(0, k, n)
+        probs = rng.dirichlet(np.ones(k) * (0.3 if "confident" in name else 2.0), n)
+        probs[0] = np.eye(k)[y[0]]  # an exact 1.0 on the true class
+        probs[1] = np.eye(k)[(y[1] + 1) % k]  # an exact 0.0 on the true class (clipped)
+        cases.append({
+            "name": name, "n_classes": k, "y_class": [int(v) for v in y], "probabilities": probs.tolist(),
+            "log_loss": float(metrics.log_loss(y, probs, labels=list(range(k)))),
+        })
     write("probability", cases)
 
 

@@ -5,8 +5,8 @@
 use serde_json::Value;
 use vigil_stats::drift::{chisq, cvm, hellinger, js, ks, psi, wasserstein, ztest};
 use vigil_stats::perf::{
-    average_precision, roc_auc, ConfusionMatrix, ProbabilityMetrics, RegressionMetrics,
-    ScoreHistogram,
+    average_precision, roc_auc, ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics,
+    RegressionMetrics, ScoreHistogram,
 };
 use vigil_stats::{CategoricalSketch, NumericSketch, StatsError};
 
@@ -273,6 +273,19 @@ fn ranking_matches_sklearn() {
 #[test]
 fn probability_metrics_match_sklearn() {
     for case in load("probability") {
+        if let Some(k) = case["n_classes"].as_u64() {
+            let mut m = MulticlassLogLoss::new(k as usize).unwrap();
+            for (p, y) in case["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(list(&case["y_class"], Value::as_u64))
+            {
+                m.update(&list(p, Value::as_f64), y as usize).unwrap();
+            }
+            check(&case, "/log_loss", m.log_loss().unwrap());
+            continue;
+        }
         let mut m = ProbabilityMetrics::new();
         for (&p, &y) in list(&case["p"], Value::as_f64)
             .iter()

@@ -3,7 +3,10 @@
 
 use proptest::prelude::*;
 use vigil_stats::drift::{ks, wasserstein};
-use vigil_stats::perf::{ConfusionMatrix, ProbabilityMetrics, RegressionMetrics, ScoreHistogram};
+use vigil_stats::perf::{
+    ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics, RegressionMetrics, ScoreHistogram,
+    ScoreSample,
+};
 use vigil_stats::{CategoricalSketch, LatencySketch, NumericSketch, Reservoir};
 
 fn values() -> impl Strategy<Value = Vec<f64>> {
@@ -137,5 +140,31 @@ proptest! {
         let exact = wasserstein::wasserstein(&reference, &current).unwrap().statistic;
         let binned = wasserstein::wasserstein_binned(&rs, &cs).unwrap();
         prop_assert!((exact - binned.statistic).abs() <= binned.error_bound.unwrap() * (1.0 + 1e-9) + 1e-9);
+    }
+
+    #[test]
+    fn score_sample_and_multiclass_log_loss_merge_is_union(
+        events in prop::collection::vec((0.0f64..=1.0, 0usize..3), 0..80),
+        split in 0usize..80,
+        cap in 0usize..100,
+    ) {
+        let split = split.min(events.len());
+        let (mut a, mut b, mut u) = (ScoreSample::new(cap), ScoreSample::new(cap), ScoreSample::new(cap));
+        let new_loss = || MulticlassLogLoss::new(3).unwrap();
+        let (mut la, mut lb, mut lu) = (new_loss(), new_loss(), new_loss());
+        for (i, &(s, c)) in events.iter().enumerate() {
+            let (sample, loss) = if i < split { (&mut a, &mut la) } else { (&mut b, &mut lb) };
+            let probs = [s / 2.0, s / 2.0, 1.0 - s];
+            sample.update(s, c == 1);
+            loss.update(&probs, c).unwrap();
+            u.update(s, c == 1);
+            lu.update(&probs, c).unwrap();
+        }
+        a.merge(&b).unwrap();
+        prop_assert_eq!(a, u);
+        la.merge(&lb).unwrap();
+        if !events.is_empty() {
+            prop_assert!(approx(la.log_loss().unwrap(), lu.log_loss().unwrap()));
+        }
     }
 }

@@ -96,6 +96,65 @@ fn ap_from_groups(groups: &[(u64, u64)]) -> Result<(f64, f64)> {
     Ok((ap, bound))
 }
 
+/// Mergeable exact sample of (score, label) pairs, for the exact [`roc_auc`] and
+/// [`average_precision`] on windows of up to `cap` events. Past `cap` it drops its pairs and
+/// [`ScoreSample::exact`] returns `None` (use a [`ScoreHistogram`] then); deterministic, like
+/// [`crate::Reservoir`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSample {
+    cap: usize,
+    scores: Vec<f64>,
+    labels: Vec<bool>,
+    seen: u64,
+}
+
+impl ScoreSample {
+    pub fn new(cap: usize) -> Self {
+        ScoreSample {
+            cap,
+            scores: Vec::new(),
+            labels: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    pub fn update(&mut self, score: f64, positive: bool) {
+        self.seen += 1;
+        if self.seen <= self.cap as u64 {
+            self.scores.push(score);
+            self.labels.push(positive);
+        } else {
+            self.drop_pairs();
+        }
+    }
+
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if self.cap != other.cap {
+            return Err(StatsError::Incompatible(
+                "score samples have different caps",
+            ));
+        }
+        self.seen += other.seen;
+        if self.seen <= self.cap as u64 {
+            self.scores.extend_from_slice(&other.scores);
+            self.labels.extend_from_slice(&other.labels);
+        } else {
+            self.drop_pairs();
+        }
+        Ok(())
+    }
+
+    fn drop_pairs(&mut self) {
+        self.scores = Vec::new();
+        self.labels = Vec::new();
+    }
+
+    /// All (scores, labels) of the window, or `None` once more than `cap` were seen.
+    pub fn exact(&self) -> Option<(&[f64], &[bool])> {
+        (self.seen <= self.cap as u64).then_some((self.scores.as_slice(), self.labels.as_slice()))
+    }
+}
+
 /// Mergeable score histogram for binary classifiers: `bins` equal-width bins over [0, 1], with
 /// positives and negatives counted per bin. Scores outside [0, 1] or non-finite are counted in
 /// `invalid` and left out.

@@ -40,6 +40,68 @@ impl Default for ProbabilityMetrics {
     }
 }
 
+/// Streaming multiclass log loss: `mean(-ln p'[y])` where `p` is the predicted probability vector
+/// and `p'` its entries clipped to `[eps, 1 - eps]` (no renormalisation), as
+/// `sklearn.metrics.log_loss(y, P, labels=range(k))`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassLogLoss {
+    n_classes: usize,
+    n: u64,
+    sum: f64,
+}
+
+impl MulticlassLogLoss {
+    pub fn new(n_classes: usize) -> Result<Self> {
+        if n_classes < 2 {
+            return Err(StatsError::InvalidArgument(
+                "log loss needs at least two classes".into(),
+            ));
+        }
+        Ok(MulticlassLogLoss {
+            n_classes,
+            n: 0,
+            sum: 0.0,
+        })
+    }
+
+    /// Adds one event; `InvalidArgument` when `probabilities` has the wrong length, a value
+    /// outside [0, 1], or `truth` is out of range.
+    pub fn update(&mut self, probabilities: &[f64], truth: usize) -> Result<()> {
+        if probabilities.len() != self.n_classes || truth >= self.n_classes {
+            return Err(StatsError::InvalidArgument(format!(
+                "expected {} probabilities and a class below that, got {} and class {truth}",
+                self.n_classes,
+                probabilities.len()
+            )));
+        }
+        if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
+            return Err(StatsError::InvalidArgument(
+                "probability outside [0, 1]".into(),
+            ));
+        }
+        let eps = f64::EPSILON;
+        self.sum -= probabilities[truth].clamp(eps, 1.0 - eps).ln();
+        self.n += 1;
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if self.n_classes != other.n_classes {
+            return Err(StatsError::Incompatible(
+                "log losses have different class counts",
+            ));
+        }
+        self.n += other.n;
+        self.sum += other.sum;
+        Ok(())
+    }
+
+    pub fn log_loss(&self) -> Result<f64> {
+        require(1, self.n)?;
+        Ok(self.sum / self.n as f64)
+    }
+}
+
 /// Interior bin edges as numpy's `linspace(0, 1, 11)[1:-1]` computes them (`i * 0.1`).
 fn edge(i: usize) -> f64 {
     i as f64 * (1.0 / ECE_BINS as f64)

@@ -9,8 +9,8 @@ pub mod calibration;
 pub mod classification;
 pub mod regression;
 
-pub use auc::{average_precision, roc_auc, ScoreHistogram};
-pub use calibration::ProbabilityMetrics;
+pub use auc::{average_precision, roc_auc, ScoreHistogram, ScoreSample};
+pub use calibration::{MulticlassLogLoss, ProbabilityMetrics};
 pub use classification::{Averages, ClassMetrics, ConfusionMatrix};
 pub use regression::RegressionMetrics;
 
