@@ -8,13 +8,27 @@ pub enum LifecycleError {
     #[error("lifecycle event {event_id:?} is invalid: {reason}")]
     InvalidEvent { event_id: String, reason: String },
     #[error("model {model_id:?} version {version:?}: {from} -> {} is not allowed: {why}", crate::stage_name(*to))]
-    IllegalTransition { model_id: String, version: String, from: &'static str, to: Stage, why: &'static str },
+    IllegalTransition {
+        model_id: String,
+        version: String,
+        from: &'static str,
+        to: Stage,
+        why: &'static str,
+    },
     #[error("invalid lifecycle configuration: {}", .0.join("; "))]
     Config(Vec<String>),
     #[error("kafka: could not {action}: {source}")]
-    Kafka { action: &'static str, source: rdkafka::error::KafkaError },
+    Kafka {
+        action: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("{topic} partition {partition} offset {offset}: {source}")]
-    Decode { topic: String, partition: i32, offset: i64, source: vigil_events::DecodeError },
+    Decode {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        source: vigil_events::DecodeError,
+    },
 }
 
 impl LifecycleError {

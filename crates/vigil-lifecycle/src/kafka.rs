@@ -64,62 +64,115 @@ pub struct ReplayStats {
 
 /// Reads the lifecycle log from its beginning to its end as of the call, folding it into a
 /// registry. Blocking librdkafka calls run on a blocking thread.
-pub async fn replay(settings: &LifecycleSettings) -> Result<(Registry, ReplayStats), LifecycleError> {
+pub async fn replay(
+    settings: &LifecycleSettings,
+) -> Result<(Registry, ReplayStats), LifecycleError> {
     let settings = settings.clone();
     match tokio::task::spawn_blocking(move || replay_blocking(&settings)).await {
         Ok(replayed) => replayed,
         Err(join) => {
             tracing::error!(%join, "replay task died");
-            Err(LifecycleError::Kafka { action: "replay lifecycle log", source: KafkaError::Canceled })
+            Err(LifecycleError::Kafka {
+                action: "replay lifecycle log",
+                source: KafkaError::Canceled,
+            })
         }
     }
 }
 
-fn replay_blocking(settings: &LifecycleSettings) -> Result<(Registry, ReplayStats), LifecycleError> {
+fn replay_blocking(
+    settings: &LifecycleSettings,
+) -> Result<(Registry, ReplayStats), LifecycleError> {
     let kafka = |action| move |source| LifecycleError::Kafka { action, source };
     let mut config = settings.client_config();
     config
         .set("group.id", format!("{}.replay", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = settings.finish(config).create().map_err(kafka("create replay consumer"))?;
+    let consumer: BaseConsumer = settings
+        .finish(config)
+        .create()
+        .map_err(kafka("create replay consumer"))?;
     let topic = settings.lifecycle_topic.as_str();
     let timeout = settings.replay_timeout;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka("read lifecycle topic metadata"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(kafka("read lifecycle topic metadata"))?;
     let mut stats = ReplayStats::default();
     // Partitions with messages still to read, and the end to read them to.
     let mut pending = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout).map_err(kafka("read lifecycle watermarks"))?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), timeout)
+            .map_err(kafka("read lifecycle watermarks"))?;
         stats.positions.insert(partition.id(), high);
         if high > low {
             pending.insert(partition.id(), high);
-            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).map_err(kafka("assign lifecycle partitions"))?;
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .map_err(kafka("assign lifecycle partitions"))?;
         }
     }
-    consumer.assign(&assignment).map_err(kafka("assign lifecycle partitions"))?;
+    consumer
+        .assign(&assignment)
+        .map_err(kafka("assign lifecycle partitions"))?;
     let mut registry = Registry::new();
     let started = Instant::now();
     while !pending.is_empty() {
         if started.elapsed() > timeout {
-            tracing::error!(?pending, "lifecycle replay did not reach the end of the log in time");
-            return Err(LifecycleError::Kafka { action: "replay lifecycle log in time", source: KafkaError::Canceled });
+            tracing::error!(
+                ?pending,
+                "lifecycle replay did not reach the end of the log in time"
+            );
+            return Err(LifecycleError::Kafka {
+                action: "replay lifecycle log in time",
+                source: KafkaError::Canceled,
+            });
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message.map_err(kafka("read lifecycle log"))?;
-        apply_message(&mut registry, &mut stats, topic, message.partition(), message.offset(), message.payload());
-        if pending.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
+        apply_message(
+            &mut registry,
+            &mut stats,
+            topic,
+            message.partition(),
+            message.offset(),
+            message.payload(),
+        );
+        if pending
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
             pending.remove(&message.partition());
         }
     }
-    tracing::info!(topic, applied = stats.applied, rejected = stats.rejected, "lifecycle log replayed");
+    tracing::info!(
+        topic,
+        applied = stats.applied,
+        rejected = stats.rejected,
+        "lifecycle log replayed"
+    );
     Ok((registry, stats))
 }
 
-fn apply_message(registry: &mut Registry, stats: &mut ReplayStats, topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) {
+fn apply_message(
+    registry: &mut Registry,
+    stats: &mut ReplayStats,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: Option<&[u8]>,
+) {
     let applied = decode::<LifecycleEvent>(payload.unwrap_or_default())
-        .map_err(|source| LifecycleError::Decode { topic: topic.to_owned(), partition, offset, source })
+        .map_err(|source| LifecycleError::Decode {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            source,
+        })
         .and_then(|event| registry.apply(&event));
     match applied {
         Ok(()) => stats.applied += 1,
@@ -134,16 +187,25 @@ fn apply_message(registry: &mut Registry, stats: &mut ReplayStats, topic: &str, 
 /// Replays the log, then decides on remediations until `shutdown` is cancelled; returns the
 /// registry as it stands then. Events others publish to the log meanwhile (a human approving a
 /// gated decision) are folded in as they arrive, before the next remediation.
-pub async fn run(settings: LifecycleSettings, shutdown: CancellationToken) -> Result<Registry, LifecycleError> {
+pub async fn run(
+    settings: LifecycleSettings,
+    shutdown: CancellationToken,
+) -> Result<Registry, LifecycleError> {
     let kafka = |action| move |source| LifecycleError::Kafka { action, source };
     let (mut registry, mut stats) = replay(&settings).await?;
 
     let mut config = settings.client_config();
-    config.set("group.id", format!("{}.tail", settings.group_id)).set("enable.auto.commit", "false");
-    let tail: StreamConsumer = settings.finish(config).create().map_err(kafka("create lifecycle tail consumer"))?;
+    config
+        .set("group.id", format!("{}.tail", settings.group_id))
+        .set("enable.auto.commit", "false");
+    let tail: StreamConsumer = settings
+        .finish(config)
+        .create()
+        .map_err(kafka("create lifecycle tail consumer"))?;
     let mut from = TopicPartitionList::new();
     for (partition, next) in &stats.positions {
-        from.add_partition_offset(&settings.lifecycle_topic, *partition, Offset::Offset(*next)).map_err(kafka("assign lifecycle tail"))?;
+        from.add_partition_offset(&settings.lifecycle_topic, *partition, Offset::Offset(*next))
+            .map_err(kafka("assign lifecycle tail"))?;
     }
     tail.assign(&from).map_err(kafka("assign lifecycle tail"))?;
 
@@ -152,12 +214,23 @@ pub async fn run(settings: LifecycleSettings, shutdown: CancellationToken) -> Re
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
-    let remediations: StreamConsumer = settings.finish(config).create().map_err(kafka("create remediation consumer"))?;
-    remediations.subscribe(&[&settings.remediations_topic]).map_err(kafka("subscribe to remediations"))?;
+    let remediations: StreamConsumer = settings
+        .finish(config)
+        .create()
+        .map_err(kafka("create remediation consumer"))?;
+    remediations
+        .subscribe(&[&settings.remediations_topic])
+        .map_err(kafka("subscribe to remediations"))?;
 
     let mut config = settings.client_config();
-    config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "0");
-    let producer: FutureProducer = settings.finish(config).create().map_err(kafka("create lifecycle producer"))?;
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0");
+    let producer: FutureProducer = settings
+        .finish(config)
+        .create()
+        .map_err(kafka("create lifecycle producer"))?;
     tracing::info!(remediations = %settings.remediations_topic, lifecycle = %settings.lifecycle_topic, "lifecycle consumer running");
 
     loop {
@@ -206,7 +279,9 @@ async fn handle(
         Outcome::Duplicate | Outcome::NoAction { .. } => {
             tracing::debug!(remediation = %remediation.remediation_id, outcome = ?decision.outcome, "no lifecycle change");
         }
-        outcome => tracing::info!(remediation = %remediation.remediation_id, model = %remediation.model_id, ?outcome, "lifecycle decision"),
+        outcome => {
+            tracing::info!(remediation = %remediation.remediation_id, model = %remediation.model_id, ?outcome, "lifecycle decision")
+        }
     }
     for event in &decision.events {
         if let Err(error) = registry.apply(event) {
@@ -217,15 +292,22 @@ async fn handle(
     }
     for event in &decision.events {
         let payload = encode(event);
-        let record = FutureRecord::to(&settings.lifecycle_topic).key(&event.model_id).payload(&payload);
+        let record = FutureRecord::to(&settings.lifecycle_topic)
+            .key(&event.model_id)
+            .payload(&payload);
         producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(source, _)| LifecycleError::Kafka { action: "publish lifecycle event", source })?;
+            .map_err(|(source, _)| LifecycleError::Kafka {
+                action: "publish lifecycle event",
+                source,
+            })?;
     }
     Ok(())
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -9,7 +9,10 @@ pub mod kafka;
 pub mod registry;
 
 pub use error::LifecycleError;
-pub use registry::canary::{relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep, Direction, RelativeCheck, Sample, Verdict};
+pub use registry::canary::{
+    relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep, Direction, RelativeCheck, Sample,
+    Verdict,
+};
 pub use registry::decide::{approve, decide, decide_canary, Decision, Outcome};
 pub use registry::policy::{LifecyclePolicy, ModelPolicy};
 pub use registry::{ModelState, Registry, VersionState, AUTOMATION_ACTOR};

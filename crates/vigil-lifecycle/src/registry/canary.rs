@@ -22,7 +22,9 @@ impl Verdict {
         for verdict in verdicts {
             combined = Some(match (combined, verdict) {
                 (_, Verdict::Failed) | (Some(Verdict::Failed), _) => Verdict::Failed,
-                (_, Verdict::InsufficientData) | (Some(Verdict::InsufficientData), _) => Verdict::InsufficientData,
+                (_, Verdict::InsufficientData) | (Some(Verdict::InsufficientData), _) => {
+                    Verdict::InsufficientData
+                }
                 _ => Verdict::Healthy,
             });
         }
@@ -45,25 +47,41 @@ pub struct CanaryConfig {
 impl Default for CanaryConfig {
     fn default() -> Self {
         // Flagger's documented example: 10% steps to 50%, five failed checks.
-        Self { step_weight: 0.1, max_weight: 0.5, failed_check_threshold: 5, promote_after_healthy_windows: 1 }
+        Self {
+            step_weight: 0.1,
+            max_weight: 0.5,
+            failed_check_threshold: 5,
+            promote_after_healthy_windows: 1,
+        }
     }
 }
 
 impl CanaryConfig {
     pub(crate) fn check(&self, key: &str, problems: &mut Vec<String>) {
         if !(self.step_weight > 0.0 && self.step_weight <= 1.0) {
-            problems.push(format!("{key}.step_weight must be in (0, 1], got {}", self.step_weight));
+            problems.push(format!(
+                "{key}.step_weight must be in (0, 1], got {}",
+                self.step_weight
+            ));
         }
         if !(self.max_weight > 0.0 && self.max_weight <= 1.0) {
-            problems.push(format!("{key}.max_weight must be in (0, 1], got {}", self.max_weight));
+            problems.push(format!(
+                "{key}.max_weight must be in (0, 1], got {}",
+                self.max_weight
+            ));
         } else if self.step_weight > self.max_weight {
-            problems.push(format!("{key}.step_weight ({}) must not exceed max_weight ({})", self.step_weight, self.max_weight));
+            problems.push(format!(
+                "{key}.step_weight ({}) must not exceed max_weight ({})",
+                self.step_weight, self.max_weight
+            ));
         }
         if self.failed_check_threshold == 0 {
             problems.push(format!("{key}.failed_check_threshold must be at least 1"));
         }
         if self.promote_after_healthy_windows == 0 {
-            problems.push(format!("{key}.promote_after_healthy_windows must be at least 1"));
+            problems.push(format!(
+                "{key}.promote_after_healthy_windows must be at least 1"
+            ));
         }
     }
 }
@@ -72,7 +90,9 @@ impl CanaryConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CanaryStep {
     /// Healthy below the maximum: set this weight.
-    Advance { weight: f64 },
+    Advance {
+        weight: f64,
+    },
     /// Nothing changes: inconclusive data, a failure under the threshold, or healthy at the
     /// maximum but not yet long enough.
     Hold,
@@ -100,7 +120,12 @@ impl CanaryAnalysis {
     }
 
     pub fn resume(weight: f64) -> Self {
-        Self { weight, failed_checks: 0, healthy_at_max: 0, finished: false }
+        Self {
+            weight,
+            failed_checks: 0,
+            healthy_at_max: 0,
+            finished: false,
+        }
     }
 
     pub fn step(&mut self, config: &CanaryConfig, verdict: Verdict) -> CanaryStep {
@@ -124,7 +149,9 @@ impl CanaryAnalysis {
                 if config.max_weight - self.weight < WEIGHT_EPSILON {
                     self.weight = config.max_weight;
                 }
-                CanaryStep::Advance { weight: self.weight }
+                CanaryStep::Advance {
+                    weight: self.weight,
+                }
             }
             Verdict::Healthy => {
                 self.healthy_at_max += 1;
@@ -174,8 +201,14 @@ pub struct Sample {
 }
 
 /// Judges the canary against production on one metric.
-pub fn relative_verdict(check: &RelativeCheck, canary: Option<Sample>, production: Option<Sample>) -> Verdict {
-    let usable = |s: Option<Sample>| s.filter(|s| s.value.is_finite() && s.samples >= check.min_samples.max(1));
+pub fn relative_verdict(
+    check: &RelativeCheck,
+    canary: Option<Sample>,
+    production: Option<Sample>,
+) -> Verdict {
+    let usable = |s: Option<Sample>| {
+        s.filter(|s| s.value.is_finite() && s.samples >= check.min_samples.max(1))
+    };
     let (Some(canary), Some(production)) = (usable(canary), usable(production)) else {
         return Verdict::InsufficientData;
     };
@@ -196,7 +229,12 @@ mod tests {
     use super::*;
 
     fn config() -> CanaryConfig {
-        CanaryConfig { step_weight: 0.1, max_weight: 0.3, failed_check_threshold: 2, promote_after_healthy_windows: 2 }
+        CanaryConfig {
+            step_weight: 0.1,
+            max_weight: 0.3,
+            failed_check_threshold: 2,
+            promote_after_healthy_windows: 2,
+        }
     }
 
     #[test]
@@ -204,11 +242,24 @@ mod tests {
         let config = config();
         let mut analysis = CanaryAnalysis::start(&config);
         assert_eq!(analysis.weight, 0.1);
-        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Advance { weight: 0.2 });
-        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Advance { weight: 0.3 });
+        assert_eq!(
+            analysis.step(&config, Verdict::Healthy),
+            CanaryStep::Advance { weight: 0.2 }
+        );
+        assert_eq!(
+            analysis.step(&config, Verdict::Healthy),
+            CanaryStep::Advance { weight: 0.3 }
+        );
         assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold);
-        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Promote);
-        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold, "finished analyses stay put");
+        assert_eq!(
+            analysis.step(&config, Verdict::Healthy),
+            CanaryStep::Promote
+        );
+        assert_eq!(
+            analysis.step(&config, Verdict::Healthy),
+            CanaryStep::Hold,
+            "finished analyses stay put"
+        );
     }
 
     #[test]
@@ -216,7 +267,10 @@ mod tests {
         let config = config();
         let mut analysis = CanaryAnalysis::start(&config);
         for _ in 0..10 {
-            assert_eq!(analysis.step(&config, Verdict::InsufficientData), CanaryStep::Hold);
+            assert_eq!(
+                analysis.step(&config, Verdict::InsufficientData),
+                CanaryStep::Hold
+            );
         }
         assert_eq!(analysis, CanaryAnalysis::start(&config));
     }
@@ -227,15 +281,28 @@ mod tests {
         let mut analysis = CanaryAnalysis::resume(0.3);
         assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold);
         assert_eq!(analysis.step(&config, Verdict::Failed), CanaryStep::Hold);
-        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold, "the failure reset the healthy streak");
-        assert_eq!(analysis.step(&config, Verdict::Failed), CanaryStep::RollBack);
+        assert_eq!(
+            analysis.step(&config, Verdict::Healthy),
+            CanaryStep::Hold,
+            "the failure reset the healthy streak"
+        );
+        assert_eq!(
+            analysis.step(&config, Verdict::Failed),
+            CanaryStep::RollBack
+        );
     }
 
     #[test]
     fn combined_verdicts_fail_first_then_wait() {
         use Verdict::*;
-        assert_eq!(Verdict::combine([Healthy, InsufficientData, Failed]), Failed);
-        assert_eq!(Verdict::combine([Healthy, InsufficientData]), InsufficientData);
+        assert_eq!(
+            Verdict::combine([Healthy, InsufficientData, Failed]),
+            Failed
+        );
+        assert_eq!(
+            Verdict::combine([Healthy, InsufficientData]),
+            InsufficientData
+        );
         assert_eq!(Verdict::combine([Healthy, Healthy]), Healthy);
         assert_eq!(Verdict::combine([]), InsufficientData);
     }
@@ -250,14 +317,39 @@ mod tests {
             min_samples: 100,
         };
         let s = |value, samples| Some(Sample { value, samples });
-        assert_eq!(relative_verdict(&error_rate, s(0.105, 500), s(0.1, 500)), Verdict::Healthy);
-        assert_eq!(relative_verdict(&error_rate, s(0.12, 500), s(0.1, 500)), Verdict::Failed);
-        assert_eq!(relative_verdict(&error_rate, s(0.5, 50), s(0.1, 500)), Verdict::InsufficientData);
-        assert_eq!(relative_verdict(&error_rate, None, s(0.1, 500)), Verdict::InsufficientData);
-        assert_eq!(relative_verdict(&error_rate, s(f64::NAN, 500), s(0.1, 500)), Verdict::InsufficientData);
-        let accuracy = RelativeCheck { direction: Direction::HigherIsBetter, metric: "accuracy".into(), ..error_rate };
-        assert_eq!(relative_verdict(&accuracy, s(0.85, 500), s(0.9, 500)), Verdict::Healthy);
-        assert_eq!(relative_verdict(&accuracy, s(0.80, 500), s(0.9, 500)), Verdict::Failed);
+        assert_eq!(
+            relative_verdict(&error_rate, s(0.105, 500), s(0.1, 500)),
+            Verdict::Healthy
+        );
+        assert_eq!(
+            relative_verdict(&error_rate, s(0.12, 500), s(0.1, 500)),
+            Verdict::Failed
+        );
+        assert_eq!(
+            relative_verdict(&error_rate, s(0.5, 50), s(0.1, 500)),
+            Verdict::InsufficientData
+        );
+        assert_eq!(
+            relative_verdict(&error_rate, None, s(0.1, 500)),
+            Verdict::InsufficientData
+        );
+        assert_eq!(
+            relative_verdict(&error_rate, s(f64::NAN, 500), s(0.1, 500)),
+            Verdict::InsufficientData
+        );
+        let accuracy = RelativeCheck {
+            direction: Direction::HigherIsBetter,
+            metric: "accuracy".into(),
+            ..error_rate
+        };
+        assert_eq!(
+            relative_verdict(&accuracy, s(0.85, 500), s(0.9, 500)),
+            Verdict::Healthy
+        );
+        assert_eq!(
+            relative_verdict(&accuracy, s(0.80, 500), s(0.9, 500)),
+            Verdict::Failed
+        );
     }
 
     #[test]

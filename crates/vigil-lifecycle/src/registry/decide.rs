@@ -22,24 +22,45 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The input asks for nothing the registry does (an alert, an unknown or finished version).
-    NoAction { why: &'static str },
+    NoAction {
+        why: &'static str,
+    },
     /// The log already holds this remediation's decision.
     Duplicate,
-    RolledBackCanary { version: String },
-    RolledBackProduction { from: String, to: String },
+    RolledBackCanary {
+        version: String,
+    },
+    RolledBackProduction {
+        from: String,
+        to: String,
+    },
     /// Production failed critically but no earlier good version exists: nothing changes, and
     /// someone has to be told.
-    NoRollbackTarget { version: String },
-    HeldPromotion { version: String },
-    CanaryWeight { version: String, weight: f64 },
-    Promoted { version: String },
+    NoRollbackTarget {
+        version: String,
+    },
+    HeldPromotion {
+        version: String,
+    },
+    CanaryWeight {
+        version: String,
+        weight: f64,
+    },
+    Promoted {
+        version: String,
+    },
     /// A manual gate: these events wait for a human, who publishes them under their own name.
-    AwaitingApproval { proposed: Vec<LifecycleEvent> },
+    AwaitingApproval {
+        proposed: Vec<LifecycleEvent>,
+    },
 }
 
 impl Decision {
     fn nothing(outcome: Outcome) -> Self {
-        Self { outcome, events: Vec::new() }
+        Self {
+            outcome,
+            events: Vec::new(),
+        }
     }
 }
 
@@ -49,60 +70,118 @@ impl Decision {
 /// rolled back alone; production is rolled back and its last good version
 /// ([`Registry::rollback_target`]) returns. `HOLD_PROMOTION` holds a canary's promotion.
 /// `ALERT` is for the alert webhooks and changes nothing here.
-pub fn decide(registry: &Registry, remediation: &RemediationEvent, policy: &LifecyclePolicy, now_ms: i64) -> Decision {
+pub fn decide(
+    registry: &Registry,
+    remediation: &RemediationEvent,
+    policy: &LifecyclePolicy,
+    now_ms: i64,
+) -> Decision {
     if registry.acted_on(&remediation.remediation_id) {
         return Decision::nothing(Outcome::Duplicate);
     }
     let (model_id, version) = (&remediation.model_id, &remediation.model_version);
     let Some(state) = registry.version(model_id, version) else {
-        return Decision::nothing(Outcome::NoAction { why: "the model version is not in the registry" });
+        return Decision::nothing(Outcome::NoAction {
+            why: "the model version is not in the registry",
+        });
     };
-    let rollback = remediation.action == RemediationAction::Rollback || remediation.severity == Severity::Critical;
+    let rollback = remediation.action == RemediationAction::Rollback
+        || remediation.severity == Severity::Critical;
     let hold = remediation.action == RemediationAction::HoldPromotion;
-    let event = |stage: Stage, event_version: &str, traffic_weight: Option<f64>, reason: String| LifecycleEvent {
-        event_id: format!("{}:{}:{}", remediation.remediation_id, stage_name(stage), event_version),
-        model_id: model_id.clone(),
-        model_version: event_version.to_owned(),
-        stage,
-        traffic_weight,
-        reason,
-        actor: AUTOMATION_ACTOR.to_owned(),
-        remediation_id: Some(remediation.remediation_id.clone()),
-        event_time_ms: now_ms,
+    let event = |stage: Stage, event_version: &str, traffic_weight: Option<f64>, reason: String| {
+        LifecycleEvent {
+            event_id: format!(
+                "{}:{}:{}",
+                remediation.remediation_id,
+                stage_name(stage),
+                event_version
+            ),
+            model_id: model_id.clone(),
+            model_version: event_version.to_owned(),
+            stage,
+            traffic_weight,
+            reason,
+            actor: AUTOMATION_ACTOR.to_owned(),
+            remediation_id: Some(remediation.remediation_id.clone()),
+            event_time_ms: now_ms,
+        }
     };
     let cause = describe(remediation);
     let gated = |decision: Decision| {
         if policy.for_model(model_id).manual_rollback {
-            Decision::nothing(Outcome::AwaitingApproval { proposed: decision.events })
+            Decision::nothing(Outcome::AwaitingApproval {
+                proposed: decision.events,
+            })
         } else {
             decision
         }
     };
     match state.stage {
         Stage::Canary if rollback => gated(Decision {
-            outcome: Outcome::RolledBackCanary { version: version.clone() },
-            events: vec![event(Stage::RolledBack, version, None, format!("canary rolled back: {cause}"))],
+            outcome: Outcome::RolledBackCanary {
+                version: version.clone(),
+            },
+            events: vec![event(
+                Stage::RolledBack,
+                version,
+                None,
+                format!("canary rolled back: {cause}"),
+            )],
         }),
         Stage::Production if rollback => match registry.rollback_target(model_id) {
-            None => Decision::nothing(Outcome::NoRollbackTarget { version: version.clone() }),
+            None => Decision::nothing(Outcome::NoRollbackTarget {
+                version: version.clone(),
+            }),
             Some(target) => gated(Decision {
-                outcome: Outcome::RolledBackProduction { from: version.clone(), to: target.to_owned() },
+                outcome: Outcome::RolledBackProduction {
+                    from: version.clone(),
+                    to: target.to_owned(),
+                },
                 events: vec![
-                    event(Stage::RolledBack, version, None, format!("production rolled back: {cause}")),
-                    event(Stage::Production, target, None, format!("restored as last good version after {version} failed: {cause}")),
+                    event(
+                        Stage::RolledBack,
+                        version,
+                        None,
+                        format!("production rolled back: {cause}"),
+                    ),
+                    event(
+                        Stage::Production,
+                        target,
+                        None,
+                        format!("restored as last good version after {version} failed: {cause}"),
+                    ),
                 ],
             }),
         },
         Stage::Canary if hold && state.held_by.is_none() => Decision {
-            outcome: Outcome::HeldPromotion { version: version.clone() },
-            events: vec![event(Stage::Canary, version, state.traffic_weight, format!("promotion held: {cause}"))],
+            outcome: Outcome::HeldPromotion {
+                version: version.clone(),
+            },
+            events: vec![event(
+                Stage::Canary,
+                version,
+                state.traffic_weight,
+                format!("promotion held: {cause}"),
+            )],
         },
-        Stage::Canary if hold => Decision::nothing(Outcome::NoAction { why: "the canary's promotion is already held" }),
-        _ if !rollback && !hold => Decision::nothing(Outcome::NoAction { why: "an alert changes no stage" }),
-        Stage::Candidate => Decision::nothing(Outcome::NoAction { why: "a candidate serves no traffic" }),
-        Stage::Production => Decision::nothing(Outcome::NoAction { why: "production has no promotion to hold" }),
-        Stage::Canary => Decision::nothing(Outcome::NoAction { why: "nothing to do for this canary" }),
-        Stage::Retired | Stage::RolledBack => Decision::nothing(Outcome::NoAction { why: "the version no longer serves traffic" }),
+        Stage::Canary if hold => Decision::nothing(Outcome::NoAction {
+            why: "the canary's promotion is already held",
+        }),
+        _ if !rollback && !hold => Decision::nothing(Outcome::NoAction {
+            why: "an alert changes no stage",
+        }),
+        Stage::Candidate => Decision::nothing(Outcome::NoAction {
+            why: "a candidate serves no traffic",
+        }),
+        Stage::Production => Decision::nothing(Outcome::NoAction {
+            why: "production has no promotion to hold",
+        }),
+        Stage::Canary => Decision::nothing(Outcome::NoAction {
+            why: "nothing to do for this canary",
+        }),
+        Stage::Retired | Stage::RolledBack => Decision::nothing(Outcome::NoAction {
+            why: "the version no longer serves traffic",
+        }),
     }
 }
 
@@ -117,11 +196,19 @@ pub fn decide_canary(
     policy: &LifecyclePolicy,
     now_ms: i64,
 ) -> Decision {
-    let Some(state) = registry.version(model_id, version).filter(|s| s.stage == Stage::Canary) else {
-        return Decision::nothing(Outcome::NoAction { why: "the version is not a canary" });
+    let Some(state) = registry
+        .version(model_id, version)
+        .filter(|s| s.stage == Stage::Canary)
+    else {
+        return Decision::nothing(Outcome::NoAction {
+            why: "the version is not a canary",
+        });
     };
     let event = |stage: Stage, traffic_weight: Option<f64>, reason: String| LifecycleEvent {
-        event_id: format!("canary:{model_id}:{version}:{window_end_ms}:{}", stage_name(stage)),
+        event_id: format!(
+            "canary:{model_id}:{version}:{window_end_ms}:{}",
+            stage_name(stage)
+        ),
         model_id: model_id.to_owned(),
         model_version: version.to_owned(),
         stage,
@@ -140,32 +227,60 @@ pub fn decide_canary(
     let held = state.held_by.is_some();
     let model_policy = policy.for_model(model_id);
     match step {
-        CanaryStep::Hold => Decision::nothing(Outcome::NoAction { why: "the analysis holds" }),
+        CanaryStep::Hold => Decision::nothing(Outcome::NoAction {
+            why: "the analysis holds",
+        }),
         CanaryStep::Advance { .. } | CanaryStep::Promote if held => {
-            Decision::nothing(Outcome::NoAction { why: "the canary's promotion is held by a remediation" })
+            Decision::nothing(Outcome::NoAction {
+                why: "the canary's promotion is held by a remediation",
+            })
         }
         CanaryStep::Advance { weight } => Decision {
-            outcome: Outcome::CanaryWeight { version: version.to_owned(), weight },
-            events: vec![event(Stage::Canary, Some(weight), format!("canary analysis healthy at window end {window_end_ms}: weight {weight}"))],
+            outcome: Outcome::CanaryWeight {
+                version: version.to_owned(),
+                weight,
+            },
+            events: vec![event(
+                Stage::Canary,
+                Some(weight),
+                format!("canary analysis healthy at window end {window_end_ms}: weight {weight}"),
+            )],
         },
         CanaryStep::Promote => {
-            let events = vec![event(Stage::Production, None, format!("canary analysis passed at window end {window_end_ms}"))];
+            let events = vec![event(
+                Stage::Production,
+                None,
+                format!("canary analysis passed at window end {window_end_ms}"),
+            )];
             if model_policy.manual_promotion {
                 Decision::nothing(Outcome::AwaitingApproval { proposed: events })
             } else {
-                Decision { outcome: Outcome::Promoted { version: version.to_owned() }, events }
+                Decision {
+                    outcome: Outcome::Promoted {
+                        version: version.to_owned(),
+                    },
+                    events,
+                }
             }
         }
         CanaryStep::RollBack => {
             let events = vec![event(
                 Stage::RolledBack,
                 None,
-                format!("canary analysis failed {} checks at window end {window_end_ms}", model_policy.canary.failed_check_threshold),
+                format!(
+                    "canary analysis failed {} checks at window end {window_end_ms}",
+                    model_policy.canary.failed_check_threshold
+                ),
             )];
             if model_policy.manual_rollback {
                 Decision::nothing(Outcome::AwaitingApproval { proposed: events })
             } else {
-                Decision { outcome: Outcome::RolledBackCanary { version: version.to_owned() }, events }
+                Decision {
+                    outcome: Outcome::RolledBackCanary {
+                        version: version.to_owned(),
+                    },
+                    events,
+                }
             }
         }
     }
@@ -174,7 +289,14 @@ pub fn decide_canary(
 /// A human's approval of proposed events: same ids (approving twice is harmless), their name as
 /// actor.
 pub fn approve(proposed: &[LifecycleEvent], actor: &str, now_ms: i64) -> Vec<LifecycleEvent> {
-    proposed.iter().map(|e| LifecycleEvent { actor: actor.to_owned(), event_time_ms: now_ms, ..e.clone() }).collect()
+    proposed
+        .iter()
+        .map(|e| LifecycleEvent {
+            actor: actor.to_owned(),
+            event_time_ms: now_ms,
+            ..e.clone()
+        })
+        .collect()
 }
 
 fn describe(r: &RemediationEvent) -> String {
@@ -183,10 +305,20 @@ fn describe(r: &RemediationEvent) -> String {
         Severity::Warning => "warning",
         Severity::Critical => "critical",
     };
-    let mut text = format!("policy {} ({severity}) on window [{}, {})", r.policy, r.window_start_ms, r.window_end_ms);
+    let mut text = format!(
+        "policy {} ({severity}) on window [{}, {})",
+        r.policy, r.window_start_ms, r.window_end_ms
+    );
     for e in r.evidence.iter().take(3) {
-        let feature = e.feature.as_deref().map(|f| format!("[{f}]")).unwrap_or_default();
-        text.push_str(&format!("; {}{feature} = {} vs threshold {}", e.metric, e.value, e.threshold));
+        let feature = e
+            .feature
+            .as_deref()
+            .map(|f| format!("[{f}]"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "; {}{feature} = {} vs threshold {}",
+            e.metric, e.value, e.threshold
+        ));
     }
     text
 }

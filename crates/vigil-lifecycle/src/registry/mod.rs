@@ -53,7 +53,9 @@ impl Registry {
     }
 
     /// Folds `events` in order; stops at the first one [`Registry::apply`] rejects.
-    pub fn replay<'a>(events: impl IntoIterator<Item = &'a LifecycleEvent>) -> Result<Self, LifecycleError> {
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a LifecycleEvent>,
+    ) -> Result<Self, LifecycleError> {
         let mut registry = Self::new();
         for event in events {
             registry.apply(event)?;
@@ -91,7 +93,12 @@ impl Registry {
             .iter()
             .rev()
             .filter(|v| model.production.as_ref() != Some(*v))
-            .find(|v| model.versions.get(*v).is_some_and(|s| s.stage == Stage::Retired))
+            .find(|v| {
+                model
+                    .versions
+                    .get(*v)
+                    .is_some_and(|s| s.stage == Stage::Retired)
+            })
             .map(String::as_str)
     }
 
@@ -119,22 +126,41 @@ impl Registry {
         };
         let from = current.map_or("NEW", |v| stage_name(v.stage));
         match (current.map(|v| v.stage), event.stage) {
-            (Some(Stage::RolledBack), _) => return Err(illegal(from, "a rolled-back version is final; publish a new version")),
-            (None, Stage::RolledBack | Stage::Retired) => return Err(illegal(from, "the version is not in the registry")),
-            (Some(Stage::Retired), Stage::Production) => {
-                if !model.is_some_and(|m| m.production_history.contains(&event.model_version)) {
-                    return Err(illegal(from, "only a version that was production before can return to it"));
-                }
+            (Some(Stage::RolledBack), _) => {
+                return Err(illegal(
+                    from,
+                    "a rolled-back version is final; publish a new version",
+                ))
             }
-            (Some(Stage::Retired), _) => return Err(illegal(from, "a retired version can only return to production")),
+            (None, Stage::RolledBack | Stage::Retired) => {
+                return Err(illegal(from, "the version is not in the registry"))
+            }
+            (Some(Stage::Retired), Stage::Production)
+                if !model.is_some_and(|m| m.production_history.contains(&event.model_version)) =>
+            {
+                return Err(illegal(
+                    from,
+                    "only a version that was production before can return to it",
+                ));
+            }
+            (Some(Stage::Retired), Stage::Production) => {}
+            (Some(Stage::Retired), _) => {
+                return Err(illegal(
+                    from,
+                    "a retired version can only return to production",
+                ))
+            }
             (Some(Stage::Production), Stage::Production | Stage::Candidate | Stage::Canary) => {
                 return Err(illegal(from, "the version is already in production"));
             }
-            (Some(Stage::Canary), Stage::Candidate) | (Some(Stage::Candidate), Stage::Candidate) => {
+            (Some(Stage::Canary), Stage::Candidate)
+            | (Some(Stage::Candidate), Stage::Candidate) => {
                 return Err(illegal(from, "a version cannot go back to candidate"));
             }
             (None | Some(Stage::Candidate) | Some(Stage::Canary), Stage::Canary) => {
-                let other = model.and_then(|m| m.canary.as_ref()).filter(|c| **c != event.model_version);
+                let other = model
+                    .and_then(|m| m.canary.as_ref())
+                    .filter(|c| **c != event.model_version);
                 if other.is_some() {
                     return Err(illegal(from, "the model already has another canary; promote, roll back or retire it first"));
                 }
@@ -156,7 +182,11 @@ impl Registry {
         match event.stage {
             Stage::Canary => model.canary = Some(version.clone()),
             Stage::Production => {
-                if let Some(old) = model.production.take().and_then(|p| model.versions.get_mut(&p)) {
+                if let Some(old) = model
+                    .production
+                    .take()
+                    .and_then(|p| model.versions.get_mut(&p))
+                {
                     old.stage = Stage::Retired;
                     old.traffic_weight = None;
                 }
@@ -168,7 +198,9 @@ impl Registry {
         if event.stage != Stage::Canary && model.canary.as_ref() == Some(&version) {
             model.canary = None;
         }
-        if matches!(event.stage, Stage::Retired | Stage::RolledBack) && model.production.as_ref() == Some(&version) {
+        if matches!(event.stage, Stage::Retired | Stage::RolledBack)
+            && model.production.as_ref() == Some(&version)
+        {
             model.production = None;
         }
         debug_assert!(previous != Some(Stage::RolledBack));
@@ -176,7 +208,11 @@ impl Registry {
             version,
             VersionState {
                 stage: event.stage,
-                traffic_weight: if event.stage == Stage::Canary { event.traffic_weight } else { None },
+                traffic_weight: if event.stage == Stage::Canary {
+                    event.traffic_weight
+                } else {
+                    None
+                },
                 held_by,
                 last_event_id: event.event_id.clone(),
                 last_reason: event.reason.clone(),
@@ -192,7 +228,10 @@ impl Registry {
 }
 
 fn check_fields(event: &LifecycleEvent) -> Result<(), LifecycleError> {
-    let invalid = |reason: &str| LifecycleError::InvalidEvent { event_id: event.event_id.clone(), reason: reason.to_owned() };
+    let invalid = |reason: &str| LifecycleError::InvalidEvent {
+        event_id: event.event_id.clone(),
+        reason: reason.to_owned(),
+    };
     if event.event_id.is_empty() {
         return Err(invalid("event_id is empty"));
     }
@@ -202,7 +241,9 @@ fn check_fields(event: &LifecycleEvent) -> Result<(), LifecycleError> {
     match (event.stage, event.traffic_weight) {
         (Stage::Canary, Some(w)) if w.is_finite() && w > 0.0 && w <= 1.0 => Ok(()),
         (Stage::Canary, _) => Err(invalid("a canary event needs traffic_weight in (0, 1]")),
-        (_, Some(w)) if !w.is_finite() || !(0.0..=1.0).contains(&w) => Err(invalid("traffic_weight must be in [0, 1]")),
+        (_, Some(w)) if !w.is_finite() || !(0.0..=1.0).contains(&w) => {
+            Err(invalid("traffic_weight must be in [0, 1]"))
+        }
         _ => Ok(()),
     }
 }

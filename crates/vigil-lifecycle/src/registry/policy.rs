@@ -17,7 +17,7 @@ pub struct LifecyclePolicy {
     pub models: BTreeMap<String, ModelPolicy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelPolicy {
     /// Promotion of a healthy canary waits for a human (the proposed events are published by
@@ -26,12 +26,6 @@ pub struct ModelPolicy {
     /// Rollbacks wait for a human too. Off by default: a critical breach acts at once.
     pub manual_rollback: bool,
     pub canary: CanaryConfig,
-}
-
-impl Default for ModelPolicy {
-    fn default() -> Self {
-        Self { manual_promotion: false, manual_rollback: false, canary: CanaryConfig::default() }
-    }
 }
 
 impl LifecyclePolicy {
@@ -43,9 +37,13 @@ impl LifecyclePolicy {
     /// (e.g. `lifecycle`).
     pub fn validate(&self, prefix: &str) -> Result<(), LifecycleError> {
         let mut problems = Vec::new();
-        self.defaults.canary.check(&format!("{prefix}.defaults.canary"), &mut problems);
+        self.defaults
+            .canary
+            .check(&format!("{prefix}.defaults.canary"), &mut problems);
         for (model, policy) in &self.models {
-            policy.canary.check(&format!("{prefix}.models.{model}.canary"), &mut problems);
+            policy
+                .canary
+                .check(&format!("{prefix}.models.{model}.canary"), &mut problems);
         }
         if problems.is_empty() {
             Ok(())

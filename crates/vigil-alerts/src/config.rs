@@ -1,0 +1,181 @@
+//! Receivers and delivery settings, as the `[alerts]` config section.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::AlertError;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Where the outbox lives (`outbox.jsonl`); it must survive restarts.
+    pub outbox_dir: PathBuf,
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Alerts waiting for the dispatcher; a full queue refuses new alerts (counted), it never
+    /// blocks the caller.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+/// Unknown keys are refused by [`ReceiverKind`] (`deny_unknown_fields` does not work through
+/// `flatten` on this struct).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReceiverConfig {
+    /// Unique; names the receiver in logs, metrics and the outbox.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ReceiverKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReceiverKind {
+    /// Alertmanager's base URL; alerts go to `<url>/api/v2/alerts`.
+    Alertmanager { url: String },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        routing_key: String,
+        #[serde(default = "default_pagerduty_url")]
+        url: String,
+    },
+    /// Opsgenie Alert API (`https://api.eu.opsgenie.com` for EU accounts).
+    Opsgenie {
+        api_key: String,
+        #[serde(default = "default_opsgenie_url")]
+        url: String,
+    },
+    /// A Slack incoming webhook URL.
+    Slack { webhook_url: String },
+    /// JSON to any URL, signed with HMAC-SHA256 of the raw body in `X-Vigil-Signature`.
+    Generic { url: String, secret: String },
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".to_owned()
+}
+
+fn default_opsgenie_url() -> String {
+    "https://api.opsgenie.com".to_owned()
+}
+
+/// Retries: exponential backoff with full jitter (a random wait between zero and
+/// `initial_backoff * 2^attempt`, capped at `max_backoff`), and a 429's `Retry-After` when given.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    #[serde(with = "millis", rename = "request_timeout_ms")]
+    pub request_timeout: Duration,
+    #[serde(with = "millis", rename = "initial_backoff_ms")]
+    pub initial_backoff: Duration,
+    #[serde(with = "millis", rename = "max_backoff_ms")]
+    pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured; a longer one is cut to this.
+    #[serde(with = "millis", rename = "max_retry_after_ms")]
+    pub max_retry_after: Duration,
+    /// Attempts before a delivery is given up (and logged as such).
+    pub max_attempts: u32,
+    /// Deliveries waiting per receiver.
+    pub lane_capacity: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(600),
+            max_attempts: 12,
+            lane_capacity: 256,
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+impl AlertsConfig {
+    /// Checks everything and reports every problem at once, each naming its key under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Result<(), AlertError> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, receiver) in self.receivers.iter().enumerate() {
+            let key = format!("{prefix}.receivers[{i}]");
+            if receiver.name.is_empty()
+                || !receiver
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                problems.push(format!(
+                    "{key}.name must be non-empty letters, digits, '-', '_' or '.', got {:?}",
+                    receiver.name
+                ));
+            }
+            if !names.insert(&receiver.name) {
+                problems.push(format!("{key}.name {:?} is used twice", receiver.name));
+            }
+            let (field, url) = match &receiver.kind {
+                ReceiverKind::Alertmanager { url }
+                | ReceiverKind::Pagerduty { url, .. }
+                | ReceiverKind::Opsgenie { url, .. }
+                | ReceiverKind::Generic { url, .. } => ("url", url),
+                ReceiverKind::Slack { webhook_url } => ("webhook_url", webhook_url),
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "{key}.{field} must be an http:// or https:// URL, got {url:?}"
+                ));
+            }
+            let secret = match &receiver.kind {
+                ReceiverKind::Pagerduty { routing_key, .. } => Some(("routing_key", routing_key)),
+                ReceiverKind::Opsgenie { api_key, .. } => Some(("api_key", api_key)),
+                ReceiverKind::Generic { secret, .. } => Some(("secret", secret)),
+                _ => None,
+            };
+            if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
+                problems.push(format!("{key}.{field} must not be empty"));
+            }
+        }
+        let d = &self.delivery;
+        if d.max_attempts == 0 {
+            problems.push(format!("{prefix}.delivery.max_attempts must be at least 1"));
+        }
+        if d.request_timeout.is_zero() {
+            problems.push(format!(
+                "{prefix}.delivery.request_timeout_ms must be above 0"
+            ));
+        }
+        if d.initial_backoff > d.max_backoff {
+            problems.push(format!(
+                "{prefix}.delivery.initial_backoff_ms must not exceed max_backoff_ms"
+            ));
+        }
+        if self.queue_capacity == 0 || d.lane_capacity == 0 {
+            problems.push(format!(
+                "{prefix}.queue_capacity and {prefix}.delivery.lane_capacity must be above 0"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(AlertError::Config(problems))
+        }
+    }
+}
