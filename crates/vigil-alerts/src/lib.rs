@@ -4,6 +4,7 @@
 //! timeouts and retries (exponential backoff with full jitter, `Retry-After` on 429).
 
 mod alert;
+pub mod audit;
 mod config;
 mod error;
 mod notifier;
@@ -13,4 +14,4 @@ pub mod payload;
 pub use alert::{rfc3339, Alert, AlertSeverity, AlertState};
 pub use config::{AlertsConfig, DeliveryConfig, ReceiverConfig, ReceiverKind};
 pub use error::AlertError;
-pub use notifier::{start, Notifier, Stats, StatsSnapshot};
+pub use notifier::{start, start_with_audit, Notifier, Stats, StatsSnapshot};

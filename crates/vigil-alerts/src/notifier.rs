@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AlertDeliveryRow;
 use crate::config::{AlertsConfig, DeliveryConfig, ReceiverConfig};
 use crate::outbox::{Delivery, Outbox};
 use crate::payload::{self, WebhookRequest};
@@ -30,6 +31,8 @@ pub struct Stats {
     pub retried: AtomicU64,
     /// Given up: a non-retryable answer, or every attempt failed.
     pub failed: AtomicU64,
+    /// Audit rows dropped because the audit channel was full.
+    pub audit_dropped: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +43,7 @@ pub struct StatsSnapshot {
     pub delivered: u64,
     pub retried: u64,
     pub failed: u64,
+    pub audit_dropped: u64,
 }
 
 impl Stats {
@@ -52,6 +56,7 @@ impl Stats {
             delivered: get(&self.delivered),
             retried: get(&self.retried),
             failed: get(&self.failed),
+            audit_dropped: get(&self.audit_dropped),
         }
     }
 }
@@ -98,6 +103,16 @@ pub fn start(
     config: &AlertsConfig,
     shutdown: CancellationToken,
 ) -> Result<(Notifier, JoinSet<()>), AlertError> {
+    start_with_audit(config, shutdown, None)
+}
+
+/// [`start`], and one [`AlertDeliveryRow`] per attempt to `audit` (for ClickHouse). A full audit
+/// channel drops the row (counted in `Stats::audit_dropped`) rather than delay a delivery.
+pub fn start_with_audit(
+    config: &AlertsConfig,
+    shutdown: CancellationToken,
+    audit: Option<mpsc::Sender<AlertDeliveryRow>>,
+) -> Result<(Notifier, JoinSet<()>), AlertError> {
     config.validate("alerts")?;
     let (outbox, recovered) = Outbox::open(&config.outbox_dir)?;
     let outbox: SharedOutbox = Arc::new(Mutex::new(outbox));
@@ -119,6 +134,7 @@ pub fn start(
             outbox: outbox.clone(),
             stats: stats.clone(),
             shutdown: shutdown.clone(),
+            audit: audit.clone(),
         };
         tasks.spawn(lane.run(rx));
     }
@@ -232,6 +248,7 @@ struct Lane {
     outbox: SharedOutbox,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
+    audit: Option<mpsc::Sender<AlertDeliveryRow>>,
 }
 
 impl Lane {
@@ -264,7 +281,8 @@ impl Lane {
                 sent = send(&self.client, request) => sent,
             };
             let error = match sent {
-                Ok(()) => {
+                Ok(status) => {
+                    self.audit(delivery, attempt, "delivered", Ok(status));
                     bump(&self.stats.delivered);
                     tracing::debug!(receiver, id = delivery.id, key = %delivery.alert.key, attempt, "alert delivered");
                     return Some(true);
@@ -272,6 +290,7 @@ impl Lane {
                 Err(error) => error,
             };
             if !error.is_retryable() || attempt == self.delivery.max_attempts {
+                self.audit(delivery, attempt, "gave_up", Err(&error));
                 bump(&self.stats.failed);
                 tracing::error!(receiver, id = delivery.id, key = %delivery.alert.key, attempt, %error, "alert delivery given up");
                 return Some(false);
@@ -283,6 +302,7 @@ impl Lane {
                 } => (*after).min(self.delivery.max_retry_after),
                 _ => full_jitter(&self.delivery, attempt),
             };
+            self.audit(delivery, attempt, "retrying", Err(&error));
             bump(&self.stats.retried);
             tracing::warn!(receiver, id = delivery.id, attempt, ?wait, %error, "alert delivery failed, retrying");
             tokio::select! {
@@ -295,7 +315,46 @@ impl Lane {
     }
 }
 
-async fn send(client: &reqwest::Client, request: WebhookRequest) -> Result<(), AlertError> {
+impl Lane {
+    fn audit(
+        &self,
+        delivery: &Delivery,
+        attempt: u32,
+        outcome: &str,
+        result: Result<u16, &AlertError>,
+    ) {
+        let Some(audit) = &self.audit else { return };
+        let alert = &delivery.alert;
+        let row = AlertDeliveryRow {
+            delivery_id: delivery.id,
+            receiver: self.receiver.name.clone(),
+            alert_key: alert.key.clone(),
+            state: match alert.state {
+                AlertState::Firing => "firing".to_owned(),
+                AlertState::Resolved => "resolved".to_owned(),
+            },
+            severity: alert.severity.as_str().to_owned(),
+            model_id: alert.model_id.clone(),
+            model_version: alert.model_version.clone(),
+            policy: alert.policy.clone(),
+            remediation_id: alert.remediation_id.clone(),
+            attempt,
+            outcome: outcome.to_owned(),
+            http_status: match result {
+                Ok(status) => status,
+                Err(AlertError::Status { status, .. }) => *status,
+                Err(_) => 0,
+            },
+            error: result.err().map(ToString::to_string).unwrap_or_default(),
+            at: (now_ms() / 1000) as u32,
+        };
+        if audit.try_send(row).is_err() {
+            bump(&self.stats.audit_dropped);
+        }
+    }
+}
+
+async fn send(client: &reqwest::Client, request: WebhookRequest) -> Result<u16, AlertError> {
     let mut builder = client.post(&request.url).body(request.body);
     for (name, value) in request.headers {
         builder = builder.header(name, value);
@@ -303,7 +362,7 @@ async fn send(client: &reqwest::Client, request: WebhookRequest) -> Result<(), A
     let response = builder.send().await?;
     let status = response.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(status.as_u16());
     }
     let retry_after = response
         .headers()

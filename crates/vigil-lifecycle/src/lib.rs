@@ -4,6 +4,7 @@
 //! Everything under [`registry`] is pure (no tokio, Kafka or clock); [`kafka`] is the thin
 //! adapter that replays the log, consumes remediations and publishes decisions.
 
+pub mod audit;
 mod error;
 pub mod kafka;
 pub mod registry;

@@ -192,11 +192,10 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
     let receiver = Receiver::start([Reply::Status(500), Reply::Status(502)]).await;
     let dir = temp_dir("order");
     let shutdown = CancellationToken::new();
-    let (notifier, _tasks) = vigil_alerts::start(
-        &config(&dir, vec![("hook", generic(&receiver))]),
-        shutdown.clone(),
-    )
-    .unwrap();
+    let (audit, mut audit_rows) = tokio::sync::mpsc::channel(16);
+    let config = config(&dir, vec![("hook", generic(&receiver))]);
+    let (notifier, _tasks) =
+        vigil_alerts::start_with_audit(&config, shutdown.clone(), Some(audit)).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
     notifier
         .notify(alert("error-rate").resolved(1_795_727_400_000))
@@ -231,6 +230,21 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
         .map(|h| h.headers["x-vigil-delivery"].to_str().unwrap().to_owned())
         .collect();
     assert_eq!((ids[0] == ids[2], ids[2] == ids[3]), (true, false));
+    let mut rows = Vec::new();
+    while let Ok(row) = audit_rows.try_recv() {
+        rows.push((row.state, row.attempt, row.outcome, row.http_status));
+    }
+    let expected = [
+        ("firing", 1, "retrying", 500),
+        ("firing", 2, "retrying", 502),
+        ("firing", 3, "delivered", 200),
+        ("resolved", 1, "delivered", 200),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(s, a, o, h)| (s.to_string(), *a, o.to_string(), *h))
+        .collect();
+    assert_eq!(rows, expected, "one audit row per attempt");
     shutdown.cancel();
 }
 
