@@ -42,7 +42,7 @@ monitor_pid=$!
 stored=0
 while (( stored < n )); do
   sleep 0.5
-  stored="$(query "SELECT toUInt64(sum(events)) FROM $run.window_counts")"
+  stored="$(query "SELECT toUInt64(sum(events)) FROM $run.window_partials WHERE segment = ''")"
   kill -0 "$monitor_pid" 2>/dev/null || { echo "monitor exited early" >&2; exit 1; }
 done
 t1="$(now)"

@@ -43,13 +43,13 @@ def test_modern_ddl_runs_on_current_clickhouse(session):
     for statement in statements:
         session.query(statement)
     cols = session.query(
-        "SELECT name, type FROM system.columns WHERE database = 'vigil' AND table = 'window_counts' ORDER BY position",
+        "SELECT name, type FROM system.columns WHERE database = 'vigil' AND table = 'window_partials' ORDER BY position",
         "CSV",
     ).bytes().decode()
     assert '"model_id","LowCardinality(String)"' in cols
     assert '"source_end_offset","Int64"' in cols
     engine = session.query(
-        "SELECT engine_full FROM system.tables WHERE database = 'vigil' AND name = 'window_counts'", "CSV"
+        "SELECT engine_full FROM system.tables WHERE database = 'vigil' AND name = 'window_partials'", "CSV"
     ).bytes().decode()
     assert "TTL window_start + toIntervalDay(400)" in engine
 
@@ -59,7 +59,7 @@ def test_running_the_ddl_twice_changes_nothing(session):
         for statement in ddl("24.8"):
             session.query(statement)
     tables = session.query("SELECT name FROM system.tables WHERE database = 'vigil' ORDER BY name", "CSV").bytes().decode()
-    assert tables.split() == ['"schema_migrations"', '"window_counts"']
+    assert tables.split() == ['"schema_migrations"', '"window_partials"']
 
 
 def test_old_server_ddl_avoids_modern_syntax():

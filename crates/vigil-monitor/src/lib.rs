@@ -1,22 +1,24 @@
-//! The vigil monitor: consumes prediction events, counts them per (model, version, event-time
-//! window), dead-letters what it cannot use, and stores counts together with the Kafka positions
-//! they cover so that a crash or restart neither loses nor double-counts an event.
+//! The vigil monitor: consumes prediction events, keeps mergeable window states per (model,
+//! version, segment, event-time window), dead-letters what it cannot use, and stores counts together with the Kafka positions
+//! they cover (partial states and positions in one atomic insert) so that a crash or restart neither loses nor double-counts an event.
 
-mod counts;
 mod http;
 mod kafka;
 mod metrics;
+mod partials;
 mod pipeline;
+mod window;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
-pub use counts::PendingCounts;
+pub use partials::{PendingPartials, Segmenter};
 pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;
 pub use pipeline::run;
+pub use window::{Moments, WindowState};
 
 /// What `run` needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -26,6 +28,10 @@ pub struct MonitorSettings {
     pub predictions_topic: String,
     pub deadletter_topic: String,
     pub window_seconds: u32,
+    /// Segment tags that get their own windows besides all traffic (e.g. `country`).
+    pub segment_tags: Vec<String>,
+    /// Segments per model beyond which new values share `tag=__other__`.
+    pub max_segments_per_model: usize,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.
@@ -40,6 +46,8 @@ pub enum MonitorError {
     Kafka { action: &'static str, source: rdkafka::error::KafkaError },
     #[error("clickhouse: {0}")]
     Store(#[from] vigil_store::StoreError),
+    #[error("window state does not serialize: {0}")]
+    State(#[from] serde_json::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -16,6 +16,7 @@ pub struct MonitorMetrics {
     pub flush_seconds: Histogram,
     pub consumer_lag: IntGauge,
     pub rebalances: IntCounter,
+    pub segment_overflow: IntCounter,
 }
 
 impl MonitorMetrics {
@@ -55,6 +56,10 @@ impl MonitorMetrics {
             flush_seconds,
             consumer_lag,
             rebalances: counter("rebalances_total", "Consumer group rebalances seen")?,
+            segment_overflow: counter(
+                "segment_overflow_total",
+                "Events whose segment value was past the per-model cap and went to tag=__other__",
+            )?,
         })
     }
 }

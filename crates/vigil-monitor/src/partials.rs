@@ -1,27 +1,77 @@
-//! Pending window counts between two flushes, kept per Kafka partition so a flush can store each
-//! partition's position with its counts, and a revoked partition's work can be dropped whole.
+//! Partial window states between two flushes, kept per Kafka partition so a flush can store each
+//! partition's position with its partials, and a revoked partition's work can be dropped whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use vigil_store::WindowCountRow;
+use vigil_events::PredictionView;
+use vigil_store::WindowPartialRow;
+
+use crate::window::{WindowState, OTHER};
+
+/// (model, version, segment, window start) -> state, nested so the hot path looks up by `&str`
+/// and allocates only for a key it has not seen since the last flush.
+type States = HashMap<String, HashMap<String, HashMap<String, BTreeMap<u32, WindowState>>>>;
 
 #[derive(Debug, Default)]
 struct PartitionBatch {
     /// The offset after the last message taken from this partition.
     next_offset: i64,
-    /// model -> version -> window start (s) -> events. Nested so the hot path looks up by `&str`
-    /// and allocates only for a new model or version.
-    counts: HashMap<String, HashMap<String, BTreeMap<u32, u64>>>,
+    states: States,
+}
+
+/// Which segments a model gets: one per configured tag value, up to a cap per model; values past
+/// the cap share `tag=__other__`.
+#[derive(Debug)]
+pub struct Segmenter {
+    tags: Vec<String>,
+    max_per_model: usize,
+    admitted: HashMap<String, HashSet<String>>,
+    overflowed: u64,
+}
+
+impl Segmenter {
+    pub fn new(tags: Vec<String>, max_per_model: usize) -> Self {
+        Self { tags, max_per_model, admitted: HashMap::new(), overflowed: 0 }
+    }
+
+    /// Segments already stored (after a restart), admitted before any new one.
+    pub fn admit_stored(&mut self, stored: impl IntoIterator<Item = (String, String)>) {
+        for (model, segment) in stored {
+            self.admitted.entry(model).or_default().insert(segment);
+        }
+    }
+
+    /// Calls `f` with `""` (all traffic) and each of the event's segments.
+    fn for_each(&mut self, event: &PredictionView<'_>, mut f: impl FnMut(&str)) {
+        f("");
+        for tag in &self.tags {
+            let Some((_, value)) = event.segment.iter().find(|(k, _)| *k == tag.as_str()) else { continue };
+            let segment = format!("{tag}={value}");
+            let admitted = self.admitted.entry(event.model_id.to_owned()).or_default();
+            if admitted.contains(&segment) || admitted.len() < self.max_per_model {
+                admitted.insert(segment.clone());
+                f(&segment);
+            } else {
+                self.overflowed += 1;
+                f(&format!("{tag}={OTHER}"));
+            }
+        }
+    }
+
+    /// Events whose segment went to `__other__` since the last call.
+    pub fn take_overflowed(&mut self) -> u64 {
+        std::mem::take(&mut self.overflowed)
+    }
 }
 
 #[derive(Debug)]
-pub struct PendingCounts {
+pub struct PendingPartials {
     window_seconds: u32,
     partitions: BTreeMap<i32, PartitionBatch>,
     messages: usize,
 }
 
-impl PendingCounts {
+impl PendingPartials {
     pub fn new(window_seconds: u32) -> Self {
         assert!(window_seconds > 0, "window_seconds is validated at config load");
         Self { window_seconds, partitions: BTreeMap::new(), messages: 0 }
@@ -33,21 +83,17 @@ impl PendingCounts {
         (seconds - seconds % u64::from(self.window_seconds)) as u32
     }
 
-    pub fn record_event(&mut self, partition: i32, offset: i64, model: &str, version: &str, event_time_ms: i64) {
-        let window = self.window_start(event_time_ms);
+    pub fn record_event(&mut self, partition: i32, offset: i64, event: &PredictionView<'_>, segments: &mut Segmenter) {
+        let window = self.window_start(event.event_time_ms);
         let batch = self.advance(partition, offset);
-        let versions = match batch.counts.get_mut(model) {
-            Some(v) => v,
-            None => batch.counts.entry(model.to_owned()).or_default(),
-        };
-        let windows = match versions.get_mut(version) {
-            Some(w) => w,
-            None => versions.entry(version.to_owned()).or_default(),
-        };
-        *windows.entry(window).or_insert(0) += 1;
+        let versions = get_or_insert(&mut batch.states, event.model_id);
+        let segments_of_version = get_or_insert(versions, event.model_version);
+        segments.for_each(event, |segment| {
+            get_or_insert(segments_of_version, segment).entry(window).or_default().add(event);
+        });
     }
 
-    /// A message that adds no count (dead-lettered) still moves the partition's position.
+    /// A message that adds no state (dead-lettered) still moves the partition's position.
     pub fn record_other(&mut self, partition: i32, offset: i64) {
         self.advance(partition, offset);
     }
@@ -79,33 +125,39 @@ impl PendingCounts {
         self.partitions.iter().map(|(p, b)| (*p, b.next_offset))
     }
 
-    /// One row per (partition, model, version, window); a partition with no counts gets one
-    /// zero row so its position is stored all the same.
-    pub fn rows(&self, topic: &str, written_at: u32) -> Vec<WindowCountRow> {
+    /// One row per (partition, model, version, segment, window); a partition with no state gets
+    /// one empty row so its position is stored all the same.
+    pub fn rows(&self, topic: &str, written_at: u32) -> Result<Vec<WindowPartialRow>, serde_json::Error> {
         let mut rows = Vec::new();
         for (&partition, batch) in &self.partitions {
-            let row = |model: &str, version: &str, window_start: u32, events: u64| WindowCountRow {
+            let row = |model: &str, version: &str, segment: &str, window_start: u32, events: u64, state: String| WindowPartialRow {
                 model_id: model.to_owned(),
                 model_version: version.to_owned(),
+                segment: segment.to_owned(),
                 window_start,
                 window_seconds: self.window_seconds,
                 events,
+                state,
                 source_topic: topic.to_owned(),
                 source_partition: partition as u32,
                 source_end_offset: batch.next_offset,
                 written_at,
             };
             let before = rows.len();
-            for (model, versions) in &batch.counts {
-                for (version, windows) in versions {
-                    rows.extend(windows.iter().map(|(w, n)| row(model, version, *w, *n)));
+            for (model, versions) in &batch.states {
+                for (version, segments) in versions {
+                    for (segment, windows) in segments {
+                        for (window, state) in windows {
+                            rows.push(row(model, version, segment, *window, state.events, serde_json::to_string(state)?));
+                        }
+                    }
                 }
             }
             if rows.len() == before {
-                rows.push(row("", "", 0, 0));
+                rows.push(row("", "", "", 0, 0, String::new()));
             }
         }
-        rows
+        Ok(rows)
     }
 
     pub fn clear(&mut self) {
@@ -114,43 +166,95 @@ impl PendingCounts {
     }
 }
 
+fn get_or_insert<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_events::{decode_prediction_view, encode, PredictionEvent};
 
-    #[test]
-    fn events_fall_in_tumbling_event_time_windows() {
-        let counts = PendingCounts::new(60);
-        assert_eq!(counts.window_start(0), 0);
-        assert_eq!(counts.window_start(59_999), 0);
-        assert_eq!(counts.window_start(60_000), 60);
-        assert_eq!(counts.window_start(1_764_000_123_456), 1_764_000_120);
+    fn bytes(model: &str, version: &str, country: Option<&str>, time_ms: i64) -> Vec<u8> {
+        encode(&PredictionEvent {
+            prediction_id: "p".into(),
+            model_id: model.into(),
+            model_version: version.into(),
+            event_time_ms: time_ms,
+            segment: country.map(|c| ("country".to_owned(), c.to_owned())).into_iter().collect(),
+            ..Default::default()
+        })
+    }
+
+    fn record(p: &mut PendingPartials, s: &mut Segmenter, partition: i32, offset: i64, b: &[u8]) {
+        p.record_event(partition, offset, &decode_prediction_view(b).unwrap(), s);
     }
 
     #[test]
-    fn rows_carry_counts_and_each_partition_position() {
-        let mut counts = PendingCounts::new(60);
-        counts.record_event(0, 10, "fraud", "v1", 1_000);
-        counts.record_event(0, 11, "fraud", "v1", 2_000);
-        counts.record_event(0, 12, "fraud", "v2", 61_000);
-        counts.record_other(1, 7);
-        assert_eq!(counts.messages(), 4);
+    fn events_fall_in_tumbling_event_time_windows() {
+        let p = PendingPartials::new(60);
+        assert_eq!(p.window_start(0), 0);
+        assert_eq!(p.window_start(59_999), 0);
+        assert_eq!(p.window_start(60_000), 60);
+        assert_eq!(p.window_start(1_764_000_123_456), 1_764_000_120);
+    }
 
-        let mut rows = counts.rows("t", 99);
-        rows.sort_by_key(|r| (r.source_partition, r.model_version.clone()));
+    #[test]
+    fn rows_carry_states_per_segment_and_each_partition_position() {
+        let mut p = PendingPartials::new(60);
+        let mut s = Segmenter::new(vec!["country".into()], 10);
+        record(&mut p, &mut s, 0, 10, &bytes("fraud", "v1", Some("DE"), 1_000));
+        record(&mut p, &mut s, 0, 11, &bytes("fraud", "v1", Some("US"), 2_000));
+        record(&mut p, &mut s, 0, 12, &bytes("fraud", "v2", None, 61_000));
+        p.record_other(1, 7);
+        assert_eq!(p.messages(), 4);
+
+        let mut rows = p.rows("t", 99).unwrap();
+        rows.sort_by(|a, b| (a.source_partition, &a.model_version, &a.segment).cmp(&(b.source_partition, &b.model_version, &b.segment)));
         let summary: Vec<_> = rows
             .iter()
-            .map(|r| (r.source_partition, r.model_id.as_str(), r.model_version.as_str(), r.window_start, r.events, r.source_end_offset))
+            .map(|r| (r.source_partition, r.model_version.as_str(), r.segment.as_str(), r.window_start, r.events, r.source_end_offset))
             .collect();
-        assert_eq!(summary, vec![(0, "fraud", "v1", 0, 2, 13), (0, "fraud", "v2", 60, 1, 13), (1, "", "", 0, 0, 8)]);
+        assert_eq!(
+            summary,
+            vec![
+                (0, "v1", "", 0, 2, 13),
+                (0, "v1", "country=DE", 0, 1, 13),
+                (0, "v1", "country=US", 0, 1, 13),
+                (0, "v2", "", 60, 1, 13),
+                (1, "", "", 0, 0, 8),
+            ]
+        );
+        let state: WindowState = serde_json::from_str(&rows[0].state).unwrap();
+        assert_eq!(state.events, 2);
+    }
+
+    #[test]
+    fn segments_past_the_cap_share_other_and_are_counted() {
+        let mut p = PendingPartials::new(60);
+        let mut s = Segmenter::new(vec!["country".into()], 2);
+        s.admit_stored([("fraud".to_owned(), "country=DE".to_owned())]);
+        for (i, c) in ["DE", "US", "BR", "IN", "US"].iter().enumerate() {
+            record(&mut p, &mut s, 0, i as i64, &bytes("fraud", "v1", Some(c), 0));
+        }
+        assert_eq!(s.take_overflowed(), 2);
+        let segments: std::collections::BTreeMap<String, u64> =
+            p.rows("t", 0).unwrap().into_iter().map(|r| (r.segment, r.events)).collect();
+        assert_eq!(segments["country=__other__"], 2);
+        assert_eq!(segments["country=US"], 2);
+        assert_eq!(segments[""], 5);
     }
 
     #[test]
     fn revoked_partitions_are_forgotten() {
-        let mut counts = PendingCounts::new(60);
-        counts.record_event(0, 1, "a", "v1", 0);
-        counts.record_event(3, 1, "b", "v1", 0);
-        counts.revoke(&[3]);
-        assert_eq!(counts.positions().collect::<Vec<_>>(), vec![(0, 2)]);
+        let mut p = PendingPartials::new(60);
+        let mut s = Segmenter::new(vec![], 10);
+        record(&mut p, &mut s, 0, 1, &bytes("a", "v1", None, 0));
+        record(&mut p, &mut s, 3, 1, &bytes("b", "v1", None, 0));
+        p.revoke(&[3]);
+        assert_eq!(p.positions().collect::<Vec<_>>(), vec![(0, 2)]);
     }
 }

@@ -1,6 +1,6 @@
-//! The consume -> decode -> count -> flush loop.
+//! The consume -> decode -> update window states -> flush loop.
 //!
-//! Exactly-once effect: each flush stores its counts and, on the same rows, the next offset of
+//! Exactly-once effect: each flush stores its partial window states and, on the same rows, the next offset of
 //! every partition it covers, in one atomic INSERT. After a restart or rebalance the monitor
 //! reads those positions back and skips messages below them, so whatever Kafka redelivers is
 //! counted once. Kafka offset commits follow the stored positions and only save re-reading.
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_events::decode_prediction_view;
 use vigil_store::Store;
 
-use crate::counts::PendingCounts;
+use crate::partials::{PendingPartials, Segmenter};
 use crate::http::Readiness;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin};
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
@@ -28,7 +28,8 @@ struct Pipeline {
     dead_letters: DeadLetters,
     metrics: MonitorMetrics,
     readiness: Readiness,
-    pending: PendingCounts,
+    pending: PendingPartials,
+    segments: Segmenter,
     /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
     /// rebalance.
     stored: Option<HashMap<u32, i64>>,
@@ -62,7 +63,8 @@ pub async fn run(
     tracing::info!(topic = %settings.predictions_topic, group = %settings.group_id, "monitor consuming");
 
     let mut pipeline = Pipeline {
-        pending: PendingCounts::new(settings.window_seconds),
+        pending: PendingPartials::new(settings.window_seconds),
+        segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
         settings,
         store,
         consumer: consumer.clone(),
@@ -127,7 +129,12 @@ impl Pipeline {
         let (partition, offset) = (message.partition(), message.offset());
         let stored = match &self.stored {
             Some(stored) => stored,
-            None => self.stored.insert(self.store.stored_positions(&self.settings.predictions_topic).await?),
+            None => {
+                // After a (re)start or rebalance: resume behind what is stored, with the segments
+                // it already admitted.
+                self.segments.admit_stored(self.store.stored_segments().await?);
+                self.stored.insert(self.store.stored_positions(&self.settings.predictions_topic).await?)
+            }
         };
         if stored.get(&(partition as u32)).is_some_and(|next| offset < *next) {
             self.local.skipped += 1;
@@ -137,7 +144,7 @@ impl Pipeline {
         match decode_prediction_view(payload) {
             Ok(event) => {
                 self.local.decoded += 1;
-                self.pending.record_event(partition, offset, event.model_id, event.model_version, event.event_time_ms);
+                self.pending.record_event(partition, offset, &event, &mut self.segments);
             }
             Err(error) => {
                 let reason = error.reason();
@@ -165,7 +172,7 @@ impl Pipeline {
         }
         let started = Instant::now();
         self.dead_letters.settle().await?;
-        let rows = self.pending.rows(&self.settings.predictions_topic, unix_seconds());
+        let rows = self.pending.rows(&self.settings.predictions_topic, unix_seconds())?;
         self.write_with_retry(&rows).await?;
         if let Some(stored) = &mut self.stored {
             for (partition, next) in self.pending.positions() {
@@ -174,7 +181,7 @@ impl Pipeline {
         }
         self.metrics.flushes.inc();
         self.metrics.rows_written.inc_by(rows.len() as u64);
-        self.metrics.events_written.inc_by(rows.iter().map(|r| r.events).sum());
+        self.metrics.events_written.inc_by(rows.iter().filter(|r| r.segment.is_empty()).map(|r| r.events).sum());
         self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         self.commit(CommitMode::Async);
         self.pending.clear();
@@ -184,12 +191,12 @@ impl Pipeline {
     /// Retries transient ClickHouse errors with backoff. An INSERT that timed out may still have
     /// landed, so before each retry the stored positions are read back: if they already cover
     /// this flush, it is done.
-    async fn write_with_retry(&mut self, rows: &[vigil_store::WindowCountRow]) -> Result<(), MonitorError> {
+    async fn write_with_retry(&mut self, rows: &[vigil_store::WindowPartialRow]) -> Result<(), MonitorError> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.store.insert_window_counts(rows).await {
+            let error = match self.store.insert_window_partials(rows).await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
@@ -232,6 +239,7 @@ impl Pipeline {
         self.metrics.consumed.inc_by(local.consumed);
         self.metrics.decoded.inc_by(local.decoded);
         self.metrics.skipped_already_stored.inc_by(local.skipped);
+        self.metrics.segment_overflow.inc_by(self.segments.take_overflowed());
     }
 }
 

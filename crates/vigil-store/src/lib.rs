@@ -24,16 +24,20 @@ pub struct StoreConfig {
     pub retention_days: Option<u32>,
 }
 
-/// One flush's contribution to a (model, version, window) count, with the Kafka position the
+/// One flush's contribution to a (model, version, segment, window), with the Kafka position the
 /// flush covered on one partition.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-pub struct WindowCountRow {
+pub struct WindowPartialRow {
     pub model_id: String,
     pub model_version: String,
+    /// `""` for all of the model version's traffic, else `tag=value`.
+    pub segment: String,
     /// Window start, seconds since the Unix epoch (ClickHouse `DateTime`).
     pub window_start: u32,
     pub window_seconds: u32,
     pub events: u64,
+    /// The partial window state (mergeable sketches) as JSON; empty for position-only rows.
+    pub state: String,
     pub source_topic: String,
     pub source_partition: u32,
     /// The next offset to read on that partition once this row is stored.
@@ -41,13 +45,27 @@ pub struct WindowCountRow {
     pub written_at: u32,
 }
 
-/// Total events per (model, version, window), summed over flushes.
+/// Total events per (model, version, segment, window), summed over flushes.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct WindowCountTotal {
     pub model_id: String,
     pub model_version: String,
+    pub segment: String,
     pub window_start: u32,
     pub events: u64,
+}
+
+/// The partial states of one window, in the order they were written.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct StoredPartial {
+    pub events: u64,
+    pub state: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ModelSegment {
+    model_id: String,
+    segment: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -148,12 +166,12 @@ impl Store {
     }
 
     /// Writes all rows in one INSERT, which ClickHouse applies atomically (one block, far below
-    /// `max_insert_block_size`): either every count and position lands, or none does.
-    pub async fn insert_window_counts(&self, rows: &[WindowCountRow]) -> Result<(), StoreError> {
+    /// `max_insert_block_size`): either every partial and position lands, or none does.
+    pub async fn insert_window_partials(&self, rows: &[WindowPartialRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.db.insert::<WindowCountRow>("window_counts").await.map_err(|e| self.classify(e))?;
+        let mut insert = self.db.insert::<WindowPartialRow>("window_partials").await.map_err(|e| self.classify(e))?;
         for row in rows {
             insert.write(row).await.map_err(|e| self.classify(e))?;
         }
@@ -165,7 +183,7 @@ impl Store {
         let rows: Vec<PartitionPosition> = self
             .db
             .query(
-                "SELECT source_partition, max(source_end_offset) AS end_offset FROM window_counts \
+                "SELECT source_partition, max(source_end_offset) AS end_offset FROM window_partials \
                  WHERE source_topic = ? GROUP BY source_partition",
             )
             .bind(topic)
@@ -175,24 +193,60 @@ impl Store {
         Ok(rows.into_iter().map(|p| (p.source_partition, p.end_offset)).collect())
     }
 
-    /// Summed counts per (model, version, window), oldest window first.
+    /// (model, segment) pairs stored so far, so a restarted monitor admits the same segments.
+    pub async fn stored_segments(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<ModelSegment> = self
+            .db
+            .query("SELECT DISTINCT model_id, segment FROM window_partials WHERE segment != ''")
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.model_id, r.segment)).collect())
+    }
+
+    /// The partial states of one window in write order, to merge into the window's state.
+    pub async fn partials_of(
+        &self,
+        model_id: &str,
+        model_version: &str,
+        segment: &str,
+        window_start: u32,
+    ) -> Result<Vec<StoredPartial>, StoreError> {
+        self.db
+            .query(
+                "SELECT events, state FROM window_partials WHERE model_id = ? AND model_version = ? \
+                 AND segment = ? AND window_start = toDateTime(?) AND events > 0 \
+                 ORDER BY source_partition, source_end_offset",
+            )
+            .bind(model_id)
+            .bind(model_version)
+            .bind(segment)
+            .bind(window_start)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Summed counts per (model, version, segment, window), oldest window first. Segment `""`
+    /// is all of a version's traffic.
     pub async fn window_count_totals(&self) -> Result<Vec<WindowCountTotal>, StoreError> {
         self.db
             .query(
                 // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
-                "SELECT model_id, model_version, toUInt32(window_start) AS start_s, sum(events) AS total \
-                 FROM window_counts WHERE events > 0 \
-                 GROUP BY model_id, model_version, start_s \
-                 ORDER BY start_s, model_id, model_version",
+                "SELECT model_id, model_version, segment, toUInt32(window_start) AS start_s, sum(events) AS total \
+                 FROM window_partials WHERE events > 0 \
+                 GROUP BY model_id, model_version, segment, start_s \
+                 ORDER BY start_s, model_id, model_version, segment",
             )
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))
     }
 
+    /// Events stored over all models, versions and windows (segment `""` only).
     pub async fn total_events(&self) -> Result<u64, StoreError> {
         self.db
-            .query("SELECT toUInt64(sum(events)) FROM window_counts")
+            .query("SELECT toUInt64(sum(events)) FROM window_partials WHERE segment = ''")
             .fetch_one()
             .await
             .map_err(|e| self.classify(e))

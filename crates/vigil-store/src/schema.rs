@@ -30,30 +30,34 @@ pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migrat
         (true, Some(days)) => format!("\nTTL window_start + toIntervalDay({days})"),
         _ => String::new(),
     };
-    vec![
-        Migration {
-            id: 1,
-            name: "window_counts",
-            // Each row is the count a monitor flush added for one (model, version, window), plus the
-            // Kafka position the flush covered: data and position land in one atomic INSERT, so a
-            // restarted monitor resumes exactly behind what is stored (see docs/exactly-once.md).
-            sql: format!(
-                "CREATE TABLE IF NOT EXISTS {db}.window_counts (
+    // Migration 1 (the walking skeleton's `window_counts`) was superseded before any release by
+    // `window_partials`; its id stays retired so old test databases are not confused.
+    vec![Migration {
+        id: 2,
+        name: "window_partials",
+        // Each row is what one monitor flush added to one (model, version, segment, window): its
+        // event count and its mergeable sketches (`state`, JSON), plus the Kafka position the flush
+        // covered. Data and positions land in one atomic INSERT, so a restarted monitor resumes
+        // exactly behind what is stored (docs/exactly-once.md); a window's numbers are the merge of
+        // its partials (docs/design/monitor-state.md).
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.window_partials (
     model_id {name_type},
     model_version {name_type},
+    segment String,
     window_start DateTime,
     window_seconds UInt32,
     events UInt64,
+    state String,
     source_topic String,
     source_partition UInt32,
     source_end_offset Int64,
     written_at DateTime
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (model_id, model_version, window_start){ttl}"
-            ),
-        },
-    ]
+ORDER BY (model_id, model_version, window_start, segment){ttl}"
+        ),
+    }]
 }
 
 /// Records which migrations ran; created before any migration.
@@ -101,6 +105,7 @@ mod tests {
     fn modern_servers_get_ttl_when_retention_is_set() {
         let new = ServerVersion { major: 24, minor: 8 };
         let sql = &migrations(new, &options(Some(30)))[0].sql;
+        assert!(sql.contains("window_partials"));
         assert!(sql.contains("TTL window_start + toIntervalDay(30)"));
         assert!(!migrations(new, &options(None))[0].sql.contains("TTL"));
     }

@@ -84,6 +84,9 @@ impl Default for ClickHouseSection {
 pub struct MonitorSection {
     pub group_id: String,
     pub window_seconds: u32,
+    /// Segment tags that get windows of their own besides all traffic.
+    pub segment_tags: Vec<String>,
+    pub max_segments_per_model: usize,
     pub flush_interval_ms: u64,
     pub max_pending_messages: usize,
     pub drain_timeout_ms: u64,
@@ -94,6 +97,8 @@ impl Default for MonitorSection {
         Self {
             group_id: "vigil-monitor".into(),
             window_seconds: 60,
+            segment_tags: Vec::new(),
+            max_segments_per_model: 100,
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
             drain_timeout_ms: 30_000,
@@ -133,7 +138,7 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Loads defaults, then `file` if given, then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
-        Self::load_from(file, config::Environment::with_prefix("VIGIL").separator("__").try_parsing(true))
+        Self::load_from(file, environment())
     }
 
     fn load_from(file: Option<&Path>, env: config::Environment) -> Result<Self, ConfigErrors> {
@@ -195,6 +200,14 @@ impl Config {
             (10..=600_000).contains(&m.flush_interval_ms),
             format!("monitor.flush_interval_ms: {} must be between 10 and 600000", m.flush_interval_ms),
         );
+        check(
+            m.segment_tags.iter().all(|t| !t.trim().is_empty() && !t.contains('=')),
+            format!("monitor.segment_tags: {:?} must be non-empty tag names without '='", m.segment_tags),
+        );
+        check(
+            (1..=10_000).contains(&m.max_segments_per_model),
+            format!("monitor.max_segments_per_model: {} must be between 1 and 10000", m.max_segments_per_model),
+        );
         check(m.max_pending_messages > 0, "monitor.max_pending_messages: must be at least 1".into());
         check(
             m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
@@ -237,6 +250,8 @@ impl Config {
             predictions_topic: self.topics.predictions.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
             window_seconds: m.window_seconds,
+            segment_tags: m.segment_tags.clone(),
+            max_segments_per_model: m.max_segments_per_model,
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),
@@ -246,6 +261,15 @@ impl Config {
     pub fn http_listen(&self) -> SocketAddr {
         self.http.listen.parse().expect("validated in Config::validate")
     }
+}
+
+/// `VIGIL__SECTION__KEY` variables; list-valued keys take comma-separated values.
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("VIGIL")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("monitor.segment_tags")
 }
 
 fn valid_topic(name: &str) -> bool {
@@ -258,7 +282,7 @@ mod tests {
 
     fn env(vars: &[(&str, &str)]) -> config::Environment {
         let source = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        config::Environment::with_prefix("VIGIL").separator("__").try_parsing(true).source(Some(source))
+        environment().source(Some(source))
     }
 
     fn write(toml: &str) -> tempfile_path::TempToml {
@@ -291,8 +315,10 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let file = write("[kafka]\nbrokers = \"10.0.0.1:9092\"\n[monitor]\nwindow_seconds = 300\n");
-        let config = Config::load_from(Some(&file.0), env(&[("VIGIL__KAFKA__BROKERS", "127.0.0.1:19092")])).unwrap();
+        let vars = [("VIGIL__KAFKA__BROKERS", "127.0.0.1:19092"), ("VIGIL__MONITOR__SEGMENT_TAGS", "country,channel")];
+        let config = Config::load_from(Some(&file.0), env(&vars)).unwrap();
         assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
+        assert_eq!(config.monitor.segment_tags, vec!["country", "channel"]);
         assert_eq!(config.monitor.window_seconds, 300);
     }
 

@@ -57,9 +57,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     shutdown.cancel();
     monitor.await.context("monitor task")??;
 
-    println!("\nwindow_counts in ClickHouse ({}.window_counts), windows of this run:", config.clickhouse.database);
+    println!("\nevents per window in ClickHouse ({}.window_partials, all segments), windows of this run:", config.clickhouse.database);
     println!("{:<20} {:<10} {:<8} {:>10}", "window start (UTC)", "model", "version", "events");
-    for total in store.window_count_totals().await?.iter().filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-")) {
+    for total in store.window_count_totals().await?.iter().filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty()) {
         println!("{:<20} {:<10} {:<8} {:>10}", format_utc(total.window_start), total.model_id, total.model_version, total.events);
     }
     println!("\nthis run: sent {} / stored {} predictions (windows also hold earlier runs in the same minutes)", sent.sent, stored);
@@ -70,7 +70,11 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 
 async fn stored_since(store: &Store, window_start: u32) -> anyhow::Result<u64> {
     let totals = store.window_count_totals().await?;
-    Ok(totals.iter().filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-")).map(|t| t.events).sum())
+    Ok(totals
+        .iter()
+        .filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty())
+        .map(|t| t.events)
+        .sum())
 }
 
 fn unix_seconds() -> u32 {

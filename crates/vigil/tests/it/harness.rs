@@ -67,6 +67,7 @@ impl TestEnv {
             .env("VIGIL__CLICKHOUSE__DATABASE", &self.database)
             .env("VIGIL__MONITOR__GROUP_ID", group)
             .env("VIGIL__MONITOR__FLUSH_INTERVAL_MS", "200")
+            .env("VIGIL__MONITOR__SEGMENT_TAGS", "country")
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())

@@ -73,12 +73,27 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     env.await_stored_exactly(N, Duration::from_secs(60)).await;
     let totals = env.store().window_count_totals().await.unwrap();
     let mut stored: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut by_country: BTreeMap<(String, String), u64> = BTreeMap::new();
     for t in &totals {
-        *stored.entry((t.model_id.clone(), t.model_version.clone())).or_default() += t.events;
+        let per = if t.segment.is_empty() { &mut stored } else { &mut by_country };
+        *per.entry((t.model_id.clone(), t.model_version.clone())).or_default() += t.events;
+        assert!(t.segment.is_empty() || t.segment.starts_with("country="), "{t:?}");
     }
     assert_eq!(stored, expected, "per model and version");
+    assert_eq!(by_country, expected, "every event is also in exactly one country segment");
+    let countries: std::collections::BTreeSet<&str> = totals.iter().map(|t| t.segment.as_str()).filter(|s| !s.is_empty()).collect();
+    assert_eq!(countries.len(), 4, "{countries:?}");
     assert_eq!(expected.len(), 12, "the traffic covered 4 models x 3 versions");
     let windows: std::collections::BTreeSet<u32> = totals.iter().map(|t| t.window_start).collect();
+    let state = env.store().partials_of("model-1", "v1", "", *windows.iter().next().unwrap()).await.unwrap();
+    assert!(!state.is_empty());
+    let merged = state.iter().fold(vigil_monitor::WindowState::default(), |mut acc, p| {
+        acc.merge(&serde_json::from_str(&p.state).unwrap()).unwrap();
+        acc
+    });
+    assert_eq!(merged.events, state.iter().map(|p| p.events).sum::<u64>());
+    assert_eq!(merged.numeric.len(), 20, "20 numeric features summarised");
+    assert_eq!(merged.latency_us.as_ref().unwrap().count(), merged.events, "every event had a latency");
     assert_eq!(windows.len(), 3, "three one-minute windows: {windows:?}");
 
     let letters = env.dead_letters(bad.len(), Duration::from_secs(30));

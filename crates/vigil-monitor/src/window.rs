@@ -1,0 +1,231 @@
+//! What one window keeps about the predictions of one (model, version, segment): mergeable
+//! sketches from vigil-stats, so partial states written by different flushes (or partitions)
+//! merge into the window's state exactly (docs/design/monitor-state.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vigil_events::PredictionView;
+use vigil_stats::{LatencySketch, NumericSketch, StatsError};
+
+/// Distinct values kept per categorical feature (and predicted label) in one window; the rest
+/// are counted under [`OTHER`].
+pub const CATEGORY_CAP: usize = 200;
+pub const OTHER: &str = "__other__";
+/// Serving latency is tracked in microseconds up to an hour, 2 significant figures (1% error).
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+const LATENCY_SIGFIG: u8 = 2;
+/// Scores are probabilities: fixed 0.05-wide bins, the same in every window, so windows merge.
+const SCORE_BINS: usize = 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub count: u64,
+    /// NaN or infinite values: missing, not in the moments.
+    pub missing: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Moments {
+    fn add(&mut self, x: f64) {
+        if !x.is_finite() {
+            self.missing += 1;
+            return;
+        }
+        if self.count == 0 {
+            (self.min, self.max) = (x, x);
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        self.count += 1;
+        self.sum += x;
+        self.sum_sq += x * x;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        if other.count > 0 {
+            if self.count == 0 {
+                (self.min, self.max) = (other.min, other.max);
+            } else {
+                self.min = self.min.min(other.min);
+                self.max = self.max.max(other.max);
+            }
+        }
+        self.count += other.count;
+        self.missing += other.missing;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowState {
+    pub events: u64,
+    pub latency_us: Option<LatencySketch>,
+    pub scores: Option<NumericSketch>,
+    pub predicted_labels: BTreeMap<String, u64>,
+    pub numeric: BTreeMap<String, Moments>,
+    pub categorical: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl WindowState {
+    pub fn add(&mut self, event: &PredictionView<'_>) {
+        self.events += 1;
+        if let Some(ms) = event.serving_latency_ms {
+            let sketch = self.latency_us.get_or_insert_with(new_latency_sketch);
+            sketch.update((ms * 1000.0).round() as u64);
+        }
+        if let Some(score) = event.score {
+            self.scores.get_or_insert_with(new_score_sketch).update(score);
+        }
+        if let Some(label) = event.label {
+            count_capped(&mut self.predicted_labels, label);
+        }
+        for (name, x) in &event.numeric_features {
+            match self.numeric.get_mut(*name) {
+                Some(m) => m.add(*x),
+                None => self.numeric.entry((*name).to_owned()).or_default().add(*x),
+            }
+        }
+        for (name, value) in &event.categorical_features {
+            let counts = match self.categorical.get_mut(*name) {
+                Some(c) => c,
+                None => self.categorical.entry((*name).to_owned()).or_default(),
+            };
+            count_capped(counts, value);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Self) -> Result<(), StatsError> {
+        self.events += other.events;
+        merge_option(&mut self.latency_us, &other.latency_us, LatencySketch::merge)?;
+        merge_option(&mut self.scores, &other.scores, NumericSketch::merge)?;
+        for (label, n) in &other.predicted_labels {
+            add_capped(&mut self.predicted_labels, label, *n);
+        }
+        for (name, m) in &other.numeric {
+            self.numeric.entry(name.clone()).or_default().merge(m);
+        }
+        for (name, counts) in &other.categorical {
+            let mine = self.categorical.entry(name.clone()).or_default();
+            for (value, n) in counts {
+                add_capped(mine, value, *n);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_latency_sketch() -> LatencySketch {
+    LatencySketch::new(LATENCY_MAX_US, LATENCY_SIGFIG).expect("constant bounds are valid")
+}
+
+fn new_score_sketch() -> NumericSketch {
+    let edges = (0..=SCORE_BINS).map(|i| i as f64 / SCORE_BINS as f64).collect();
+    NumericSketch::with_edges(edges).expect("constant edges are valid")
+}
+
+fn merge_option<T: Clone>(
+    mine: &mut Option<T>,
+    other: &Option<T>,
+    merge: impl FnOnce(&mut T, &T) -> Result<(), StatsError>,
+) -> Result<(), StatsError> {
+    match (mine.as_mut(), other) {
+        (Some(m), Some(o)) => merge(m, o),
+        (None, Some(o)) => {
+            *mine = Some(o.clone());
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn count_capped(counts: &mut BTreeMap<String, u64>, value: &str) {
+    match counts.get_mut(value) {
+        Some(n) => *n += 1,
+        None => add_capped(counts, value, 1),
+    }
+}
+
+/// Adds `n` to `value`, or to [`OTHER`] once the cap is reached. Which values make the cap
+/// depends on arrival order, which is fixed per partition, so a replay decides the same.
+fn add_capped(counts: &mut BTreeMap<String, u64>, value: &str, n: u64) {
+    let key = if counts.contains_key(value) || counts.len() < CATEGORY_CAP { value } else { OTHER };
+    *counts.entry(key.to_owned()).or_insert(0) += n;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_events::{decode_prediction_view, encode, Prediction, PredictionEvent};
+
+    fn event(i: u32) -> PredictionEvent {
+        PredictionEvent {
+            prediction_id: format!("p{i}"),
+            model_id: "m".into(),
+            model_version: "v1".into(),
+            numeric_features: [("x".to_owned(), f64::from(i)), ("gap".to_owned(), if i % 5 == 0 { f64::NAN } else { 1.0 })].into(),
+            categorical_features: [("device".to_owned(), ["ios", "web"][i as usize % 2].to_owned())].into(),
+            prediction: Prediction { label: Some((i % 3).to_string()), score: Some(f64::from(i % 10) / 10.0), ..Default::default() },
+            serving_latency_ms: Some(f64::from(i % 7) + 0.5),
+            ..Default::default()
+        }
+    }
+
+    fn state_of(range: std::ops::Range<u32>) -> WindowState {
+        let mut state = WindowState::default();
+        for i in range {
+            let bytes = encode(&event(i));
+            state.add(&decode_prediction_view(&bytes).unwrap());
+        }
+        state
+    }
+
+    #[test]
+    fn merging_partials_equals_one_state_over_all_events() {
+        let whole = state_of(0..100);
+        let mut merged = state_of(0..37);
+        merged.merge(&state_of(37..100)).unwrap();
+        assert_eq!(merged.events, whole.events);
+        assert_eq!(merged.predicted_labels, whole.predicted_labels);
+        assert_eq!(merged.categorical, whole.categorical);
+        assert_eq!(merged.numeric["gap"].missing, 20);
+        assert_eq!(merged.numeric["x"].count, whole.numeric["x"].count);
+        assert_eq!(merged.numeric["x"].sum, whole.numeric["x"].sum);
+        assert_eq!((merged.numeric["x"].min, merged.numeric["x"].max), (0.0, 99.0));
+        assert_eq!(merged.scores.as_ref().unwrap().counts(), whole.scores.as_ref().unwrap().counts());
+        let (m, w) = (merged.latency_us.as_ref().unwrap(), whole.latency_us.as_ref().unwrap());
+        assert_eq!(m.count(), 100);
+        assert_eq!(m.quantile(0.99).unwrap(), w.quantile(0.99).unwrap());
+    }
+
+    #[test]
+    fn state_survives_json_round_trip() {
+        let state = state_of(0..50);
+        let json = serde_json::to_string(&state).unwrap();
+        let back: WindowState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.events, 50);
+        assert_eq!(back.categorical, state.categorical);
+        assert_eq!(back.latency_us.unwrap().quantile(0.5).unwrap(), state.latency_us.unwrap().quantile(0.5).unwrap());
+    }
+
+    #[test]
+    fn categories_beyond_the_cap_are_counted_as_other() {
+        let mut counts = BTreeMap::new();
+        for i in 0..(CATEGORY_CAP + 10) {
+            count_capped(&mut counts, &format!("v{i}"));
+        }
+        count_capped(&mut counts, "v0");
+        assert_eq!(counts.len(), CATEGORY_CAP + 1);
+        assert_eq!(counts[OTHER], 10);
+        assert_eq!(counts["v0"], 2);
+    }
+}
