@@ -32,6 +32,8 @@ pub struct MonitorSettings {
     pub segment_tags: Vec<String>,
     /// Segments per model beyond which new values share `tag=__other__`.
     pub max_segments_per_model: usize,
+    /// How far past a window's end its partition's event time must be before the window closes.
+    pub allowed_lateness: Duration,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.

@@ -87,6 +87,9 @@ pub struct MonitorSection {
     /// Segment tags that get windows of their own besides all traffic.
     pub segment_tags: Vec<String>,
     pub max_segments_per_model: usize,
+    /// A window closes once events this much newer than its end have been seen on its partition;
+    /// later events still count (the window is recomputed) and are reported as late.
+    pub allowed_lateness_seconds: u32,
     pub flush_interval_ms: u64,
     pub max_pending_messages: usize,
     pub drain_timeout_ms: u64,
@@ -99,6 +102,7 @@ impl Default for MonitorSection {
             window_seconds: 60,
             segment_tags: Vec::new(),
             max_segments_per_model: 100,
+            allowed_lateness_seconds: 60,
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
             drain_timeout_ms: 30_000,
@@ -208,6 +212,10 @@ impl Config {
             (1..=10_000).contains(&m.max_segments_per_model),
             format!("monitor.max_segments_per_model: {} must be between 1 and 10000", m.max_segments_per_model),
         );
+        check(
+            m.allowed_lateness_seconds <= 7 * 86_400,
+            format!("monitor.allowed_lateness_seconds: {} must be at most 604800 (a week)", m.allowed_lateness_seconds),
+        );
         check(m.max_pending_messages > 0, "monitor.max_pending_messages: must be at least 1".into());
         check(
             m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
@@ -252,6 +260,7 @@ impl Config {
             window_seconds: m.window_seconds,
             segment_tags: m.segment_tags.clone(),
             max_segments_per_model: m.max_segments_per_model,
+            allowed_lateness: Duration::from_secs(m.allowed_lateness_seconds.into()),
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),
