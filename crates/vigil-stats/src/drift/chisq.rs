@@ -27,33 +27,35 @@ pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic
     let n_cur: u64 = current.iter().sum();
     require(1, n_ref)?;
     require(1, n_cur)?;
-    let cells: Vec<(f64, f64)> = reference
-        .iter()
-        .zip(current)
-        .filter(|(&r, &c)| r > 0 || c > 0)
-        .map(|(&r, &c)| {
-            (
-                if r == 0 {
-                    EMPTY_BIN_EPSILON
-                } else {
-                    r as f64 / n_ref as f64
-                },
-                c as f64,
-            )
-        })
-        .collect();
-    if cells.len() < 2 {
+    // Two passes over the cells instead of collecting them: this runs per window and feature.
+    let cells = || {
+        reference
+            .iter()
+            .zip(current)
+            .filter(|(&r, &c)| r > 0 || c > 0)
+    };
+    let inv_ref = 1.0 / n_ref as f64;
+    let expected_share = |r: u64| {
+        if r == 0 {
+            EMPTY_BIN_EPSILON
+        } else {
+            r as f64 * inv_ref
+        }
+    };
+    let (k, total) = cells().fold((0usize, 0.0f64), |(k, t), (&r, _)| {
+        (k + 1, t + expected_share(r))
+    });
+    if k < 2 {
         return Ok(Statistic::exact(0.0, Some(1.0)));
     }
-    let total: f64 = cells.iter().map(|(e, _)| e).sum();
-    let stat: f64 = cells
-        .iter()
-        .map(|&(e, c)| {
-            let expected = e / total * n_cur as f64;
-            (c - expected).powi(2) / expected
+    let scale = n_cur as f64 / total;
+    let stat: f64 = cells()
+        .map(|(&r, &c)| {
+            let expected = expected_share(r) * scale;
+            (c as f64 - expected).powi(2) / expected
         })
         .sum();
-    let dist = ChiSquared::new((cells.len() - 1) as f64).expect("k - 1 >= 1");
+    let dist = ChiSquared::new((k - 1) as f64).expect("k - 1 >= 1");
     Ok(Statistic::exact(stat, Some(dist.sf(stat))))
 }
 
