@@ -1,7 +1,8 @@
 //! vigil-stats: the numbers behind vigil's verdicts.
 //!
-//! - [`sketch`]: mergeable, serializable window states (quantile-binned numeric histograms,
-//!   capped category counts, an exact reservoir for small windows, HDR latency histograms);
+//! - [`sketch`]: mergeable, serializable window states (quantile-binned numeric histograms, a
+//!   reference-independent quantile sketch that re-bins onto them, capped category counts, an
+//!   exact reservoir for small windows, HDR latency histograms);
 //! - [`drift`]: drift tests between a reference and a current window, each defined in its doc
 //!   comment and checked against SciPy by golden vectors;
 //! - [`select`]: the default test per feature type and window size, overridable;
@@ -19,4 +20,6 @@ pub mod sketch;
 pub use drift::{DriftResult, DriftTest, Statistic};
 pub use error::{Result, StatsError};
 pub use select::{DriftPolicy, FeatureKind, TestChoice};
-pub use sketch::{CategoricalSketch, LatencySketch, NumericSketch, Reservoir};
+pub use sketch::{
+    CategoricalSketch, LatencySketch, NumericSketch, QuantileSketch, Rebinned, Reservoir,
+};

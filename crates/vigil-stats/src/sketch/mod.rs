@@ -7,9 +7,11 @@
 pub mod categorical;
 pub mod latency;
 pub mod numeric;
+pub mod quantile;
 pub mod reservoir;
 
 pub use categorical::CategoricalSketch;
 pub use latency::LatencySketch;
 pub use numeric::NumericSketch;
+pub use quantile::{QuantileSketch, Rebinned};
 pub use reservoir::Reservoir;

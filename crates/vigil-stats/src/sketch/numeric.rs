@@ -281,6 +281,43 @@ impl NumericSketch {
         })
     }
 
+    /// Fills an empty sketch from counts computed elsewhere (re-binning a
+    /// [`super::QuantileSketch`]): `counts` in the layout above, `nonfinite`, and the finite
+    /// values' mean, sum of squared deviations from that mean (`m2`), minimum and maximum. The
+    /// shifted sums and the extreme values beyond the edges are derived from them as
+    /// [`Self::extend`] would have kept them (`sum (x - s)^2 = m2 + n (mean - s)^2`, no
+    /// cancellation), so mean, std and extent equal those of the values themselves.
+    pub(crate) fn set_parts(
+        &mut self,
+        counts: Vec<u64>,
+        nonfinite: u64,
+        (mean, m2): (f64, f64),
+        (min, max): (f64, f64),
+    ) -> Result<()> {
+        if counts.len() != self.counts.len() {
+            return Err(StatsError::InvalidArgument(
+                "counts length does not match edges".into(),
+            ));
+        }
+        self.clear();
+        self.counts = counts;
+        self.nonfinite = nonfinite;
+        let n = self.count() as f64;
+        if n > 0.0 {
+            let d = mean - self.shift;
+            self.sum = n * d;
+            self.sum_sq = m2 + n * d * d;
+            let (first, last) = (self.edges[0], self.edges[self.edges.len() - 1]);
+            if min < first {
+                self.below = min;
+            }
+            if max > last {
+                self.above = max;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the sketch of `reference` itself, with edges from its own quantiles.
     pub fn reference(reference: &[f64], bins: usize) -> Result<Self> {
         let mut s = Self::from_reference(reference, bins)?;
