@@ -140,11 +140,22 @@ fn constant_and_empty_columns_give_verdicts_or_typed_errors_never_nan() {
     // An all-missing column: a typed "not enough data", reported per column.
     let empty = col("empty");
     assert_eq!(empty.statistic, None);
-    assert!(empty.error.as_deref().unwrap().starts_with("not enough data"), "{:?}", empty.error);
+    assert!(
+        empty
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("not enough data"),
+        "{:?}",
+        empty.error
+    );
     let mut a = args("edge_reference.csv", "edge_current.csv");
     a.json = true;
     let mut out = Vec::new();
     run_drift(&a, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(!text.contains("NaN") && text.contains("not enough data"), "{text}");
+    assert!(
+        !text.contains("NaN") && text.contains("not enough data"),
+        "{text}"
+    );
 }
