@@ -82,7 +82,7 @@ impl QuantileSketch {
         }
         if max_buckets == 0 || max_buckets > i32::MAX as u32 {
             return Err(StatsError::InvalidArgument(
-                "max_buckets must be at least 1".into(),
+                "max_buckets must be in [1, 2^31)".into(),
             ));
         }
         // ln((1 + a) / (1 - a)) without the rounding of forming the ratio first.
