@@ -2,6 +2,7 @@
 //! version, segment, event-time window), dead-letters what it cannot use, and stores counts together with the Kafka positions
 //! they cover (partial states and positions in one atomic insert) so that a crash or restart neither loses nor double-counts an event.
 
+mod clock;
 mod http;
 mod kafka;
 mod metrics;
@@ -14,11 +15,12 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use partials::{PendingPartials, Segmenter};
+pub use clock::WindowClock;
 pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;
 pub use pipeline::run;
-pub use window::{Moments, WindowState};
+pub use window::{Moments, WindowState, WindowSummary};
 
 /// What `run` needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -42,12 +44,31 @@ pub struct MonitorSettings {
     pub drain_timeout: Duration,
 }
 
+impl MonitorSettings {
+    /// Identifies the settings that change a window's numbers; stored on every metrics row so a
+    /// replay can tell whether it computes under the same configuration. FNV-1a 64, hex.
+    pub fn config_hash(&self) -> String {
+        let canonical = format!(
+            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={}",
+            self.window_seconds,
+            self.allowed_lateness.as_secs(),
+            self.segment_tags.join(","),
+            self.max_segments_per_model,
+            window::CATEGORY_CAP,
+        );
+        let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{hash:016x}")
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum MonitorError {
     #[error("kafka: could not {action}: {source}")]
     Kafka { action: &'static str, source: rdkafka::error::KafkaError },
     #[error("clickhouse: {0}")]
     Store(#[from] vigil_store::StoreError),
+    #[error("window state: {0}")]
+    Stats(#[from] vigil_stats::StatsError),
     #[error("window state does not serialize: {0}")]
     State(#[from] serde_json::Error),
     #[error("metrics: {0}")]

@@ -17,6 +17,9 @@ pub struct MonitorMetrics {
     pub consumer_lag: IntGauge,
     pub rebalances: IntCounter,
     pub segment_overflow: IntCounter,
+    pub late_events: IntCounter,
+    pub windows_closed: IntCounter,
+    pub close_errors: IntCounter,
 }
 
 impl MonitorMetrics {
@@ -56,6 +59,9 @@ impl MonitorMetrics {
             flush_seconds,
             consumer_lag,
             rebalances: counter("rebalances_total", "Consumer group rebalances seen")?,
+            late_events: counter("late_events_total", "Events for a window that had already closed (counted, window recomputed)")?,
+            windows_closed: counter("windows_closed_total", "Window closes (and re-closes after late events) written to window_metrics")?,
+            close_errors: counter("window_close_errors_total", "Window closes that failed and will be retried")?,
             segment_overflow: counter(
                 "segment_overflow_total",
                 "Events whose segment value was past the per-model cap and went to tag=__other__",

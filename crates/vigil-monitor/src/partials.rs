@@ -83,13 +83,13 @@ impl PendingPartials {
         (seconds - seconds % u64::from(self.window_seconds)) as u32
     }
 
-    pub fn record_event(&mut self, partition: i32, offset: i64, event: &PredictionView<'_>, segments: &mut Segmenter) {
+    pub fn record_event(&mut self, partition: i32, offset: i64, event: &PredictionView<'_>, late: bool, segments: &mut Segmenter) {
         let window = self.window_start(event.event_time_ms);
         let batch = self.advance(partition, offset);
         let versions = get_or_insert(&mut batch.states, event.model_id);
         let segments_of_version = get_or_insert(versions, event.model_version);
         segments.for_each(event, |segment| {
-            get_or_insert(segments_of_version, segment).entry(window).or_default().add(event);
+            get_or_insert(segments_of_version, segment).entry(window).or_default().add(event, late);
         });
     }
 
@@ -190,7 +190,7 @@ mod tests {
     }
 
     fn record(p: &mut PendingPartials, s: &mut Segmenter, partition: i32, offset: i64, b: &[u8]) {
-        p.record_event(partition, offset, &decode_prediction_view(b).unwrap(), s);
+        p.record_event(partition, offset, &decode_prediction_view(b).unwrap(), false, s);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use vigil_events::decode_prediction_view;
 use vigil_store::Store;
 
 use crate::partials::{PendingPartials, Segmenter};
+use crate::clock::WindowClock;
 use crate::http::Readiness;
+use crate::window::WindowState;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin};
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
@@ -30,6 +32,8 @@ struct Pipeline {
     readiness: Readiness,
     pending: PendingPartials,
     segments: Segmenter,
+    clock: WindowClock,
+    config_hash: String,
     /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
     /// rebalance.
     stored: Option<HashMap<u32, i64>>,
@@ -40,6 +44,7 @@ struct Pipeline {
 #[derive(Default)]
 struct LocalCounts {
     consumed: u64,
+    late: u64,
     decoded: u64,
     skipped: u64,
 }
@@ -65,6 +70,8 @@ pub async fn run(
     let mut pipeline = Pipeline {
         pending: PendingPartials::new(settings.window_seconds),
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
+        clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32),
+        config_hash: settings.config_hash(),
         settings,
         store,
         consumer: consumer.clone(),
@@ -133,6 +140,9 @@ impl Pipeline {
                 // After a (re)start or rebalance: resume behind what is stored, with the segments
                 // it already admitted.
                 self.segments.admit_stored(self.store.stored_segments().await?);
+                for (partition, window_start) in self.store.unclosed_windows().await? {
+                    self.clock.reopen(partition as i32, window_start);
+                }
                 self.stored.insert(self.store.stored_positions(&self.settings.predictions_topic).await?)
             }
         };
@@ -144,7 +154,10 @@ impl Pipeline {
         match decode_prediction_view(payload) {
             Ok(event) => {
                 self.local.decoded += 1;
-                self.pending.record_event(partition, offset, &event, &mut self.segments);
+                let window_start = self.pending.window_start(event.event_time_ms);
+                let late = self.clock.observe(partition, window_start, event.event_time_ms);
+                self.local.late += u64::from(late);
+                self.pending.record_event(partition, offset, &event, late, &mut self.segments);
             }
             Err(error) => {
                 let reason = error.reason();
@@ -162,6 +175,7 @@ impl Pipeline {
     fn on_rebalance(&mut self, revoked: &[i32]) {
         self.metrics.rebalances.inc();
         self.pending.revoke(revoked);
+        self.clock.revoke(revoked);
         self.stored = None;
     }
 
@@ -185,7 +199,65 @@ impl Pipeline {
         self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         self.commit(CommitMode::Async);
         self.pending.clear();
+        self.close_due_windows().await;
         Ok(())
+    }
+
+    /// Closes the windows the watermark has passed, now that their partials are stored: merges
+    /// each (model, version, segment)'s partials and writes its numbers. A failure leaves the
+    /// window open for the next flush; closing again is idempotent.
+    async fn close_due_windows(&mut self) {
+        for (partition, window_start) in self.clock.take_closable() {
+            match self.close_window(partition, window_start).await {
+                Ok(keys) => {
+                    self.metrics.windows_closed.inc_by(keys);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, partition, window_start, "closing window failed; retrying at the next flush");
+                    self.metrics.close_errors.inc();
+                    self.clock.reopen(partition, window_start);
+                }
+            }
+        }
+    }
+
+    async fn close_window(&mut self, partition: i32, window_start: u32) -> Result<u64, MonitorError> {
+        let partials = self.store.partials_at(partition as u32, window_start).await?;
+        let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
+        for p in partials {
+            let state: WindowState = serde_json::from_str(&p.state)?;
+            merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
+        }
+        let computed_at = unix_seconds();
+        let rows: Vec<vigil_store::WindowMetricsRow> = merged
+            .into_iter()
+            .map(|((model_id, model_version, segment), state)| {
+                let summary = state.summary();
+                let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
+                vigil_store::WindowMetricsRow {
+                    model_id,
+                    model_version,
+                    segment,
+                    window_start,
+                    window_seconds: self.settings.window_seconds,
+                    events: state.events,
+                    late_events: state.late_events,
+                    latency_p50_ms: p50,
+                    latency_p95_ms: p95,
+                    latency_p99_ms: p99,
+                    score_mean: summary.score_mean,
+                    predicted_labels: serde_json::to_string(&summary.predicted_labels).unwrap_or_default(),
+                    feature_means: serde_json::to_string(&summary.feature_means).unwrap_or_default(),
+                    features_missing: summary.features_missing,
+                    reference_id: String::new(),
+                    config_hash: self.config_hash.clone(),
+                    source_partition: partition as u32,
+                    computed_at,
+                }
+            })
+            .collect();
+        self.store.insert_window_metrics(&rows).await?;
+        Ok(rows.len() as u64)
     }
 
     /// Retries transient ClickHouse errors with backoff. An INSERT that timed out may still have
@@ -239,6 +311,7 @@ impl Pipeline {
         self.metrics.consumed.inc_by(local.consumed);
         self.metrics.decoded.inc_by(local.decoded);
         self.metrics.skipped_already_stored.inc_by(local.skipped);
+        self.metrics.late_events.inc_by(local.late);
         self.metrics.segment_overflow.inc_by(self.segments.take_overflowed());
     }
 }

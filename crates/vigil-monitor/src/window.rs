@@ -42,8 +42,9 @@ impl Moments {
             self.max = self.max.max(x);
         }
         self.count += 1;
-        self.sum += x;
-        self.sum_sq += x * x;
+        // Saturate rather than overflow to infinity, which JSON cannot carry.
+        self.sum = (self.sum + x).clamp(f64::MIN, f64::MAX);
+        self.sum_sq = (self.sum_sq + x * x).min(f64::MAX);
     }
 
     fn merge(&mut self, other: &Self) {
@@ -57,8 +58,8 @@ impl Moments {
         }
         self.count += other.count;
         self.missing += other.missing;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
+        self.sum = (self.sum + other.sum).clamp(f64::MIN, f64::MAX);
+        self.sum_sq = (self.sum_sq + other.sum_sq).min(f64::MAX);
     }
 
     pub fn mean(&self) -> Option<f64> {
@@ -69,6 +70,9 @@ impl Moments {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowState {
     pub events: u64,
+    /// Of `events`, those that arrived after the window had closed.
+    #[serde(default)]
+    pub late_events: u64,
     pub latency_us: Option<LatencySketch>,
     pub scores: Option<NumericSketch>,
     pub predicted_labels: BTreeMap<String, u64>,
@@ -77,8 +81,9 @@ pub struct WindowState {
 }
 
 impl WindowState {
-    pub fn add(&mut self, event: &PredictionView<'_>) {
+    pub fn add(&mut self, event: &PredictionView<'_>, late: bool) {
         self.events += 1;
+        self.late_events += u64::from(late);
         if let Some(ms) = event.serving_latency_ms {
             let sketch = self.latency_us.get_or_insert_with(new_latency_sketch);
             sketch.update((ms * 1000.0).round() as u64);
@@ -106,6 +111,7 @@ impl WindowState {
 
     pub fn merge(&mut self, other: &Self) -> Result<(), StatsError> {
         self.events += other.events;
+        self.late_events += other.late_events;
         merge_option(&mut self.latency_us, &other.latency_us, LatencySketch::merge)?;
         merge_option(&mut self.scores, &other.scores, NumericSketch::merge)?;
         for (label, n) in &other.predicted_labels {
@@ -121,6 +127,33 @@ impl WindowState {
             }
         }
         Ok(())
+    }
+}
+
+/// The numbers a closed window reports, derived from its merged state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSummary {
+    pub latency_ms: Option<[f64; 3]>,
+    pub score_mean: Option<f64>,
+    pub predicted_labels: BTreeMap<String, u64>,
+    pub feature_means: BTreeMap<String, f64>,
+    /// NaN or infinite feature values over all numeric features.
+    pub features_missing: u64,
+}
+
+impl WindowState {
+    pub fn summary(&self) -> WindowSummary {
+        let latency_ms = self.latency_us.as_ref().and_then(|l| {
+            let q = |q: f64| l.quantile(q).ok().map(|us| us as f64 / 1000.0);
+            Some([q(0.5)?, q(0.95)?, q(0.99)?])
+        });
+        WindowSummary {
+            latency_ms,
+            score_mean: self.scores.as_ref().and_then(NumericSketch::mean),
+            predicted_labels: self.predicted_labels.clone(),
+            feature_means: self.numeric.iter().filter_map(|(k, m)| Some((k.clone(), m.mean()?))).collect(),
+            features_missing: self.numeric.values().map(|m| m.missing).sum(),
+        }
     }
 }
 
@@ -184,7 +217,7 @@ mod tests {
         let mut state = WindowState::default();
         for i in range {
             let bytes = encode(&event(i));
-            state.add(&decode_prediction_view(&bytes).unwrap());
+            state.add(&decode_prediction_view(&bytes).unwrap(), i % 10 == 0);
         }
         state
     }
@@ -195,6 +228,7 @@ mod tests {
         let mut merged = state_of(0..37);
         merged.merge(&state_of(37..100)).unwrap();
         assert_eq!(merged.events, whole.events);
+        assert_eq!((merged.late_events, whole.late_events), (10, 10));
         assert_eq!(merged.predicted_labels, whole.predicted_labels);
         assert_eq!(merged.categorical, whole.categorical);
         assert_eq!(merged.numeric["gap"].missing, 20);
@@ -205,6 +239,18 @@ mod tests {
         let (m, w) = (merged.latency_us.as_ref().unwrap(), whole.latency_us.as_ref().unwrap());
         assert_eq!(m.count(), 100);
         assert_eq!(m.quantile(0.99).unwrap(), w.quantile(0.99).unwrap());
+    }
+
+    #[test]
+    fn the_summary_reports_quantiles_means_and_missing_values() {
+        let summary = state_of(0..100).summary();
+        let [p50, p95, p99] = summary.latency_ms.unwrap();
+        // Latencies are i % 7 + 0.5 ms: the median is 3.5 ms, the tail 6.5 ms (1% sketch error).
+        assert!((p50 - 3.5).abs() < 0.05 && (p95 - 6.5).abs() < 0.07 && (p99 - 6.5).abs() < 0.07, "{p50} {p95} {p99}");
+        assert!((summary.score_mean.unwrap() - 0.45).abs() < 1e-12);
+        assert_eq!(summary.feature_means["x"], 49.5);
+        assert_eq!(summary.features_missing, 20);
+        assert_eq!(summary.predicted_labels.values().sum::<u64>(), 100);
     }
 
     #[test]

@@ -45,6 +45,48 @@ pub struct WindowPartialRow {
     pub written_at: u32,
 }
 
+/// A closed window's numbers (`window_metrics`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct WindowMetricsRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub segment: String,
+    pub window_start: u32,
+    pub window_seconds: u32,
+    pub events: u64,
+    /// Events that arrived after the window first closed.
+    pub late_events: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub score_mean: Option<f64>,
+    /// JSON object: predicted label -> count.
+    pub predicted_labels: String,
+    /// JSON object: numeric feature -> mean.
+    pub feature_means: String,
+    pub features_missing: u64,
+    pub reference_id: String,
+    pub config_hash: String,
+    pub source_partition: u32,
+    pub computed_at: u32,
+}
+
+/// One partial of a window being closed, with its key.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct KeyedPartial {
+    pub model_id: String,
+    pub model_version: String,
+    pub segment: String,
+    pub events: u64,
+    pub state: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PartitionWindow {
+    source_partition: u32,
+    window_start: u32,
+}
+
 /// Total events per (model, version, segment, window), summed over flushes.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct WindowCountTotal {
@@ -191,6 +233,64 @@ impl Store {
             .await
             .map_err(|e| self.classify(e))?;
         Ok(rows.into_iter().map(|p| (p.source_partition, p.end_offset)).collect())
+    }
+
+    /// Every partial of `window_start` written from `partition`, in write order: the input of
+    /// closing that window.
+    pub async fn partials_at(&self, partition: u32, window_start: u32) -> Result<Vec<KeyedPartial>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, segment, events, state FROM window_partials \
+                 WHERE source_partition = ? AND window_start = toDateTime(?) AND events > 0 \
+                 ORDER BY source_end_offset, model_id, model_version, segment",
+            )
+            .bind(partition)
+            .bind(window_start)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Writes the metrics of closed windows in one INSERT.
+    pub async fn insert_window_metrics(&self, rows: &[WindowMetricsRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.db.insert::<WindowMetricsRow>("window_metrics").await.map_err(|e| self.classify(e))?;
+        for row in rows {
+            insert.write(row).await.map_err(|e| self.classify(e))?;
+        }
+        insert.end().await.map_err(|e| self.classify(e))
+    }
+
+    /// (partition, window start) pairs with partials but no metrics yet: what a restarted monitor
+    /// still has to close.
+    pub async fn unclosed_windows(&self) -> Result<Vec<(u32, u32)>, StoreError> {
+        let rows: Vec<PartitionWindow> = self
+            .db
+            .query(
+                "SELECT DISTINCT source_partition, toUInt32(window_start) AS ws FROM window_partials \
+                 WHERE events > 0 AND (source_partition, window_start) NOT IN \
+                 (SELECT source_partition, window_start FROM window_metrics)",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start)).collect())
+    }
+
+    /// The latest metrics of every closed window, oldest first.
+    pub async fn window_metrics(&self) -> Result<Vec<WindowMetricsRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, segment, toUInt32(window_start), window_seconds, events, late_events, \
+                 latency_p50_ms, latency_p95_ms, latency_p99_ms, score_mean, predicted_labels, feature_means, \
+                 features_missing, reference_id, config_hash, source_partition, toUInt32(computed_at) \
+                 FROM window_metrics FINAL ORDER BY window_start, model_id, model_version, segment",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
     }
 
     /// (model, segment) pairs stored so far, so a restarted monitor admits the same segments.

@@ -32,7 +32,8 @@ pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migrat
     };
     // Migration 1 (the walking skeleton's `window_counts`) was superseded before any release by
     // `window_partials`; its id stays retired so old test databases are not confused.
-    vec![Migration {
+    vec![
+    Migration {
         id: 2,
         name: "window_partials",
         // Each row is what one monitor flush added to one (model, version, segment, window): its
@@ -56,6 +57,38 @@ pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migrat
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, window_start, segment){ttl}"
+        ),
+    },
+    Migration {
+        id: 3,
+        name: "window_metrics",
+        // A closed window's numbers, recomputed from its partials whenever it (re)closes. Late
+        // events only add to a window, so the row with the most events is the newest and
+        // ReplacingMergeTree(events) keeps it (query with FINAL); recomputing the same partials
+        // gives the same row. `source_partition` lets a restarted monitor find unclosed windows.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.window_metrics (
+    model_id {name_type},
+    model_version {name_type},
+    segment String,
+    window_start DateTime,
+    window_seconds UInt32,
+    events UInt64,
+    late_events UInt64,
+    latency_p50_ms Nullable(Float64),
+    latency_p95_ms Nullable(Float64),
+    latency_p99_ms Nullable(Float64),
+    score_mean Nullable(Float64),
+    predicted_labels String,
+    feature_means String,
+    features_missing UInt64,
+    reference_id String,
+    config_hash String,
+    source_partition UInt32,
+    computed_at DateTime
+) ENGINE = ReplacingMergeTree(events)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model_id, model_version, segment, window_start){ttl}"
         ),
     }]
 }

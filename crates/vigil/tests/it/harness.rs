@@ -52,12 +52,12 @@ impl TestEnv {
     }
 
     /// `vigil monitor` as a child process configured for this test through the environment.
-    pub fn spawn_monitor(&self) -> Child {
+    pub fn spawn_monitor(&self) -> ChildGuard {
         self.spawn_monitor_in_group(&self.group)
     }
 
-    pub fn spawn_monitor_in_group(&self, group: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_vigil"))
+    pub fn spawn_monitor_in_group(&self, group: &str) -> ChildGuard {
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("monitor")
             .env_remove("VIGIL_CONFIG")
             .env("VIGIL__KAFKA__BROKERS", brokers())
@@ -68,12 +68,15 @@ impl TestEnv {
             .env("VIGIL__MONITOR__GROUP_ID", group)
             .env("VIGIL__MONITOR__FLUSH_INTERVAL_MS", "200")
             .env("VIGIL__MONITOR__SEGMENT_TAGS", "country")
+            // Test traffic interleaves three one-minute windows.
+            .env("VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS", "300")
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("vigil binary starts")
+            .expect("vigil binary starts");
+        ChildGuard(child)
     }
 
     pub fn raw_producer(&self) -> FutureProducer {
@@ -155,6 +158,31 @@ impl TestEnv {
     }
 }
 
+/// A child process killed when the test ends, passed or failed, so no monitor outlives its test.
+pub struct ChildGuard(pub Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM and waits for a clean exit.
 pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let pid = child.id().to_string();
@@ -178,5 +206,68 @@ pub async fn await_port(port: u16, timeout: Duration) {
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(started.elapsed() < timeout, "monitor did not open port {port} within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Names for one lifecycle test (topics, group, a scratch directory), handed to `vigil` through
+/// the environment; the configuration file comes from [`LifecycleEnv::write_config`].
+pub struct LifecycleEnv {
+    pub name: String,
+    pub lifecycle: String,
+    pub remediations: String,
+    pub group: String,
+    pub dir: std::path::PathBuf,
+}
+
+impl LifecycleEnv {
+    pub fn new(test: &str) -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("{test}_{}_{}", std::process::id(), nanos % 1_000_000_000);
+        let dir = std::env::temp_dir().join(format!("vigil-it-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            lifecycle: format!("it.{name}.lifecycle"),
+            remediations: format!("it.{name}.remediations"),
+            group: format!("it-{name}"),
+            dir,
+            name,
+        }
+    }
+
+    pub fn write_config(&self, toml: &str) -> std::path::PathBuf {
+        let path = self.dir.join("vigil.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// `vigil --config <config> <args>` for this test's topics and group.
+    pub fn vigil(&self, config: &std::path::Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        command
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("VIGIL_CONFIG")
+            .env("VIGIL__KAFKA__BROKERS", brokers())
+            .env("VIGIL__TOPICS__LIFECYCLE", &self.lifecycle)
+            .env("VIGIL__TOPICS__REMEDIATIONS", &self.remediations)
+            .env("VIGIL__LIFECYCLE__GROUP_ID", &self.group)
+            .env("RUST_LOG", "info,rdkafka=warn");
+        command
+    }
+
+    /// Runs `vigil` to the end on a blocking thread: (exit code, stdout, stderr).
+    pub async fn run_vigil(&self, config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+        let mut command = self.vigil(config, args);
+        let output = tokio::task::spawn_blocking(move || command.output().expect("vigil binary runs")).await.unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    pub fn cleanup(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

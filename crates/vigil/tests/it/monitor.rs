@@ -62,16 +62,24 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
         *expected.entry((event.model_id.clone(), event.model_version.clone())).or_default() += 1;
         producer.log_prediction(&event).unwrap();
     }
+    // One event per model ten minutes later moves each partition's event time past the three
+    // windows (plus the 300 s allowed lateness the harness sets), so they close.
+    for model in expected.keys().map(|(m, _)| m.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let mut event = generator.next_prediction(now + 600_000);
+        event.model_id = model;
+        producer.log_prediction(&event).unwrap();
+    }
+    let clock_events = 4;
     let bad = malformed_messages();
     let raw = env.raw_producer();
     for (_, payload) in &bad {
         env.send_raw(&raw, "model-1", payload).await;
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    assert_eq!(producer.stats().delivered, N);
+    assert_eq!(producer.stats().delivered, N + clock_events);
 
-    env.await_stored_exactly(N, Duration::from_secs(60)).await;
-    let totals = env.store().window_count_totals().await.unwrap();
+    env.await_stored_exactly(N + clock_events, Duration::from_secs(60)).await;
+    let totals: Vec<_> = env.store().window_count_totals().await.unwrap().into_iter().filter(|t| t.window_start < 1_764_000_600).collect();
     let mut stored: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut by_country: BTreeMap<(String, String), u64> = BTreeMap::new();
     for t in &totals {
@@ -96,6 +104,29 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert_eq!(merged.latency_us.as_ref().unwrap().count(), merged.events, "every event had a latency");
     assert_eq!(windows.len(), 3, "three one-minute windows: {windows:?}");
 
+    // The three windows closed: one metrics row per (model, version, segment), matching the counts.
+    let store = env.store();
+    let started = std::time::Instant::now();
+    let closed = loop {
+        let rows: Vec<_> = store.window_metrics().await.unwrap().into_iter().filter(|r| r.window_start < 1_764_000_600).collect();
+        if rows.len() == totals.len() || started.elapsed() > Duration::from_secs(30) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let closed_counts: BTreeMap<(String, String, String, u32), u64> =
+        closed.iter().map(|r| ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events)).collect();
+    let stored_counts: BTreeMap<(String, String, String, u32), u64> =
+        totals.iter().map(|t| ((t.model_id.clone(), t.model_version.clone(), t.segment.clone(), t.window_start), t.events)).collect();
+    assert_eq!(closed_counts, stored_counts, "every window closed with its stored count");
+    for row in closed.iter().filter(|r| r.segment.is_empty()) {
+        let [p50, p99] = [row.latency_p50_ms.unwrap(), row.latency_p99_ms.unwrap()];
+        assert!((1.0..=5.1).contains(&p50) && p50 <= p99 && p99 <= 5.1, "loadgen latencies are 1-5 ms: {row:?}");
+        assert!(row.score_mean.is_some_and(|m| (0.3..0.7).contains(&m)), "{row:?}");
+        assert_eq!(row.late_events, 0);
+        assert_eq!(row.config_hash.len(), 16);
+    }
+
     let letters = env.dead_letters(bad.len(), Duration::from_secs(30));
     assert_eq!(letters.len(), bad.len(), "dead letters");
     let mut want: Vec<(String, Vec<u8>)> = bad.iter().map(|(r, p)| (r.to_string(), p.clone())).collect();
@@ -105,9 +136,29 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert_eq!(got, want, "each dead letter keeps its original bytes and names its reason");
 
     let metrics = env.metrics_text().await;
-    assert!(metrics.contains(&format!("vigil_monitor_events_decoded_total {N}")), "{metrics}");
+    assert!(metrics.contains(&format!("vigil_monitor_events_decoded_total {}", N + clock_events)), "{metrics}");
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"not_avro\"} 5"), "{metrics}");
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"unknown_schema\"} 4"), "{metrics}");
+
+    // A late event for a closed window counts, and the window is closed again with it.
+    let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
+    let mut late = generator.next_prediction(now + 1_000);
+    late.model_id = first.model_id.clone();
+    late.model_version = first.model_version.clone();
+    producer.log_prediction(&late).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let started = std::time::Instant::now();
+    let reclosed = loop {
+        let row = store.window_metrics().await.unwrap().into_iter().find(|r| {
+            (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start)
+                == (first.model_id.as_str(), first.model_version.as_str(), "", first.window_start)
+        });
+        if row.as_ref().is_some_and(|r| r.events > first.events) || started.elapsed() > Duration::from_secs(30) {
+            break row.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!((reclosed.events, reclosed.late_events), (first.events + 1, 1), "{reclosed:?}");
 
     let status = terminate(&mut monitor, Duration::from_secs(30));
     assert!(status.success(), "monitor exits cleanly on SIGTERM: {status}");
