@@ -3,6 +3,7 @@
 //! they cover (partial states and positions in one atomic insert) so that a crash or restart neither loses nor double-counts an event.
 
 mod clock;
+mod drift;
 mod http;
 mod kafka;
 mod metrics;
@@ -16,11 +17,12 @@ use thiserror::Error;
 
 pub use partials::{PendingPartials, Segmenter};
 pub use clock::WindowClock;
+pub use drift::{numeric_drift, FeatureDrift};
 pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;
 pub use pipeline::run;
-pub use window::{Moments, WindowState, WindowSummary};
+pub use window::{WindowState, WindowSummary};
 
 /// What `run` needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub struct MonitorSettings {
     pub max_segments_per_model: usize,
     /// How far past a window's end its partition's event time must be before the window closes.
     pub allowed_lateness: Duration,
+    /// A version without a reference takes its first closed window with at least this many
+    /// events (all segments together) as its baseline reference.
+    pub baseline_min_events: u64,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.
@@ -49,12 +54,14 @@ impl MonitorSettings {
     /// replay can tell whether it computes under the same configuration. FNV-1a 64, hex.
     pub fn config_hash(&self) -> String {
         let canonical = format!(
-            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={}",
+            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={}",
             self.window_seconds,
             self.allowed_lateness.as_secs(),
             self.segment_tags.join(","),
             self.max_segments_per_model,
             window::CATEGORY_CAP,
+            self.baseline_min_events,
+            drift::REFERENCE_BINS,
         );
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         format!("{hash:016x}")

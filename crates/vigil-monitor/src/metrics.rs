@@ -20,6 +20,9 @@ pub struct MonitorMetrics {
     pub late_events: IntCounter,
     pub windows_closed: IntCounter,
     pub close_errors: IntCounter,
+    pub drift_tests: IntCounter,
+    pub features_drifted: IntCounter,
+    pub references_created: IntCounter,
 }
 
 impl MonitorMetrics {
@@ -61,6 +64,9 @@ impl MonitorMetrics {
             rebalances: counter("rebalances_total", "Consumer group rebalances seen")?,
             late_events: counter("late_events_total", "Events for a window that had already closed (counted, window recomputed)")?,
             windows_closed: counter("windows_closed_total", "Window closes (and re-closes after late events) written to window_metrics")?,
+            drift_tests: counter("drift_tests_total", "Feature drift tests run at window close")?,
+            features_drifted: counter("features_drifted_total", "Feature drift tests whose verdict was drift")?,
+            references_created: counter("references_created_total", "Baseline references taken from a first closed window")?,
             close_errors: counter("window_close_errors_total", "Window closes that failed and will be retried")?,
             segment_overflow: counter(
                 "segment_overflow_total",

@@ -19,6 +19,7 @@ use vigil_store::Store;
 use crate::partials::{PendingPartials, Segmenter};
 use crate::clock::WindowClock;
 use crate::http::Readiness;
+use crate::drift::numeric_drift;
 use crate::window::WindowState;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin};
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
@@ -34,6 +35,9 @@ struct Pipeline {
     segments: Segmenter,
     clock: WindowClock,
     config_hash: String,
+    /// Reference per (model, version): its id and state. Loaded with the stored positions.
+    references: HashMap<(String, String), (String, WindowState)>,
+    drift_policy: vigil_stats::DriftPolicy,
     /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
     /// rebalance.
     stored: Option<HashMap<u32, i64>>,
@@ -72,6 +76,8 @@ pub async fn run(
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
         clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32),
         config_hash: settings.config_hash(),
+        references: HashMap::new(),
+        drift_policy: vigil_stats::DriftPolicy::default(),
         settings,
         store,
         consumer: consumer.clone(),
@@ -140,6 +146,10 @@ impl Pipeline {
                 // After a (re)start or rebalance: resume behind what is stored, with the segments
                 // it already admitted.
                 self.segments.admit_stored(self.store.stored_segments().await?);
+                for reference in self.store.references().await? {
+                    let state: WindowState = serde_json::from_str(&reference.state)?;
+                    self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
+                }
                 for (partition, window_start) in self.store.unclosed_windows().await? {
                     self.clock.reopen(partition as i32, window_start);
                 }
@@ -221,6 +231,29 @@ impl Pipeline {
         }
     }
 
+    /// Makes `state` (a version's first closed window with enough events) its reference.
+    async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
+        let json = serde_json::to_string(state)?;
+        let content_hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let reference_id = format!("baseline:{model_id}:{model_version}:{window_start}");
+        self.store
+            .insert_reference(&vigil_store::ReferenceRow {
+                model_id: model_id.to_owned(),
+                model_version: model_version.to_owned(),
+                reference_id: reference_id.clone(),
+                content_hash: format!("{content_hash:016x}"),
+                source: format!("live baseline: window {window_start}, {} events", state.events),
+                events: state.events,
+                state: json,
+                created_at: now,
+            })
+            .await?;
+        tracing::info!(model_id, model_version, reference_id, events = state.events, "baseline reference created");
+        self.metrics.references_created.inc();
+        self.references.insert((model_id.to_owned(), model_version.to_owned()), (reference_id, state.clone()));
+        Ok(())
+    }
+
     async fn close_window(&mut self, partition: i32, window_start: u32) -> Result<u64, MonitorError> {
         let partials = self.store.partials_at(partition as u32, window_start).await?;
         let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
@@ -229,33 +262,70 @@ impl Pipeline {
             merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
         }
         let computed_at = unix_seconds();
-        let rows: Vec<vigil_store::WindowMetricsRow> = merged
-            .into_iter()
-            .map(|((model_id, model_version, segment), state)| {
-                let summary = state.summary();
-                let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
-                vigil_store::WindowMetricsRow {
-                    model_id,
-                    model_version,
-                    segment,
-                    window_start,
-                    window_seconds: self.settings.window_seconds,
-                    events: state.events,
-                    late_events: state.late_events,
-                    latency_p50_ms: p50,
-                    latency_p95_ms: p95,
-                    latency_p99_ms: p99,
-                    score_mean: summary.score_mean,
-                    predicted_labels: serde_json::to_string(&summary.predicted_labels).unwrap_or_default(),
-                    feature_means: serde_json::to_string(&summary.feature_means).unwrap_or_default(),
-                    features_missing: summary.features_missing,
-                    reference_id: String::new(),
-                    config_hash: self.config_hash.clone(),
-                    source_partition: partition as u32,
-                    computed_at,
+        let mut rows = Vec::with_capacity(merged.len());
+        let mut drift_rows = Vec::new();
+        for ((model_id, model_version, segment), state) in merged {
+            let reference_key = (model_id.clone(), model_version.clone());
+            if !self.references.contains_key(&reference_key) && segment.is_empty() && state.events >= self.settings.baseline_min_events {
+                self.create_baseline(&model_id, &model_version, window_start, &state, computed_at).await?;
+            }
+            let reference_id = match self.references.get(&reference_key) {
+                Some((id, reference)) => {
+                    if !id.ends_with(&format!(":{window_start}")) {
+                        let (results, skipped) = numeric_drift(reference, &state, &self.drift_policy);
+                        for (feature, error) in skipped {
+                            tracing::debug!(%error, feature, model_id, "drift test skipped");
+                        }
+                        self.metrics.drift_tests.inc_by(results.len() as u64);
+                        self.metrics.features_drifted.inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
+                        drift_rows.extend(results.into_iter().map(|r| vigil_store::FeatureDriftRow {
+                            model_id: model_id.clone(),
+                            model_version: model_version.clone(),
+                            segment: segment.clone(),
+                            window_start,
+                            feature: r.feature,
+                            test: r.result.test.name().to_owned(),
+                            statistic: r.result.statistic,
+                            p_value: r.result.p_value,
+                            error_bound: r.result.error_bound,
+                            threshold: r.result.threshold,
+                            drifted: u8::from(r.result.drifted),
+                            current_count: r.current_count,
+                            events: state.events,
+                            reference_id: id.clone(),
+                            config_hash: self.config_hash.clone(),
+                            computed_at,
+                        }));
+                    }
+                    id.clone()
                 }
-            })
-            .collect();
+                None => String::new(),
+            };
+            let summary = state.summary();
+            let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
+            rows.push(vigil_store::WindowMetricsRow {
+                model_id,
+                model_version,
+                segment,
+                window_start,
+                window_seconds: self.settings.window_seconds,
+                events: state.events,
+                late_events: state.late_events,
+                latency_p50_ms: p50,
+                latency_p95_ms: p95,
+                latency_p99_ms: p99,
+                score_mean: summary.score_mean,
+                predicted_labels: serde_json::to_string(&summary.predicted_labels).unwrap_or_default(),
+                feature_means: serde_json::to_string(&summary.feature_means).unwrap_or_default(),
+                features_missing: summary.features_missing,
+                reference_id,
+                config_hash: self.config_hash.clone(),
+                source_partition: partition as u32,
+                computed_at,
+            });
+        }
+        // Drift first: a window counts as closed once its metrics row exists.
+        self.store.insert_feature_drift(&drift_rows).await?;
         self.store.insert_window_metrics(&rows).await?;
         Ok(rows.len() as u64)
     }

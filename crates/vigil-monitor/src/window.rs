@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_events::PredictionView;
-use vigil_stats::{LatencySketch, NumericSketch, StatsError};
+use vigil_stats::{LatencySketch, NumericSketch, QuantileSketch, StatsError};
 
 /// Distinct values kept per categorical feature (and predicted label) in one window; the rest
 /// are counted under [`OTHER`].
@@ -18,55 +18,6 @@ const LATENCY_SIGFIG: u8 = 2;
 /// Scores are probabilities: fixed 0.05-wide bins, the same in every window, so windows merge.
 const SCORE_BINS: usize = 20;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Moments {
-    pub count: u64,
-    /// NaN or infinite values: missing, not in the moments.
-    pub missing: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Moments {
-    fn add(&mut self, x: f64) {
-        if !x.is_finite() {
-            self.missing += 1;
-            return;
-        }
-        if self.count == 0 {
-            (self.min, self.max) = (x, x);
-        } else {
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
-        }
-        self.count += 1;
-        // Saturate rather than overflow to infinity, which JSON cannot carry.
-        self.sum = (self.sum + x).clamp(f64::MIN, f64::MAX);
-        self.sum_sq = (self.sum_sq + x * x).min(f64::MAX);
-    }
-
-    fn merge(&mut self, other: &Self) {
-        if other.count > 0 {
-            if self.count == 0 {
-                (self.min, self.max) = (other.min, other.max);
-            } else {
-                self.min = self.min.min(other.min);
-                self.max = self.max.max(other.max);
-            }
-        }
-        self.count += other.count;
-        self.missing += other.missing;
-        self.sum = (self.sum + other.sum).clamp(f64::MIN, f64::MAX);
-        self.sum_sq = (self.sum_sq + other.sum_sq).min(f64::MAX);
-    }
-
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowState {
     pub events: u64,
@@ -76,7 +27,9 @@ pub struct WindowState {
     pub latency_us: Option<LatencySketch>,
     pub scores: Option<NumericSketch>,
     pub predicted_labels: BTreeMap<String, u64>,
-    pub numeric: BTreeMap<String, Moments>,
+    /// Per numeric feature: a reference-independent quantile sketch (1% relative accuracy),
+    /// re-binned onto the reference's quantiles for drift tests at close.
+    pub numeric: BTreeMap<String, QuantileSketch>,
     pub categorical: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -96,8 +49,8 @@ impl WindowState {
         }
         for (name, x) in &event.numeric_features {
             match self.numeric.get_mut(*name) {
-                Some(m) => m.add(*x),
-                None => self.numeric.entry((*name).to_owned()).or_default().add(*x),
+                Some(sketch) => sketch.update(*x),
+                None => self.numeric.entry((*name).to_owned()).or_default().update(*x),
             }
         }
         for (name, value) in &event.categorical_features {
@@ -117,8 +70,8 @@ impl WindowState {
         for (label, n) in &other.predicted_labels {
             add_capped(&mut self.predicted_labels, label, *n);
         }
-        for (name, m) in &other.numeric {
-            self.numeric.entry(name.clone()).or_default().merge(m);
+        for (name, sketch) in &other.numeric {
+            self.numeric.entry(name.clone()).or_default().merge(sketch)?;
         }
         for (name, counts) in &other.categorical {
             let mine = self.categorical.entry(name.clone()).or_default();
@@ -152,7 +105,7 @@ impl WindowState {
             score_mean: self.scores.as_ref().and_then(NumericSketch::mean),
             predicted_labels: self.predicted_labels.clone(),
             feature_means: self.numeric.iter().filter_map(|(k, m)| Some((k.clone(), m.mean()?))).collect(),
-            features_missing: self.numeric.values().map(|m| m.missing).sum(),
+            features_missing: self.numeric.values().map(QuantileSketch::nonfinite).sum(),
         }
     }
 }
@@ -231,10 +184,11 @@ mod tests {
         assert_eq!((merged.late_events, whole.late_events), (10, 10));
         assert_eq!(merged.predicted_labels, whole.predicted_labels);
         assert_eq!(merged.categorical, whole.categorical);
-        assert_eq!(merged.numeric["gap"].missing, 20);
-        assert_eq!(merged.numeric["x"].count, whole.numeric["x"].count);
-        assert_eq!(merged.numeric["x"].sum, whole.numeric["x"].sum);
-        assert_eq!((merged.numeric["x"].min, merged.numeric["x"].max), (0.0, 99.0));
+        assert_eq!(merged.numeric["gap"].nonfinite(), 20);
+        assert_eq!(merged.numeric["x"].count(), whole.numeric["x"].count());
+        assert_eq!(merged.numeric["x"].sum(), whole.numeric["x"].sum());
+        assert_eq!((merged.numeric["x"].min(), merged.numeric["x"].max()), (Some(0.0), Some(99.0)));
+        assert_eq!(merged.numeric["x"].quantile(0.5).unwrap(), whole.numeric["x"].quantile(0.5).unwrap());
         assert_eq!(merged.scores.as_ref().unwrap().counts(), whole.scores.as_ref().unwrap().counts());
         let (m, w) = (merged.latency_us.as_ref().unwrap(), whole.latency_us.as_ref().unwrap());
         assert_eq!(m.count(), 100);

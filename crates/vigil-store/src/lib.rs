@@ -71,6 +71,40 @@ pub struct WindowMetricsRow {
     pub computed_at: u32,
 }
 
+/// A reference profile (`reference_profiles`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ReferenceRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub reference_id: String,
+    pub content_hash: String,
+    pub source: String,
+    pub events: u64,
+    pub state: String,
+    pub created_at: u32,
+}
+
+/// One drift test of one feature in one closed window (`feature_drift`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct FeatureDriftRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub segment: String,
+    pub window_start: u32,
+    pub feature: String,
+    pub test: String,
+    pub statistic: f64,
+    pub p_value: Option<f64>,
+    pub error_bound: Option<f64>,
+    pub threshold: f64,
+    pub drifted: u8,
+    pub current_count: u64,
+    pub events: u64,
+    pub reference_id: String,
+    pub config_hash: String,
+    pub computed_at: u32,
+}
+
 /// One partial of a window being closed, with its key.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct KeyedPartial {
@@ -210,14 +244,7 @@ impl Store {
     /// Writes all rows in one INSERT, which ClickHouse applies atomically (one block, far below
     /// `max_insert_block_size`): either every partial and position lands, or none does.
     pub async fn insert_window_partials(&self, rows: &[WindowPartialRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self.db.insert::<WindowPartialRow>("window_partials").await.map_err(|e| self.classify(e))?;
-        for row in rows {
-            insert.write(row).await.map_err(|e| self.classify(e))?;
-        }
-        insert.end().await.map_err(|e| self.classify(e))
+        self.insert_rows("window_partials", rows).await
     }
 
     /// The next offset to read per partition of `topic`, as far as stored rows cover it.
@@ -251,16 +278,56 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
-    /// Writes the metrics of closed windows in one INSERT.
-    pub async fn insert_window_metrics(&self, rows: &[WindowMetricsRow]) -> Result<(), StoreError> {
+    pub async fn insert_reference(&self, row: &ReferenceRow) -> Result<(), StoreError> {
+        self.insert_rows("reference_profiles", std::slice::from_ref(row)).await
+    }
+
+    pub async fn references(&self) -> Result<Vec<ReferenceRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, reference_id, content_hash, source, events, state, toUInt32(created_at) \
+                 FROM reference_profiles FINAL",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    pub async fn insert_feature_drift(&self, rows: &[FeatureDriftRow]) -> Result<(), StoreError> {
+        self.insert_rows("feature_drift", rows).await
+    }
+
+    /// The latest drift verdicts, oldest window first.
+    pub async fn feature_drift(&self) -> Result<Vec<FeatureDriftRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, segment, toUInt32(window_start), feature, test, statistic, p_value, \
+                 error_bound, threshold, drifted, current_count, events, reference_id, config_hash, toUInt32(computed_at) \
+                 FROM feature_drift FINAL ORDER BY window_start, model_id, model_version, segment, feature",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Writes rows to `table` in one INSERT.
+    async fn insert_rows<T: Row + Serialize + clickhouse::RowWrite>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    where
+        for<'a> T: Row<Value<'a> = T>,
+    {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.db.insert::<WindowMetricsRow>("window_metrics").await.map_err(|e| self.classify(e))?;
+        let mut insert = self.db.insert::<T>(table).await.map_err(|e| self.classify(e))?;
         for row in rows {
             insert.write(row).await.map_err(|e| self.classify(e))?;
         }
         insert.end().await.map_err(|e| self.classify(e))
+    }
+
+    /// Writes the metrics of closed windows in one INSERT.
+    pub async fn insert_window_metrics(&self, rows: &[WindowMetricsRow]) -> Result<(), StoreError> {
+        self.insert_rows("window_metrics", rows).await
     }
 
     /// (partition, window start) pairs with partials but no metrics yet: what a restarted monitor

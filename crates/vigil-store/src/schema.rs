@@ -90,6 +90,53 @@ ORDER BY (model_id, model_version, window_start, segment){ttl}"
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start){ttl}"
         ),
+    },
+    Migration {
+        id: 4,
+        name: "reference_profiles",
+        // What a model version's drift is measured against: a live baseline (its first closed
+        // window with enough events) or, later, an uploaded file. `state` is a window state.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.reference_profiles (
+    model_id {name_type},
+    model_version {name_type},
+    reference_id String,
+    content_hash String,
+    source String,
+    events UInt64,
+    state String,
+    created_at DateTime
+) ENGINE = ReplacingMergeTree()
+ORDER BY (model_id, model_version)"
+        ),
+    },
+    Migration {
+        id: 5,
+        name: "feature_drift",
+        // One drift test per feature per closed window, every verdict stored (not only breaches).
+        // Like window_metrics, a re-close replaces the row; the most events wins.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.feature_drift (
+    model_id {name_type},
+    model_version {name_type},
+    segment String,
+    window_start DateTime,
+    feature String,
+    test String,
+    statistic Float64,
+    p_value Nullable(Float64),
+    error_bound Nullable(Float64),
+    threshold Float64,
+    drifted UInt8,
+    current_count UInt64,
+    events UInt64,
+    reference_id String,
+    config_hash String,
+    computed_at DateTime
+) ENGINE = ReplacingMergeTree(events)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model_id, model_version, segment, window_start, feature){ttl}"
+        ),
     }]
 }
 

@@ -90,6 +90,9 @@ pub struct MonitorSection {
     /// A window closes once events this much newer than its end have been seen on its partition;
     /// later events still count (the window is recomputed) and are reported as late.
     pub allowed_lateness_seconds: u32,
+    /// A version without a reference takes its first closed window with at least this many
+    /// events as its baseline.
+    pub baseline_min_events: u64,
     pub flush_interval_ms: u64,
     pub max_pending_messages: usize,
     pub drain_timeout_ms: u64,
@@ -103,6 +106,7 @@ impl Default for MonitorSection {
             segment_tags: Vec::new(),
             max_segments_per_model: 100,
             allowed_lateness_seconds: 60,
+            baseline_min_events: 500,
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
             drain_timeout_ms: 30_000,
@@ -261,6 +265,7 @@ impl Config {
             segment_tags: m.segment_tags.clone(),
             max_segments_per_model: m.max_segments_per_model,
             allowed_lateness: Duration::from_secs(m.allowed_lateness_seconds.into()),
+            baseline_min_events: m.baseline_min_events,
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),

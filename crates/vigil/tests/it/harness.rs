@@ -70,6 +70,8 @@ impl TestEnv {
             .env("VIGIL__MONITOR__SEGMENT_TAGS", "country")
             // Test traffic interleaves three one-minute windows.
             .env("VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS", "300")
+            // ~140 events per model version and window: enough for a baseline in tests.
+            .env("VIGIL__MONITOR__BASELINE_MIN_EVENTS", "50")
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())

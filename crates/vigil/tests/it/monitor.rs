@@ -57,8 +57,11 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
     let now = 1_764_000_000_000;
     for i in 0..N {
-        // Spread over three one-minute windows.
-        let event = generator.next_prediction(now + (i as i64 % 3) * 60_000);
+        // Spread over three one-minute windows; in the third, feature f05 shifts by 3 sd.
+        let mut event = generator.next_prediction(now + (i as i64 % 3) * 60_000);
+        if i % 3 == 2 {
+            *event.numeric_features.get_mut("f05").unwrap() += 3.0;
+        }
         *expected.entry((event.model_id.clone(), event.model_version.clone())).or_default() += 1;
         producer.log_prediction(&event).unwrap();
     }
@@ -139,6 +142,23 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert!(metrics.contains(&format!("vigil_monitor_events_decoded_total {}", N + clock_events)), "{metrics}");
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"not_avro\"} 5"), "{metrics}");
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"unknown_schema\"} 4"), "{metrics}");
+
+    // Drift: window 0 became each version's baseline; windows 1 and 2 were tested against it,
+    // every feature in every segment, and only the shifted feature drifted in window 2.
+    let drift = store.feature_drift().await.unwrap();
+    let (w0, w2) = (1_764_000_000, 1_764_000_120);
+    let tested_keys = totals.iter().filter(|t| t.window_start != w0).count();
+    assert_eq!(drift.len(), tested_keys * 20, "20 features per tested (model, version, segment, window)");
+    for row in drift.iter().filter(|r| r.segment.is_empty()) {
+        assert!(row.reference_id.ends_with(&format!(":{w0}")), "{row:?}");
+        if row.feature == "f05" && row.window_start == w2 {
+            assert!(row.drifted == 1 && row.statistic > 0.5, "the shifted feature drifts: {row:?}");
+        } else {
+            assert!(row.statistic < 0.3, "unshifted features stay close to the baseline: {row:?}");
+        }
+    }
+    let shifted_drifted = drift.iter().filter(|r| r.feature == "f05" && r.window_start == w2 && r.segment.is_empty() && r.drifted == 1).count();
+    assert_eq!(shifted_drifted, 12, "all 4 models x 3 versions");
 
     // A late event for a closed window counts, and the window is closed again with it.
     let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
