@@ -11,6 +11,7 @@ use crate::AlertError;
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Where the outbox lives (`outbox.jsonl`); it must survive restarts.
+    #[serde(default = "default_outbox_dir")]
     pub outbox_dir: PathBuf,
     #[serde(default)]
     pub receivers: Vec<ReceiverConfig>,
@@ -24,6 +25,22 @@ pub struct AlertsConfig {
 
 fn default_queue() -> usize {
     1024
+}
+
+fn default_outbox_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil/alerts")
+}
+
+/// No receivers: alerting is off until some are configured.
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            outbox_dir: default_outbox_dir(),
+            receivers: Vec::new(),
+            delivery: DeliveryConfig::default(),
+            queue_capacity: default_queue(),
+        }
+    }
 }
 
 /// Unknown keys are refused by [`ReceiverKind`] (`deny_unknown_fields` does not work through
@@ -152,6 +169,9 @@ impl AlertsConfig {
             if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
                 problems.push(format!("{key}.{field} must not be empty"));
             }
+        }
+        if self.outbox_dir.as_os_str().is_empty() {
+            problems.push(format!("{prefix}.outbox_dir must not be empty"));
         }
         let d = &self.delivery;
         if d.max_attempts == 0 {

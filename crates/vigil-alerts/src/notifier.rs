@@ -92,6 +92,12 @@ impl Notifier {
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }
+
+    /// Alerts accepted but not yet taken by the dispatcher (and so not yet in the outbox): wait
+    /// for zero before cancelling at shutdown, or they are lost.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
 }
 
 type SharedOutbox = Arc<Mutex<Outbox>>;

@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use vigil_events::{decode, encode, LifecycleEvent, RemediationEvent};
 
-use crate::{decide, LifecycleError, LifecyclePolicy, Outcome, Registry};
+use crate::{decide, Decision, LifecycleError, LifecyclePolicy, Outcome, Registry};
 
 /// What [`run`] needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -191,6 +191,18 @@ pub async fn run(
     settings: LifecycleSettings,
     shutdown: CancellationToken,
 ) -> Result<Registry, LifecycleError> {
+    run_with_hook(settings, shutdown, |_, _| {}).await
+}
+
+/// [`run`], calling `on_decision` with every remediation read and what was decided about it,
+/// once its events (if any) are acknowledged by the broker: this is how the binary turns
+/// remediations into alerts. A duplicate remediation comes with [`Outcome::Duplicate`]. The hook
+/// runs on the consumer's task, so it must not block (`vigil_alerts::Notifier::notify` does not).
+pub async fn run_with_hook(
+    settings: LifecycleSettings,
+    shutdown: CancellationToken,
+    mut on_decision: impl FnMut(&RemediationEvent, &Decision) + Send,
+) -> Result<Registry, LifecycleError> {
     let kafka = |action| move |source| LifecycleError::Kafka { action, source };
     let (mut registry, mut stats) = replay(&settings).await?;
 
@@ -222,15 +234,7 @@ pub async fn run(
         .subscribe(&[&settings.remediations_topic])
         .map_err(kafka("subscribe to remediations"))?;
 
-    let mut config = settings.client_config();
-    config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "0");
-    let producer: FutureProducer = settings
-        .finish(config)
-        .create()
-        .map_err(kafka("create lifecycle producer"))?;
+    let producer = producer(&settings)?;
     tracing::info!(remediations = %settings.remediations_topic, lifecycle = %settings.lifecycle_topic, "lifecycle consumer running");
 
     loop {
@@ -251,7 +255,11 @@ pub async fn run(
                     }
                 };
                 match decode::<RemediationEvent>(m.payload().unwrap_or_default()) {
-                    Ok(remediation) => handle(&settings, &mut registry, &producer, &remediation).await?,
+                    Ok(remediation) => {
+                        if let Some(decision) = handle(&settings, &mut registry, &producer, &remediation).await? {
+                            on_decision(&remediation, &decision);
+                        }
+                    }
                     Err(source) => {
                         let error = LifecycleError::Decode { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), source };
                         tracing::warn!(%error, "remediation skipped");
@@ -273,7 +281,7 @@ async fn handle(
     registry: &mut Registry,
     producer: &FutureProducer,
     remediation: &RemediationEvent,
-) -> Result<(), LifecycleError> {
+) -> Result<Option<Decision>, LifecycleError> {
     let decision = decide(registry, remediation, &settings.policy, now_ms());
     match &decision.outcome {
         Outcome::Duplicate | Outcome::NoAction { .. } => {
@@ -287,10 +295,36 @@ async fn handle(
         if let Err(error) = registry.apply(event) {
             // A decision the registry rejects is a bug in `decide`; never publish it.
             tracing::error!(%error, event_id = %event.event_id, "decided event rejected by the registry");
-            return Ok(());
+            return Ok(None);
         }
     }
-    for event in &decision.events {
+    send(settings, producer, &decision.events).await?;
+    Ok(Some(decision))
+}
+
+/// The idempotent producer (`acks=all`) every lifecycle event goes out with.
+fn producer(settings: &LifecycleSettings) -> Result<FutureProducer, LifecycleError> {
+    let mut config = settings.client_config();
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0");
+    settings
+        .finish(config)
+        .create()
+        .map_err(|source| LifecycleError::Kafka {
+            action: "create lifecycle producer",
+            source,
+        })
+}
+
+/// Publishes `events` in order, keyed by model, each acknowledged before the next is sent.
+async fn send(
+    settings: &LifecycleSettings,
+    producer: &FutureProducer,
+    events: &[LifecycleEvent],
+) -> Result<(), LifecycleError> {
+    for event in events {
         let payload = encode(event);
         let record = FutureRecord::to(&settings.lifecycle_topic)
             .key(&event.model_id)
@@ -304,6 +338,16 @@ async fn handle(
             })?;
     }
     Ok(())
+}
+
+/// Appends `events` to the lifecycle log as they are, for callers outside the consumer (a human
+/// registering a version, an approval). Check them against a replayed [`Registry`] first: the
+/// log keeps whatever is sent, and a replay skips an illegal event.
+pub async fn publish(
+    settings: &LifecycleSettings,
+    events: &[LifecycleEvent],
+) -> Result<(), LifecycleError> {
+    send(settings, &producer(settings)?, events).await
 }
 
 fn now_ms() -> i64 {

@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use vigil_events::topics;
 
+mod lifecycle;
+pub use lifecycle::LifecycleSection;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -19,6 +22,9 @@ pub struct Config {
     pub clickhouse: ClickHouseSection,
     pub monitor: MonitorSection,
     pub http: HttpSection,
+    pub lifecycle: LifecycleSection,
+    /// No receivers (the default): alerting is off.
+    pub alerts: vigil_alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +50,8 @@ pub struct TopicsSection {
     pub predictions: String,
     pub outcomes: String,
     pub deadletter: String,
+    pub remediations: String,
+    pub lifecycle: String,
 }
 
 impl Default for TopicsSection {
@@ -52,6 +60,8 @@ impl Default for TopicsSection {
             predictions: topics::PREDICTIONS.into(),
             outcomes: topics::OUTCOMES.into(),
             deadletter: topics::DEADLETTER.into(),
+            remediations: topics::REMEDIATIONS.into(),
+            lifecycle: topics::LIFECYCLE.into(),
         }
     }
 }
@@ -183,7 +193,13 @@ impl Config {
             (1..=1000).contains(&self.kafka.topic_partitions),
             format!("kafka.topic_partitions: {} must be between 1 and 1000", self.kafka.topic_partitions),
         );
-        for (key, topic) in [("topics.predictions", &self.topics.predictions), ("topics.outcomes", &self.topics.outcomes), ("topics.deadletter", &self.topics.deadletter)] {
+        for (key, topic) in [
+            ("topics.predictions", &self.topics.predictions),
+            ("topics.outcomes", &self.topics.outcomes),
+            ("topics.deadletter", &self.topics.deadletter),
+            ("topics.remediations", &self.topics.remediations),
+            ("topics.lifecycle", &self.topics.lifecycle),
+        ] {
             check(valid_topic(topic), format!("{key}: {topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-', at most 249)"));
         }
         check(
@@ -232,6 +248,12 @@ impl Config {
             self.http.listen.parse::<SocketAddr>().is_ok(),
             format!("http.listen: {:?} is not an address like 127.0.0.1:9464", self.http.listen),
         );
+        check(
+            self.topics.lifecycle != self.topics.remediations,
+            "topics.lifecycle: must differ from topics.remediations (one is the registry log, the other its input)".into(),
+        );
+        self.lifecycle.check(&mut errors);
+        lifecycle::check_alerts(&self.alerts, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -270,6 +292,23 @@ impl Config {
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),
         }
+    }
+
+    pub fn lifecycle_settings(&self) -> vigil_lifecycle::kafka::LifecycleSettings {
+        vigil_lifecycle::kafka::LifecycleSettings {
+            brokers: self.kafka.brokers.clone(),
+            client: self.kafka.client.clone(),
+            lifecycle_topic: self.topics.lifecycle.clone(),
+            remediations_topic: self.topics.remediations.clone(),
+            group_id: self.lifecycle.group_id.clone(),
+            policy: self.lifecycle.policy(),
+            replay_timeout: self.lifecycle.replay_timeout(),
+        }
+    }
+
+    /// Whether `[alerts]` names any receiver; without one, alerting is off.
+    pub fn alerts_enabled(&self) -> bool {
+        !self.alerts.receivers.is_empty()
     }
 
     pub fn http_listen(&self) -> SocketAddr {

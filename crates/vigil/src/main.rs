@@ -31,6 +31,9 @@ enum Command {
     Quickstart(cmd::quickstart::Args),
     /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
     Drift(vigil_offline::DriftArgs),
+    /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
+    /// `register` read and append to the lifecycle log.
+    Lifecycle(cmd::lifecycle::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
             Command::Monitor => cmd::monitor::run(&config).await,
             Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
+            Command::Lifecycle(args) => cmd::lifecycle::run(&config, args).await,
             Command::Drift(_) => unreachable!("handled before the configuration is loaded"),
         }
     });

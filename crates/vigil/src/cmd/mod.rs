@@ -1,3 +1,4 @@
+pub mod lifecycle;
 pub mod loadgen;
 pub mod migrate;
 pub mod monitor;

@@ -5,4 +5,5 @@
 
 mod drift;
 mod harness;
+mod lifecycle;
 mod monitor;
