@@ -210,3 +210,31 @@ impl DeadLetters {
         Ok(())
     }
 }
+
+/// Publishes remediation events, keyed by model id, with an idempotent producer; a send returns
+/// once the broker has the event.
+pub struct Remediations {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Remediations {
+    pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, MonitorError> {
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(|e| MonitorError::Kafka { action: "create remediation producer", source: e })?;
+        Ok(Self { producer, topic: topic.to_owned() })
+    }
+
+    pub async fn send(&self, event: &vigil_events::RemediationEvent) -> Result<(), MonitorError> {
+        let payload = vigil_events::encode(event);
+        let record = FutureRecord::to(&self.topic).key(&event.model_id).payload(&payload);
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| MonitorError::Kafka { action: "send remediation", source: error })
+    }
+}

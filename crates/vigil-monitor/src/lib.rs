@@ -9,6 +9,7 @@ mod kafka;
 mod metrics;
 mod partials;
 mod pipeline;
+mod policy;
 mod window;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;
 pub use pipeline::run;
+pub use policy::{check, remediation_id, DriftPolicySettings, PolicyCheck, Streaks, Verdict};
 pub use window::{WindowState, WindowSummary};
 
 /// What `run` needs, already validated by the caller.
@@ -41,6 +43,8 @@ pub struct MonitorSettings {
     /// A version without a reference takes its first closed window with at least this many
     /// events (all segments together) as its baseline reference.
     pub baseline_min_events: u64,
+    pub remediations_topic: String,
+    pub drift_policy: DriftPolicySettings,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.
@@ -54,7 +58,7 @@ impl MonitorSettings {
     /// replay can tell whether it computes under the same configuration. FNV-1a 64, hex.
     pub fn config_hash(&self) -> String {
         let canonical = format!(
-            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={}",
+            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={};policy={:?}",
             self.window_seconds,
             self.allowed_lateness.as_secs(),
             self.segment_tags.join(","),
@@ -62,6 +66,7 @@ impl MonitorSettings {
             window::CATEGORY_CAP,
             self.baseline_min_events,
             drift::REFERENCE_BINS,
+            self.drift_policy,
         );
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         format!("{hash:016x}")

@@ -23,6 +23,7 @@ pub struct MonitorMetrics {
     pub drift_tests: IntCounter,
     pub features_drifted: IntCounter,
     pub references_created: IntCounter,
+    pub remediations: IntCounter,
 }
 
 impl MonitorMetrics {
@@ -66,6 +67,7 @@ impl MonitorMetrics {
             windows_closed: counter("windows_closed_total", "Window closes (and re-closes after late events) written to window_metrics")?,
             drift_tests: counter("drift_tests_total", "Feature drift tests run at window close")?,
             features_drifted: counter("features_drifted_total", "Feature drift tests whose verdict was drift")?,
+            remediations: counter("remediations_total", "Remediation events published after a policy breach")?,
             references_created: counter("references_created_total", "Baseline references taken from a first closed window")?,
             close_errors: counter("window_close_errors_total", "Window closes that failed and will be retried")?,
             segment_overflow: counter(

@@ -21,7 +21,8 @@ use crate::clock::WindowClock;
 use crate::http::Readiness;
 use crate::drift::numeric_drift;
 use crate::window::WindowState;
-use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin};
+use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
+use crate::policy::{self, Streaks, Verdict};
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
 struct Pipeline {
@@ -38,6 +39,8 @@ struct Pipeline {
     /// Reference per (model, version): its id and state. Loaded with the stored positions.
     references: HashMap<(String, String), (String, WindowState)>,
     drift_policy: vigil_stats::DriftPolicy,
+    remediations: Remediations,
+    streaks: Streaks,
     /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
     /// rebalance.
     stored: Option<HashMap<u32, i64>>,
@@ -78,6 +81,8 @@ pub async fn run(
         config_hash: settings.config_hash(),
         references: HashMap::new(),
         drift_policy: vigil_stats::DriftPolicy::default(),
+        remediations: Remediations::new(&settings.kafka, &settings.remediations_topic)?,
+        streaks: Streaks::default(),
         settings,
         store,
         consumer: consumer.clone(),
@@ -231,6 +236,77 @@ impl Pipeline {
         }
     }
 
+    /// Checks the drift policy for one closed window and, on a breach that lasted the configured
+    /// windows, publishes a remediation with the evidence.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_policy(
+        &mut self,
+        model_id: &str,
+        model_version: &str,
+        window_start: u32,
+        reference_id: &str,
+        events: u64,
+        results: &[crate::drift::FeatureDrift],
+        now: u32,
+    ) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
+        let settings = &self.settings.drift_policy;
+        let check = policy::check(settings, events, results);
+        let streak = self.streaks.record(model_id, model_version, check.verdict);
+        let mut remediation_id = String::new();
+        if check.verdict == Verdict::Breach && streak >= settings.consecutive_windows {
+            remediation_id = policy::remediation_id(model_id, model_version, window_start, &settings.name, &self.config_hash);
+            let evidence = results
+                .iter()
+                .filter(|r| check.drifted.contains(&r.feature))
+                .map(|r| vigil_events::Evidence {
+                    metric: format!("drift.{}", r.result.test.name()),
+                    value: r.result.p_value.unwrap_or(r.result.statistic),
+                    threshold: if r.result.p_value.is_some() { check.corrected_alpha } else { r.result.threshold },
+                    feature: Some(r.feature.clone()),
+                })
+                .collect();
+            let event = vigil_events::RemediationEvent {
+                remediation_id: remediation_id.clone(),
+                model_id: model_id.to_owned(),
+                model_version: model_version.to_owned(),
+                window_start_ms: i64::from(window_start) * 1000,
+                window_end_ms: (i64::from(window_start) + i64::from(self.settings.window_seconds)) * 1000,
+                severity: settings.severity,
+                action: settings.action,
+                policy: settings.name.clone(),
+                evidence,
+                reference_id: Some(reference_id.to_owned()),
+                config_hash: self.config_hash.clone(),
+                created_at_ms: i64::from(now) * 1000,
+            };
+            self.remediations.send(&event).await?;
+            self.metrics.remediations.inc();
+            tracing::warn!(model_id, model_version, window_start, remediation_id, drifted = ?check.drifted, "drift policy breached: remediation sent");
+        }
+        let detail = format!(
+            "{{\"drifted\":{},\"tested\":{},\"corrected_alpha\":{}}}",
+            serde_json_list(&check.drifted),
+            check.tested,
+            check.corrected_alpha
+        );
+        Ok(vigil_store::PolicyCheckRow {
+            model_id: model_id.to_owned(),
+            model_version: model_version.to_owned(),
+            window_start,
+            policy: settings.name.clone(),
+            verdict: check.verdict.name().to_owned(),
+            value: check.drifted.len() as f64,
+            threshold: settings.min_drifted_features as f64,
+            detail,
+            streak,
+            remediation_id,
+            events,
+            reference_id: reference_id.to_owned(),
+            config_hash: self.config_hash.clone(),
+            computed_at: now,
+        })
+    }
+
     /// Makes `state` (a version's first closed window with enough events) its reference.
     async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
         let json = serde_json::to_string(state)?;
@@ -264,6 +340,7 @@ impl Pipeline {
         let computed_at = unix_seconds();
         let mut rows = Vec::with_capacity(merged.len());
         let mut drift_rows = Vec::new();
+        let mut policy_inputs = Vec::new();
         for ((model_id, model_version, segment), state) in merged {
             let reference_key = (model_id.clone(), model_version.clone());
             if !self.references.contains_key(&reference_key) && segment.is_empty() && state.events >= self.settings.baseline_min_events {
@@ -275,6 +352,9 @@ impl Pipeline {
                         let (results, skipped) = numeric_drift(reference, &state, &self.drift_policy);
                         for (feature, error) in skipped {
                             tracing::debug!(%error, feature, model_id, "drift test skipped");
+                        }
+                        if segment.is_empty() {
+                            policy_inputs.push((model_id.clone(), model_version.clone(), id.clone(), state.events, results.clone()));
                         }
                         self.metrics.drift_tests.inc_by(results.len() as u64);
                         self.metrics.features_drifted.inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
@@ -324,8 +404,13 @@ impl Pipeline {
                 computed_at,
             });
         }
-        // Drift first: a window counts as closed once its metrics row exists.
+        // Drift and policies first: a window counts as closed once its metrics row exists.
         self.store.insert_feature_drift(&drift_rows).await?;
+        let mut checks = Vec::new();
+        for (model_id, model_version, reference_id, events, results) in policy_inputs {
+            checks.push(self.evaluate_policy(&model_id, &model_version, window_start, &reference_id, events, &results, computed_at).await?);
+        }
+        self.store.insert_policy_checks(&checks).await?;
         self.store.insert_window_metrics(&rows).await?;
         Ok(rows.len() as u64)
     }
@@ -384,6 +469,10 @@ impl Pipeline {
         self.metrics.late_events.inc_by(local.late);
         self.metrics.segment_overflow.inc_by(self.segments.take_overflowed());
     }
+}
+
+fn serde_json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
 fn unix_seconds() -> u32 {

@@ -105,6 +105,27 @@ pub struct FeatureDriftRow {
     pub computed_at: u32,
 }
 
+/// One policy evaluation at window close (`policy_checks`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct PolicyCheckRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub window_start: u32,
+    pub policy: String,
+    /// `healthy`, `breach` or `insufficient_data`.
+    pub verdict: String,
+    pub value: f64,
+    pub threshold: f64,
+    /// JSON: what the verdict rests on (drifted features, corrected alpha).
+    pub detail: String,
+    pub streak: u32,
+    pub remediation_id: String,
+    pub events: u64,
+    pub reference_id: String,
+    pub config_hash: String,
+    pub computed_at: u32,
+}
+
 /// One partial of a window being closed, with its key.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct KeyedPartial {
@@ -287,6 +308,22 @@ impl Store {
             .query(
                 "SELECT model_id, model_version, reference_id, content_hash, source, events, state, toUInt32(created_at) \
                  FROM reference_profiles FINAL",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    pub async fn insert_policy_checks(&self, rows: &[PolicyCheckRow]) -> Result<(), StoreError> {
+        self.insert_rows("policy_checks", rows).await
+    }
+
+    pub async fn policy_checks(&self) -> Result<Vec<PolicyCheckRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, toUInt32(window_start), policy, verdict, value, threshold, detail, streak, \
+                 remediation_id, events, reference_id, config_hash, toUInt32(computed_at) \
+                 FROM policy_checks FINAL ORDER BY window_start, model_id, model_version, policy",
             )
             .fetch_all()
             .await

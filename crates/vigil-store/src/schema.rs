@@ -137,6 +137,32 @@ ORDER BY (model_id, model_version)"
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start, feature){ttl}"
         ),
+    },
+    Migration {
+        id: 6,
+        name: "policy_checks",
+        // Every policy evaluation at window close, healthy or not: value, threshold, verdict,
+        // and the remediation it emitted, if any.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.policy_checks (
+    model_id {name_type},
+    model_version {name_type},
+    window_start DateTime,
+    policy String,
+    verdict String,
+    value Float64,
+    threshold Float64,
+    detail String,
+    streak UInt32,
+    remediation_id String,
+    events UInt64,
+    reference_id String,
+    config_hash String,
+    computed_at DateTime
+) ENGINE = ReplacingMergeTree(events)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model_id, model_version, window_start, policy){ttl}"
+        ),
     }]
 }
 

@@ -21,6 +21,7 @@ pub struct TestEnv {
     pub name: String,
     pub predictions: String,
     pub deadletter: String,
+    pub remediations: String,
     pub database: String,
     pub group: String,
     pub http_port: u16,
@@ -34,6 +35,7 @@ impl TestEnv {
         Self {
             predictions: format!("it.{name}.predictions"),
             deadletter: format!("it.{name}.deadletter"),
+            remediations: format!("it.{name}.remediations"),
             database: format!("it_{name}"),
             group: format!("it-{name}"),
             http_port,
@@ -63,6 +65,9 @@ impl TestEnv {
             .env("VIGIL__KAFKA__BROKERS", brokers())
             .env("VIGIL__TOPICS__PREDICTIONS", &self.predictions)
             .env("VIGIL__TOPICS__DEADLETTER", &self.deadletter)
+            .env("VIGIL__TOPICS__REMEDIATIONS", &self.remediations)
+            // One breached window is enough for a remediation in tests.
+            .env("VIGIL__MONITOR__POLICY__CONSECUTIVE_WINDOWS", "1")
             .env("VIGIL__CLICKHOUSE__URL", clickhouse_url())
             .env("VIGIL__CLICKHOUSE__DATABASE", &self.database)
             .env("VIGIL__MONITOR__GROUP_ID", group)
@@ -112,38 +117,12 @@ impl TestEnv {
 
     /// Reads the whole dead-letter topic: (reason header, payload) per message.
     pub fn dead_letters(&self, expected: usize, timeout: Duration) -> Vec<(String, Vec<u8>)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", format!("{}-dlq-reader", self.group))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&self.deadletter]).unwrap();
-        let mut letters = Vec::new();
-        let started = Instant::now();
-        // Past `expected`, keep reading a little to catch duplicates.
-        let mut quiet_since: Option<Instant> = None;
-        while started.elapsed() < timeout {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    let reason = message
-                        .headers()
-                        .and_then(|h| h.iter().find(|h| h.key == "vigil.reason").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))
-                        .unwrap_or_default();
-                    letters.push((reason, message.payload().unwrap_or_default().to_vec()));
-                }
-                Some(Err(error)) => panic!("reading dead letters: {error}"),
-                None if letters.len() >= expected => {
-                    let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(2) {
-                        break;
-                    }
-                }
-                None => {}
-            }
-        }
-        letters
+        read_topic(&self.deadletter, &format!("{}-dlq-reader", self.group), expected, timeout)
+    }
+
+    /// Reads the whole remediations topic as payloads.
+    pub fn remediation_payloads(&self, expected: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout).into_iter().map(|(_, p)| p).collect()
     }
 
     pub async fn metrics_text(&self) -> String {
@@ -158,6 +137,43 @@ impl TestEnv {
     pub async fn cleanup(&self) {
         let _ = self.store().drop_database().await;
     }
+}
+
+/// Reads `topic` from the start: (vigil.reason header, payload) per message, until `expected`
+/// arrived and 2 s passed without more (to catch duplicates), or `timeout`.
+fn read_topic(topic: &str, group: &str, expected: usize, timeout: Duration) -> Vec<(String, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut letters = Vec::new();
+    let started = Instant::now();
+    // Past `expected`, keep reading a little to catch duplicates.
+    let mut quiet_since: Option<Instant> = None;
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let reason = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "vigil.reason").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .unwrap_or_default();
+                letters.push((reason, message.payload().unwrap_or_default().to_vec()));
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None if letters.len() >= expected => {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    letters
 }
 
 /// A child process killed when the test ends, passed or failed, so no monitor outlives its test.

@@ -160,6 +160,22 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let shifted_drifted = drift.iter().filter(|r| r.feature == "f05" && r.window_start == w2 && r.segment.is_empty() && r.drifted == 1).count();
     assert_eq!(shifted_drifted, 12, "all 4 models x 3 versions");
 
+    // The drift policy (Bonferroni-corrected, one window needed in tests) breached in window 2
+    // for every model version and sent one remediation each, with the shifted feature as evidence.
+    let checks = store.policy_checks().await.unwrap();
+    let breaches: Vec<_> = checks.iter().filter(|c| c.window_start == w2).collect();
+    assert_eq!(breaches.len(), 12);
+    assert!(breaches.iter().all(|c| c.verdict == "breach" && c.detail.contains("f05") && !c.remediation_id.is_empty()), "{breaches:?}");
+    let payloads = env.remediation_payloads(12, Duration::from_secs(30));
+    let remediations: Vec<vigil_events::RemediationEvent> =
+        payloads.iter().map(|p| vigil_events::decode(p).expect("a valid RemediationEvent")).collect();
+    let in_window_2: Vec<_> = remediations.iter().filter(|r| r.window_start_ms == i64::from(w2) * 1000).collect();
+    assert_eq!(in_window_2.len(), 12, "one remediation per model version");
+    for r in &in_window_2 {
+        assert!(r.evidence.iter().any(|e| e.feature.as_deref() == Some("f05")), "{r:?}");
+        assert!(breaches.iter().any(|c| c.remediation_id == r.remediation_id), "stored check names the remediation");
+    }
+
     // A late event for a closed window counts, and the window is closed again with it.
     let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
     let mut late = generator.next_prediction(now + 1_000);
