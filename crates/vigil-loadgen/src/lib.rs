@@ -18,6 +18,18 @@ pub struct Synthetic {
     features: Vec<String>,
     sequence: u64,
     run_id: u64,
+    drift: Option<Drift>,
+}
+
+/// Input drift for one model version: its first `features` numeric features shift by `shift`
+/// (in standard deviations) once switched on, as a canary fed by a changed upstream might.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drift {
+    pub model: String,
+    pub version: String,
+    pub features: usize,
+    pub shift: f64,
+    pub active: bool,
 }
 
 const DEVICES: [&str; 3] = ["ios", "android", "web"];
@@ -33,6 +45,19 @@ impl Synthetic {
             features: (0..features).map(|i| format!("f{i:02}")).collect(),
             sequence: 0,
             run_id: seed,
+            drift: None,
+        }
+    }
+
+    /// Sets (or clears) the drift to apply; see [`Synthetic::set_drift_active`].
+    pub fn with_drift(mut self, drift: Option<Drift>) -> Self {
+        self.drift = drift;
+        self
+    }
+
+    pub fn set_drift_active(&mut self, active: bool) {
+        if let Some(d) = &mut self.drift {
+            d.active = active;
         }
     }
 
@@ -40,10 +65,19 @@ impl Synthetic {
         self.sequence += 1;
         let model = &self.models[self.rng.random_range(0..self.models.len())];
         let version = &self.versions[self.rng.random_range(0..self.versions.len())];
+        let shift = match &self.drift {
+            Some(d) if d.active && d.model == *model && d.version == *version => Some((d.features, d.shift)),
+            _ => None,
+        };
         let mut logit = 0.0;
         let mut numeric_features = BTreeMap::new();
         for (i, name) in self.features.iter().enumerate() {
-            let x = standard_normal(&mut self.rng);
+            let mut x = standard_normal(&mut self.rng);
+            if let Some((n, by)) = shift {
+                if i < n {
+                    x += by;
+                }
+            }
             if i < 3 {
                 logit += x;
             }
@@ -87,6 +121,8 @@ pub struct LoadSpec {
     /// Stop after this many events, if set.
     pub max_events: Option<u64>,
     pub progress_every: Duration,
+    /// When the generator's drift (if any) switches on, counted from the start.
+    pub drift_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -116,6 +152,9 @@ pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop
         } else {
             (spec.rate as f64 * started.elapsed().as_secs_f64()) as u64 + 1
         };
+        if spec.drift_after.is_some_and(|after| started.elapsed() >= after) {
+            generator.set_drift_active(true);
+        }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         while report.sent < due.min(limit) {
             match producer.log_prediction(&generator.next_prediction(now_ms)) {
@@ -155,6 +194,27 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(g1.next_prediction(5), g2.next_prediction(5));
         }
+    }
+
+    #[test]
+    fn drift_shifts_only_the_chosen_version_and_features_once_active() {
+        let drift = Drift { model: "a".into(), version: "v1".into(), features: 2, shift: 10.0, active: false };
+        let mut g = generator(3).with_drift(Some(drift));
+        let mean_of = |g: &mut Synthetic, feature: &str, model: &str, version: &str| {
+            let xs: Vec<f64> = (0..4000)
+                .map(|_| g.next_prediction(0))
+                .filter(|e| e.model_id == model && e.model_version == version)
+                .map(|e| e.numeric_features[feature])
+                .collect();
+            xs.iter().sum::<f64>() / xs.len() as f64
+        };
+        assert!(mean_of(&mut g, "f00", "a", "v1").abs() < 0.2, "inactive drift changes nothing");
+        g.set_drift_active(true);
+        assert!((mean_of(&mut g, "f00", "a", "v1") - 10.0).abs() < 0.2);
+        assert!((mean_of(&mut g, "f01", "a", "v1") - 10.0).abs() < 0.2);
+        assert!(mean_of(&mut g, "f02", "a", "v1").abs() < 0.2, "only the first 2 features");
+        assert!(mean_of(&mut g, "f00", "b", "v1").abs() < 0.2, "other models unchanged");
+        assert!(mean_of(&mut g, "f00", "a", "v2").abs() < 0.2, "other versions unchanged");
     }
 
     #[test]

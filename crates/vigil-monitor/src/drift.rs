@@ -103,3 +103,4 @@ mod tests {
         assert!((shifted.result.statistic - 0.5).abs() < 0.1 && shifted.result.drifted, "{shifted:?}");
     }
 }
+

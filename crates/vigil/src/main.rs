@@ -29,6 +29,8 @@ enum Command {
     Loadgen(cmd::loadgen::Args),
     /// Migrate, run the monitor and synthetic traffic, then print what landed in ClickHouse.
     Quickstart(cmd::quickstart::Args),
+    /// Models, versions and stages with their latest closed window, drift and policy verdict.
+    Status(cmd::status::Args),
     /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
     Drift(vigil_offline::DriftArgs),
     /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
             Command::Lifecycle(args) => cmd::lifecycle::run(&config, args).await,
+            Command::Status(args) => cmd::status::run(&config, args).await,
             Command::Drift(_) => unreachable!("handled before the configuration is loaded"),
         }
     });

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use vigil_loadgen::{LoadReport, LoadSpec, Synthetic};
+use vigil_loadgen::{Drift, LoadReport, LoadSpec, Synthetic};
 use vigil_sdk::{Producer, SdkConfig};
 
 use crate::config::Config;
@@ -31,6 +31,21 @@ pub struct Args {
     /// Seed for the synthetic data; the same seed gives the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Make this model's inputs drift (with --drift-version), e.g. model-3.
+    #[arg(long, requires = "drift_version")]
+    pub drift_model: Option<String>,
+    /// The version whose inputs drift, e.g. v2.
+    #[arg(long, requires = "drift_model")]
+    pub drift_version: Option<String>,
+    /// When the drift starts, from the beginning of the run.
+    #[arg(long, default_value = "0s", value_parser = super::parse_duration)]
+    pub drift_after: Duration,
+    /// Shift of the drifting features, in standard deviations.
+    #[arg(long, default_value_t = 1.5)]
+    pub drift_shift: f64,
+    /// How many numeric features drift (the first ones: f00, f01, ...).
+    #[arg(long, default_value_t = 3)]
+    pub drift_features: usize,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
@@ -63,17 +78,27 @@ pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyh
     sdk.outcomes_topic = config.topics.outcomes.clone();
     sdk.kafka = config.kafka.client.clone();
     let producer = Producer::new(sdk)?;
+    let drift = args.drift_model.clone().zip(args.drift_version.clone()).map(|(model, version)| Drift {
+        model,
+        version,
+        features: args.drift_features.min(args.features),
+        shift: args.drift_shift,
+        active: false,
+    });
+    let drift_after = drift.is_some().then_some(args.drift_after);
     let mut generator = Synthetic::new(
         args.seed,
         (1..=args.models).map(|i| format!("model-{i}")).collect(),
         (1..=args.versions).map(|i| format!("v{i}")).collect(),
         args.features,
-    );
+    )
+    .with_drift(drift);
     let spec = LoadSpec {
         rate: args.rate,
         duration: args.duration,
         max_events: args.max_events,
         progress_every: Duration::from_secs(5),
+        drift_after,
     };
     let report = tokio::task::spawn_blocking(move || vigil_loadgen::run(&producer, &mut generator, &spec, &stop)).await??;
     Ok(report)

@@ -20,19 +20,33 @@ pub struct Args {
 /// The README's first command ends here: migrate, monitor and loadgen together, then a table of
 /// what landed in ClickHouse.
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    // Short windows so a 30 s run closes several: the first becomes each version's baseline, the
+    // later ones are tested for drift, and model-3 v2's inputs drift halfway through.
+    let mut config = config.clone();
+    config.monitor.window_seconds = 5;
+    config.monitor.allowed_lateness_seconds = 1;
+    config.monitor.baseline_min_events = 2_000;
+    config.monitor.policy.consecutive_windows = 2;
+    let config = &config;
     let store = Store::new(config.store_config());
     let report = store.migrate().await.context("migrating clickhouse (is it running? see deploy/local/up)")?;
     println!("clickhouse {} ready at {}", report.server_version, config.clickhouse.url);
     let run_started = unix_seconds();
-    let window_start = run_started - run_started % config.monitor.window_seconds;
-    let stored_before = stored_since(&store, window_start).await?;
+    let window_start = run_started - run_started % 60;
+    let by_version_before = stored_by_version(&store, window_start).await?;
+    let stored_before: u64 = by_version_before.values().sum();
 
     let shutdown = super::shutdown_on_signal();
     let monitor_config = config.clone();
     let monitor_shutdown = shutdown.child_token();
     let monitor = tokio::spawn(async move { super::monitor::run_until(&monitor_config, monitor_shutdown).await });
 
-    println!("sending {} predictions/s for {:?} (3 models x 2 versions, 20 features) ...", args.rate, args.duration);
+    println!(
+        "sending {} predictions/s for {:?} (3 models x 2 versions, 20 features; model-3 v2's inputs drift after {:?}) ...",
+        args.rate,
+        args.duration,
+        args.duration / 2
+    );
     let load = super::loadgen::Args {
         rate: args.rate,
         duration: args.duration,
@@ -41,6 +55,11 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         versions: 2,
         features: 20,
         seed: run_started.into(),
+        drift_model: Some("model-3".into()),
+        drift_version: Some("v2".into()),
+        drift_after: args.duration / 2,
+        drift_shift: 1.5,
+        drift_features: 3,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sent = super::loadgen::publish(config, load, stop).await?;
@@ -57,15 +76,40 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     shutdown.cancel();
     monitor.await.context("monitor task")??;
 
-    println!("\nevents per window in ClickHouse ({}.window_partials, all segments), windows of this run:", config.clickhouse.database);
-    println!("{:<20} {:<10} {:<8} {:>10}", "window start (UTC)", "model", "version", "events");
-    for total in store.window_count_totals().await?.iter().filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty()) {
-        println!("{:<20} {:<10} {:<8} {:>10}", format_utc(total.window_start), total.model_id, total.model_version, total.events);
+    println!("\nstored in ClickHouse ({}.window_partials) by this run:", config.clickhouse.database);
+    println!("{:<10} {:<8} {:>10}", "model", "version", "events");
+    for ((model, version), events) in stored_by_version(&store, window_start).await? {
+        let new = events - by_version_before.get(&(model.clone(), version.clone())).copied().unwrap_or(0);
+        println!("{model:<10} {version:<8} {new:>10}");
     }
-    println!("\nthis run: sent {} / stored {} predictions (windows also hold earlier runs in the same minutes)", sent.sent, stored);
+    println!("\nthis run: sent {} / stored {} predictions", sent.sent, stored);
     anyhow::ensure!(stored == sent.sent, "stored {stored} events but sent {}", sent.sent);
     println!("metrics were served at http://{}/metrics while the monitor ran", config.http.listen);
+
+    println!("\nvigil status (5 s windows in this demo; the last ones were still open at the end):");
+    super::status::run(config, super::status::Args::quick()).await?;
+    let drifted: Vec<_> = store
+        .policy_checks()
+        .await?
+        .into_iter()
+        .filter(|c| c.window_start >= window_start && !c.remediation_id.is_empty())
+        .collect();
+    println!("\nremediations sent to {} in this run: {}", config.topics.remediations, drifted.len());
+    for c in drifted.iter().take(5) {
+        println!("  {} {} window {}: {} ({})", c.model_id, c.model_version, format_utc(c.window_start), c.remediation_id, c.detail);
+    }
     Ok(())
+}
+
+/// Events stored per (model, version) in windows from `window_start` on (all traffic segment).
+async fn stored_by_version(store: &Store, window_start: u32) -> anyhow::Result<std::collections::BTreeMap<(String, String), u64>> {
+    let mut totals = std::collections::BTreeMap::new();
+    for t in store.window_count_totals().await? {
+        if t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty() {
+            *totals.entry((t.model_id, t.model_version)).or_insert(0) += t.events;
+        }
+    }
+    Ok(totals)
 }
 
 async fn stored_since(store: &Store, window_start: u32) -> anyhow::Result<u64> {
@@ -82,7 +126,7 @@ fn unix_seconds() -> u32 {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` from seconds since the epoch (civil-from-days, Howard Hinnant).
-fn format_utc(seconds: u32) -> String {
+pub fn format_utc(seconds: u32) -> String {
     let days = i64::from(seconds / 86_400);
     let secs = seconds % 86_400;
     let z = days + 719_468;

@@ -58,9 +58,20 @@ impl TestEnv {
         self.spawn_monitor_in_group(&self.group)
     }
 
+    /// `vigil <args>` configured for this test's topics, group and database.
+    pub fn vigil_command(&self, args: &[&str]) -> Command {
+        self.vigil_command_in_group(&self.group, args)
+    }
+
     pub fn spawn_monitor_in_group(&self, group: &str) -> ChildGuard {
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("monitor")
+        let child = self.vigil_command_in_group(group, &["monitor"]).spawn().expect("vigil binary starts");
+        ChildGuard(child)
+    }
+
+    fn vigil_command_in_group(&self, group: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        command
+            .args(args)
             .env_remove("VIGIL_CONFIG")
             .env("VIGIL__KAFKA__BROKERS", brokers())
             .env("VIGIL__TOPICS__PREDICTIONS", &self.predictions)
@@ -80,10 +91,8 @@ impl TestEnv {
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("vigil binary starts");
-        ChildGuard(child)
+            .stderr(Stdio::inherit());
+        command
     }
 
     pub fn raw_producer(&self) -> FutureProducer {

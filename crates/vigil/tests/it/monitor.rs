@@ -176,6 +176,19 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
         assert!(breaches.iter().any(|c| c.remediation_id == r.remediation_id), "stored check names the remediation");
     }
 
+    // `vigil status` shows each model version's latest closed window with its drift and verdict.
+    let status = env
+        .vigil_command(&["status", "--registry-timeout", "5s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("model-")).collect();
+    assert_eq!(lines.len(), 12, "{text}");
+    assert!(lines.iter().all(|l| l.contains("breach") && l.contains("/20")), "window 2 breached everywhere: {text}");
+
     // A late event for a closed window counts, and the window is closed again with it.
     let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
     let mut late = generator.next_prediction(now + 1_000);
@@ -210,7 +223,7 @@ async fn a_monitor_killed_mid_stream_and_restarted_neither_loses_nor_double_coun
     const N: u64 = 30_000;
     let producer = sdk(&env);
     let sender = std::thread::spawn(move || {
-        let spec = LoadSpec { rate: 6_000, duration: Duration::from_secs(120), max_events: Some(N), progress_every: Duration::from_secs(60) };
+        let spec = LoadSpec { rate: 6_000, duration: Duration::from_secs(120), max_events: Some(N), progress_every: Duration::from_secs(60), drift_after: None };
         vigil_loadgen::run(&producer, &mut generator(23), &spec, &AtomicBool::new(false)).unwrap()
     });
 
