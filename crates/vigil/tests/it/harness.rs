@@ -22,6 +22,7 @@ pub struct TestEnv {
     pub predictions: String,
     pub deadletter: String,
     pub remediations: String,
+    pub lifecycle: String,
     pub database: String,
     pub group: String,
     pub http_port: u16,
@@ -36,6 +37,7 @@ impl TestEnv {
             predictions: format!("it.{name}.predictions"),
             deadletter: format!("it.{name}.deadletter"),
             remediations: format!("it.{name}.remediations"),
+            lifecycle: format!("it.{name}.lifecycle"),
             database: format!("it_{name}"),
             group: format!("it-{name}"),
             http_port,
@@ -77,6 +79,8 @@ impl TestEnv {
             .env("VIGIL__TOPICS__PREDICTIONS", &self.predictions)
             .env("VIGIL__TOPICS__DEADLETTER", &self.deadletter)
             .env("VIGIL__TOPICS__REMEDIATIONS", &self.remediations)
+            .env("VIGIL__TOPICS__LIFECYCLE", &self.lifecycle)
+            .env("VIGIL__LIFECYCLE__GROUP_ID", format!("{}-lifecycle", self.group))
             // One breached window is enough for a remediation in tests.
             .env("VIGIL__MONITOR__POLICY__CONSECUTIVE_WINDOWS", "1")
             .env("VIGIL__CLICKHOUSE__URL", clickhouse_url())

@@ -3,6 +3,7 @@
 //! `VIGIL_TEST_CLICKHOUSE_URL` (loopback defaults); every test uses its own topics, consumer
 //! group and database.
 
+mod closed_loop;
 mod drift;
 mod harness;
 mod lifecycle;
