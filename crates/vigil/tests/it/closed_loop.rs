@@ -9,18 +9,10 @@ use serde_json::Value;
 use vigil_loadgen::Synthetic;
 use vigil_sdk::{Producer, SdkConfig};
 
-use crate::harness::{self, await_port, terminate, ChildGuard, TestEnv};
+use crate::harness::{self, await_port, terminate, version_of, ChildGuard, TestEnv};
 
 fn stage_of(state: &Value, model: &str, version: &str) -> String {
-    state["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["model_id"] == model)
-        .flat_map(|m| m["versions"].as_array().cloned().unwrap_or_default())
-        .find(|v| v["version"] == version)
-        .map(|v| v["stage"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
+    version_of(state, model, version)["stage"].as_str().unwrap_or_default().to_owned()
 }
 
 fn run(env: &TestEnv, args: &[&str]) -> (bool, String, String) {

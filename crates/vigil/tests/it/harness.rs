@@ -302,3 +302,15 @@ impl LifecycleEnv {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The `state --json` entry of one version, or Null.
+pub fn version_of(state: &serde_json::Value, model: &str, version: &str) -> serde_json::Value {
+    state["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["model_id"] == model)
+        .flat_map(|m| m["versions"].as_array().cloned().unwrap_or_default())
+        .find(|v| v["version"] == version)
+        .unwrap_or(serde_json::Value::Null)
+}

@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use vigil_events::{encode, Evidence, RemediationAction, RemediationEvent, Severity};
 
-use crate::harness::{self, terminate, LifecycleEnv};
+use crate::harness::{self, terminate, version_of, LifecycleEnv};
 
 const SECRET: &str = "it-secret";
 
@@ -62,17 +62,6 @@ fn critical_remediation(env: &LifecycleEnv) -> RemediationEvent {
     }
 }
 
-/// The `state --json` entry of one version, or Null.
-fn version_of(state: &Value, model: &str, version: &str) -> Value {
-    state["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["model_id"] == model)
-        .flat_map(|m| m["versions"].as_array().cloned().unwrap_or_default())
-        .find(|v| v["version"] == version)
-        .unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn critical_remediation_rolls_back_the_canary_and_alerts_once() {
