@@ -1,9 +1,12 @@
 //! Feature drift of a closed window against its model version's reference, with vigil-stats'
 //! default test choice. Numeric features: both quantile sketches are re-binned onto the
 //! reference's quantile edges, then the chosen binned test runs (its error bound is reported).
+//! Categorical features: counts over the reference's categories (others pooled), chi-square (the
+//! monitor configures the two-sample variant) or Jensen-Shannon by window size, the
+//! two-proportion Z-test for two-valued features.
 
-use vigil_stats::select::{run_numeric, NumericData};
-use vigil_stats::{DriftPolicy, DriftResult, FeatureKind, StatsError};
+use vigil_stats::select::{run_categorical, run_numeric, NumericData};
+use vigil_stats::{CategoricalSketch, DriftPolicy, DriftResult, FeatureKind, StatsError};
 
 use crate::window::WindowState;
 
@@ -41,6 +44,33 @@ pub fn numeric_drift(reference: &WindowState, current: &WindowState, policy: &Dr
         };
         match run() {
             Ok(result) => results.push(FeatureDrift { feature: feature.clone(), result, current_count: current_sketch.count() }),
+            Err(error) => skipped.push((feature.clone(), error)),
+        }
+    }
+    (results, skipped)
+}
+
+/// Drift of every categorical feature present in both states.
+pub fn categorical_drift(reference: &WindowState, current: &WindowState, policy: &DriftPolicy) -> (Vec<FeatureDrift>, Vec<(String, StatsError)>) {
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for (feature, current_counts) in &current.categorical {
+        let Some(reference_counts) = reference.categorical.get(feature) else { continue };
+        let run = || -> Result<(DriftResult, u64), StatsError> {
+            let mut r = CategoricalSketch::with_vocabulary(reference_counts.keys().cloned().collect())?;
+            let mut c = r.empty_like();
+            for (value, n) in reference_counts {
+                r.add_count(value, *n);
+            }
+            for (value, n) in current_counts {
+                c.add_count(value, *n);
+            }
+            let kind = if r.vocabulary().len() == 2 && c.other() == 0 { FeatureKind::Binary } else { FeatureKind::Categorical };
+            let choice = policy.choose(kind, c.count());
+            Ok((run_categorical(choice, &r, &c)?, c.count()))
+        };
+        match run() {
+            Ok((result, current_count)) => results.push(FeatureDrift { feature: feature.clone(), result, current_count }),
             Err(error) => skipped.push((feature.clone(), error)),
         }
     }
@@ -90,6 +120,46 @@ mod tests {
         assert!(!stable.drifted && stable.statistic < 0.1, "{stable:?}");
         assert!(shifted.drifted && shifted.statistic > 0.3 && shifted.p_value.unwrap() < 1e-6, "{shifted:?}");
         assert!(shifted.error_bound.is_some());
+    }
+
+    fn devices(counts: &[(&str, u32)]) -> WindowState {
+        let mut s = WindowState::default();
+        for (value, n) in counts {
+            for _ in 0..*n {
+                let e = PredictionEvent {
+                    prediction_id: "p".into(),
+                    model_id: "m".into(),
+                    model_version: "v".into(),
+                    categorical_features: [("device".to_owned(), (*value).to_owned())].into(),
+                    ..Default::default()
+                };
+                s.add(&decode_prediction_view(&encode(&e)).unwrap(), false);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn categorical_features_are_tested_on_the_reference_categories() {
+        let policy = DriftPolicy::default();
+        let reference = devices(&[("ios", 300), ("android", 300), ("web", 300)]);
+        let same = devices(&[("ios", 100), ("android", 95), ("web", 105)]);
+        let (results, skipped) = categorical_drift(&reference, &same, &policy);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(results[0].result.test, DriftTest::ChiSquare);
+        let two_sample = DriftPolicy { categorical_small: vigil_stats::TestChoice::of(DriftTest::ChiSquare2Samp), ..DriftPolicy::default() };
+        let (results_2samp, _) = categorical_drift(&reference, &same, &two_sample);
+        assert!(results_2samp[0].result.p_value > results[0].result.p_value, "the reference's own noise widens the test");
+        assert!(!results[0].result.drifted, "{results:?}");
+        // A category the reference never saw pools into "other" and drives the drift.
+        let shifted = devices(&[("ios", 100), ("android", 50), ("web", 50), ("tv", 100)]);
+        let (results, _) = categorical_drift(&reference, &shifted, &policy);
+        assert!(results[0].result.drifted && results[0].result.p_value.unwrap() < 1e-6, "{results:?}");
+        // Two values: the two-proportion Z-test.
+        let (yes_no, later) = (devices(&[("yes", 500), ("no", 500)]), devices(&[("yes", 300), ("no", 100)]));
+        let (results, _) = categorical_drift(&yes_no, &later, &policy);
+        assert_eq!(results[0].result.test, DriftTest::ZTest);
+        assert!(results[0].result.drifted, "{results:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 pub use partials::{PendingPartials, Segmenter};
 pub use clock::WindowClock;
-pub use drift::{numeric_drift, FeatureDrift};
+pub use drift::{categorical_drift, numeric_drift, FeatureDrift};
 pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;

@@ -19,7 +19,7 @@ use vigil_store::Store;
 use crate::partials::{PendingPartials, Segmenter};
 use crate::clock::WindowClock;
 use crate::http::Readiness;
-use crate::drift::numeric_drift;
+use crate::drift::{categorical_drift, numeric_drift};
 use crate::window::WindowState;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
 use crate::policy::{self, Streaks, Verdict};
@@ -80,7 +80,12 @@ pub async fn run(
         clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32),
         config_hash: settings.config_hash(),
         references: HashMap::new(),
-        drift_policy: vigil_stats::DriftPolicy::default(),
+        // Both sides of a window comparison are samples: the two-sample chi-square, not the
+        // goodness-of-fit one, which treats a small reference as exact and over-alarms.
+        drift_policy: vigil_stats::DriftPolicy {
+            categorical_small: vigil_stats::TestChoice::of(vigil_stats::DriftTest::ChiSquare2Samp),
+            ..Default::default()
+        },
         remediations: Remediations::new(&settings.kafka, &settings.remediations_topic)?,
         streaks: Streaks::default(),
         settings,
@@ -349,7 +354,10 @@ impl Pipeline {
             let reference_id = match self.references.get(&reference_key) {
                 Some((id, reference)) => {
                     if !id.ends_with(&format!(":{window_start}")) {
-                        let (results, skipped) = numeric_drift(reference, &state, &self.drift_policy);
+                        let (mut results, mut skipped) = numeric_drift(reference, &state, &self.drift_policy);
+                        let (categorical, categorical_skipped) = categorical_drift(reference, &state, &self.drift_policy);
+                        results.extend(categorical);
+                        skipped.extend(categorical_skipped);
                         for (feature, error) in skipped {
                             tracing::debug!(%error, feature, model_id, "drift test skipped");
                         }

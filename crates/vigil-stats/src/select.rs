@@ -117,6 +117,10 @@ pub fn run_numeric(
             r.check_compatible(c)?;
             drift::chisq::chi_square_counts(r.counts(), c.counts())?
         }
+        (ChiSquare2Samp, _) => {
+            r.check_compatible(c)?;
+            drift::chisq::chi_square_2samp_counts(r.counts(), c.counts())?
+        }
         (ZTest, _) => {
             return Err(StatsError::InvalidArgument(
                 "z-test applies to binary features".into(),
@@ -139,6 +143,7 @@ pub fn run_categorical(
         JensenShannon => drift::js::jensen_shannon(reference, current)?,
         Hellinger => drift::hellinger::hellinger(reference, current)?,
         ChiSquare => drift::chisq::chi_square(reference, current)?,
+        ChiSquare2Samp => drift::chisq::chi_square_2samp(reference, current)?,
         ZTest => drift::ztest::z_test(reference, current)?,
         Ks | Wasserstein | WassersteinNormed | CramerVonMises => {
             return Err(StatsError::InvalidArgument(format!(

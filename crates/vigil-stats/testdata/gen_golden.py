@@ -111,6 +111,15 @@ def chisq(r, c):
     return {"statistic": float(res.statistic), "p_value": float(res.pvalue)}
 
 
+def chisq_2samp(r, c):
+    keep = (r > 0) | (c > 0)
+    r, c = r[keep], c[keep]
+    if len(r) < 2:
+        return {"statistic": 0.0, "p_value": 1.0}
+    res = stats.chi2_contingency(np.vstack([r, c]), correction=False)
+    return {"statistic": float(res.statistic), "p_value": float(res.pvalue)}
+
+
 def counts_golden():
     raw = [
         ("identical", [10, 20, 30, 40], [10, 20, 30, 40]),
@@ -134,6 +143,7 @@ def counts_golden():
             "jensen_shannon": float(distance.jensenshannon(r, c, base=2)),
             "hellinger": hellinger(r, c),
             "chi_square": chisq(r, c),
+            "chi_square_2samp": chisq_2samp(r, c),
         })
     write("count_drift", cases)
 

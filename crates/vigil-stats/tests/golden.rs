@@ -148,6 +148,9 @@ fn count_drift_matches_scipy() {
         let chi = chisq::chi_square_counts(&r, &c).unwrap();
         check(&case, "/chi_square/statistic", chi.statistic);
         check(&case, "/chi_square/p_value", chi.p_value.unwrap());
+        let two = chisq::chi_square_2samp_counts(&r, &c).unwrap();
+        check(&case, "/chi_square_2samp/statistic", two.statistic);
+        check(&case, "/chi_square_2samp/p_value", two.p_value.unwrap());
     }
 }
 

@@ -35,12 +35,14 @@ pub enum DriftTest {
     JensenShannon,
     Hellinger,
     ChiSquare,
+    /// Two-sample chi-square (test of homogeneity); the monitor's default for categorical windows.
+    ChiSquare2Samp,
     CramerVonMises,
     ZTest,
 }
 
 impl DriftTest {
-    pub const ALL: [DriftTest; 9] = [
+    pub const ALL: [DriftTest; 10] = [
         DriftTest::Psi,
         DriftTest::Ks,
         DriftTest::Wasserstein,
@@ -48,6 +50,7 @@ impl DriftTest {
         DriftTest::JensenShannon,
         DriftTest::Hellinger,
         DriftTest::ChiSquare,
+        DriftTest::ChiSquare2Samp,
         DriftTest::CramerVonMises,
         DriftTest::ZTest,
     ];
@@ -62,6 +65,7 @@ impl DriftTest {
             DriftTest::JensenShannon => "jensen_shannon",
             DriftTest::Hellinger => "hellinger",
             DriftTest::ChiSquare => "chi_square",
+            DriftTest::ChiSquare2Samp => "chi_square_2samp",
             DriftTest::CramerVonMises => "cramer_von_mises",
             DriftTest::ZTest => "z_test",
         }
@@ -72,7 +76,11 @@ impl DriftTest {
     pub fn uses_p_value(self) -> bool {
         matches!(
             self,
-            DriftTest::Ks | DriftTest::ChiSquare | DriftTest::CramerVonMises | DriftTest::ZTest
+            DriftTest::Ks
+                | DriftTest::ChiSquare
+                | DriftTest::ChiSquare2Samp
+                | DriftTest::CramerVonMises
+                | DriftTest::ZTest
         )
     }
 

@@ -161,6 +161,12 @@ impl CategoricalSketch {
         self.counts[i.min(last)] += 1;
     }
 
+    /// Counts `n` occurrences of `value` at once: what a window's stored category counts add.
+    pub fn add_count(&mut self, value: &str, n: u64) {
+        let i = self.index_of(value);
+        self.counts[i] += n;
+    }
+
     /// Counts one missing value.
     pub fn update_missing(&mut self) {
         self.missing += 1;
@@ -211,6 +217,19 @@ impl CategoricalSketch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_counts_equals_updating_one_by_one() {
+        let vocabulary = vec!["a".to_owned(), "b".to_owned()];
+        let mut one_by_one = CategoricalSketch::with_vocabulary(vocabulary.clone()).unwrap();
+        let mut at_once = CategoricalSketch::with_vocabulary(vocabulary).unwrap();
+        for (value, n) in [("a", 3u64), ("b", 1), ("zz", 2)] {
+            (0..n).for_each(|_| one_by_one.update(value));
+            at_once.add_count(value, n);
+        }
+        assert_eq!(at_once.counts(), one_by_one.counts());
+        assert_eq!(at_once.other(), 2);
+    }
 
     #[test]
     fn cap_keeps_the_most_frequent_and_buckets_the_rest() {

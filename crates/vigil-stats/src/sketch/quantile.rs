@@ -571,7 +571,7 @@ impl Rebinned {
                 let stat = stat_of(test)?;
                 Ok((hi - stat).max(stat - lo).max(0.0))
             }
-            DriftTest::ChiSquare | DriftTest::CramerVonMises | DriftTest::ZTest => Err(
+            DriftTest::ChiSquare | DriftTest::ChiSquare2Samp | DriftTest::CramerVonMises | DriftTest::ZTest => Err(
                 StatsError::InvalidArgument(format!("no re-binning bound for {}", test.name())),
             ),
         }

@@ -31,6 +31,9 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
         env.vigil_command(&["monitor"])
             .env("VIGIL__MONITOR__POLICY__ACTION", "rollback")
             .env("VIGIL__MONITOR__POLICY__SEVERITY", "critical")
+            // Two breached windows in a row: one chance breach (about 5% of windows by design)
+            // must not roll anything back.
+            .env("VIGIL__MONITOR__POLICY__CONSECUTIVE_WINDOWS", "2")
             .spawn()
             .unwrap(),
     );
@@ -75,14 +78,14 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
     eprintln!("closed loop: first drifted event to rollback in {:.2} s", first_drifted.elapsed().as_secs_f64());
     assert_eq!(stage_of(&state, "fraud", "v1"), "PRODUCTION", "{state}");
 
-    // The decision rests on stored evidence: a breach with the shifted features and its remediation.
+    // The decision rests on stored evidence: the breach that sent the remediation names the
+    // shifted features, and it came from a drifted window (2 or later).
     let checks = env.store().policy_checks().await.unwrap();
-    let breach = checks
+    let remediated = checks
         .iter()
-        .find(|c| c.model_version == "v2" && c.verdict == "breach")
-        .expect("a stored breach for v2");
-    assert!(breach.detail.contains("f00") && !breach.remediation_id.is_empty(), "{breach:?}");
-    assert!(checks.iter().filter(|c| c.model_version == "v1").all(|c| c.verdict != "breach"), "{checks:?}");
+        .find(|c| c.model_version == "v2" && !c.remediation_id.is_empty())
+        .expect("a stored breach for v2 with its remediation");
+    assert!(remediated.detail.contains("f00") && remediated.window_start >= 1_764_000_120, "{remediated:?}");
 
     assert!(terminate(&mut lifecycle, Duration::from_secs(30)).success());
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());

@@ -148,10 +148,12 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let drift = store.feature_drift().await.unwrap();
     let (w0, w2) = (1_764_000_000, 1_764_000_120);
     let tested_keys = totals.iter().filter(|t| t.window_start != w0).count();
-    assert_eq!(drift.len(), tested_keys * 20, "20 features per tested (model, version, segment, window)");
+    assert_eq!(drift.len(), tested_keys * 21, "20 numeric features and `device` per tested (model, version, segment, window)");
     for row in drift.iter().filter(|r| r.segment.is_empty()) {
         assert!(row.reference_id.ends_with(&format!(":{w0}")), "{row:?}");
-        if row.feature == "f05" && row.window_start == w2 {
+        if row.feature == "device" {
+            assert!(["chi_square_2samp", "jensen_shannon"].contains(&row.test.as_str()), "{row:?}");
+        } else if row.feature == "f05" && row.window_start == w2 {
             assert!(row.drifted == 1 && row.statistic > 0.5, "the shifted feature drifts: {row:?}");
         } else {
             assert!(row.statistic < 0.3, "unshifted features stay close to the baseline: {row:?}");
@@ -176,7 +178,8 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
         assert!(breaches.iter().any(|c| c.remediation_id == r.remediation_id), "stored check names the remediation");
     }
 
-    // `vigil status` shows each model version's latest closed window with its drift and verdict.
+    // `vigil status` shows each model version's latest closed window with its drift and verdict
+// (21 features tested: 20 numeric and `device`).
     let status = env
         .vigil_command(&["status", "--registry-timeout", "5s"])
         .stdout(std::process::Stdio::piped())
@@ -187,7 +190,7 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("model-")).collect();
     assert_eq!(lines.len(), 12, "{text}");
-    assert!(lines.iter().all(|l| l.contains("breach") && l.contains("/20")), "window 2 breached everywhere: {text}");
+    assert!(lines.iter().all(|l| l.contains("breach") && l.contains("/21")), "window 2 breached everywhere: {text}");
 
     // A late event for a closed window counts, and the window is closed again with it.
     let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
