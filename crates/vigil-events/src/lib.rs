@@ -16,6 +16,7 @@
 mod codec;
 mod error;
 mod frame;
+mod hash;
 mod lifecycle;
 mod outcome;
 mod prediction;
@@ -25,6 +26,7 @@ mod validate;
 
 pub use codec::{Reader, Writer};
 pub use error::{CodecError, DecodeError, ValidationError};
+pub use hash::fnv1a64;
 pub use frame::{decode, decode_prediction_view, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
 pub use lifecycle::{LifecycleEvent, Stage};
 pub use outcome::OutcomeEvent;

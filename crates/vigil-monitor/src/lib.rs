@@ -68,8 +68,7 @@ impl MonitorSettings {
             drift::REFERENCE_BINS,
             self.drift_policy,
         );
-        let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        format!("{hash:016x}")
+        format!("{:016x}", vigil_events::fnv1a64(canonical.as_bytes()))
     }
 }
 

@@ -315,7 +315,7 @@ impl Pipeline {
     /// Makes `state` (a version's first closed window with enough events) its reference.
     async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
         let json = serde_json::to_string(state)?;
-        let content_hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let content_hash = vigil_events::fnv1a64(json.as_bytes());
         let reference_id = format!("baseline:{model_id}:{model_version}:{window_start}");
         self.store
             .insert_reference(&vigil_store::ReferenceRow {

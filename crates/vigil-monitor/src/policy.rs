@@ -113,8 +113,7 @@ impl Streaks {
 /// A remediation id that only depends on what was decided, so a replay yields the same id.
 pub fn remediation_id(model: &str, version: &str, window_start: u32, policy: &str, config_hash: &str) -> String {
     let text = format!("{model}\u{1f}{version}\u{1f}{window_start}\u{1f}{policy}\u{1f}{config_hash}");
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("rem-{hash:016x}")
+    format!("rem-{:016x}", vigil_events::fnv1a64(text.as_bytes()))
 }
 
 #[cfg(test)]

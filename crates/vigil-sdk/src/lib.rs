@@ -211,7 +211,7 @@ impl Drop for Producer {
 /// Where a prediction id falls in [0, 1): FNV-1a 64, a fixed and documented hash, so every SDK
 /// (and every process and restart) keeps the same predictions and their outcomes.
 pub fn sample_point(prediction_id: &str) -> f64 {
-    let hash = prediction_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = vigil_events::fnv1a64(prediction_id.as_bytes());
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
