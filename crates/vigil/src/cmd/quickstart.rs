@@ -125,20 +125,10 @@ fn unix_seconds() -> u32 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` from seconds since the epoch (civil-from-days, Howard Hinnant).
+/// `YYYY-MM-DD HH:MM:SS` from seconds since the epoch: the RFC 3339 form vigil's alerts use,
+/// without the `T`, milliseconds and `Z`, for terminal tables.
 pub fn format_utc(seconds: u32) -> String {
-    let days = i64::from(seconds / 86_400);
-    let secs = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    vigil_alerts::rfc3339(i64::from(seconds) * 1000)[..19].replacen('T', " ", 1)
 }
 
 #[cfg(test)]
