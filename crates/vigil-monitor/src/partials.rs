@@ -27,11 +27,13 @@ pub struct Segmenter {
     max_per_model: usize,
     admitted: HashMap<String, HashSet<String>>,
     overflowed: u64,
+    /// Reused to build `tag=value` names without allocating per event.
+    scratch: String,
 }
 
 impl Segmenter {
     pub fn new(tags: Vec<String>, max_per_model: usize) -> Self {
-        Self { tags, max_per_model, admitted: HashMap::new(), overflowed: 0 }
+        Self { tags, max_per_model, admitted: HashMap::new(), overflowed: 0, scratch: String::new() }
     }
 
     /// Segments already stored (after a restart), admitted before any new one.
@@ -41,21 +43,38 @@ impl Segmenter {
         }
     }
 
-    /// Calls `f` with `""` (all traffic) and each of the event's segments.
+    /// Calls `f` with `""` (all traffic) and each of the event's segments. Runs per event:
+    /// builds segment names in one reused buffer and allocates only for a new model or segment.
     fn for_each(&mut self, event: &PredictionView<'_>, mut f: impl FnMut(&str)) {
         f("");
+        if self.tags.is_empty() {
+            return;
+        }
+        if !self.admitted.contains_key(event.model_id) {
+            self.admitted.insert(event.model_id.to_owned(), HashSet::new());
+        }
+        let admitted = self.admitted.get_mut(event.model_id).expect("inserted above");
+        let mut segment = std::mem::take(&mut self.scratch);
         for tag in &self.tags {
             let Some((_, value)) = event.segment.iter().find(|(k, _)| *k == tag.as_str()) else { continue };
-            let segment = format!("{tag}={value}");
-            let admitted = self.admitted.entry(event.model_id.to_owned()).or_default();
-            if admitted.contains(&segment) || admitted.len() < self.max_per_model {
-                admitted.insert(segment.clone());
+            segment.clear();
+            segment.push_str(tag);
+            segment.push('=');
+            segment.push_str(value);
+            let known = admitted.contains(&segment);
+            if known || admitted.len() < self.max_per_model {
+                if !known {
+                    admitted.insert(segment.clone());
+                }
                 f(&segment);
             } else {
                 self.overflowed += 1;
-                f(&format!("{tag}={OTHER}"));
+                segment.truncate(tag.len() + 1);
+                segment.push_str(OTHER);
+                f(&segment);
             }
         }
+        self.scratch = segment;
     }
 
     /// Events whose segment went to `__other__` since the last call.
