@@ -348,9 +348,9 @@ impl Store {
     }
 
     /// Writes rows to `table` in one INSERT.
-    async fn insert_rows<T: Row + Serialize + clickhouse::RowWrite>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    async fn insert_rows<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
     where
-        for<'a> T: Row<Value<'a> = T>,
+        T: Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = T>,
     {
         if rows.is_empty() {
             return Ok(());
