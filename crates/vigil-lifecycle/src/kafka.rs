@@ -80,6 +80,23 @@ pub async fn replay(
     }
 }
 
+/// A partition's watermarks. Retried while the broker is still electing the leader of a topic
+/// created moments ago (`vigil lifecycle register` creates the topic, then replays it).
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32, deadline: Instant) -> Result<(i64, i64), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition};
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left.min(Duration::from_secs(5))) {
+            Err(KafkaError::MetadataFetch(LeaderNotAvailable | NotLeaderForPartition | UnknownTopicOrPartition))
+                if left > Duration::from_millis(100) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn replay_blocking(
     settings: &LifecycleSettings,
 ) -> Result<(Registry, ReplayStats), LifecycleError> {
@@ -103,8 +120,7 @@ fn replay_blocking(
     let mut pending = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition.id(), timeout)
+        let (low, high) = watermarks(&consumer, topic, partition.id(), Instant::now() + timeout)
             .map_err(kafka("read lifecycle watermarks"))?;
         stats.positions.insert(partition.id(), high);
         if high > low {
