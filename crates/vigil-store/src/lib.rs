@@ -126,6 +126,36 @@ pub struct PolicyCheckRow {
     pub computed_at: u32,
 }
 
+/// A window's performance from the outcomes joined so far (`window_performance`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct WindowPerformanceRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub segment: String,
+    pub window_start: u32,
+    pub window_seconds: u32,
+    pub predictions: u64,
+    pub labeled: u64,
+    /// `labeled / predictions`: the share of the window's predictions with an outcome so far.
+    pub coverage: f64,
+    pub accuracy: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
+    pub auc: Option<f64>,
+    pub brier: Option<f64>,
+    pub log_loss: Option<f64>,
+    pub ece: Option<f64>,
+    pub mae: Option<f64>,
+    pub rmse: Option<f64>,
+    pub mean_error: Option<f64>,
+    /// `predictions + labeled`; both only grow, so the highest revision is the newest row.
+    pub revision: u64,
+    pub reference_id: String,
+    pub config_hash: String,
+    pub computed_at: u32,
+}
+
 /// One partial of a window being closed, with its key.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct KeyedPartial {
@@ -365,6 +395,10 @@ impl Store {
     /// Writes the metrics of closed windows in one INSERT.
     pub async fn insert_window_metrics(&self, rows: &[WindowMetricsRow]) -> Result<(), StoreError> {
         self.insert_rows("window_metrics", rows).await
+    }
+
+    pub async fn insert_window_performance(&self, rows: &[WindowPerformanceRow]) -> Result<(), StoreError> {
+        self.insert_rows("window_performance", rows).await
     }
 
     /// (partition, window start) pairs with partials but no metrics yet: what a restarted monitor

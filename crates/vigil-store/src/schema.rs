@@ -163,6 +163,44 @@ ORDER BY (model_id, model_version, segment, window_start, feature){ttl}"
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, window_start, policy){ttl}"
         ),
+    },
+    Migration {
+        id: 7,
+        name: "window_performance",
+        // A window's performance from the outcomes joined to its predictions so far. Outcomes
+        // arrive late (hours, days), so a window's row is recomputed each time outcomes for it
+        // land; both counts only grow, so `revision` (predictions + labeled) picks the newest row
+        // (query with FINAL). Metrics that do not apply (AUC without scores, MAE for a
+        // classifier) are NULL.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.window_performance (
+    model_id {name_type},
+    model_version {name_type},
+    segment String,
+    window_start DateTime,
+    window_seconds UInt32,
+    predictions UInt64,
+    labeled UInt64,
+    coverage Float64,
+    accuracy Nullable(Float64),
+    precision Nullable(Float64),
+    recall Nullable(Float64),
+    f1 Nullable(Float64),
+    auc Nullable(Float64),
+    brier Nullable(Float64),
+    log_loss Nullable(Float64),
+    ece Nullable(Float64),
+    mae Nullable(Float64),
+    rmse Nullable(Float64),
+    mean_error Nullable(Float64),
+    revision UInt64,
+    reference_id String,
+    config_hash String,
+    computed_at DateTime
+) ENGINE = ReplacingMergeTree(revision)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model_id, model_version, segment, window_start){ttl}"
+        ),
     }]
 }
 
