@@ -1,13 +1,13 @@
 //! Synthetic traffic: a seeded generator of plausible predictions (pure), and a rate-limited
 //! loop that publishes them through the SDK like a serving app would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use vigil_events::{Prediction, PredictionEvent};
+use vigil_events::{OutcomeEvent, Prediction, PredictionEvent};
 use vigil_sdk::{Producer, SdkError};
 
 /// Deterministic for a seed, so a test can regenerate exactly what it sent.
@@ -19,6 +19,20 @@ pub struct Synthetic {
     sequence: u64,
     run_id: u64,
     drift: Option<Drift>,
+    labels: Option<Labels>,
+    /// Its own stream, so turning outcomes on leaves the predictions of a seed unchanged.
+    label_rng: SmallRng,
+    /// Outcomes generated but not yet due, in due order (a fixed delay keeps them sorted).
+    outcomes: VecDeque<OutcomeEvent>,
+}
+
+/// Ground truth for a share of the predictions, observed `delay_ms` after each (event time).
+/// The truth follows the model's score on the *undrifted* inputs, so a drifted version (its
+/// inputs shifted by a broken upstream) also loses accuracy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Labels {
+    pub rate: f64,
+    pub delay_ms: i64,
 }
 
 /// Input drift for one model version: its first `features` numeric features shift by `shift`
@@ -46,7 +60,22 @@ impl Synthetic {
             sequence: 0,
             run_id: seed,
             drift: None,
+            labels: None,
+            label_rng: SmallRng::seed_from_u64(seed ^ 0x6c61_6265_6c73),
+            outcomes: VecDeque::new(),
         }
+    }
+
+    /// Generates outcomes for a share of the predictions; see [`Synthetic::due_outcomes`].
+    pub fn with_labels(mut self, labels: Option<Labels>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// Takes the outcomes whose event time is at or before `now_ms`.
+    pub fn due_outcomes(&mut self, now_ms: i64) -> Vec<OutcomeEvent> {
+        let due = self.outcomes.iter().take_while(|o| o.event_time_ms <= now_ms).count();
+        self.outcomes.drain(..due).collect()
     }
 
     /// Sets (or clears) the drift to apply; see [`Synthetic::set_drift_active`].
@@ -69,10 +98,13 @@ impl Synthetic {
             Some(d) if d.active && d.model == *model && d.version == *version => Some((d.features, d.shift)),
             _ => None,
         };
-        let mut logit = 0.0;
+        let (mut logit, mut true_logit) = (0.0, 0.0);
         let mut numeric_features = BTreeMap::new();
         for (i, name) in self.features.iter().enumerate() {
             let mut x = standard_normal(&mut self.rng);
+            if i < 3 {
+                true_logit += x;
+            }
             if let Some((n, by)) = shift {
                 if i < n {
                     x += by;
@@ -84,11 +116,25 @@ impl Synthetic {
             numeric_features.insert(name.clone(), x);
         }
         let score = 1.0 / (1.0 + (-logit).exp());
+        let prediction_id = format!("p-{:016x}-{}", self.run_id, self.sequence);
+        if let Some(labels) = self.labels {
+            if self.label_rng.random::<f64>() < labels.rate {
+                let truth = self.label_rng.random::<f64>() < 1.0 / (1.0 + (-true_logit).exp());
+                self.outcomes.push_back(OutcomeEvent {
+                    event_id: format!("o-{:016x}-{}", self.run_id, self.sequence),
+                    prediction_id: prediction_id.clone(),
+                    model_id: model.clone(),
+                    event_time_ms: event_time_ms + labels.delay_ms,
+                    label: Some(if truth { "1" } else { "0" }.to_owned()),
+                    value: None,
+                });
+            }
+        }
         let device = DEVICES[self.rng.random_range(0..DEVICES.len())];
         let country = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())];
         PredictionEvent {
             event_id: format!("{:016x}-{}", self.run_id, self.sequence),
-            prediction_id: format!("p-{:016x}-{}", self.run_id, self.sequence),
+            prediction_id,
             model_id: model.clone(),
             model_version: version.clone(),
             event_time_ms,
@@ -128,6 +174,7 @@ pub struct LoadSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoadReport {
     pub sent: u64,
+    pub outcomes_sent: u64,
     pub dropped_queue_full: u64,
     pub elapsed: Duration,
 }
@@ -157,15 +204,13 @@ pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop
         }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         while report.sent < due.min(limit) {
-            match producer.log_prediction(&generator.next_prediction(now_ms)) {
-                Ok(()) => report.sent += 1,
-                Err(SdkError::QueueFull { .. }) => {
-                    // Back off rather than drop: a load generator wants every event delivered.
-                    report.dropped_queue_full += 1;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(error) => return Err(error),
-            }
+            let event = generator.next_prediction(now_ms);
+            retry_full(&mut report, || producer.log_prediction(&event))?;
+            report.sent += 1;
+        }
+        for outcome in generator.due_outcomes(now_ms) {
+            retry_full(&mut report, || producer.log_outcome(&outcome))?;
+            report.outcomes_sent += 1;
         }
         if started.elapsed() >= next_progress {
             tracing::info!(sent = report.sent, rate = (report.sent as f64 / started.elapsed().as_secs_f64()) as u64, "loadgen progress");
@@ -175,9 +220,29 @@ pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop
             std::thread::sleep(SLICE);
         }
     }
+    // Outcomes not yet due are sent now, with their (future) event times.
+    for outcome in generator.due_outcomes(i64::MAX) {
+        retry_full(&mut report, || producer.log_outcome(&outcome))?;
+        report.outcomes_sent += 1;
+    }
     producer.flush(Duration::from_secs(30))?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Sends until the SDK's queue takes the event: a load generator wants every event delivered,
+/// so it backs off rather than drops.
+fn retry_full(report: &mut LoadReport, mut send: impl FnMut() -> Result<(), SdkError>) -> Result<(), SdkError> {
+    loop {
+        match send() {
+            Ok(()) => return Ok(()),
+            Err(SdkError::QueueFull { .. }) => {
+                report.dropped_queue_full += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,5 +294,31 @@ mod tests {
             seen.insert((e.model_id, e.model_version));
         }
         assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn outcomes_follow_their_predictions_and_leave_the_predictions_unchanged() {
+        let labels = Labels { rate: 0.5, delay_ms: 1_000 };
+        let (mut plain, mut labelled) = (generator(9), generator(9).with_labels(Some(labels)));
+        let mut ids = std::collections::BTreeMap::new();
+        for t in 0..2000 {
+            let p = labelled.next_prediction(t);
+            assert_eq!(p, plain.next_prediction(t));
+            ids.insert(p.prediction_id.clone(), p);
+        }
+        assert!(labelled.due_outcomes(999).is_empty(), "no outcome is due before the delay");
+        let outcomes = labelled.due_outcomes(i64::MAX);
+        assert!((900..1100).contains(&outcomes.len()), "{} of 2000 labelled at rate 0.5", outcomes.len());
+        for o in &outcomes {
+            let p = &ids[&o.prediction_id];
+            assert_eq!((o.model_id.as_str(), o.event_time_ms), (p.model_id.as_str(), p.event_time_ms + 1_000));
+            use vigil_events::AvroRecord;
+            o.validate().unwrap();
+        }
+        // The truth is drawn from the model's own score: the predicted label is right about
+        // E[max(s, 1 - s)], near 0.8 for a logit that is a sum of 3 standard normals.
+        let right = outcomes.iter().filter(|o| ids[&o.prediction_id].prediction.label == o.label).count();
+        let accuracy = right as f64 / outcomes.len() as f64;
+        assert!((0.72..0.88).contains(&accuracy), "{accuracy}");
     }
 }

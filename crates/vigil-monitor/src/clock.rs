@@ -45,6 +45,11 @@ impl WindowClock {
         late
     }
 
+    /// Whether `window_start` waits to be closed (or closed again) by the watermark.
+    pub fn is_open(&self, partition: i32, window_start: u32) -> bool {
+        self.partitions.get(&partition).is_some_and(|c| c.open.contains(&window_start))
+    }
+
     /// A window found stored but not closed (after a restart).
     pub fn reopen(&mut self, partition: i32, window_start: u32) {
         self.partitions.entry(partition).or_default().open.insert(window_start);

@@ -1,6 +1,6 @@
 //! The Kafka side: consumer with rebalance and lag tracking, topic creation, dead letters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +8,9 @@ use prometheus::IntGauge;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -96,6 +98,9 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Range assigns the same partition numbers of every subscribed topic to one member, so
+        // an outcome is consumed where its prediction's partition is (the join needs both).
+        .set("partition.assignment.strategy", "range")
         .set("statistics.interval.ms", "5000");
     for (key, value) in &settings.client {
         config.set(key, value);
@@ -104,6 +109,89 @@ pub fn consumer(
         .create_with_context(MonitorContext { notes: notes.clone(), lag })
         .map_err(|e| MonitorError::Kafka { action: "create consumer", source: e })?;
     Ok((consumer, notes))
+}
+
+/// How many partitions `topic` has, from the broker's metadata.
+pub fn partition_count(consumer: &MonitorConsumer, topic: &str) -> Result<usize, MonitorError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| MonitorError::Kafka { action: "fetch topic metadata", source: e })?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
+}
+
+/// A stretch of one partition to read again: from the first message at or after `from_ms`
+/// (Kafka timestamp) up to `end_offset`, exclusive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRange {
+    pub topic: String,
+    pub partition: i32,
+    pub from_ms: i64,
+    pub end_offset: i64,
+}
+
+/// Reads `ranges` with a group-less consumer and calls `f(topic, partition, payload)` for each
+/// message, in offset order per partition; returns how many it read. Stops early, with a
+/// warning, if the broker sends nothing for 30 s.
+pub async fn read_history(
+    settings: &KafkaSettings,
+    ranges: &[HistoryRange],
+    mut f: impl FnMut(&str, i32, &[u8]),
+) -> Result<u64, MonitorError> {
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let kafka = |action: &'static str| move |source| MonitorError::Kafka { action, source };
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set("group.id", "vigil-monitor-history")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(kafka("create history consumer"))?;
+    let mut query = TopicPartitionList::new();
+    for r in ranges {
+        query.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_ms)).map_err(kafka("look up history offsets"))?;
+    }
+    let starts = consumer.offsets_for_times(query, Duration::from_secs(30)).map_err(kafka("look up history offsets"))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = HashMap::new();
+    for start in starts.elements() {
+        let Some(range) = ranges.iter().find(|r| r.topic == start.topic() && r.partition == start.partition()) else { continue };
+        // `End`: no message at or after the timestamp, nothing to read.
+        let first = match start.offset() {
+            Offset::Offset(o) => o,
+            Offset::End => continue,
+            _ => 0,
+        };
+        if first < range.end_offset {
+            assignment.add_partition_offset(&range.topic, range.partition, Offset::Offset(first)).map_err(kafka("assign history"))?;
+            remaining.insert((range.topic.clone(), range.partition), range.end_offset);
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assignment).map_err(kafka("assign history"))?;
+    let mut read = 0;
+    while !remaining.is_empty() {
+        let message = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+            Ok(message) => message.map_err(kafka("read history"))?,
+            Err(_) => {
+                tracing::warn!(?remaining, "history read stalled; continuing with what was read");
+                break;
+            }
+        };
+        let key = (message.topic().to_owned(), message.partition());
+        let Some(&end) = remaining.get(&key) else { continue };
+        if message.offset() < end {
+            f(message.topic(), message.partition(), message.payload().unwrap_or_default());
+            read += 1;
+        }
+        if message.offset() + 1 >= end {
+            remaining.remove(&key);
+        }
+    }
+    Ok(read)
 }
 
 /// Takes what the rebalance callbacks noted since the last call: (any rebalance?, revoked).

@@ -4,19 +4,24 @@
 
 mod clock;
 mod drift;
+mod join;
 mod http;
 mod kafka;
 mod metrics;
 mod partials;
+mod performance;
 mod pipeline;
 mod policy;
+pub mod reference;
 mod window;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
-pub use partials::{PendingPartials, Segmenter};
+pub use join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
+pub use partials::{PendingPartials, Segmenter, Source};
+pub use performance::{Observed, PerformanceState, PerformanceSummary, Predicted};
 pub use clock::WindowClock;
 pub use drift::{categorical_drift, numeric_drift, FeatureDrift};
 pub use http::{serve, Readiness};
@@ -32,6 +37,8 @@ pub struct MonitorSettings {
     pub kafka: KafkaSettings,
     pub group_id: String,
     pub predictions_topic: String,
+    /// Outcomes, keyed by model id like predictions and with as many partitions.
+    pub outcomes_topic: String,
     pub deadletter_topic: String,
     pub window_seconds: u32,
     /// Segment tags that get their own windows besides all traffic (e.g. `country`).
@@ -45,6 +52,10 @@ pub struct MonitorSettings {
     pub baseline_min_events: u64,
     pub remediations_topic: String,
     pub drift_policy: DriftPolicySettings,
+    /// How outcomes wait for predictions and the other way round.
+    pub join: JoinSettings,
+    /// The class a binary model's `score` is the probability of (for AUC, Brier, precision).
+    pub positive_label: String,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.
@@ -58,7 +69,7 @@ impl MonitorSettings {
     /// replay can tell whether it computes under the same configuration. FNV-1a 64, hex.
     pub fn config_hash(&self) -> String {
         let canonical = format!(
-            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={};policy={:?}",
+            "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={};policy={:?};join_horizon_s={};join_capacity={};positive_label={}",
             self.window_seconds,
             self.allowed_lateness.as_secs(),
             self.segment_tags.join(","),
@@ -67,6 +78,9 @@ impl MonitorSettings {
             self.baseline_min_events,
             drift::REFERENCE_BINS,
             self.drift_policy,
+            self.join.horizon_seconds,
+            self.join.capacity,
+            self.positive_label,
         );
         format!("{:016x}", vigil_events::fnv1a64(canonical.as_bytes()))
     }
@@ -82,6 +96,8 @@ pub enum MonitorError {
     Stats(#[from] vigil_stats::StatsError),
     #[error("window state does not serialize: {0}")]
     State(#[from] serde_json::Error),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -24,6 +24,15 @@ pub struct MonitorMetrics {
     pub features_drifted: IntCounter,
     pub references_created: IntCounter,
     pub remediations: IntCounter,
+    pub outcomes_decoded: IntCounter,
+    pub outcomes_matched: IntCounter,
+    pub predictions_expired: IntCounter,
+    pub outcomes_expired: IntCounter,
+    pub join_evicted: IntCounter,
+    pub join_duplicates: IntCounter,
+    pub join_waiting_predictions: IntGauge,
+    pub join_waiting_outcomes: IntGauge,
+    pub performance_rows: IntCounter,
 }
 
 impl MonitorMetrics {
@@ -48,7 +57,27 @@ impl MonitorMetrics {
             "Messages on assigned partitions not yet consumed, from librdkafka statistics",
         )?;
         registry.register(Box::new(consumer_lag.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(format!("vigil_monitor_{name}"), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         Ok(Self {
+            outcomes_decoded: counter("outcomes_decoded_total", "Outcome messages decoded into valid events")?,
+            outcomes_matched: counter("outcomes_matched_total", "Outcomes joined to their prediction")?,
+            predictions_expired: counter(
+                "join_predictions_expired_total",
+                "Predictions that got no outcome within the join horizon",
+            )?,
+            outcomes_expired: counter(
+                "join_outcomes_expired_total",
+                "Outcomes whose prediction did not arrive within the join horizon (unmatched)",
+            )?,
+            join_evicted: counter("join_evicted_total", "Waiting predictions or outcomes pushed out by the join capacity")?,
+            join_duplicates: counter("join_duplicates_total", "Predictions or outcomes whose prediction id was already waiting (ignored)")?,
+            join_waiting_predictions: gauge("join_waiting_predictions", "Predictions waiting for their outcome")?,
+            join_waiting_outcomes: gauge("join_waiting_outcomes", "Outcomes waiting for their prediction")?,
+            performance_rows: counter("performance_rows_total", "Window performance rows written (at close and after late outcomes)")?,
             consumed: counter("messages_consumed_total", "Messages read from Kafka")?,
             decoded: counter("events_decoded_total", "Messages decoded into valid events")?,
             deadlettered,

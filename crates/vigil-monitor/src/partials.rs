@@ -1,12 +1,22 @@
-//! Partial window states between two flushes, kept per Kafka partition so a flush can store each
-//! partition's position with its partials, and a revoked partition's work can be dropped whole.
+//! Partial window states between two flushes, kept per source topic and Kafka partition so a
+//! flush can store each partition's position with its partials, and a revoked partition's work
+//! can be dropped whole. Predictions add to their window's state; a matched outcome adds to its
+//! prediction's window's performance, in the batch of the message that completed the pair.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_events::PredictionView;
 use vigil_store::WindowPartialRow;
 
+use crate::join::Matched;
 use crate::window::{WindowState, OTHER};
+
+/// The topic a message came from. Outcomes share partition numbers with predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    Predictions,
+    Outcomes,
+}
 
 /// (model, version, segment, window start) -> state, nested so the hot path looks up by `&str`
 /// and allocates only for a key it has not seen since the last flush.
@@ -45,7 +55,7 @@ impl Segmenter {
 
     /// Calls `f` with `""` (all traffic) and each of the event's segments. Runs per event:
     /// builds segment names in one reused buffer and allocates only for a new model or segment.
-    fn for_each(&mut self, event: &PredictionView<'_>, mut f: impl FnMut(&str)) {
+    pub fn for_each(&mut self, event: &PredictionView<'_>, mut f: impl FnMut(&str)) {
         f("");
         if self.tags.is_empty() {
             return;
@@ -86,14 +96,15 @@ impl Segmenter {
 #[derive(Debug)]
 pub struct PendingPartials {
     window_seconds: u32,
-    partitions: BTreeMap<i32, PartitionBatch>,
+    partitions: BTreeMap<(Source, i32), PartitionBatch>,
     messages: usize,
+    positive_label: String,
 }
 
 impl PendingPartials {
-    pub fn new(window_seconds: u32) -> Self {
+    pub fn new(window_seconds: u32, positive_label: &str) -> Self {
         assert!(window_seconds > 0, "window_seconds is validated at config load");
-        Self { window_seconds, partitions: BTreeMap::new(), messages: 0 }
+        Self { window_seconds, partitions: BTreeMap::new(), messages: 0, positive_label: positive_label.to_owned() }
     }
 
     /// The tumbling window an event time (ms since the epoch, validated non-negative) falls in.
@@ -102,24 +113,54 @@ impl PendingPartials {
         (seconds - seconds % u64::from(self.window_seconds)) as u32
     }
 
-    pub fn record_event(&mut self, partition: i32, offset: i64, event: &PredictionView<'_>, late: bool, segments: &mut Segmenter) {
+    /// Adds a prediction to its window; fills `named` with its segments besides all traffic
+    /// (what the outcome join keeps for it).
+    pub fn record_event(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        event: &PredictionView<'_>,
+        late: bool,
+        segments: &mut Segmenter,
+        named: &mut Vec<String>,
+    ) {
         let window = self.window_start(event.event_time_ms);
-        let batch = self.advance(partition, offset);
+        let batch = self.advance(Source::Predictions, partition, offset);
         let versions = get_or_insert(&mut batch.states, event.model_id);
         let segments_of_version = get_or_insert(versions, event.model_version);
+        named.clear();
         segments.for_each(event, |segment| {
             get_or_insert(segments_of_version, segment).entry(window).or_default().add(event, late);
+            if !segment.is_empty() {
+                named.push(segment.to_owned());
+            }
         });
     }
 
-    /// A message that adds no state (dead-lettered) still moves the partition's position.
-    pub fn record_other(&mut self, partition: i32, offset: i64) {
-        self.advance(partition, offset);
+    /// Adds a joined pair's performance to its prediction's window, overall and per segment, in
+    /// the batch of the message that completed it (already recorded or passed to
+    /// [`Self::record_other`]).
+    pub fn record_matched(&mut self, source: Source, partition: i32, matched: &Matched) {
+        let batch = self.partitions.entry((source, partition)).or_default();
+        let versions = get_or_insert(&mut batch.states, &matched.model_id);
+        let segments_of_version = get_or_insert(versions, &matched.model_version);
+        for segment in std::iter::once("").chain(matched.segments.iter().map(String::as_str)) {
+            get_or_insert(segments_of_version, segment)
+                .entry(matched.window_start)
+                .or_default()
+                .add_outcome(&matched.predicted, &matched.observed, &self.positive_label);
+        }
     }
 
-    fn advance(&mut self, partition: i32, offset: i64) -> &mut PartitionBatch {
+    /// A message that adds no prediction (an outcome, or dead-lettered) still moves its
+    /// partition's position.
+    pub fn record_other(&mut self, source: Source, partition: i32, offset: i64) {
+        self.advance(source, partition, offset);
+    }
+
+    fn advance(&mut self, source: Source, partition: i32, offset: i64) -> &mut PartitionBatch {
         self.messages += 1;
-        let batch = self.partitions.entry(partition).or_default();
+        let batch = self.partitions.entry((source, partition)).or_default();
         batch.next_offset = batch.next_offset.max(offset + 1);
         batch
     }
@@ -134,21 +175,41 @@ impl PendingPartials {
 
     /// Forgets revoked partitions: their next owner re-reads them from the stored position.
     pub fn revoke(&mut self, partitions: &[i32]) {
-        for p in partitions {
-            self.partitions.remove(p);
+        self.partitions.retain(|(_, p), _| !partitions.contains(p));
+    }
+
+    /// The next offset per (source, partition) once the rows from [`Self::rows`] are stored.
+    pub fn positions(&self) -> impl Iterator<Item = (Source, i32, i64)> + '_ {
+        self.partitions.iter().map(|((s, p), b)| (*s, *p, b.next_offset))
+    }
+
+    /// (partition, window) pairs that got joined outcomes in this batch.
+    pub fn windows_with_outcomes(&self) -> std::collections::BTreeSet<(i32, u32)> {
+        let mut windows = std::collections::BTreeSet::new();
+        for ((_, partition), batch) in &self.partitions {
+            for versions in batch.states.values() {
+                for segments in versions.values() {
+                    for (window, state) in segments.get("").into_iter().flatten() {
+                        if state.performance.is_some() {
+                            windows.insert((*partition, *window));
+                        }
+                    }
+                }
+            }
         }
+        windows
     }
 
-    /// The next offset per partition once the rows from [`Self::rows`] are stored.
-    pub fn positions(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        self.partitions.iter().map(|(p, b)| (*p, b.next_offset))
-    }
-
-    /// One row per (partition, model, version, segment, window); a partition with no state gets
-    /// one empty row so its position is stored all the same.
-    pub fn rows(&self, topic: &str, written_at: u32) -> Result<Vec<WindowPartialRow>, serde_json::Error> {
+    /// One row per (source, partition, model, version, segment, window); a partition with no
+    /// state gets one empty row so its position is stored all the same. `topics` names the
+    /// predictions and the outcomes topic.
+    pub fn rows(&self, topics: [&str; 2], written_at: u32) -> Result<Vec<WindowPartialRow>, serde_json::Error> {
         let mut rows = Vec::new();
-        for (&partition, batch) in &self.partitions {
+        for (&(source, partition), batch) in &self.partitions {
+            let topic = match source {
+                Source::Predictions => topics[0],
+                Source::Outcomes => topics[1],
+            };
             let row = |model: &str, version: &str, segment: &str, window_start: u32, events: u64, state: String| WindowPartialRow {
                 model_id: model.to_owned(),
                 model_version: version.to_owned(),
@@ -209,12 +270,12 @@ mod tests {
     }
 
     fn record(p: &mut PendingPartials, s: &mut Segmenter, partition: i32, offset: i64, b: &[u8]) {
-        p.record_event(partition, offset, &decode_prediction_view(b).unwrap(), false, s);
+        p.record_event(partition, offset, &decode_prediction_view(b).unwrap(), false, s, &mut Vec::new());
     }
 
     #[test]
     fn events_fall_in_tumbling_event_time_windows() {
-        let p = PendingPartials::new(60);
+        let p = PendingPartials::new(60, "1");
         assert_eq!(p.window_start(0), 0);
         assert_eq!(p.window_start(59_999), 0);
         assert_eq!(p.window_start(60_000), 60);
@@ -223,15 +284,15 @@ mod tests {
 
     #[test]
     fn rows_carry_states_per_segment_and_each_partition_position() {
-        let mut p = PendingPartials::new(60);
+        let mut p = PendingPartials::new(60, "1");
         let mut s = Segmenter::new(vec!["country".into()], 10);
         record(&mut p, &mut s, 0, 10, &bytes("fraud", "v1", Some("DE"), 1_000));
         record(&mut p, &mut s, 0, 11, &bytes("fraud", "v1", Some("US"), 2_000));
         record(&mut p, &mut s, 0, 12, &bytes("fraud", "v2", None, 61_000));
-        p.record_other(1, 7);
+        p.record_other(Source::Predictions, 1, 7);
         assert_eq!(p.messages(), 4);
 
-        let mut rows = p.rows("t", 99).unwrap();
+        let mut rows = p.rows(["t", "o"], 99).unwrap();
         rows.sort_by(|a, b| (a.source_partition, &a.model_version, &a.segment).cmp(&(b.source_partition, &b.model_version, &b.segment)));
         let summary: Vec<_> = rows
             .iter()
@@ -253,7 +314,7 @@ mod tests {
 
     #[test]
     fn segments_past_the_cap_share_other_and_are_counted() {
-        let mut p = PendingPartials::new(60);
+        let mut p = PendingPartials::new(60, "1");
         let mut s = Segmenter::new(vec!["country".into()], 2);
         s.admit_stored([("fraud".to_owned(), "country=DE".to_owned())]);
         for (i, c) in ["DE", "US", "BR", "IN", "US"].iter().enumerate() {
@@ -261,7 +322,7 @@ mod tests {
         }
         assert_eq!(s.take_overflowed(), 2);
         let segments: std::collections::BTreeMap<String, u64> =
-            p.rows("t", 0).unwrap().into_iter().map(|r| (r.segment, r.events)).collect();
+            p.rows(["t", "o"], 0).unwrap().into_iter().map(|r| (r.segment, r.events)).collect();
         assert_eq!(segments["country=__other__"], 2);
         assert_eq!(segments["country=US"], 2);
         assert_eq!(segments[""], 5);
@@ -269,11 +330,34 @@ mod tests {
 
     #[test]
     fn revoked_partitions_are_forgotten() {
-        let mut p = PendingPartials::new(60);
+        let mut p = PendingPartials::new(60, "1");
         let mut s = Segmenter::new(vec![], 10);
         record(&mut p, &mut s, 0, 1, &bytes("a", "v1", None, 0));
         record(&mut p, &mut s, 3, 1, &bytes("b", "v1", None, 0));
         p.revoke(&[3]);
-        assert_eq!(p.positions().collect::<Vec<_>>(), vec![(0, 2)]);
+        assert_eq!(p.positions().collect::<Vec<_>>(), vec![(Source::Predictions, 0, 2)]);
+    }
+
+    #[test]
+    fn matched_outcomes_add_to_their_predictions_window_in_the_completing_batch() {
+        use crate::performance::{Observed, Predicted};
+        let mut p = PendingPartials::new(60, "1");
+        p.record_other(Source::Outcomes, 2, 40);
+        let matched = Matched {
+            model_id: "fraud".into(),
+            model_version: "v1".into(),
+            segments: vec!["country=DE".into()],
+            window_start: 120,
+            predicted: Predicted { label: Some("1".into()), score: Some(0.8), value: None },
+            observed: Observed { label: Some("1".into()), value: None },
+        };
+        p.record_matched(Source::Outcomes, 2, &matched);
+        let mut rows = p.rows(["t", "o"], 0).unwrap();
+        rows.sort_by(|a, b| a.segment.cmp(&b.segment));
+        let keyed: Vec<_> = rows.iter().map(|r| (r.source_topic.as_str(), r.source_partition, r.segment.as_str(), r.window_start, r.events, r.source_end_offset)).collect();
+        assert_eq!(keyed, vec![("o", 2, "", 120, 0, 41), ("o", 2, "country=DE", 120, 0, 41)]);
+        let state: WindowState = serde_json::from_str(&rows[0].state).unwrap();
+        assert_eq!(state.performance.unwrap().labeled, 1);
+        assert_eq!(p.windows_with_outcomes().into_iter().collect::<Vec<_>>(), vec![(2, 120)]);
     }
 }

@@ -1,9 +1,13 @@
-//! The consume -> decode -> update window states -> flush loop.
+//! The consume -> decode -> update window states -> flush loop, over predictions and outcomes.
 //!
 //! Exactly-once effect: each flush stores its partial window states and, on the same rows, the next offset of
 //! every partition it covers, in one atomic INSERT. After a restart or rebalance the monitor
 //! reads those positions back and skips messages below them, so whatever Kafka redelivers is
 //! counted once. Kafka offset commits follow the stored positions and only save re-reading.
+//!
+//! Outcomes join their predictions in memory (`join.rs`). That state is not stored: after a
+//! (re)start or rebalance it is rebuilt by re-reading the join horizon before the stored
+//! positions (`rebuild_join`), so a restarted monitor matches what an uninterrupted one would.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +17,12 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use vigil_events::decode_prediction_view;
+use vigil_events::{decode, decode_prediction_view, OutcomeEvent};
 use vigil_store::Store;
 
-use crate::partials::{PendingPartials, Segmenter};
+use crate::join::{Matched, OutcomeJoin, WaitingPrediction};
+use crate::partials::{PendingPartials, Segmenter, Source};
+use crate::performance::{Observed, Predicted};
 use crate::clock::WindowClock;
 use crate::http::Readiness;
 use crate::drift::{categorical_drift, numeric_drift};
@@ -41,9 +47,12 @@ struct Pipeline {
     drift_policy: vigil_stats::DriftPolicy,
     remediations: Remediations,
     streaks: Streaks,
-    /// Stored next offset per partition; `None` until read from ClickHouse after a (re)start or
-    /// rebalance.
-    stored: Option<HashMap<u32, i64>>,
+    join: OutcomeJoin,
+    /// Reused per prediction for the segment names the join keeps.
+    segment_names: Vec<String>,
+    /// Stored next offset per (topic, partition); `None` until read from ClickHouse after a
+    /// (re)start or rebalance.
+    stored: Option<HashMap<(Source, u32), i64>>,
     /// Counted per message, added to Prometheus per flush.
     local: LocalCounts,
 }
@@ -53,6 +62,7 @@ struct LocalCounts {
     consumed: u64,
     late: u64,
     decoded: u64,
+    outcomes: u64,
     skipped: u64,
 }
 
@@ -66,16 +76,29 @@ pub async fn run(
 ) -> Result<(), MonitorError> {
     let (consumer, notes) = kafka::consumer(&settings.kafka, &settings.group_id, metrics.consumer_lag.clone())?;
     let consumer = Arc::new(consumer);
+    let (predictions, outcomes) = (
+        kafka::partition_count(&consumer, &settings.predictions_topic)?,
+        kafka::partition_count(&consumer, &settings.outcomes_topic)?,
+    );
+    if predictions != outcomes {
+        return Err(MonitorError::Config(format!(
+            "topics.predictions {:?} has {predictions} partitions but topics.outcomes {:?} has {outcomes}: \
+             outcomes join predictions per partition, so give both topics the same partition count",
+            settings.predictions_topic, settings.outcomes_topic
+        )));
+    }
     consumer
-        .subscribe(&[&settings.predictions_topic])
+        .subscribe(&[&settings.predictions_topic, &settings.outcomes_topic])
         .map_err(|e| MonitorError::Kafka { action: "subscribe", source: e })?;
     let dead_letters = DeadLetters::new(&settings.kafka, &settings.deadletter_topic)?;
     store.ping().await?;
     readiness.set(true);
-    tracing::info!(topic = %settings.predictions_topic, group = %settings.group_id, "monitor consuming");
+    tracing::info!(predictions = %settings.predictions_topic, outcomes = %settings.outcomes_topic, group = %settings.group_id, "monitor consuming");
 
     let mut pipeline = Pipeline {
-        pending: PendingPartials::new(settings.window_seconds),
+        pending: PendingPartials::new(settings.window_seconds, &settings.positive_label),
+        join: OutcomeJoin::new(settings.join),
+        segment_names: Vec::new(),
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
         clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32),
         config_hash: settings.config_hash(),
@@ -150,44 +173,140 @@ impl Pipeline {
     async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MonitorError> {
         self.local.consumed += 1;
         let (partition, offset) = (message.partition(), message.offset());
-        let stored = match &self.stored {
-            Some(stored) => stored,
-            None => {
-                // After a (re)start or rebalance: resume behind what is stored, with the segments
-                // it already admitted.
-                self.segments.admit_stored(self.store.stored_segments().await?);
-                for reference in self.store.references().await? {
-                    let state: WindowState = serde_json::from_str(&reference.state)?;
-                    self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
-                }
-                for (partition, window_start) in self.store.unclosed_windows().await? {
-                    self.clock.reopen(partition as i32, window_start);
-                }
-                self.stored.insert(self.store.stored_positions(&self.settings.predictions_topic).await?)
-            }
-        };
-        if stored.get(&(partition as u32)).is_some_and(|next| offset < *next) {
+        let source = if message.topic() == self.settings.predictions_topic { Source::Predictions } else { Source::Outcomes };
+        if self.stored.is_none() {
+            self.reload().await?;
+        }
+        let stored = self.stored.as_ref().expect("loaded above");
+        if stored.get(&(source, partition as u32)).is_some_and(|next| offset < *next) {
             self.local.skipped += 1;
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default();
-        match decode_prediction_view(payload) {
-            Ok(event) => {
-                self.local.decoded += 1;
-                let window_start = self.pending.window_start(event.event_time_ms);
-                let late = self.clock.observe(partition, window_start, event.event_time_ms);
-                self.local.late += u64::from(late);
-                self.pending.record_event(partition, offset, &event, late, &mut self.segments);
-            }
-            Err(error) => {
-                let reason = error.reason();
-                self.metrics.deadlettered.with_label_values(&[reason]).inc();
-                let origin = Origin { topic: message.topic(), partition, offset, key: message.key() };
-                self.dead_letters.send(origin, payload, reason, &error.to_string()).await?;
-                self.pending.record_other(partition, offset);
-            }
+        let error = match source {
+            Source::Predictions => self.take_prediction(partition, offset, payload).err(),
+            Source::Outcomes => self.take_outcome(partition, offset, payload).err(),
+        };
+        if let Some(error) = error {
+            let reason = error.reason();
+            self.metrics.deadlettered.with_label_values(&[reason]).inc();
+            let origin = Origin { topic: message.topic(), partition, offset, key: message.key() };
+            self.dead_letters.send(origin, payload, reason, &error.to_string()).await?;
+            self.pending.record_other(source, partition, offset);
         }
         Ok(())
+    }
+
+    /// After a (re)start or rebalance: resume behind what is stored, with the segments and
+    /// references it already has, and the outcome join rebuilt from the log.
+    async fn reload(&mut self) -> Result<(), MonitorError> {
+        self.segments.admit_stored(self.store.stored_segments().await?);
+        for reference in self.store.references().await? {
+            let state: WindowState = serde_json::from_str(&reference.state)?;
+            self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
+        }
+        for (partition, window_start) in self.store.unclosed_windows().await? {
+            self.clock.reopen(partition as i32, window_start);
+        }
+        let stored = self.stored_positions().await?;
+        self.rebuild_join(&stored).await?;
+        self.stored = Some(stored);
+        Ok(())
+    }
+
+    async fn stored_positions(&self) -> Result<HashMap<(Source, u32), i64>, MonitorError> {
+        let mut stored = HashMap::new();
+        for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
+            for (partition, next) in self.store.stored_positions(topic).await? {
+                stored.insert((source, partition), next);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Re-reads, for each assigned partition with stored positions, the join horizon (plus the
+    /// allowed lateness) before them into the join only: predictions and outcomes still waiting
+    /// at the stored positions wait again; pairs that matched there match again and are dropped,
+    /// their numbers being stored already.
+    async fn rebuild_join(&mut self, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
+        let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
+            Ok(list) => list.elements().iter().map(|e| e.partition()).collect(),
+            Err(error) => return Err(MonitorError::Kafka { action: "read assignment", source: error }),
+        };
+        let newest = self.store.newest_windows().await?;
+        let back = self.settings.join.horizon_seconds + self.settings.allowed_lateness.as_secs();
+        let mut ranges = Vec::new();
+        for partition in &assigned {
+            let Some(window) = newest.get(&(*partition as u32)) else { continue };
+            let from_ms = (i64::from(*window) + i64::from(self.settings.window_seconds) - back as i64).max(0) * 1000;
+            for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
+                if let Some(&end_offset) = stored.get(&(source, *partition as u32)) {
+                    ranges.push(kafka::HistoryRange { topic: topic.clone(), partition: *partition, from_ms, end_offset });
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let predictions_topic = self.settings.predictions_topic.clone();
+        let kafka_settings = self.settings.kafka.clone();
+        let read = kafka::read_history(&kafka_settings, &ranges, |topic, partition, payload| {
+            // Matches here were counted before the restart; what matters is what still waits.
+            if topic == predictions_topic {
+                let _ = self.join_prediction(partition, payload);
+            } else if let Ok(outcome) = decode::<OutcomeEvent>(payload) {
+                let _ = self.join_outcome(partition, &outcome);
+            }
+        })
+        .await?;
+        self.join.take_counts();
+        let (predictions, outcomes) = self.join.waiting();
+        tracing::info!(read, predictions, outcomes, seconds = started.elapsed().as_secs_f64(), "outcome join rebuilt from the log");
+        Ok(())
+    }
+
+    fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
+        let event = decode_prediction_view(payload)?;
+        self.local.decoded += 1;
+        let window_start = self.pending.window_start(event.event_time_ms);
+        let late = self.clock.observe(partition, window_start, event.event_time_ms);
+        self.local.late += u64::from(late);
+        self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.segment_names);
+        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting(&event, window_start, &self.segment_names)) {
+            self.pending.record_matched(Source::Predictions, partition, &matched);
+        }
+        Ok(())
+    }
+
+    fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
+        let outcome = decode::<OutcomeEvent>(payload)?;
+        self.local.outcomes += 1;
+        self.pending.record_other(Source::Outcomes, partition, offset);
+        if let Some(matched) = self.join_outcome(partition, &outcome) {
+            self.pending.record_matched(Source::Outcomes, partition, &matched);
+        }
+        Ok(())
+    }
+
+    /// The join alone, for a prediction re-read while rebuilding.
+    fn join_prediction(&mut self, partition: i32, payload: &[u8]) -> Result<Option<Matched>, vigil_events::DecodeError> {
+        let event = decode_prediction_view(payload)?;
+        let window_start = self.pending.window_start(event.event_time_ms);
+        self.segment_names.clear();
+        let names = &mut self.segment_names;
+        self.segments.for_each(&event, |segment| {
+            if !segment.is_empty() {
+                names.push(segment.to_owned());
+            }
+        });
+        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting(&event, window_start, &self.segment_names)))
+    }
+
+    fn join_outcome(&mut self, partition: i32, outcome: &OutcomeEvent) -> Option<Matched> {
+        let observed = Observed { label: outcome.label.clone(), value: outcome.value };
+        let time_s = (outcome.event_time_ms / 1000) as u64;
+        self.join.on_outcome(partition, &outcome.model_id, &outcome.prediction_id, observed, time_s)
     }
 
     /// Drops work on revoked partitions and forgets positions: the next message reloads them,
@@ -196,6 +315,7 @@ impl Pipeline {
         self.metrics.rebalances.inc();
         self.pending.revoke(revoked);
         self.clock.revoke(revoked);
+        self.join.revoke(revoked);
         self.stored = None;
     }
 
@@ -206,13 +326,15 @@ impl Pipeline {
         }
         let started = Instant::now();
         self.dead_letters.settle().await?;
-        let rows = self.pending.rows(&self.settings.predictions_topic, unix_seconds())?;
+        let topics = [self.settings.predictions_topic.as_str(), self.settings.outcomes_topic.as_str()];
+        let rows = self.pending.rows(topics, unix_seconds())?;
         self.write_with_retry(&rows).await?;
         if let Some(stored) = &mut self.stored {
-            for (partition, next) in self.pending.positions() {
-                stored.insert(partition as u32, next);
+            for (source, partition, next) in self.pending.positions() {
+                stored.insert((source, partition as u32), next);
             }
         }
+        let with_outcomes = self.pending.windows_with_outcomes();
         self.metrics.flushes.inc();
         self.metrics.rows_written.inc_by(rows.len() as u64);
         self.metrics.events_written.inc_by(rows.iter().filter(|r| r.segment.is_empty()).map(|r| r.events).sum());
@@ -220,7 +342,66 @@ impl Pipeline {
         self.commit(CommitMode::Async);
         self.pending.clear();
         self.close_due_windows().await;
+        // Outcomes for windows closed before: recompute their performance (only; their drift
+        // and policy verdicts stand). Windows still open get them when they close.
+        for (partition, window_start) in with_outcomes {
+            if !self.clock.is_open(partition, window_start) {
+                if let Err(error) = self.close_performance(partition, window_start).await {
+                    tracing::warn!(%error, partition, window_start, "updating a closed window's performance failed; the next outcome for it retries");
+                    self.metrics.close_errors.inc();
+                }
+            }
+        }
         Ok(())
+    }
+
+    async fn merged_partials(&self, partition: i32, window_start: u32) -> Result<std::collections::BTreeMap<(String, String, String), WindowState>, MonitorError> {
+        let partials = self.store.partials_at(partition as u32, window_start).await?;
+        let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
+        for p in partials {
+            let state: WindowState = serde_json::from_str(&p.state)?;
+            merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
+        }
+        Ok(merged)
+    }
+
+    async fn close_performance(&mut self, partition: i32, window_start: u32) -> Result<(), MonitorError> {
+        let merged = self.merged_partials(partition, window_start).await?;
+        let computed_at = unix_seconds();
+        let rows: Vec<_> = merged.iter().map(|(key, state)| self.performance_row(key, window_start, state, computed_at)).collect();
+        self.store.insert_window_performance(&rows).await?;
+        self.metrics.performance_rows.inc_by(rows.len() as u64);
+        Ok(())
+    }
+
+    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window_start: u32, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
+        let summary = state.performance.as_ref().map(|p| p.summary(&self.settings.positive_label)).unwrap_or_default();
+        let reference_id = self.references.get(&(model_id.clone(), model_version.clone())).map(|(id, _)| id.clone()).unwrap_or_default();
+        vigil_store::WindowPerformanceRow {
+            model_id: model_id.clone(),
+            model_version: model_version.clone(),
+            segment: segment.clone(),
+            window_start,
+            window_seconds: self.settings.window_seconds,
+            predictions: state.events,
+            labeled: summary.labeled,
+            coverage: if state.events == 0 { 0.0 } else { summary.labeled as f64 / state.events as f64 },
+            accuracy: summary.accuracy,
+            precision: summary.precision,
+            recall: summary.recall,
+            f1: summary.f1,
+            auc: summary.auc,
+            brier: summary.brier,
+            log_loss: summary.log_loss,
+            ece: summary.ece,
+            mae: summary.mae,
+            rmse: summary.rmse,
+            mean_error: summary.mean_error,
+            revision: state.events + summary.labeled,
+            reference_id,
+            config_hash: self.config_hash.clone(),
+            computed_at,
+        }
     }
 
     /// Closes the windows the watermark has passed, now that their partials are stored: merges
@@ -336,17 +517,18 @@ impl Pipeline {
     }
 
     async fn close_window(&mut self, partition: i32, window_start: u32) -> Result<u64, MonitorError> {
-        let partials = self.store.partials_at(partition as u32, window_start).await?;
-        let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
-        for p in partials {
-            let state: WindowState = serde_json::from_str(&p.state)?;
-            merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
-        }
+        let merged = self.merged_partials(partition, window_start).await?;
         let computed_at = unix_seconds();
         let mut rows = Vec::with_capacity(merged.len());
+        let mut performance_rows = Vec::with_capacity(merged.len());
         let mut drift_rows = Vec::new();
         let mut policy_inputs = Vec::new();
         for ((model_id, model_version, segment), state) in merged {
+            if state.events == 0 {
+                // Only outcomes so far (their predictions' partials are elsewhere or not yet
+                // stored): nothing to report until the predictions close this window.
+                continue;
+            }
             let reference_key = (model_id.clone(), model_version.clone());
             if !self.references.contains_key(&reference_key) && segment.is_empty() && state.events >= self.settings.baseline_min_events {
                 self.create_baseline(&model_id, &model_version, window_start, &state, computed_at).await?;
@@ -389,6 +571,9 @@ impl Pipeline {
                 }
                 None => String::new(),
             };
+            let key = (model_id, model_version, segment);
+            performance_rows.push(self.performance_row(&key, window_start, &state, computed_at));
+            let (model_id, model_version, segment) = key;
             let summary = state.summary();
             let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
             rows.push(vigil_store::WindowMetricsRow {
@@ -419,6 +604,8 @@ impl Pipeline {
             checks.push(self.evaluate_policy(&model_id, &model_version, window_start, &reference_id, events, &results, computed_at).await?);
         }
         self.store.insert_policy_checks(&checks).await?;
+        self.store.insert_window_performance(&performance_rows).await?;
+        self.metrics.performance_rows.inc_by(performance_rows.len() as u64);
         self.store.insert_window_metrics(&rows).await?;
         Ok(rows.len() as u64)
     }
@@ -443,8 +630,8 @@ impl Pipeline {
             self.readiness.set(false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
-            if let Ok(stored) = self.store.stored_positions(&self.settings.predictions_topic).await {
-                if self.pending.positions().all(|(p, next)| stored.get(&(p as u32)).is_some_and(|s| *s >= next)) {
+            if let Ok(stored) = self.stored_positions().await {
+                if self.pending.positions().all(|(source, p, next)| stored.get(&(source, p as u32)).is_some_and(|s| *s >= next)) {
                     tracing::info!(attempt, "the failed write had landed");
                     self.readiness.set(true);
                     return Ok(());
@@ -456,8 +643,12 @@ impl Pipeline {
 
     fn commit(&self, mode: CommitMode) {
         let mut list = TopicPartitionList::new();
-        for (partition, next) in self.pending.positions() {
-            if let Err(error) = list.add_partition_offset(&self.settings.predictions_topic, partition, Offset::Offset(next)) {
+        for (source, partition, next) in self.pending.positions() {
+            let topic = match source {
+                Source::Predictions => &self.settings.predictions_topic,
+                Source::Outcomes => &self.settings.outcomes_topic,
+            };
+            if let Err(error) = list.add_partition_offset(topic, partition, Offset::Offset(next)) {
                 tracing::warn!(%error, partition, "could not build offset commit");
             }
         }
@@ -476,6 +667,16 @@ impl Pipeline {
         self.metrics.skipped_already_stored.inc_by(local.skipped);
         self.metrics.late_events.inc_by(local.late);
         self.metrics.segment_overflow.inc_by(self.segments.take_overflowed());
+        self.metrics.outcomes_decoded.inc_by(local.outcomes);
+        let join = self.join.take_counts();
+        self.metrics.outcomes_matched.inc_by(join.matched);
+        self.metrics.predictions_expired.inc_by(join.expired_predictions);
+        self.metrics.outcomes_expired.inc_by(join.expired_outcomes);
+        self.metrics.join_evicted.inc_by(join.evicted);
+        self.metrics.join_duplicates.inc_by(join.duplicate_predictions + join.duplicate_outcomes);
+        let (predictions, outcomes) = self.join.waiting();
+        self.metrics.join_waiting_predictions.set(predictions as i64);
+        self.metrics.join_waiting_outcomes.set(outcomes as i64);
     }
 }
 
@@ -485,4 +686,15 @@ fn serde_json_list(items: &[String]) -> String {
 
 fn unix_seconds() -> u32 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}
+
+/// What the join keeps of a prediction until its outcome arrives.
+fn waiting(event: &vigil_events::PredictionView<'_>, window_start: u32, segments: &[String]) -> WaitingPrediction {
+    WaitingPrediction {
+        model_version: event.model_version.to_owned(),
+        segments: segments.to_vec(),
+        window_start,
+        predicted: Predicted { label: event.label.map(str::to_owned), score: event.score, value: event.value },
+        event_time_s: (event.event_time_ms / 1000) as u64,
+    }
 }

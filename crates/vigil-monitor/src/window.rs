@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use vigil_events::PredictionView;
 use vigil_stats::{LatencySketch, NumericSketch, QuantileSketch, StatsError};
 
+use crate::performance::{Observed, PerformanceState, Predicted};
+
 /// Distinct values kept per categorical feature (and predicted label) in one window; the rest
 /// are counted under [`OTHER`].
 pub const CATEGORY_CAP: usize = 200;
@@ -31,6 +33,9 @@ pub struct WindowState {
     /// re-binned onto the reference's quantiles for drift tests at close.
     pub numeric: BTreeMap<String, QuantileSketch>,
     pub categorical: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Outcomes joined to this window's predictions so far (they may arrive much later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<PerformanceState>,
 }
 
 impl WindowState {
@@ -62,11 +67,17 @@ impl WindowState {
         }
     }
 
+    /// Adds an outcome joined to one of this window's predictions.
+    pub fn add_outcome(&mut self, predicted: &Predicted, observed: &Observed, positive_label: &str) {
+        self.performance.get_or_insert_with(PerformanceState::default).add(predicted, observed, positive_label);
+    }
+
     pub fn merge(&mut self, other: &Self) -> Result<(), StatsError> {
         self.events += other.events;
         self.late_events += other.late_events;
         merge_option(&mut self.latency_us, &other.latency_us, LatencySketch::merge)?;
         merge_option(&mut self.scores, &other.scores, NumericSketch::merge)?;
+        merge_option(&mut self.performance, &other.performance, PerformanceState::merge)?;
         for (label, n) in &other.predicted_labels {
             add_capped(&mut self.predicted_labels, label, *n);
         }
@@ -134,7 +145,7 @@ fn merge_option<T: Clone>(
     }
 }
 
-fn count_capped(counts: &mut BTreeMap<String, u64>, value: &str) {
+pub(crate) fn count_capped(counts: &mut BTreeMap<String, u64>, value: &str) {
     match counts.get_mut(value) {
         Some(n) => *n += 1,
         None => add_capped(counts, value, 1),
@@ -143,7 +154,7 @@ fn count_capped(counts: &mut BTreeMap<String, u64>, value: &str) {
 
 /// Adds `n` to `value`, or to [`OTHER`] once the cap is reached. Which values make the cap
 /// depends on arrival order, which is fixed per partition, so a replay decides the same.
-fn add_capped(counts: &mut BTreeMap<String, u64>, value: &str, n: u64) {
+pub(crate) fn add_capped(counts: &mut BTreeMap<String, u64>, value: &str, n: u64) {
     let key = if counts.contains_key(value) || counts.len() < CATEGORY_CAP { value } else { OTHER };
     *counts.entry(key.to_owned()).or_insert(0) += n;
 }

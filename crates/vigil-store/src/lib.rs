@@ -313,13 +313,29 @@ impl Store {
         Ok(rows.into_iter().map(|p| (p.source_partition, p.end_offset)).collect())
     }
 
-    /// Every partial of `window_start` written from `partition`, in write order: the input of
-    /// closing that window.
+    /// The newest window with stored predictions per partition: about where each partition's
+    /// event time stood at its stored position (a restarted monitor re-reads the outcome join's
+    /// horizon before it).
+    pub async fn newest_windows(&self) -> Result<HashMap<u32, u32>, StoreError> {
+        let rows: Vec<PartitionWindow> = self
+            .db
+            .query(
+                "SELECT source_partition, toUInt32(max(window_start)) AS ws FROM window_partials \
+                 WHERE events > 0 GROUP BY source_partition",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start)).collect())
+    }
+
+    /// Every partial of `window_start` written from `partition` (predictions and outcomes), in
+    /// write order: the input of closing that window.
     pub async fn partials_at(&self, partition: u32, window_start: u32) -> Result<Vec<KeyedPartial>, StoreError> {
         self.db
             .query(
                 "SELECT model_id, model_version, segment, events, state FROM window_partials \
-                 WHERE source_partition = ? AND window_start = toDateTime(?) AND events > 0 \
+                 WHERE source_partition = ? AND window_start = toDateTime(?) AND state != '' \
                  ORDER BY source_end_offset, model_id, model_version, segment",
             )
             .bind(partition)
@@ -399,6 +415,20 @@ impl Store {
 
     pub async fn insert_window_performance(&self, rows: &[WindowPerformanceRow]) -> Result<(), StoreError> {
         self.insert_rows("window_performance", rows).await
+    }
+
+    /// The latest performance of every window, oldest first.
+    pub async fn window_performance(&self) -> Result<Vec<WindowPerformanceRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, segment, toUInt32(window_start), window_seconds, predictions, labeled, \
+                 coverage, accuracy, precision, recall, f1, auc, brier, log_loss, ece, mae, rmse, mean_error, revision, \
+                 reference_id, config_hash, toUInt32(computed_at) \
+                 FROM window_performance FINAL ORDER BY window_start, model_id, model_version, segment",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
     }
 
     /// (partition, window start) pairs with partials but no metrics yet: what a restarted monitor

@@ -103,6 +103,13 @@ pub struct MonitorSection {
     /// A version without a reference takes its first closed window with at least this many
     /// events as its baseline.
     pub baseline_min_events: u64,
+    /// How long (event time) a prediction waits for its outcome, and an outcome for its
+    /// prediction, before it counts as expired. Sizing: docs/monitor.md.
+    pub join_horizon_seconds: u64,
+    /// Waiting predictions and outcomes kept per partition; the oldest beyond it are evicted.
+    pub join_capacity: usize,
+    /// The class a binary model's `score` is the probability of.
+    pub positive_label: String,
     /// When drift verdicts become a remediation (`[monitor.policy]`).
     pub policy: PolicySection,
     pub flush_interval_ms: u64,
@@ -119,6 +126,9 @@ impl Default for MonitorSection {
             max_segments_per_model: 100,
             allowed_lateness_seconds: 60,
             baseline_min_events: 500,
+            join_horizon_seconds: 86_400,
+            join_capacity: 1_000_000,
+            positive_label: "1".into(),
             policy: PolicySection::default(),
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
@@ -323,6 +333,15 @@ impl Config {
         );
         check(m.max_pending_messages > 0, "monitor.max_pending_messages: must be at least 1".into());
         check(
+            (1..=30 * 86_400).contains(&m.join_horizon_seconds),
+            format!("monitor.join_horizon_seconds: {} must be between 1 and 2592000 (30 days)", m.join_horizon_seconds),
+        );
+        check(
+            (1..=100_000_000).contains(&m.join_capacity),
+            format!("monitor.join_capacity: {} must be between 1 and 100000000 (about 200 bytes each)", m.join_capacity),
+        );
+        check(!m.positive_label.is_empty(), "monitor.positive_label: must not be empty (e.g. \"1\" or \"fraud\")".into());
+        check(
             m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
             format!(
                 "monitor.drain_timeout_ms: {} must be between 1 and 299999 (below Kafka's max.poll.interval.ms of 300000)",
@@ -368,6 +387,7 @@ impl Config {
             kafka: self.kafka_settings(),
             group_id: m.group_id.clone(),
             predictions_topic: self.topics.predictions.clone(),
+            outcomes_topic: self.topics.outcomes.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
             window_seconds: m.window_seconds,
             segment_tags: m.segment_tags.clone(),
@@ -376,6 +396,8 @@ impl Config {
             baseline_min_events: m.baseline_min_events,
             remediations_topic: self.topics.remediations.clone(),
             drift_policy: m.policy.settings(),
+            join: vigil_monitor::JoinSettings { horizon_seconds: m.join_horizon_seconds, capacity: m.join_capacity },
+            positive_label: m.positive_label.clone(),
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),

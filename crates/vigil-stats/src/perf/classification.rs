@@ -58,6 +58,15 @@ impl ConfusionMatrix {
         Ok(())
     }
 
+    /// Counts `n` events of true class `truth` predicted as `predicted` at once.
+    pub fn add(&mut self, truth: usize, predicted: usize, n: u64) -> Result<()> {
+        if n > 0 {
+            self.update(truth, predicted)?;
+            self.counts[truth * self.n_classes + predicted] += n - 1;
+        }
+        Ok(())
+    }
+
     /// Adds `other`; `Incompatible` when the class counts differ.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.n_classes != other.n_classes {

@@ -46,6 +46,12 @@ pub struct Args {
     /// How many numeric features drift (the first ones: f00, f01, ...).
     #[arg(long, default_value_t = 3)]
     pub drift_features: usize,
+    /// Share of predictions that get an outcome (ground truth) on topics.outcomes, 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_rate: f64,
+    /// How long after its prediction an outcome is observed (event time), e.g. 2s or 1h.
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    pub label_delay: Duration,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
@@ -58,8 +64,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     });
     let report = publish(config, args, stop).await?;
     println!(
-        "loadgen: sent {} predictions in {:.1}s ({:.0}/s); queue-full retries {}",
+        "loadgen: sent {} predictions and {} outcomes in {:.1}s ({:.0} predictions/s); queue-full retries {}",
         report.sent,
+        report.outcomes_sent,
         report.elapsed.as_secs_f64(),
         report.events_per_second(),
         report.dropped_queue_full
@@ -70,7 +77,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 /// Creates the topics if needed, then publishes on a blocking thread until done or `stop`.
 pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(args.models > 0 && args.versions > 0, "--models and --versions must be at least 1");
-    vigil_monitor::ensure_topics(&config.kafka_settings(), &[&config.topics.predictions], config.kafka.topic_partitions)
+    anyhow::ensure!((0.0..=1.0).contains(&args.label_rate), "--label-rate {} must be between 0 and 1", args.label_rate);
+    vigil_monitor::ensure_topics(&config.kafka_settings(), &[&config.topics.predictions, &config.topics.outcomes], config.kafka.topic_partitions)
         .await
         .context("preparing kafka topics (is the broker running? see deploy/local/up)")?;
     let mut sdk = SdkConfig::new(&config.kafka.brokers);
@@ -92,7 +100,8 @@ pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyh
         (1..=args.versions).map(|i| format!("v{i}")).collect(),
         args.features,
     )
-    .with_drift(drift);
+    .with_drift(drift)
+    .with_labels((args.label_rate > 0.0).then_some(vigil_loadgen::Labels { rate: args.label_rate, delay_ms: args.label_delay.as_millis() as i64 }));
     let spec = LoadSpec {
         rate: args.rate,
         duration: args.duration,

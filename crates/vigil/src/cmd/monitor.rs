@@ -17,7 +17,7 @@ pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::
     let settings = config.monitor_settings();
     vigil_monitor::ensure_topics(
         &settings.kafka,
-        &[&settings.predictions_topic, &settings.deadletter_topic, &settings.remediations_topic],
+        &[&settings.predictions_topic, &settings.outcomes_topic, &settings.deadletter_topic, &settings.remediations_topic],
         config.kafka.topic_partitions,
     )
     .await

@@ -60,10 +60,12 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         drift_after: args.duration / 2,
         drift_shift: 1.5,
         drift_features: 3,
+        label_rate: 0.5,
+        label_delay: Duration::from_secs(2),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sent = super::loadgen::publish(config, load, stop).await?;
-    println!("sent {} predictions ({:.0}/s); waiting for the monitor to store them ...", sent.sent, sent.events_per_second());
+    println!("sent {} predictions ({:.0}/s) and {} outcomes; waiting for the monitor to store them ...", sent.sent, sent.events_per_second(), sent.outcomes_sent);
 
     let before = Instant::now();
     let stored = loop {
@@ -88,6 +90,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 
     println!("\nvigil status (5 s windows in this demo; the last ones were still open at the end):");
     super::status::run(config, super::status::Args::quick()).await?;
+    print_performance(&store, window_start).await?;
     let drifted: Vec<_> = store
         .policy_checks()
         .await?
@@ -97,6 +100,35 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     println!("\nremediations sent to {} in this run: {}", config.topics.remediations, drifted.len());
     for c in drifted.iter().take(5) {
         println!("  {} {} window {}: {} ({})", c.model_id, c.model_version, format_utc(c.window_start), c.remediation_id, c.detail);
+    }
+    Ok(())
+}
+
+/// Accuracy and AUC per version over this run's windows, from the outcomes joined so far: the
+/// drifted canary's inputs changed but the world did not, so it is wrong more often.
+async fn print_performance(store: &Store, window_start: u32) -> anyhow::Result<()> {
+    let mut by_version: std::collections::BTreeMap<(String, String), (u64, u64, f64, f64)> = Default::default();
+    for row in store.window_performance().await? {
+        if row.window_start < window_start || !row.segment.is_empty() || !row.model_id.starts_with("model-") {
+            continue;
+        }
+        let entry = by_version.entry((row.model_id, row.model_version)).or_default();
+        entry.0 += row.predictions;
+        entry.1 += row.labeled;
+        // Weighted by labeled outcomes, so windows with more outcomes count more.
+        entry.2 += row.accuracy.unwrap_or(0.0) * row.labeled as f64;
+        entry.3 += row.auc.unwrap_or(0.0) * row.labeled as f64;
+    }
+    println!("\nperformance from the outcomes joined so far (window_performance):");
+    println!("{:<10} {:<8} {:>11} {:>9} {:>9} {:>9} {:>7}", "model", "version", "predictions", "labeled", "coverage", "accuracy", "auc");
+    for ((model, version), (predictions, labeled, accuracy, auc)) in by_version {
+        let per = |x: f64| if labeled == 0 { f64::NAN } else { x / labeled as f64 };
+        let coverage = labeled as f64 / predictions.max(1) as f64;
+        println!(
+            "{model:<10} {version:<8} {predictions:>11} {labeled:>9} {coverage:>9.2} {:>9.3} {:>7.3}",
+            per(accuracy),
+            per(auc)
+        );
     }
     Ok(())
 }

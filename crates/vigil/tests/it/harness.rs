@@ -20,6 +20,7 @@ pub fn clickhouse_url() -> String {
 pub struct TestEnv {
     pub name: String,
     pub predictions: String,
+    pub outcomes: String,
     pub deadletter: String,
     pub remediations: String,
     pub lifecycle: String,
@@ -35,6 +36,7 @@ impl TestEnv {
         let http_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Self {
             predictions: format!("it.{name}.predictions"),
+            outcomes: format!("it.{name}.outcomes"),
             deadletter: format!("it.{name}.deadletter"),
             remediations: format!("it.{name}.remediations"),
             lifecycle: format!("it.{name}.lifecycle"),
@@ -77,6 +79,7 @@ impl TestEnv {
             .env_remove("VIGIL_CONFIG")
             .env("VIGIL__KAFKA__BROKERS", brokers())
             .env("VIGIL__TOPICS__PREDICTIONS", &self.predictions)
+            .env("VIGIL__TOPICS__OUTCOMES", &self.outcomes)
             .env("VIGIL__TOPICS__DEADLETTER", &self.deadletter)
             .env("VIGIL__TOPICS__REMEDIATIONS", &self.remediations)
             .env("VIGIL__TOPICS__LIFECYCLE", &self.lifecycle)

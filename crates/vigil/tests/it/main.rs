@@ -8,3 +8,4 @@ mod drift;
 mod harness;
 mod lifecycle;
 mod monitor;
+mod outcomes;

@@ -8,13 +8,14 @@ use vigil_sdk::{Producer, SdkConfig};
 
 use crate::harness::{self, await_port, terminate, TestEnv};
 
-fn sdk(env: &TestEnv) -> Producer {
+pub fn sdk(env: &TestEnv) -> Producer {
     let mut config = SdkConfig::new(harness::brokers());
     config.predictions_topic = env.predictions.clone();
+    config.outcomes_topic = env.outcomes.clone();
     Producer::new(config).unwrap()
 }
 
-fn generator(seed: u64) -> Synthetic {
+pub fn generator(seed: u64) -> Synthetic {
     let models = (1..=4).map(|i| format!("model-{i}")).collect();
     let versions = vec!["v1".into(), "v2".into(), "v3".into()];
     Synthetic::new(seed, models, versions, 20)
