@@ -6,13 +6,13 @@ stack (services, health checks, mounted paths).
 
 Live checks, after one load run on the real Kafka and ClickHouse (`VIGIL_TEST_KAFKA_BROKERS`,
 `VIGIL_TEST_CLICKHOUSE_URL`, loopback defaults): a fresh database from `vigil migrate`, `vigil
-monitor` with 5 s windows, `vigil loadgen` with model-3 v2 drifting halfway, one undecodable
-message for the dead-letter counter, then a few fixture rows for what the monitor does not write
-yet (lifecycle_events; window_performance while the outcome join is missing). Every ClickHouse
-query of every panel, template variable and annotation then runs with the variables and the
-plugin's macros replaced by concrete values, on the local server (18.16) and in chdb (current
-ClickHouse, with the same rows copied in), and must return rows with the columns listed in
-EXPECTED_COLUMNS. The Prometheus panels' metric names must appear in the monitor's /metrics.
+monitor` with 5 s windows, `vigil loadgen` with outcomes for 30% of the predictions and model-3 v2
+drifting halfway, one undecodable message for the dead-letter counter, then a few fixture rows in
+lifecycle_events (`vigil lifecycle` writes them; it is not run here). Every ClickHouse query of
+every panel, template variable and annotation then runs with the variables and the plugin's
+macros replaced by concrete values, on the local server (18.16) and in chdb (current ClickHouse,
+with the same rows copied in), and must return rows with the columns listed in EXPECTED_COLUMNS.
+The Prometheus panels' metric names must appear in the monitor's /metrics.
 """
 
 import json
@@ -443,7 +443,7 @@ def run(tmp_path_factory):
         "VIGIL__CLICKHOUSE__DATABASE": database,
         "VIGIL__MONITOR__GROUP_ID": f"it-{name}",
         "VIGIL__LIFECYCLE__GROUP_ID": f"it-{name}-lifecycle",
-        # The quickstart's short windows, so a 24 s run closes several.
+        # The quickstart's short windows, so a 20 s run closes several.
         "VIGIL__MONITOR__WINDOW_SECONDS": "5",
         "VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS": "1",
         "VIGIL__MONITOR__BASELINE_MIN_EVENTS": "500",
@@ -467,16 +467,19 @@ def run(tmp_path_factory):
         producer.produce(topics["predictions"], key=b"model-1", value=b"not an avro event")
         assert producer.flush(10) == 0, "undecodable message not delivered"
         load = subprocess.run(
-            [str(VIGIL), "loadgen", "--rate", "3000", "--duration", "24s", "--seed", str(started),
-             "--drift-model", DRIFT_MODEL, "--drift-version", DRIFT_VERSION, "--drift-after", "12s"],
+            [str(VIGIL), "loadgen", "--rate", "2000", "--duration", "20s", "--seed", str(started),
+             "--drift-model", DRIFT_MODEL, "--drift-version", DRIFT_VERSION, "--drift-after", "10s",
+             "--label-rate", "0.3", "--label-delay", "1s"],
             env=env, capture_output=True, text=True, timeout=120)
         assert load.returncode == 0, load.stderr
 
-        def drift_rows_are_in():
-            return int(clickhouse(
-                f"SELECT count() FROM policy_checks WHERE model_id = '{DRIFT_MODEL}' "
-                f"AND model_version = '{DRIFT_VERSION}' AND remediation_id != ''", database)) > 0
-        wait_for("a remediation for the drifting version", drift_rows_are_in, 60, monitor, log)
+        def rows_are_in():
+            drift = clickhouse(f"SELECT count() FROM policy_checks WHERE model_id = '{DRIFT_MODEL}' "
+                               f"AND model_version = '{DRIFT_VERSION}' AND remediation_id != ''", database)
+            performance = clickhouse(f"SELECT count() FROM window_performance WHERE model_id = '{DRIFT_MODEL}' "
+                                     "AND labeled > 0", database)
+            return int(drift) > 0 and int(performance) > 0
+        wait_for("a remediation and performance rows for the drifting model", rows_are_in, 60, monitor, log)
         metrics = http_get(metrics_url + "/metrics")
         stop(monitor)
         assert monitor.returncode == 0, f"monitor exit {monitor.returncode}\n{tail(log)}"
@@ -521,14 +524,14 @@ def lifecycle_events_ddl(database: str, server_version: str) -> str:
 
 
 def insert_fixtures(database: str, started: int):
-    """Rows for what the monitor does not write yet, so those panels are exercised with data."""
+    """Lifecycle events (written by `vigil lifecycle`, not run here), so the lifecycle panels are
+    exercised with rows: model-3 v2 as a canary rolled back by the monitor's remediation."""
     tables = set(clickhouse("SHOW TABLES", database).split())
     if "lifecycle_events" not in tables:
         clickhouse(lifecycle_events_ddl(database, "18.16"))
     remediation = clickhouse(
         f"SELECT remediation_id FROM policy_checks FINAL WHERE model_id = '{DRIFT_MODEL}' AND "
         f"model_version = '{DRIFT_VERSION}' AND remediation_id != '' ORDER BY window_start LIMIT 1", database).strip()
-    day = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%d")
     events = [  # (seconds after the start, version, stage, weight, reason, remediation)
         (0, "v1", "PRODUCTION", "NULL", "registered", "NULL"),
         (1, DRIFT_VERSION, "CANARY", "0.1", "registered", "NULL"),
@@ -537,29 +540,25 @@ def insert_fixtures(database: str, started: int):
     ]
     values = ",\n".join(
         f"('grafana-test-{i}', '{DRIFT_MODEL}', '{version}', '{stage}', {weight}, '{reason}', 'grafana-test', "
-        f"{rem}, {(started + dt) * 1000}, '{day}', 0, {i}, toDateTime({started + dt}))"
+        f"{rem}, {(started + dt) * 1000}, '{utc_day(started + dt)}', 0, {i}, toDateTime({started + dt}))"
         for i, (dt, version, stage, weight, reason, rem) in enumerate(events))
-    clickhouse(f"INSERT INTO lifecycle_events VALUES\n{values}", database)
-    if int(clickhouse("SELECT count() FROM window_performance", database)) == 0:
-        # Made-up performance for the drifting model's windows, until the monitor joins outcomes.
-        clickhouse(
-            "INSERT INTO window_performance (model_id, model_version, segment, window_start, window_seconds, "
-            "predictions, labeled, coverage, accuracy, precision, recall, f1, auc, brier, log_loss, ece, mae, rmse, "
-            "mean_error, revision, reference_id, config_hash, computed_at) "
-            "SELECT model_id, model_version, segment, window_start, window_seconds, events, intDiv(events, 2), 0.5, "
-            "0.9, 0.8, 0.7, 0.75, 0.85, 0.1, 0.3, 0.05, 0.2, 0.3, 0.01, events + intDiv(events, 2), reference_id, "
-            f"config_hash, computed_at FROM window_metrics FINAL WHERE model_id = '{DRIFT_MODEL}'", database)
+    clickhouse("INSERT INTO lifecycle_events (event_id, model_id, model_version, stage, traffic_weight, reason, actor, "
+               f"remediation_id, event_time_ms, event_date, source_partition, source_offset, written_at) VALUES\n{values}",
+               database)
+
+
+def utc_day(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d")
 
 
 # ---- the panel queries, made concrete ----------------------------------------------------------
 
 def expand_macros(sql: str, time_from: int, time_to: int) -> str:
     """The plugin's macros, expanded as the plugin does (pkg/macros/macros.go)."""
-    day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")  # noqa: E731
     sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
                  lambda m: f"{m[1].strip()} >= toDateTime({time_from}) AND {m[1].strip()} <= toDateTime({time_to})", sql)
     sql = re.sub(r"\$__dateFilter\(([^)]+)\)",
-                 lambda m: f"{m[1].strip()} >= toDate('{day(time_from)}') AND {m[1].strip()} <= toDate('{day(time_to)}')",
+                 lambda m: f"{m[1].strip()} >= toDate('{utc_day(time_from)}') AND {m[1].strip()} <= toDate('{utc_day(time_to)}')",
                  sql)
     sql = sql.replace("$__fromTime", f"toDateTime({time_from})").replace("$__toTime", f"toDateTime({time_to})")
     assert "$__" not in sql, sql
