@@ -12,7 +12,6 @@ mod partials;
 mod performance;
 mod pipeline;
 mod policy;
-pub mod reference;
 mod window;
 
 use std::time::Duration;
