@@ -15,6 +15,7 @@ with the same rows copied in), and must return rows with the columns listed in E
 The Prometheus panels' metric names must appear in the monitor's /metrics.
 """
 
+import itertools
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -336,16 +338,60 @@ def test_compose_grafana_gets_the_provisioning():
             assert target.split(":")[0] in doc["services"], f"prometheus scrapes {target}, not a compose service"
 
 
+def vigil_invocations(service: dict) -> list[list[str]]:
+    """The vigil command lines a compose service runs: its command, or each `vigil ...` line of
+    its shell script (entrypoint /bin/sh)."""
+    if service.get("entrypoint", ["vigil"])[0] != "/bin/sh":
+        return [service["command"]]
+    return [line.split()[1:] for line in service["command"][-1].splitlines() if line.strip().startswith("vigil ")]
+
+
 def test_compose_vigil_commands_exist():
     doc = compose()
-    help_text = subprocess.run([str(VIGIL), "--help"], capture_output=True, text=True, check=True,
-                               env=vigil_free_env()).stdout
     for name, service in doc["services"].items():
         if not name.startswith("vigil-"):
             continue
-        command = service["command"]
-        assert command[:2] == ["--config", "/etc/vigil/vigil.toml"], f"{name}: {command}"
-        assert re.search(rf"^\s+{re.escape(command[2])}\s", help_text, re.M), f"{name}: no subcommand {command[2]}"
+        invocations = vigil_invocations(service)
+        assert invocations, f"{name} runs no vigil command"
+        for command in invocations:
+            assert command[:2] == ["--config", "/etc/vigil/vigil.toml"], f"{name}: {command}"
+            words = list(itertools.takewhile(lambda w: not w.startswith("-"), command[2:]))
+            help_text = subprocess.run([str(VIGIL), *words[:1], "--help"], capture_output=True, text=True, check=True,
+                                       env=vigil_free_env()).stdout
+            if len(words) > 1 and "Commands:" in help_text:
+                assert re.search(rf"^\s+{re.escape(words[1])}\s", help_text, re.M), f"{name}: no vigil {' '.join(words)}"
+            options = re.findall(r"--[a-z-]+", " ".join(command[2:]))
+            sub_help = subprocess.run([str(VIGIL), *words, "--help"], capture_output=True, text=True, check=True,
+                                      env=vigil_free_env()).stdout
+            for option in set(options) - {"--config"}:
+                assert re.search(re.escape(option) + r"(?![a-z-])", sub_help), f"{name}: vigil {' '.join(words)} has no {option}"
+
+
+def test_compose_register_script_runs_twice():
+    """vigil-register's script, on the real broker with this test's own topics: the second run
+    (a `docker compose up` after a stop) must leave the registry as the first made it."""
+    need_stack()
+    script = compose()["services"]["vigil-register"]["command"][-1]
+    name = f"grafana_register_{os.getpid()}_{time.time_ns() % 1_000_000_000}"
+    topics = {"LIFECYCLE": f"it.{name}.lifecycle", "REMEDIATIONS": f"it.{name}.remediations"}
+    bin_dir = Path(tempfile.mkdtemp())
+    (bin_dir / "vigil").symlink_to(VIGIL.resolve())
+    env = vigil_free_env() | {f"VIGIL__TOPICS__{k}": t for k, t in topics.items()} | {
+        "VIGIL__KAFKA__BROKERS": BROKERS, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RUST_LOG": "warn"}
+    # Compose's $$ is a literal $; the config is the one compose mounts at /etc/vigil/vigil.toml.
+    script = script.replace("$$", "$").replace("/etc/vigil/vigil.toml", str(REPO / "deploy" / "local" / "vigil.toml"))
+    try:
+        for _ in range(2):
+            out = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stdout + out.stderr
+        state = json.loads(subprocess.run(
+            [str(VIGIL), "--config", str(REPO / "deploy" / "local" / "vigil.toml"), "lifecycle", "state", "--json"],
+            env=env, capture_output=True, text=True, check=True, timeout=60).stdout)
+        stages = sorted((m["model_id"], v["version"], v["stage"]) for m in state["models"] for v in m["versions"])
+        assert stages == [(f"model-{i}", v, s) for i in (1, 2, 3) for v, s in (("v1", "PRODUCTION"), ("v2", "CANARY"))]
+    finally:
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        delete_topics(topics.values())
 
 
 def vigil_free_env() -> dict:
@@ -415,6 +461,26 @@ def stop(process: subprocess.Popen, timeout: float = 30):
             process.wait()
 
 
+def need_stack():
+    """Skips without the local Kafka and ClickHouse, except where they must be there (CI, or
+    deploy/local/test, which sets VIGIL_TEST_CLICKHOUSE_URL)."""
+    clickhouse_host = urllib.parse.urlsplit(CLICKHOUSE_URL).netloc
+    if not (reachable(clickhouse_host) and reachable(BROKERS.split(",")[0])):
+        if os.environ.get("CI") or os.environ.get("VIGIL_TEST_CLICKHOUSE_URL"):
+            pytest.fail(f"kafka {BROKERS} or clickhouse {CLICKHOUSE_URL} not reachable")
+        pytest.skip("no local stack (deploy/local/up starts it)")
+
+
+def delete_topics(topics):
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for future in admin.delete_topics(list(topics), operation_timeout=10).values():
+        try:
+            future.result(timeout=15)
+        except Exception:  # a topic nobody created: nothing to delete
+            pass
+
+
 @dataclass
 class Run:
     database: str
@@ -425,13 +491,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    clickhouse_host = urllib.parse.urlsplit(CLICKHOUSE_URL).netloc
-    if not (reachable(clickhouse_host) and reachable(BROKERS.split(",")[0])):
-        if os.environ.get("CI") or os.environ.get("VIGIL_TEST_CLICKHOUSE_URL"):
-            pytest.fail(f"kafka {BROKERS} or clickhouse {CLICKHOUSE_URL} not reachable")
-        pytest.skip("no local stack (deploy/local/up starts it)")
+    need_stack()
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient
 
     name = f"grafana_{os.getpid()}_{time.time_ns() % 1_000_000_000}"
     database = f"it_{name}"
@@ -491,12 +552,7 @@ def run(tmp_path_factory):
         try:
             clickhouse(f"DROP DATABASE IF EXISTS {database}")
         finally:
-            admin = AdminClient({"bootstrap.servers": BROKERS})
-            for future in admin.delete_topics(list(topics.values()), operation_timeout=10).values():
-                try:
-                    future.result(timeout=15)
-                except Exception:  # a topic nobody created: nothing to delete
-                    pass
+            delete_topics(topics.values())
 
 
 def printed_ddl(server_version: str) -> list[str]:
