@@ -27,7 +27,10 @@ pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::MonitorMetrics;
 pub use pipeline::run;
-pub use policy::{check, remediation_id, DriftPolicySettings, PolicyCheck, Streaks, Verdict};
+pub use policy::{
+    check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement, LatencyPolicySettings,
+    PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
+};
 pub use window::{WindowState, WindowSummary};
 
 /// What `run` needs, already validated by the caller.
@@ -50,7 +53,8 @@ pub struct MonitorSettings {
     /// events (all segments together) as its baseline reference.
     pub baseline_min_events: u64,
     pub remediations_topic: String,
-    pub drift_policy: DriftPolicySettings,
+    /// Drift, performance and latency policies, with per-model replacements.
+    pub policies: PolicyBook,
     /// How outcomes wait for predictions and the other way round.
     pub join: JoinSettings,
     /// The class a binary model's `score` is the probability of (for AUC, Brier, precision).
@@ -76,7 +80,7 @@ impl MonitorSettings {
             window::CATEGORY_CAP,
             self.baseline_min_events,
             drift::REFERENCE_BINS,
-            self.drift_policy,
+            self.policies.canonical(),
             self.join.horizon_seconds,
             self.join.capacity,
             self.positive_label,

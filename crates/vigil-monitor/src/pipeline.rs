@@ -28,7 +28,7 @@ use crate::http::Readiness;
 use crate::drift::{categorical_drift, numeric_drift};
 use crate::window::WindowState;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
-use crate::policy::{self, Streaks, Verdict};
+use crate::policy::{self, Escalation, Judgement, Streaks, Verdict};
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
 struct Pipeline {
@@ -47,6 +47,11 @@ struct Pipeline {
     drift_policy: vigil_stats::DriftPolicy,
     remediations: Remediations,
     streaks: Streaks,
+    /// Windows whose performance was judged (they had enough outcomes); restored at reload.
+    performance_decided: std::collections::HashSet<WindowKey>,
+    /// Performance of each baseline reference window, by reference id: the yardstick for the
+    /// accuracy drop.
+    reference_performance: HashMap<String, crate::performance::PerformanceSummary>,
     join: OutcomeJoin,
     /// Reused per prediction for the segment names the join keeps.
     segment_names: Vec<String>,
@@ -111,6 +116,8 @@ pub async fn run(
         },
         remediations: Remediations::new(&settings.kafka, &settings.remediations_topic)?,
         streaks: Streaks::default(),
+        performance_decided: Default::default(),
+        reference_performance: HashMap::new(),
         settings,
         store,
         consumer: consumer.clone(),
@@ -208,9 +215,41 @@ impl Pipeline {
         for (partition, window_start) in self.store.unclosed_windows().await? {
             self.clock.reopen(partition as i32, window_start);
         }
+        self.restore_policy_state().await?;
         let stored = self.stored_positions().await?;
         self.rebuild_join(&stored).await?;
         self.stored = Some(stored);
+        Ok(())
+    }
+
+    /// Streaks, judged windows and reference performance as stored, so a restart continues them.
+    async fn restore_policy_state(&mut self) -> Result<(), MonitorError> {
+        let mut latest: HashMap<(String, String, String), (u32, u32)> = HashMap::new();
+        for check in self.store.policy_checks().await? {
+            if check.policy == self.settings.policies.for_model(&check.model_id).performance.escalation.name && check.verdict != Verdict::InsufficientData.name() {
+                self.performance_decided.insert(WindowKey { model_id: check.model_id.clone(), model_version: check.model_version.clone(), window_start: check.window_start });
+            }
+            let entry = latest.entry((check.model_id, check.model_version, check.policy)).or_insert((0, 0));
+            if check.window_start >= entry.0 {
+                *entry = (check.window_start, check.streak);
+            }
+        }
+        for ((model, version, policy), (_, streak)) in latest {
+            self.streaks.restore(&model, &version, &policy, streak);
+        }
+        let baselines: HashMap<(String, String, u32), String> = self
+            .references
+            .iter()
+            .filter_map(|((m, v), (id, _))| Some(((m.clone(), v.clone(), id.rsplit(':').next()?.parse().ok()?), id.clone())))
+            .collect();
+        if !baselines.is_empty() {
+            for row in self.store.window_performance().await? {
+                if let Some(id) = baselines.get(&(row.model_id, row.model_version, row.window_start)).filter(|_| row.segment.is_empty()) {
+                    let summary = crate::performance::PerformanceSummary { labeled: row.labeled, accuracy: row.accuracy, mae: row.mae, ..Default::default() };
+                    self.reference_performance.insert(id.clone(), summary);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -368,10 +407,34 @@ impl Pipeline {
     async fn close_performance(&mut self, partition: i32, window_start: u32) -> Result<(), MonitorError> {
         let merged = self.merged_partials(partition, window_start).await?;
         let computed_at = unix_seconds();
-        let rows: Vec<_> = merged.iter().map(|(key, state)| self.performance_row(key, window_start, state, computed_at)).collect();
+        let rows: Vec<_> = merged
+            .iter()
+            .filter(|(_, state)| state.events > 0)
+            .map(|(key, state)| self.performance_row(key, window_start, state, computed_at))
+            .collect();
+        let mut checks = Vec::new();
+        for row in rows.iter().filter(|r| r.segment.is_empty()) {
+            let key = WindowKey { model_id: row.model_id.clone(), model_version: row.model_version.clone(), window_start };
+            let summary = merged[&(row.model_id.clone(), row.model_version.clone(), String::new())]
+                .performance
+                .as_ref()
+                .map(|p| p.summary(&self.settings.positive_label))
+                .unwrap_or_default();
+            self.note_reference_performance(&key, &summary);
+            checks.extend(self.evaluate_performance(&key, &summary, computed_at).await?);
+        }
+        self.store.insert_policy_checks(&checks).await?;
         self.store.insert_window_performance(&rows).await?;
         self.metrics.performance_rows.inc_by(rows.len() as u64);
         Ok(())
+    }
+
+    /// Keeps the performance of a version's baseline window as the yardstick for later ones.
+    fn note_reference_performance(&mut self, window: &WindowKey, summary: &crate::performance::PerformanceSummary) {
+        let Some((reference_id, _)) = self.references.get(&(window.model_id.clone(), window.model_version.clone())) else { return };
+        if reference_id.ends_with(&format!(":{}", window.window_start)) {
+            self.reference_performance.insert(reference_id.clone(), summary.clone());
+        }
     }
 
     fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window_start: u32, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
@@ -422,67 +485,75 @@ impl Pipeline {
         }
     }
 
-    /// Checks the drift policy for one closed window and, on a breach that lasted the configured
-    /// windows, publishes a remediation with the evidence.
-    #[allow(clippy::too_many_arguments)]
-    async fn evaluate_policy(
-        &mut self,
-        model_id: &str,
-        model_version: &str,
-        window_start: u32,
-        reference_id: &str,
-        events: u64,
-        results: &[crate::drift::FeatureDrift],
-        now: u32,
-    ) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
-        let settings = &self.settings.drift_policy;
-        let check = policy::check(settings, events, results);
-        let streak = self.streaks.record(model_id, model_version, check.verdict);
-        let mut remediation_id = String::new();
-        if check.verdict == Verdict::Breach && streak >= settings.consecutive_windows {
-            remediation_id = policy::remediation_id(model_id, model_version, window_start, &settings.name, &self.config_hash);
-            let evidence = results
-                .iter()
-                .filter(|r| check.drifted.contains(&r.feature))
-                .map(|r| vigil_events::Evidence {
-                    metric: format!("drift.{}", r.result.test.name()),
-                    value: r.result.p_value.unwrap_or(r.result.statistic),
-                    threshold: if r.result.p_value.is_some() { check.corrected_alpha } else { r.result.threshold },
-                    feature: Some(r.feature.clone()),
-                })
-                .collect();
-            let event = vigil_events::RemediationEvent {
-                remediation_id: remediation_id.clone(),
-                model_id: model_id.to_owned(),
-                model_version: model_version.to_owned(),
-                window_start_ms: i64::from(window_start) * 1000,
-                window_end_ms: (i64::from(window_start) + i64::from(self.settings.window_seconds)) * 1000,
-                severity: settings.severity,
-                action: settings.action,
-                policy: settings.name.clone(),
-                evidence,
-                reference_id: Some(reference_id.to_owned()),
-                config_hash: self.config_hash.clone(),
-                created_at_ms: i64::from(now) * 1000,
-            };
-            self.remediations.send(&event).await?;
-            self.metrics.remediations.inc();
-            tracing::warn!(model_id, model_version, window_start, remediation_id, drifted = ?check.drifted, "drift policy breached: remediation sent");
-        }
+    /// Checks the drift policy for one closed window.
+    async fn evaluate_drift(&mut self, window: &WindowKey, reference_id: &str, events: u64, results: &[crate::drift::FeatureDrift], now: u32) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
+        let settings = self.settings.policies.for_model(&window.model_id).drift.clone();
+        let check = policy::check(&settings, events, results);
+        let evidence = results
+            .iter()
+            .filter(|r| check.drifted.contains(&r.feature))
+            .map(|r| vigil_events::Evidence {
+                metric: format!("drift.{}", r.result.test.name()),
+                value: r.result.p_value.unwrap_or(r.result.statistic),
+                threshold: if r.result.p_value.is_some() { check.corrected_alpha } else { r.result.threshold },
+                feature: Some(r.feature.clone()),
+            })
+            .collect();
         let detail = format!(
             "{{\"drifted\":{},\"tested\":{},\"corrected_alpha\":{}}}",
             serde_json_list(&check.drifted),
             check.tested,
             check.corrected_alpha
         );
+        let judgement = Judgement { verdict: check.verdict, value: check.drifted.len() as f64, threshold: settings.min_drifted_features as f64, evidence };
+        self.decide(window, &settings.escalation, judgement, detail, reference_id, events, now).await
+    }
+
+    /// Records one policy's verdict on a window: extends or resets the streak and, on a breach
+    /// that lasted the configured windows, publishes a remediation with the evidence.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &mut self,
+        window: &WindowKey,
+        escalation: &Escalation,
+        judgement: Judgement,
+        detail: String,
+        reference_id: &str,
+        events: u64,
+        now: u32,
+    ) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
+        let WindowKey { model_id, model_version, window_start } = window;
+        let streak = self.streaks.record(model_id, model_version, &escalation.name, judgement.verdict);
+        let mut remediation_id = String::new();
+        if judgement.verdict == Verdict::Breach && streak >= escalation.consecutive_windows {
+            remediation_id = policy::remediation_id(model_id, model_version, *window_start, &escalation.name, &self.config_hash);
+            let event = vigil_events::RemediationEvent {
+                remediation_id: remediation_id.clone(),
+                model_id: model_id.clone(),
+                model_version: model_version.clone(),
+                window_start_ms: i64::from(*window_start) * 1000,
+                window_end_ms: (i64::from(*window_start) + i64::from(self.settings.window_seconds)) * 1000,
+                severity: escalation.severity,
+                action: escalation.action,
+                policy: escalation.name.clone(),
+                evidence: judgement.evidence,
+                reference_id: (!reference_id.is_empty()).then(|| reference_id.to_owned()),
+                config_hash: self.config_hash.clone(),
+                created_at_ms: i64::from(now) * 1000,
+            };
+            self.remediations.send(&event).await?;
+            self.metrics.remediations.inc();
+            tracing::warn!(model_id, model_version, window_start, remediation_id, policy = %escalation.name, %detail, "policy breached: remediation sent");
+        }
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
         Ok(vigil_store::PolicyCheckRow {
-            model_id: model_id.to_owned(),
-            model_version: model_version.to_owned(),
-            window_start,
-            policy: settings.name.clone(),
-            verdict: check.verdict.name().to_owned(),
-            value: check.drifted.len() as f64,
-            threshold: settings.min_drifted_features as f64,
+            model_id: model_id.clone(),
+            model_version: model_version.clone(),
+            window_start: *window_start,
+            policy: escalation.name.clone(),
+            verdict: judgement.verdict.name().to_owned(),
+            value: finite(judgement.value),
+            threshold: finite(judgement.threshold),
             detail,
             streak,
             remediation_id,
@@ -491,6 +562,60 @@ impl Pipeline {
             config_hash: self.config_hash.clone(),
             computed_at: now,
         })
+    }
+
+    /// Judges a window's performance once it has enough outcomes: a window is decided once (the
+    /// first time it has `min_labeled`), so late outcomes do not re-run its streak. Before that,
+    /// its check is stored as insufficient data. `events` on performance checks counts outcomes.
+    async fn evaluate_performance(&mut self, window: &WindowKey, summary: &crate::performance::PerformanceSummary, now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
+        if self.performance_decided.contains(window) {
+            return Ok(None);
+        }
+        let settings = self.settings.policies.for_model(&window.model_id).performance.clone();
+        let reference = self.references.get(&(window.model_id.clone(), window.model_version.clone())).map(|(id, _)| id.clone()).unwrap_or_default();
+        let judgement = policy::check_performance(&settings, summary, self.reference_performance.get(&reference));
+        if judgement.verdict == Verdict::InsufficientData {
+            let detail = format!("{{\"labeled\":{},\"min_labeled\":{}}}", summary.labeled, settings.min_labeled);
+            return Ok(Some(self.insufficient_row(window, &settings.escalation.name, detail, &reference, summary.labeled, now)));
+        }
+        self.performance_decided.insert(window.clone());
+        let detail = format!(
+            "{{\"labeled\":{},\"accuracy\":{},\"reference_accuracy\":{}}}",
+            summary.labeled,
+            json_number(summary.accuracy),
+            json_number(self.reference_performance.get(&reference).and_then(|r| r.accuracy))
+        );
+        Ok(Some(self.decide(window, &settings.escalation, judgement, detail, &reference, summary.labeled, now).await?))
+    }
+
+    /// A check row that changes no streak.
+    fn insufficient_row(&self, window: &WindowKey, policy: &str, detail: String, reference_id: &str, events: u64, now: u32) -> vigil_store::PolicyCheckRow {
+        vigil_store::PolicyCheckRow {
+            model_id: window.model_id.clone(),
+            model_version: window.model_version.clone(),
+            window_start: window.window_start,
+            policy: policy.to_owned(),
+            verdict: Verdict::InsufficientData.name().to_owned(),
+            value: 0.0,
+            threshold: 0.0,
+            detail,
+            streak: self.streaks.current(&window.model_id, &window.model_version, policy),
+            remediation_id: String::new(),
+            events,
+            reference_id: reference_id.to_owned(),
+            config_hash: self.config_hash.clone(),
+            computed_at: now,
+        }
+    }
+
+    async fn evaluate_latency(&mut self, window: &WindowKey, events: u64, p99_ms: Option<f64>, now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
+        let settings = self.settings.policies.for_model(&window.model_id).latency.clone();
+        if settings.max_p99_ms.is_none() {
+            return Ok(None);
+        }
+        let judgement = policy::check_latency(&settings, events, p99_ms);
+        let detail = format!("{{\"p99_ms\":{},\"events\":{events}}}", json_number(p99_ms));
+        Ok(Some(self.decide(window, &settings.escalation, judgement, detail, "", events, now).await?))
     }
 
     /// Makes `state` (a version's first closed window with enough events) its reference.
@@ -523,6 +648,7 @@ impl Pipeline {
         let mut performance_rows = Vec::with_capacity(merged.len());
         let mut drift_rows = Vec::new();
         let mut policy_inputs = Vec::new();
+        let mut budget_inputs = Vec::new();
         for ((model_id, model_version, segment), state) in merged {
             if state.events == 0 {
                 // Only outcomes so far (their predictions' partials are elsewhere or not yet
@@ -576,6 +702,11 @@ impl Pipeline {
             let (model_id, model_version, segment) = key;
             let summary = state.summary();
             let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
+            if segment.is_empty() {
+                let performance = state.performance.as_ref().map(|p| p.summary(&self.settings.positive_label)).unwrap_or_default();
+                let window = WindowKey { model_id: model_id.clone(), model_version: model_version.clone(), window_start };
+                budget_inputs.push((window, state.events, p99, performance));
+            }
             rows.push(vigil_store::WindowMetricsRow {
                 model_id,
                 model_version,
@@ -601,7 +732,13 @@ impl Pipeline {
         self.store.insert_feature_drift(&drift_rows).await?;
         let mut checks = Vec::new();
         for (model_id, model_version, reference_id, events, results) in policy_inputs {
-            checks.push(self.evaluate_policy(&model_id, &model_version, window_start, &reference_id, events, &results, computed_at).await?);
+            let window = WindowKey { model_id, model_version, window_start };
+            checks.push(self.evaluate_drift(&window, &reference_id, events, &results, computed_at).await?);
+        }
+        for (window, events, p99, performance) in budget_inputs {
+            checks.extend(self.evaluate_latency(&window, events, p99, computed_at).await?);
+            self.note_reference_performance(&window, &performance);
+            checks.extend(self.evaluate_performance(&window, &performance, computed_at).await?);
         }
         self.store.insert_policy_checks(&checks).await?;
         self.store.insert_window_performance(&performance_rows).await?;
@@ -697,4 +834,16 @@ fn waiting(event: &vigil_events::PredictionView<'_>, window_start: u32, segments
         predicted: Predicted { label: event.label.map(str::to_owned), score: event.score, value: event.value },
         event_time_s: (event.event_time_ms / 1000) as u64,
     }
+}
+
+/// One window of one model version (all segments).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WindowKey {
+    model_id: String,
+    model_version: String,
+    window_start: u32,
+}
+
+fn json_number(x: Option<f64>) -> String {
+    x.filter(|x| x.is_finite()).map_or_else(|| "null".to_owned(), |x| x.to_string())
 }

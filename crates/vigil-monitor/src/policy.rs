@@ -8,21 +8,192 @@
 //! probability. A window with fewer than `min_events` events is "insufficient data": neither
 //! healthy nor failed. A breach must repeat over `consecutive_windows` windows (hysteresis)
 //! before it becomes a remediation.
+//!
+//! Two budget policies sit next to it: **performance** (accuracy at least a floor, no more than a
+//! given drop below the reference window's accuracy, MAE at most a ceiling), judged once a window
+//! has `min_labeled` outcomes, and **latency** (p99 serving latency at most a ceiling), judged at
+//! close. Every threshold can be set per model.
 
-use vigil_events::{RemediationAction, Severity};
+use std::collections::HashMap;
+
+use vigil_events::{Evidence, RemediationAction, Severity};
 
 use crate::drift::FeatureDrift;
+use crate::performance::PerformanceSummary;
+
+/// What a breach asks for, shared by every policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub name: String,
+    pub action: RemediationAction,
+    pub severity: Severity,
+    /// Breaches in a row (hysteresis) before a remediation is sent.
+    pub consecutive_windows: u32,
+}
+
+/// Accuracy and error budgets; a `None` threshold is not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerformancePolicySettings {
+    pub escalation: Escalation,
+    /// Windows with fewer outcomes so far are "insufficient data".
+    pub min_labeled: u64,
+    pub min_accuracy: Option<f64>,
+    /// Largest allowed `reference accuracy - window accuracy`.
+    pub max_accuracy_drop: Option<f64>,
+    /// A drop only counts when a one-sided two-proportion Z-test says the window is worse than
+    /// the reference at this level: a few dozen outcomes wander by more than 5 points.
+    pub drop_alpha: f64,
+    pub max_mae: Option<f64>,
+}
+
+impl Default for PerformancePolicySettings {
+    fn default() -> Self {
+        Self {
+            escalation: Escalation {
+                name: "performance".into(),
+                action: RemediationAction::Alert,
+                severity: Severity::Warning,
+                consecutive_windows: 2,
+            },
+            min_labeled: 100,
+            min_accuracy: None,
+            max_accuracy_drop: Some(0.05),
+            drop_alpha: 0.01,
+            max_mae: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyPolicySettings {
+    pub escalation: Escalation,
+    pub min_events: u64,
+    pub max_p99_ms: Option<f64>,
+}
+
+impl Default for LatencyPolicySettings {
+    fn default() -> Self {
+        Self {
+            escalation: Escalation {
+                name: "latency".into(),
+                action: RemediationAction::Alert,
+                severity: Severity::Warning,
+                consecutive_windows: 2,
+            },
+            min_events: 100,
+            max_p99_ms: None,
+        }
+    }
+}
+
+/// Every policy a model is held to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    pub drift: DriftPolicySettings,
+    pub performance: PerformancePolicySettings,
+    pub latency: LatencyPolicySettings,
+}
+
+/// The default policies and per-model replacements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyBook {
+    pub default: Policies,
+    pub per_model: HashMap<String, Policies>,
+}
+
+impl PolicyBook {
+    pub fn for_model(&self, model_id: &str) -> &Policies {
+        self.per_model.get(model_id).unwrap_or(&self.default)
+    }
+
+    /// A description that is the same for the same settings (models in name order), for the
+    /// configuration hash.
+    pub fn canonical(&self) -> String {
+        let models: std::collections::BTreeMap<_, _> = self.per_model.iter().collect();
+        format!("{:?};{models:?}", self.default)
+    }
+}
+
+/// A budget policy's verdict on one window, with what it rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// The number compared (the worst one on a breach); NaN without data.
+    pub value: f64,
+    pub threshold: f64,
+    /// One entry per threshold crossed.
+    pub evidence: Vec<Evidence>,
+}
+
+impl Judgement {
+    fn insufficient() -> Self {
+        Self { verdict: Verdict::InsufficientData, value: f64::NAN, threshold: f64::NAN, evidence: vec![] }
+    }
+}
+
+/// Judges a window's performance against the budgets and, for the drop, the reference window's
+/// accuracy (when the reference has enough outcomes itself).
+pub fn check_performance(settings: &PerformancePolicySettings, window: &PerformanceSummary, reference: Option<&PerformanceSummary>) -> Judgement {
+    if window.labeled < settings.min_labeled {
+        return Judgement::insufficient();
+    }
+    let mut checks: Vec<(&str, f64, f64, bool)> = Vec::new();
+    if let (Some(floor), Some(accuracy)) = (settings.min_accuracy, window.accuracy) {
+        checks.push(("performance.accuracy", accuracy, floor, accuracy < floor));
+    }
+    let reference = reference.filter(|r| r.labeled >= settings.min_labeled);
+    if let (Some(max_drop), Some(accuracy), Some((reference_accuracy, reference_labeled))) =
+        (settings.max_accuracy_drop, window.accuracy, reference.and_then(|r| Some((r.accuracy?, r.labeled))))
+    {
+        let drop = reference_accuracy - accuracy;
+        let correct = |accuracy: f64, n: u64| (accuracy * n as f64).round() as u64;
+        // One-sided: half the two-sided p-value when the window is the worse one.
+        let significant = vigil_stats::drift::ztest::z_test_counts(
+            correct(reference_accuracy, reference_labeled),
+            reference_labeled,
+            correct(accuracy, window.labeled),
+            window.labeled,
+        )
+        .ok()
+        .and_then(|z| Some(z.statistic > 0.0 && z.p_value? / 2.0 < settings.drop_alpha))
+        .unwrap_or(false);
+        checks.push(("performance.accuracy_drop", drop, max_drop, drop > max_drop && significant));
+    }
+    if let (Some(ceiling), Some(mae)) = (settings.max_mae, window.mae) {
+        checks.push(("performance.mae", mae, ceiling, mae > ceiling));
+    }
+    judge(checks)
+}
+
+pub fn check_latency(settings: &LatencyPolicySettings, events: u64, p99_ms: Option<f64>) -> Judgement {
+    match (settings.max_p99_ms, p99_ms) {
+        (Some(ceiling), Some(p99)) if events >= settings.min_events => judge(vec![("latency.p99_ms", p99, ceiling, p99 > ceiling)]),
+        _ => Judgement::insufficient(),
+    }
+}
+
+/// Healthy when every check passes, a breach when any fails; nothing to check is insufficient.
+fn judge(checks: Vec<(&str, f64, f64, bool)>) -> Judgement {
+    let Some(&(_, first_value, first_threshold, _)) = checks.first() else { return Judgement::insufficient() };
+    let failed: Vec<_> = checks.iter().filter(|c| c.3).collect();
+    let (value, threshold) = failed.first().map_or((first_value, first_threshold), |c| (c.1, c.2));
+    Judgement {
+        verdict: if failed.is_empty() { Verdict::Healthy } else { Verdict::Breach },
+        value,
+        threshold,
+        evidence: failed
+            .iter()
+            .map(|(metric, value, threshold, _)| Evidence { metric: (*metric).to_owned(), value: *value, threshold: *threshold, feature: None })
+            .collect(),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftPolicySettings {
-    pub name: String,
-    /// What a remediation asks the lifecycle consumer to do, and how urgent it is.
-    pub action: RemediationAction,
-    pub severity: Severity,
+    pub escalation: Escalation,
     pub min_events: u64,
     /// Breach when at least this many features drift in one window.
     pub min_drifted_features: usize,
-    pub consecutive_windows: u32,
     /// Family-wise false alarm rate per window for p-value tests.
     pub family_alpha: f64,
 }
@@ -30,11 +201,14 @@ pub struct DriftPolicySettings {
 impl Default for DriftPolicySettings {
     fn default() -> Self {
         Self {
-            name: "feature_drift".into(),
-            action: RemediationAction::Alert,
-            severity: Severity::Warning,
-            min_events: 100, min_drifted_features: 1,
-            consecutive_windows: 2,
+            escalation: Escalation {
+                name: "feature_drift".into(),
+                action: RemediationAction::Alert,
+                severity: Severity::Warning,
+                consecutive_windows: 2,
+            },
+            min_events: 100,
+            min_drifted_features: 1,
             family_alpha: 0.05,
         }
     }
@@ -86,15 +260,27 @@ pub fn check(settings: &DriftPolicySettings, events: u64, results: &[FeatureDrif
     PolicyCheck { verdict, drifted, tested, corrected_alpha }
 }
 
-/// Consecutive breaches per model version. Insufficient data neither extends nor resets a
-/// streak: silence is not evidence either way.
+/// Consecutive breaches per model version and policy. Insufficient data neither extends nor
+/// resets a streak: silence is not evidence either way. Restored from `policy_checks` after a
+/// restart.
 #[derive(Debug, Default)]
-pub struct Streaks(std::collections::HashMap<(String, String), u32>);
+pub struct Streaks(HashMap<(String, String, String), u32>);
 
 impl Streaks {
+    /// Continues a streak stored before a restart.
+    pub fn restore(&mut self, model: &str, version: &str, policy: &str, streak: u32) {
+        if streak > 0 {
+            self.0.insert((model.to_owned(), version.to_owned(), policy.to_owned()), streak);
+        }
+    }
+
+    pub fn current(&self, model: &str, version: &str, policy: &str) -> u32 {
+        self.0.get(&(model.to_owned(), version.to_owned(), policy.to_owned())).copied().unwrap_or(0)
+    }
+
     /// Records a verdict; returns the streak length after it.
-    pub fn record(&mut self, model: &str, version: &str, verdict: Verdict) -> u32 {
-        let key = (model.to_owned(), version.to_owned());
+    pub fn record(&mut self, model: &str, version: &str, policy: &str, verdict: Verdict) -> u32 {
+        let key = (model.to_owned(), version.to_owned(), policy.to_owned());
         match verdict {
             Verdict::Breach => {
                 let streak = self.0.entry(key).or_insert(0);
@@ -191,10 +377,57 @@ mod tests {
         let settings = DriftPolicySettings::default();
         assert_eq!(check(&settings, 10, &[]).verdict, Verdict::InsufficientData);
         let mut streaks = Streaks::default();
-        assert_eq!(streaks.record("m", "v", Verdict::Breach), 1);
-        assert_eq!(streaks.record("m", "v", Verdict::InsufficientData), 1);
-        assert_eq!(streaks.record("m", "v", Verdict::Breach), 2);
-        assert_eq!(streaks.record("m", "v", Verdict::Healthy), 0);
+        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 1);
+        assert_eq!(streaks.record("m", "v", "p", Verdict::InsufficientData), 1);
+        assert_eq!(streaks.record("m", "v", "other", Verdict::Breach), 1, "streaks are per policy");
+        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 2);
+        assert_eq!(streaks.record("m", "v", "p", Verdict::Healthy), 0);
+        streaks.restore("m", "v", "p", 4);
+        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 5, "a restored streak continues");
+    }
+
+    fn summary(labeled: u64, accuracy: f64) -> PerformanceSummary {
+        PerformanceSummary { labeled, accuracy: Some(accuracy), ..Default::default() }
+    }
+
+    #[test]
+    fn performance_is_judged_against_floor_and_reference_once_labelled_enough() {
+        let settings = PerformancePolicySettings { min_accuracy: Some(0.7), ..Default::default() };
+        let reference = summary(500, 0.85);
+        assert_eq!(check_performance(&settings, &summary(99, 0.1), Some(&reference)).verdict, Verdict::InsufficientData);
+        let healthy = check_performance(&settings, &summary(200, 0.82), Some(&reference));
+        assert_eq!((healthy.verdict, healthy.evidence.len()), (Verdict::Healthy, 0));
+        let dropped = check_performance(&settings, &summary(400, 0.75), Some(&reference));
+        assert_eq!(dropped.verdict, Verdict::Breach);
+        assert_eq!(dropped.evidence.iter().map(|e| e.metric.as_str()).collect::<Vec<_>>(), vec!["performance.accuracy_drop"]);
+        assert!((dropped.value - 0.10).abs() < 1e-12 && dropped.threshold == 0.05);
+        let both = check_performance(&settings, &summary(200, 0.6), Some(&reference));
+        assert_eq!(both.evidence.len(), 2, "floor and drop");
+        // 38 outcomes at 0.71 against 42 at 0.81 (a drop of 10 points) is noise: p = 0.15.
+        let noisy = check_performance(&PerformancePolicySettings { min_labeled: 20, ..Default::default() }, &summary(38, 0.71), Some(&summary(42, 0.81)));
+        assert_eq!(noisy.verdict, Verdict::Healthy, "{noisy:?}");
+        // A reference without enough outcomes of its own is no yardstick.
+        assert_eq!(check_performance(&settings, &summary(200, 0.75), Some(&summary(20, 0.99))).verdict, Verdict::Healthy);
+        let no_thresholds = PerformancePolicySettings { max_accuracy_drop: None, ..Default::default() };
+        assert_eq!(check_performance(&no_thresholds, &summary(200, 0.1), None).verdict, Verdict::InsufficientData);
+    }
+
+    #[test]
+    fn latency_budget_needs_a_ceiling_and_enough_events() {
+        let settings = LatencyPolicySettings { max_p99_ms: Some(50.0), ..Default::default() };
+        assert_eq!(check_latency(&settings, 1_000, Some(40.0)).verdict, Verdict::Healthy);
+        assert_eq!(check_latency(&settings, 1_000, Some(60.0)).verdict, Verdict::Breach);
+        assert_eq!(check_latency(&settings, 10, Some(60.0)).verdict, Verdict::InsufficientData);
+        assert_eq!(check_latency(&LatencyPolicySettings::default(), 1_000, Some(1e9)).verdict, Verdict::InsufficientData);
+    }
+
+    #[test]
+    fn per_model_policies_replace_the_default() {
+        let mut book = PolicyBook::default();
+        let strict = Policies { latency: LatencyPolicySettings { max_p99_ms: Some(5.0), ..Default::default() }, ..Default::default() };
+        book.per_model.insert("fraud".into(), strict.clone());
+        assert_eq!(book.for_model("fraud"), &strict);
+        assert_eq!(book.for_model("churn"), &Policies::default());
     }
 
     #[test]

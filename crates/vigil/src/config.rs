@@ -12,7 +12,9 @@ use serde::Deserialize;
 use vigil_events::topics;
 
 mod lifecycle;
+mod policy;
 pub use lifecycle::LifecycleSection;
+pub use policy::{LatencyPolicySection, ModelPolicySection, PerformancePolicySection, PolicySection};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,6 +114,12 @@ pub struct MonitorSection {
     pub positive_label: String,
     /// When drift verdicts become a remediation (`[monitor.policy]`).
     pub policy: PolicySection,
+    /// Accuracy and error budgets (`[monitor.performance_policy]`).
+    pub performance_policy: PerformancePolicySection,
+    /// Serving latency budget (`[monitor.latency_policy]`); off until `max_p99_ms` is set.
+    pub latency_policy: LatencyPolicySection,
+    /// Per-model thresholds (`[monitor.models.<model id>]`), replacing the defaults above.
+    pub models: BTreeMap<String, ModelPolicySection>,
     pub flush_interval_ms: u64,
     pub max_pending_messages: usize,
     pub drain_timeout_ms: u64,
@@ -130,91 +138,12 @@ impl Default for MonitorSection {
             join_capacity: 1_000_000,
             positive_label: "1".into(),
             policy: PolicySection::default(),
+            performance_policy: PerformancePolicySection::default(),
+            latency_policy: LatencyPolicySection::default(),
+            models: BTreeMap::new(),
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
             drain_timeout_ms: 30_000,
-        }
-    }
-}
-
-/// The feature-drift policy: see `crates/vigil-monitor/src/policy.rs`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicySection {
-    /// Windows with fewer events are "insufficient data", neither healthy nor failed.
-    pub min_events: u64,
-    /// Breach when at least this many features drift in a window.
-    pub min_drifted_features: usize,
-    /// Breaches in a row before a remediation is sent.
-    pub consecutive_windows: u32,
-    /// Family-wise false alarm rate per window (Bonferroni over the features tested).
-    pub family_alpha: f64,
-    /// alert, hold_promotion or rollback.
-    pub action: String,
-    /// info, warning or critical.
-    pub severity: String,
-}
-
-impl Default for PolicySection {
-    fn default() -> Self {
-        let d = vigil_monitor::DriftPolicySettings::default();
-        Self {
-            min_events: d.min_events,
-            min_drifted_features: d.min_drifted_features,
-            consecutive_windows: d.consecutive_windows,
-            family_alpha: d.family_alpha,
-            action: "alert".into(),
-            severity: "warning".into(),
-        }
-    }
-}
-
-impl PolicySection {
-    fn action(&self) -> Option<vigil_events::RemediationAction> {
-        use vigil_events::RemediationAction as A;
-        match self.action.as_str() {
-            "alert" => Some(A::Alert),
-            "hold_promotion" => Some(A::HoldPromotion),
-            "rollback" => Some(A::Rollback),
-            _ => None,
-        }
-    }
-
-    fn severity(&self) -> Option<vigil_events::Severity> {
-        use vigil_events::Severity as S;
-        match self.severity.as_str() {
-            "info" => Some(S::Info),
-            "warning" => Some(S::Warning),
-            "critical" => Some(S::Critical),
-            _ => None,
-        }
-    }
-
-    fn check(&self, errors: &mut Vec<String>) {
-        let mut check = |ok: bool, message: String| {
-            if !ok {
-                errors.push(message);
-            }
-        };
-        check(self.action().is_some(), format!("monitor.policy.action: {:?} must be alert, hold_promotion or rollback", self.action));
-        check(self.severity().is_some(), format!("monitor.policy.severity: {:?} must be info, warning or critical", self.severity));
-        check(
-            self.family_alpha > 0.0 && self.family_alpha < 1.0,
-            format!("monitor.policy.family_alpha: {} must be in (0, 1), e.g. 0.05", self.family_alpha),
-        );
-        check(self.min_drifted_features >= 1, "monitor.policy.min_drifted_features: must be at least 1".into());
-        check(self.consecutive_windows >= 1, "monitor.policy.consecutive_windows: must be at least 1".into());
-    }
-
-    fn settings(&self) -> vigil_monitor::DriftPolicySettings {
-        vigil_monitor::DriftPolicySettings {
-            action: self.action().expect("validated"),
-            severity: self.severity().expect("validated"),
-            min_events: self.min_events,
-            min_drifted_features: self.min_drifted_features,
-            consecutive_windows: self.consecutive_windows,
-            family_alpha: self.family_alpha,
-            ..Default::default()
         }
     }
 }
@@ -356,7 +285,7 @@ impl Config {
             self.topics.lifecycle != self.topics.remediations,
             "topics.lifecycle: must differ from topics.remediations (one is the registry log, the other its input)".into(),
         );
-        self.monitor.policy.check(&mut errors);
+        policy::check(&self.monitor, &mut errors);
         self.lifecycle.check(&mut errors);
         lifecycle::check_alerts(&self.alerts, &mut errors);
         if errors.is_empty() {
@@ -395,7 +324,7 @@ impl Config {
             allowed_lateness: Duration::from_secs(m.allowed_lateness_seconds.into()),
             baseline_min_events: m.baseline_min_events,
             remediations_topic: self.topics.remediations.clone(),
-            drift_policy: m.policy.settings(),
+            policies: policy::book(m),
             join: vigil_monitor::JoinSettings { horizon_seconds: m.join_horizon_seconds, capacity: m.join_capacity },
             positive_label: m.positive_label.clone(),
             flush_interval: Duration::from_millis(m.flush_interval_ms),

@@ -67,6 +67,13 @@ impl TestEnv {
         self.vigil_command_in_group(&self.group, args)
     }
 
+    /// `vigil monitor` with extra `VIGIL__...` settings on top of the test defaults.
+    pub fn spawn_monitor_with(&self, settings: &[(&str, &str)]) -> ChildGuard {
+        let mut command = self.vigil_command(&["monitor"]);
+        command.envs(settings.iter().copied());
+        ChildGuard(command.spawn().expect("vigil binary starts"))
+    }
+
     pub fn spawn_monitor_in_group(&self, group: &str) -> ChildGuard {
         let child = self.vigil_command_in_group(group, &["monitor"]).spawn().expect("vigil binary starts");
         ChildGuard(child)
@@ -316,4 +323,89 @@ pub fn version_of(state: &serde_json::Value, model: &str, version: &str) -> serd
         .flat_map(|m| m["versions"].as_array().cloned().unwrap_or_default())
         .find(|v| v["version"] == version)
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// One monitor's own consumer group, ClickHouse database, remediations topic and HTTP port, for
+/// tests that run several monitors over one [`TestEnv`]'s predictions and outcomes (an
+/// uninterrupted run next to a killed one; two members of one group).
+#[derive(Debug, Clone)]
+pub struct MonitorInstance {
+    pub name: String,
+    pub group: String,
+    pub database: String,
+    pub remediations: String,
+    pub http_port: u16,
+}
+
+impl TestEnv {
+    /// A monitor identity named `label`, sharing only this env's input topics.
+    pub fn instance(&self, label: &str) -> MonitorInstance {
+        MonitorInstance {
+            name: format!("{}_{label}", self.name),
+            group: format!("{}-{label}", self.group),
+            database: format!("{}_{label}", self.database),
+            remediations: format!("{}.{label}", self.remediations),
+            http_port: free_port(),
+        }
+    }
+
+    /// `vigil monitor` as `instance`, with the test defaults and then `settings` (`VIGIL__...`
+    /// pairs) on top.
+    pub fn spawn_monitor_as(&self, instance: &MonitorInstance, settings: &[(&str, &str)]) -> ChildGuard {
+        let mut command = self.vigil_command_in_group(&instance.group, &["monitor"]);
+        command
+            .env("VIGIL__CLICKHOUSE__DATABASE", &instance.database)
+            .env("VIGIL__TOPICS__REMEDIATIONS", &instance.remediations)
+            .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", instance.http_port))
+            .envs(settings.iter().copied());
+        ChildGuard(command.spawn().expect("vigil binary starts"))
+    }
+}
+
+impl MonitorInstance {
+    /// The same group, database and remediations topic on another HTTP port: a second member.
+    pub fn another_member(&self, label: &str) -> MonitorInstance {
+        MonitorInstance { name: format!("{}_{label}", self.name), http_port: free_port(), ..self.clone() }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(StoreConfig {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+            user: "default".into(),
+            password: String::new(),
+            retention_days: None,
+        })
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await.expect("metrics port answers");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    /// Reads this monitor's whole remediations topic as payloads (see [`read_topic`]).
+    pub fn remediation_payloads(&self, expected: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout).into_iter().map(|(_, p)| p).collect()
+    }
+
+    pub async fn cleanup(&self) {
+        let _ = self.store().drop_database().await;
+    }
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A metric's value summed over its label sets, from Prometheus text; 0 when absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
 }

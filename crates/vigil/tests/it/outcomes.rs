@@ -25,13 +25,15 @@ struct Expected {
     correct: u64,
 }
 
-/// Every third prediction never gets an outcome; every fifth outcome says the model was wrong.
+/// Every third prediction never gets an outcome; every fifth outcome says the model was wrong,
+/// and so does every outcome of model-1 v1 in the second window (its accuracy collapses).
 fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
     if i % 3 == 0 {
         return None;
     }
     let predicted = p.prediction.label.clone().unwrap();
-    let truth = if i % 5 == 0 { if predicted == "1" { "0" } else { "1" } } else { predicted.as_str() };
+    let wrong = i % 5 == 0 || (p.model_id == "model-1" && p.model_version == "v1" && i % 2 == 1);
+    let truth = if wrong { if predicted == "1" { "0" } else { "1" } } else { predicted.as_str() };
     Some(OutcomeEvent {
         event_id: format!("o-{}", p.prediction_id),
         prediction_id: p.prediction_id.clone(),
@@ -71,7 +73,12 @@ async fn overall_and_segments(env: &TestEnv) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_restart() {
     let env = TestEnv::new("outcomes");
-    let mut monitor = env.spawn_monitor();
+    // About 40 outcomes per version and window: judge performance from 20, act on one breach.
+    let settings = [
+        ("VIGIL__MONITOR__PERFORMANCE_POLICY__MIN_LABELED", "20"),
+        ("VIGIL__MONITOR__PERFORMANCE_POLICY__CONSECUTIVE_WINDOWS", "1"),
+    ];
+    let mut monitor = env.spawn_monitor_with(&settings);
     await_port(env.http_port, Duration::from_secs(60)).await;
     let producer = sdk(&env);
     let mut generator = generator(31);
@@ -142,7 +149,7 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     // stored before the kill, so only the rebuilt join can still match them.
     monitor.kill().unwrap();
     monitor.wait().unwrap();
-    let mut restarted = env.spawn_monitor();
+    let mut restarted = env.spawn_monitor_with(&settings);
     await_port(env.http_port, Duration::from_secs(60)).await;
     for (_, o) in outcomes.iter().filter(|(i, _)| *i >= 1_500) {
         producer.log_outcome(o).unwrap();
@@ -158,6 +165,27 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
         rows.iter().map(|r| ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events)).collect()
     };
     assert_eq!(events(&metrics_after), events(&metrics_before));
+
+    // The performance policy: model-1 v1's second window fell far below its baseline window's
+    // accuracy (a breach, with a remediation); every other judged window is healthy. Each window
+    // was judged once, before or after the restart.
+    let checks: Vec<_> = env.store().policy_checks().await.unwrap().into_iter().filter(|c| c.policy == "performance").collect();
+    let judged: Vec<_> = checks.iter().filter(|c| c.verdict != "insufficient_data").collect();
+    assert!(judged.len() >= 12, "{checks:#?}");
+    for c in &judged {
+        let collapsed = (c.model_id.as_str(), c.model_version.as_str(), c.window_start) == ("model-1", "v1", W1);
+        assert_eq!(c.verdict, if collapsed { "breach" } else { "healthy" }, "{c:?}");
+        assert_eq!(c.remediation_id.is_empty(), !collapsed, "{c:?}");
+    }
+    let payloads = env.remediation_payloads(1, Duration::from_secs(30));
+    let performance: Vec<vigil_events::RemediationEvent> = payloads
+        .iter()
+        .map(|p| vigil_events::decode(p).unwrap())
+        .filter(|r: &vigil_events::RemediationEvent| r.policy == "performance")
+        .collect();
+    assert_eq!(performance.len(), 1, "one remediation, not one per restart: {performance:?}");
+    assert_eq!(performance[0].evidence[0].metric, "performance.accuracy_drop");
+    assert!(performance[0].evidence[0].value > 0.5, "{:?}", performance[0]);
 
     let metrics = env.metrics_text().await;
     let value = |name: &str| -> u64 {
