@@ -74,6 +74,40 @@ pub enum ReceiverKind {
     Slack { webhook_url: String },
     /// JSON to any URL, signed with HMAC-SHA256 of the raw body in `X-Vigil-Signature`.
     Generic { url: String, secret: String },
+    /// The serving platform: every lifecycle change as a model's desired traffic split, signed
+    /// like `generic`, with the lifecycle event id as `Idempotency-Key`. Takes no alerts.
+    Platform { url: String, secret: String },
+    /// MLflow Model Registry: production and canary aliases follow the lifecycle. Takes no
+    /// alerts.
+    Mlflow {
+        /// The tracking server's base URL; requests go to `<url>/api/2.0/mlflow/...`.
+        url: String,
+        /// Sent as `Authorization: Bearer <token>` when not empty.
+        #[serde(default)]
+        token: String,
+        #[serde(default = "default_production_alias")]
+        production_alias: String,
+        #[serde(default = "default_canary_alias")]
+        canary_alias: String,
+        /// Cut from vigil's version to get MLflow's version number (`v` makes `v3` version 3).
+        #[serde(default)]
+        version_prefix: String,
+    },
+}
+
+impl ReceiverKind {
+    /// Whether this receiver takes serving-platform updates (and no alerts).
+    pub fn takes_traffic(&self) -> bool {
+        matches!(self, ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. })
+    }
+}
+
+fn default_production_alias() -> String {
+    "production".to_owned()
+}
+
+fn default_canary_alias() -> String {
+    "canary".to_owned()
 }
 
 fn default_pagerduty_url() -> String {
@@ -131,45 +165,11 @@ impl AlertsConfig {
     /// Checks everything and reports every problem at once, each naming its key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Result<(), AlertError> {
         let mut problems = Vec::new();
-        let mut names = std::collections::BTreeSet::new();
-        for (i, receiver) in self.receivers.iter().enumerate() {
-            let key = format!("{prefix}.receivers[{i}]");
-            if receiver.name.is_empty()
-                || !receiver
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                problems.push(format!(
-                    "{key}.name must be non-empty letters, digits, '-', '_' or '.', got {:?}",
-                    receiver.name
-                ));
-            }
-            if !names.insert(&receiver.name) {
-                problems.push(format!("{key}.name {:?} is used twice", receiver.name));
-            }
-            let (field, url) = match &receiver.kind {
-                ReceiverKind::Alertmanager { url }
-                | ReceiverKind::Pagerduty { url, .. }
-                | ReceiverKind::Opsgenie { url, .. }
-                | ReceiverKind::Generic { url, .. } => ("url", url),
-                ReceiverKind::Slack { webhook_url } => ("webhook_url", webhook_url),
-            };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!(
-                    "{key}.{field} must be an http:// or https:// URL, got {url:?}"
-                ));
-            }
-            let secret = match &receiver.kind {
-                ReceiverKind::Pagerduty { routing_key, .. } => Some(("routing_key", routing_key)),
-                ReceiverKind::Opsgenie { api_key, .. } => Some(("api_key", api_key)),
-                ReceiverKind::Generic { secret, .. } => Some(("secret", secret)),
-                _ => None,
-            };
-            if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
-                problems.push(format!("{key}.{field} must not be empty"));
-            }
-        }
+        check_receivers(
+            &self.receivers,
+            &|i| format!("{prefix}.receivers[{i}]"),
+            &mut problems,
+        );
         if self.outbox_dir.as_os_str().is_empty() {
             problems.push(format!("{prefix}.outbox_dir must not be empty"));
         }
@@ -196,6 +196,70 @@ impl AlertsConfig {
             Ok(())
         } else {
             Err(AlertError::Config(problems))
+        }
+    }
+}
+
+/// Checks receivers (names unique among them, URLs, secrets), adding every problem to
+/// `problems` under the key `key(index)` gives.
+pub fn check_receivers(
+    receivers: &[ReceiverConfig],
+    key: &dyn Fn(usize) -> String,
+    problems: &mut Vec<String>,
+) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, receiver) in receivers.iter().enumerate() {
+        let key = key(i);
+        if receiver.name.is_empty()
+            || !receiver
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            problems.push(format!(
+                "{key}.name must be non-empty letters, digits, '-', '_' or '.', got {:?}",
+                receiver.name
+            ));
+        }
+        if !names.insert(&receiver.name) {
+            problems.push(format!("{key}.name {:?} is used twice", receiver.name));
+        }
+        let (field, url) = match &receiver.kind {
+            ReceiverKind::Alertmanager { url }
+            | ReceiverKind::Pagerduty { url, .. }
+            | ReceiverKind::Opsgenie { url, .. }
+            | ReceiverKind::Generic { url, .. }
+            | ReceiverKind::Platform { url, .. }
+            | ReceiverKind::Mlflow { url, .. } => ("url", url),
+            ReceiverKind::Slack { webhook_url } => ("webhook_url", webhook_url),
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!(
+                "{key}.{field} must be an http:// or https:// URL, got {url:?}"
+            ));
+        }
+        let secret = match &receiver.kind {
+            ReceiverKind::Pagerduty { routing_key, .. } => Some(("routing_key", routing_key)),
+            ReceiverKind::Opsgenie { api_key, .. } => Some(("api_key", api_key)),
+            ReceiverKind::Generic { secret, .. } | ReceiverKind::Platform { secret, .. } => {
+                Some(("secret", secret))
+            }
+            _ => None,
+        };
+        if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
+            problems.push(format!("{key}.{field} must not be empty"));
+        }
+        if let ReceiverKind::Mlflow {
+            production_alias,
+            canary_alias,
+            ..
+        } = &receiver.kind
+        {
+            if production_alias.is_empty() || canary_alias.is_empty() || production_alias == canary_alias {
+                problems.push(format!(
+                    "{key}.production_alias and canary_alias must be two different non-empty names, got {production_alias:?} and {canary_alias:?}"
+                ));
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Delivery: a dispatcher that deduplicates and records each alert in the outbox, then one lane
-//! per receiver that sends its deliveries in order with retries. Lanes are independent tasks, so
-//! a receiver that hangs or rate-limits delays only its own alerts; within a lane a resolve can
-//! never overtake its trigger.
+//! Delivery: a dispatcher that deduplicates and records each message (an alert, or a serving-
+//! platform update) in the outbox, then one lane per receiver that sends its deliveries in order
+//! with retries. Lanes are independent tasks, so a receiver that hangs or rate-limits delays only
+//! its own messages; within a lane a resolve can never overtake its trigger, nor an older traffic
+//! split a newer one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +14,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AlertDeliveryRow;
+use crate::audit::{AttemptOutcome, DeliveryAttempt};
 use crate::config::{AlertsConfig, DeliveryConfig, ReceiverConfig};
-use crate::outbox::{Delivery, Outbox};
+use crate::outbox::{track_open, Delivery, Outbox};
 use crate::payload::{self, WebhookRequest};
-use crate::{Alert, AlertError, AlertState};
+use crate::{Alert, AlertError, Message, TrafficUpdate};
 
 /// Counters since start, for metrics and tests.
 #[derive(Debug, Default)]
@@ -65,18 +66,40 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+type OpenAlerts = Arc<Mutex<HashMap<String, Alert>>>;
+
 /// The handle callers use; cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
-    queue: mpsc::Sender<Alert>,
+    queue: mpsc::Sender<Message>,
     stats: Arc<Stats>,
+    open: OpenAlerts,
 }
 
 impl Notifier {
     /// Queues an alert without waiting: a full queue refuses it (counted) so the caller, a
     /// pipeline, is never blocked by a slow receiver.
     pub fn notify(&self, alert: Alert) -> Result<(), AlertError> {
-        match self.queue.try_send(alert) {
+        self.send(Message::Alert(alert))
+    }
+
+    /// Queues a serving-platform update for the `platform` and `mlflow` receivers, like
+    /// [`Notifier::notify`].
+    pub fn notify_traffic(&self, update: TrafficUpdate) -> Result<(), AlertError> {
+        self.send(Message::Traffic(update))
+    }
+
+    /// The alerts fired and not resolved yet (the newest copy per key), restored from the outbox
+    /// after a restart: what a "healthy again" check may resolve.
+    pub fn open_alerts(&self) -> Vec<Alert> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut alerts: Vec<Alert> = open.values().cloned().collect();
+        alerts.sort_by(|a, b| a.key.cmp(&b.key));
+        alerts
+    }
+
+    fn send(&self, message: Message) -> Result<(), AlertError> {
+        match self.queue.try_send(message) {
             Ok(()) => {
                 bump(&self.stats.accepted);
                 Ok(())
@@ -112,12 +135,13 @@ pub fn start(
     start_with_audit(config, shutdown, None)
 }
 
-/// [`start`], and one [`AlertDeliveryRow`] per attempt to `audit` (for ClickHouse). A full audit
-/// channel drops the row (counted in `Stats::audit_dropped`) rather than delay a delivery.
+/// [`start`], and one [`DeliveryAttempt`] per attempt to `audit` (for ClickHouse and metrics). A
+/// full audit channel drops the attempt (counted in `Stats::audit_dropped`) rather than delay a
+/// delivery.
 pub fn start_with_audit(
     config: &AlertsConfig,
     shutdown: CancellationToken,
-    audit: Option<mpsc::Sender<AlertDeliveryRow>>,
+    audit: Option<mpsc::Sender<DeliveryAttempt>>,
 ) -> Result<(Notifier, JoinSet<()>), AlertError> {
     config.validate("alerts")?;
     let (outbox, recovered) = Outbox::open(&config.outbox_dir)?;
@@ -150,25 +174,33 @@ pub fn start_with_audit(
             "alert outbox: resending undelivered alerts"
         );
     }
-    let (queue, alerts) = mpsc::channel(config.queue_capacity);
+    let (queue, messages) = mpsc::channel(config.queue_capacity);
+    let open: OpenAlerts = Arc::new(Mutex::new(recovered.open));
     let dispatcher = Dispatcher {
-        receivers: config.receivers.iter().map(|r| r.name.clone()).collect(),
+        receivers: config
+            .receivers
+            .iter()
+            .map(|r| (r.name.clone(), r.kind.takes_traffic()))
+            .collect(),
         lanes,
         seen: recovered.seen,
+        open: open.clone(),
         next_id: recovered.next_id,
         outbox,
         stats: stats.clone(),
         shutdown,
     };
-    tasks.spawn(dispatcher.run(recovered.pending, alerts));
-    Ok((Notifier { queue, stats }, tasks))
+    tasks.spawn(dispatcher.run(recovered.pending, messages));
+    Ok((Notifier { queue, stats, open }, tasks))
 }
 
 struct Dispatcher {
-    receivers: Vec<String>,
+    /// Name, and whether it takes platform updates (else alerts).
+    receivers: Vec<(String, bool)>,
     lanes: HashMap<String, mpsc::Sender<Delivery>>,
-    /// Last state queued per (receiver, alert key): the dedup.
-    seen: HashMap<(String, String), AlertState>,
+    /// Last mark queued per (receiver, key): the dedup.
+    seen: HashMap<(String, String), String>,
+    open: OpenAlerts,
     next_id: u64,
     outbox: SharedOutbox,
     stats: Arc<Stats>,
@@ -176,7 +208,7 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn run(mut self, pending: Vec<Delivery>, mut alerts: mpsc::Receiver<Alert>) {
+    async fn run(mut self, pending: Vec<Delivery>, mut messages: mpsc::Receiver<Message>) {
         for delivery in pending {
             if !self.lanes.contains_key(&delivery.receiver) {
                 tracing::warn!(receiver = %delivery.receiver, id = delivery.id, "outbox delivery for a receiver no longer configured; dropped");
@@ -188,30 +220,33 @@ impl Dispatcher {
             }
         }
         loop {
-            let alert = tokio::select! {
+            let message = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return,
-                alert = alerts.recv() => match alert {
-                    Some(alert) => alert,
+                message = messages.recv() => match message {
+                    Some(message) => message,
                     None => return,
                 },
             };
-            for receiver in self.receivers.clone() {
-                let slot = (receiver.clone(), alert.key.clone());
-                let last = self.seen.get(&slot).copied();
-                // The same state twice is a duplicate; a resolve for an alert this receiver never
-                // got has nothing to close.
-                if last == Some(alert.state)
-                    || (last.is_none() && alert.state == AlertState::Resolved)
-                {
+            if let Message::Alert(alert) = &message {
+                track_open(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()), alert);
+            }
+            let traffic = matches!(message, Message::Traffic(_));
+            let (key, mark) = (message.key(), message.mark());
+            for (receiver, takes_traffic) in self.receivers.clone() {
+                if takes_traffic != traffic {
+                    continue;
+                }
+                let slot = (receiver.clone(), key.clone());
+                if !message.is_news(self.seen.get(&slot).map(String::as_str)) {
                     bump(&self.stats.deduplicated);
                     continue;
                 }
-                self.seen.insert(slot, alert.state);
+                self.seen.insert(slot, mark.clone());
                 let delivery = Delivery {
                     id: self.next_id,
                     receiver,
-                    alert: alert.clone(),
+                    message: message.clone(),
                 };
                 self.next_id += 1;
                 // Recorded before it is attempted, so a crash cannot lose it.
@@ -254,7 +289,7 @@ struct Lane {
     outbox: SharedOutbox,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-    audit: Option<mpsc::Sender<AlertDeliveryRow>>,
+    audit: Option<mpsc::Sender<DeliveryAttempt>>,
 }
 
 impl Lane {
@@ -275,30 +310,34 @@ impl Lane {
         }
     }
 
-    /// Sends until delivered (`Some(true)`), given up (`Some(false)`) or shut down (`None`).
+    /// Sends until delivered (`Some(true)`), given up (`Some(false)`) or shut down (`None`). A
+    /// delivery of several requests (MLflow's aliases) sends them in order; a retry resumes at
+    /// the first one not yet accepted.
     async fn deliver(&self, delivery: &Delivery) -> Option<bool> {
         let receiver = self.receiver.name.as_str();
+        let key = delivery.message.key();
+        let mut accepted = 0;
         for attempt in 1..=self.delivery.max_attempts {
-            let request =
-                payload::build(&self.receiver.kind, &delivery.alert, delivery.id, now_ms());
+            let requests =
+                payload::build(&self.receiver.kind, &delivery.message, delivery.id, now_ms());
             let sent = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return None,
-                sent = send(&self.client, request) => sent,
+                sent = send_all(&self.client, &requests, &mut accepted) => sent,
             };
             let error = match sent {
                 Ok(status) => {
-                    self.audit(delivery, attempt, "delivered", Ok(status));
+                    self.audit(delivery, attempt, AttemptOutcome::Delivered, Ok(status));
                     bump(&self.stats.delivered);
-                    tracing::debug!(receiver, id = delivery.id, key = %delivery.alert.key, attempt, "alert delivered");
+                    tracing::debug!(receiver, id = delivery.id, %key, attempt, "delivered");
                     return Some(true);
                 }
                 Err(error) => error,
             };
             if !error.is_retryable() || attempt == self.delivery.max_attempts {
-                self.audit(delivery, attempt, "gave_up", Err(&error));
+                self.audit(delivery, attempt, AttemptOutcome::GaveUp, Err(&error));
                 bump(&self.stats.failed);
-                tracing::error!(receiver, id = delivery.id, key = %delivery.alert.key, attempt, %error, "alert delivery given up");
+                tracing::error!(receiver, id = delivery.id, %key, attempt, %error, "delivery given up");
                 return Some(false);
             }
             let wait = match &error {
@@ -308,9 +347,9 @@ impl Lane {
                 } => (*after).min(self.delivery.max_retry_after),
                 _ => full_jitter(&self.delivery, attempt),
             };
-            self.audit(delivery, attempt, "retrying", Err(&error));
+            self.audit(delivery, attempt, AttemptOutcome::Retrying, Err(&error));
             bump(&self.stats.retried);
-            tracing::warn!(receiver, id = delivery.id, attempt, ?wait, %error, "alert delivery failed, retrying");
+            tracing::warn!(receiver, id = delivery.id, attempt, ?wait, %error, "delivery failed, retrying");
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return None,
@@ -326,44 +365,54 @@ impl Lane {
         &self,
         delivery: &Delivery,
         attempt: u32,
-        outcome: &str,
+        outcome: AttemptOutcome,
         result: Result<u16, &AlertError>,
     ) {
         let Some(audit) = &self.audit else { return };
-        let alert = &delivery.alert;
-        let row = AlertDeliveryRow {
+        let attempt = DeliveryAttempt {
             delivery_id: delivery.id,
             receiver: self.receiver.name.clone(),
-            alert_key: alert.key.clone(),
-            state: match alert.state {
-                AlertState::Firing => "firing".to_owned(),
-                AlertState::Resolved => "resolved".to_owned(),
-            },
-            severity: alert.severity.as_str().to_owned(),
-            model_id: alert.model_id.clone(),
-            model_version: alert.model_version.clone(),
-            policy: alert.policy.clone(),
-            remediation_id: alert.remediation_id.clone(),
+            message: delivery.message.clone(),
             attempt,
-            outcome: outcome.to_owned(),
+            outcome,
             http_status: match result {
-                Ok(status) => status,
-                Err(AlertError::Status { status, .. }) => *status,
-                Err(_) => 0,
+                Ok(status) => Some(status),
+                Err(AlertError::Status { status, .. }) => Some(*status),
+                Err(_) => None,
             },
-            error: result.err().map(ToString::to_string).unwrap_or_default(),
-            at: (now_ms() / 1000) as u32,
+            error: result.err().map(ToString::to_string),
+            at_ms: now_ms(),
         };
-        if audit.try_send(row).is_err() {
+        if audit.try_send(attempt).is_err() {
             bump(&self.stats.audit_dropped);
         }
     }
 }
 
-async fn send(client: &reqwest::Client, request: WebhookRequest) -> Result<u16, AlertError> {
-    let mut builder = client.post(&request.url).body(request.body);
-    for (name, value) in request.headers {
-        builder = builder.header(name, value);
+/// Sends `requests[*accepted..]` in order, counting each one accepted; the last status.
+async fn send_all(
+    client: &reqwest::Client,
+    requests: &[WebhookRequest],
+    accepted: &mut usize,
+) -> Result<u16, AlertError> {
+    let mut status = 200;
+    while let Some(request) = requests.get(*accepted) {
+        status = send(client, request).await?;
+        *accepted += 1;
+    }
+    Ok(status)
+}
+
+async fn send(client: &reqwest::Client, request: &WebhookRequest) -> Result<u16, AlertError> {
+    let method = match request.method {
+        "DELETE" => reqwest::Method::DELETE,
+        _ => reqwest::Method::POST,
+    };
+    let mut builder = client
+        .request(method, &request.url)
+        .body(request.body.clone());
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value);
     }
     let response = builder.send().await?;
     let status = response.status();

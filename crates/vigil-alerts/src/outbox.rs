@@ -2,9 +2,10 @@
 //!
 //! Each accepted delivery is appended (and synced) before it is attempted; its end (delivered
 //! or given up) is appended after. On start the file is read back: deliveries without an end
-//! are sent again, in their original order, and the last state per (receiver, alert key) feeds
-//! the dedup. Then the file is compacted to exactly that (pending deliveries plus one `seen`
-//! line per key) and atomically replaced. A torn last line (a crash mid-write) is skipped.
+//! are sent again, in their original order, and the last state per (receiver, key) feeds the
+//! dedup, with the open (firing) alerts kept for their resolve. Then the file is compacted to
+//! exactly that (pending deliveries plus one `seen` line per key) and atomically replaced. A torn
+//! last line (a crash mid-write) is skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -13,14 +14,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Alert, AlertError, AlertState};
+use crate::{Alert, AlertError, AlertState, Message};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
-    /// Unique within the outbox; sent as `X-Vigil-Delivery` by the generic receiver.
+    /// Unique within the outbox; sent as `X-Vigil-Delivery` by the signed receivers.
     pub id: u64,
     pub receiver: String,
-    pub alert: Alert,
+    pub message: Message,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,10 +32,14 @@ enum Record {
         id: u64,
         delivered: bool,
     },
+    /// `state` is the key's last mark (`firing`, `resolved`, or a platform update's event id);
+    /// a firing alert comes with its alert, so it can still be resolved after a restart.
     Seen {
         receiver: String,
         key: String,
-        state: AlertState,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alert: Option<Alert>,
     },
     /// Kept by compaction so delivery ids are never reused.
     NextId {
@@ -46,7 +51,10 @@ enum Record {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub pending: Vec<Delivery>,
-    pub seen: HashMap<(String, String), AlertState>,
+    /// Last mark per (receiver, key).
+    pub seen: HashMap<(String, String), String>,
+    /// Firing alerts by key: what a resolve closes.
+    pub open: HashMap<String, Alert>,
     pub next_id: u64,
 }
 
@@ -80,7 +88,12 @@ impl Outbox {
             lines.push(Record::Seen {
                 receiver: receiver.clone(),
                 key: key.clone(),
-                state: *state,
+                state: state.clone(),
+                alert: recovered
+                    .open
+                    .get(key)
+                    .filter(|_| state == AlertState::Firing.as_str())
+                    .cloned(),
             });
         }
         lines.extend(
@@ -126,6 +139,7 @@ fn write_line(out: &mut File, record: &Record) -> std::io::Result<()> {
 fn recover(reader: impl BufRead) -> Recovered {
     let mut pending: BTreeMap<u64, Delivery> = BTreeMap::new();
     let mut seen = HashMap::new();
+    let mut open = HashMap::new();
     let mut next_id = 0;
     for (number, line) in reader.lines().enumerate() {
         let Ok(line) = line else { break };
@@ -133,9 +147,12 @@ fn recover(reader: impl BufRead) -> Recovered {
             Ok(Record::Enqueued(delivery)) => {
                 next_id = next_id.max(delivery.id + 1);
                 seen.insert(
-                    (delivery.receiver.clone(), delivery.alert.key.clone()),
-                    delivery.alert.state,
+                    (delivery.receiver.clone(), delivery.message.key()),
+                    delivery.message.mark(),
                 );
+                if let Message::Alert(alert) = &delivery.message {
+                    track_open(&mut open, alert);
+                }
                 pending.insert(delivery.id, *delivery);
             }
             Ok(Record::Done { id, .. }) => {
@@ -145,7 +162,11 @@ fn recover(reader: impl BufRead) -> Recovered {
                 receiver,
                 key,
                 state,
+                alert,
             }) => {
+                if let Some(alert) = alert {
+                    track_open(&mut open, &alert);
+                }
                 seen.insert((receiver, key), state);
             }
             Ok(Record::NextId { id }) => next_id = next_id.max(id),
@@ -155,7 +176,20 @@ fn recover(reader: impl BufRead) -> Recovered {
     Recovered {
         pending: pending.into_values().collect(),
         seen,
+        open,
         next_id,
+    }
+}
+
+/// A firing alert opens its key (the newest copy wins), a resolved one closes it.
+pub fn track_open(open: &mut HashMap<String, Alert>, alert: &Alert) {
+    match alert.state {
+        AlertState::Firing => {
+            open.insert(alert.key.clone(), alert.clone());
+        }
+        AlertState::Resolved => {
+            open.remove(&alert.key);
+        }
     }
 }
 
@@ -183,17 +217,17 @@ mod tests {
         let firing = Delivery {
             id: 0,
             receiver: "pd".into(),
-            alert: alert(),
+            message: Message::Alert(alert()),
         };
         let resolved = Delivery {
             id: 1,
             receiver: "pd".into(),
-            alert: alert().resolved(5),
+            message: Message::Alert(alert().resolved(5)),
         };
         let slack = Delivery {
             id: 2,
             receiver: "slack".into(),
-            alert: alert(),
+            message: Message::Alert(alert()),
         };
         for d in [&firing, &resolved, &slack] {
             outbox.enqueued(d).unwrap();
@@ -212,13 +246,11 @@ mod tests {
         let (_, recovered) = Outbox::open(&dir).unwrap();
         assert_eq!(recovered.pending, vec![resolved.clone()]);
         assert_eq!(recovered.next_id, 3);
-        assert_eq!(
-            recovered.seen[&("pd".to_owned(), alert().key)],
-            AlertState::Resolved
-        );
-        assert_eq!(
-            recovered.seen[&("slack".to_owned(), alert().key)],
-            AlertState::Firing
+        assert_eq!(recovered.seen[&("pd".to_owned(), alert().key)], "resolved");
+        assert_eq!(recovered.seen[&("slack".to_owned(), alert().key)], "firing");
+        assert!(
+            recovered.open.contains_key(&alert().key),
+            "the last delivery for the key fired it: it stays open for its resolve"
         );
         // Compacted: the id counter, one seen line per key and the pending delivery.
         let (mut outbox, again) = Outbox::open(&dir).unwrap();

@@ -29,6 +29,18 @@ pub enum LifecycleError {
         offset: i64,
         source: vigil_events::DecodeError,
     },
+    #[error("lifecycle state file {path}: {source}")]
+    StateFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("http api on {addr}: {source}")]
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Alerts(#[from] vigil_alerts::AlertError),
 }
 
 impl LifecycleError {

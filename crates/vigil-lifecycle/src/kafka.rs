@@ -1,5 +1,7 @@
 //! The thin Kafka adapter: replay `vigil.lifecycle.v1` from the beginning into a [`Registry`],
-//! then consume `vigil.remediations.v1`, decide, and publish the decisions to the lifecycle log.
+//! then consume `vigil.remediations.v1` and the commands people send (through the HTTP API),
+//! decide, and publish the decisions to the lifecycle log. The consumer task is the registry's
+//! only writer, so decisions and commands are applied and published in one order.
 //!
 //! Exactly-once effect without transactions: decisions have deterministic event ids and the log
 //! is replayed before any remediation is read, so a remediation redelivered after a crash (its
@@ -8,6 +10,7 @@
 //! decision (idempotent producer, `acks=all`).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
@@ -16,10 +19,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use vigil_events::{decode, encode, LifecycleEvent, RemediationEvent};
 
-use crate::{decide, Decision, LifecycleError, LifecyclePolicy, Outcome, Registry};
+use crate::approvals::Approvals;
+use crate::engine::{Command, CommandError, CommandErrorKind, Engine};
+use crate::{Decision, LifecycleError, LifecyclePolicy, Outcome, Registry};
 
 /// What [`run`] needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -62,11 +68,80 @@ pub struct ReplayStats {
     pub positions: BTreeMap<i32, i64>,
 }
 
+/// An event of the lifecycle log with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub event: LifecycleEvent,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Where events newly applied to the registry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The log, replayed at start.
+    Replay,
+    /// The log's tail: events others published (a `register`, another instance).
+    Log,
+    /// This consumer's decisions on remediations.
+    Decision,
+    /// Commands from the HTTP API.
+    Command,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Replay => "replay",
+            Origin::Log => "log",
+            Origin::Decision => "decision",
+            Origin::Command => "command",
+        }
+    }
+}
+
+/// What the consumer tells the rest of the process (alerts, the serving platform, the audit
+/// table, metrics). Every method runs on the consumer's task, so none may block.
+pub trait Observer: Send {
+    /// Events newly applied to the registry (`registry` is the state after them) with their
+    /// positions in the log: the replay at start, then the tail, decisions and commands, the
+    /// consumer's own once the broker acknowledged them.
+    fn applied(&mut self, _registry: &Registry, _events: &[Logged], _origin: Origin) {}
+    /// The replay is done: remediations and commands are taken from now on.
+    fn running(&mut self, _registry: &Registry) {}
+    /// Every remediation read and what was decided (a redelivered one: `Outcome::Duplicate`).
+    fn decided(&mut self, _remediation: &RemediationEvent, _decision: &Decision) {}
+}
+
+/// The engine the consumer task writes and the HTTP API reads. The lock is never held across an
+/// await.
+pub type SharedEngine = Arc<Mutex<Engine>>;
+
+pub fn lock(engine: &SharedEngine) -> MutexGuard<'_, Engine> {
+    engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A command for the consumer task and where its answer goes: the events it published, or why
+/// nothing changed.
+pub struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Vec<LifecycleEvent>, CommandError>>,
+}
+
 /// Reads the lifecycle log from its beginning to its end as of the call, folding it into a
 /// registry. Blocking librdkafka calls run on a blocking thread.
 pub async fn replay(
     settings: &LifecycleSettings,
 ) -> Result<(Registry, ReplayStats), LifecycleError> {
+    replay_logged(settings)
+        .await
+        .map(|(registry, stats, _)| (registry, stats))
+}
+
+/// [`replay`], with every event it applied and its position.
+pub async fn replay_logged(
+    settings: &LifecycleSettings,
+) -> Result<(Registry, ReplayStats, Vec<Logged>), LifecycleError> {
     let settings = settings.clone();
     match tokio::task::spawn_blocking(move || replay_blocking(&settings)).await {
         Ok(replayed) => replayed,
@@ -99,7 +174,7 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32, deadline: In
 
 fn replay_blocking(
     settings: &LifecycleSettings,
-) -> Result<(Registry, ReplayStats), LifecycleError> {
+) -> Result<(Registry, ReplayStats, Vec<Logged>), LifecycleError> {
     let kafka = |action| move |source| LifecycleError::Kafka { action, source };
     let mut config = settings.client_config();
     config
@@ -134,6 +209,7 @@ fn replay_blocking(
         .assign(&assignment)
         .map_err(kafka("assign lifecycle partitions"))?;
     let mut registry = Registry::new();
+    let mut logged = Vec::new();
     let started = Instant::now();
     while !pending.is_empty() {
         if started.elapsed() > timeout {
@@ -150,14 +226,14 @@ fn replay_blocking(
             continue;
         };
         let message = message.map_err(kafka("read lifecycle log"))?;
-        apply_message(
+        logged.extend(apply_message(
             &mut registry,
             &mut stats,
             topic,
             message.partition(),
             message.offset(),
             message.payload(),
-        );
+        ));
         if pending
             .get(&message.partition())
             .is_some_and(|end| message.offset() + 1 >= *end)
@@ -171,9 +247,10 @@ fn replay_blocking(
         rejected = stats.rejected,
         "lifecycle log replayed"
     );
-    Ok((registry, stats))
+    Ok((registry, stats, logged))
 }
 
+/// Applies one message of the log; the event when it was new to the registry.
 fn apply_message(
     registry: &mut Registry,
     stats: &mut ReplayStats,
@@ -181,7 +258,8 @@ fn apply_message(
     partition: i32,
     offset: i64,
     payload: Option<&[u8]>,
-) {
+) -> Option<Logged> {
+    stats.positions.insert(partition, offset + 1);
     let applied = decode::<LifecycleEvent>(payload.unwrap_or_default())
         .map_err(|source| LifecycleError::Decode {
             topic: topic.to_owned(),
@@ -189,15 +267,25 @@ fn apply_message(
             offset,
             source,
         })
-        .and_then(|event| registry.apply(&event));
+        .and_then(|event| {
+            let new = !registry.contains_event(&event.event_id);
+            registry.apply(&event).map(|()| new.then_some(event))
+        });
     match applied {
-        Ok(()) => stats.applied += 1,
+        Ok(event) => {
+            stats.applied += 1;
+            event.map(|event| Logged {
+                event,
+                partition,
+                offset,
+            })
+        }
         Err(error) => {
             stats.rejected += 1;
             tracing::warn!(%error, partition, offset, "lifecycle event skipped");
+            None
         }
     }
-    stats.positions.insert(partition, offset + 1);
 }
 
 /// Replays the log, then decides on remediations until `shutdown` is cancelled; returns the
@@ -211,16 +299,49 @@ pub async fn run(
 }
 
 /// [`run`], calling `on_decision` with every remediation read and what was decided about it,
-/// once its events (if any) are acknowledged by the broker: this is how the binary turns
-/// remediations into alerts. A duplicate remediation comes with [`Outcome::Duplicate`]. The hook
-/// runs on the consumer's task, so it must not block (`vigil_alerts::Notifier::notify` does not).
+/// once its events (if any) are acknowledged by the broker. A duplicate remediation comes with
+/// [`Outcome::Duplicate`]. The hook runs on the consumer's task, so it must not block.
 pub async fn run_with_hook(
     settings: LifecycleSettings,
     shutdown: CancellationToken,
-    mut on_decision: impl FnMut(&RemediationEvent, &Decision) + Send,
+    on_decision: impl FnMut(&RemediationEvent, &Decision) + Send,
 ) -> Result<Registry, LifecycleError> {
+    struct Hook<F>(F);
+    impl<F: FnMut(&RemediationEvent, &Decision) + Send> Observer for Hook<F> {
+        fn decided(&mut self, remediation: &RemediationEvent, decision: &Decision) {
+            (self.0)(remediation, decision)
+        }
+    }
+    let engine: SharedEngine = Arc::new(Mutex::new(Engine::new(
+        Registry::new(),
+        Approvals::in_memory(),
+        settings.policy.clone(),
+    )));
+    let (_commands, requests) = mpsc::channel(1);
+    run_engine(settings, engine.clone(), requests, &mut Hook(on_decision), shutdown).await?;
+    let registry = lock(&engine).registry.clone();
+    Ok(registry)
+}
+
+/// The consumer: replays the log into `engine` (keeping its pending approvals that the log has
+/// not answered), then takes remediations, commands from `requests` and the log's tail until
+/// `shutdown`, telling `observer` about everything applied. Remediation offsets are committed
+/// after the decision's events are acknowledged; a command is answered after its events are.
+pub async fn run_engine(
+    settings: LifecycleSettings,
+    engine: SharedEngine,
+    mut requests: mpsc::Receiver<Request>,
+    observer: &mut impl Observer,
+    shutdown: CancellationToken,
+) -> Result<(), LifecycleError> {
     let kafka = |action| move |source| LifecycleError::Kafka { action, source };
-    let (mut registry, mut stats) = replay(&settings).await?;
+    let (registry, mut stats, replayed) = replay_logged(&settings).await?;
+    {
+        let mut guard = lock(&engine);
+        let approvals = std::mem::take(&mut guard.approvals);
+        *guard = Engine::new(registry, approvals, settings.policy.clone());
+        observer.applied(&guard.registry, &replayed, Origin::Replay);
+    }
 
     let mut config = settings.client_config();
     config
@@ -252,13 +373,28 @@ pub async fn run_with_hook(
 
     let producer = producer(&settings)?;
     tracing::info!(remediations = %settings.remediations_topic, lifecycle = %settings.lifecycle_topic, "lifecycle consumer running");
+    observer.running(&lock(&engine).registry);
 
+    let mut commands_open = true;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            request = requests.recv(), if commands_open => match request {
+                Some(request) => command(&settings, &engine, &producer, request, observer).await?,
+                None => commands_open = false,
+            },
             message = tail.recv() => match message {
-                Ok(m) => apply_message(&mut registry, &mut stats, m.topic(), m.partition(), m.offset(), m.payload()),
+                Ok(m) => {
+                    let mut guard = lock(&engine);
+                    if let Some(logged) = apply_message(&mut guard.registry, &mut stats, m.topic(), m.partition(), m.offset(), m.payload()) {
+                        // Someone answered a pending approval elsewhere (another instance).
+                        if let Some(remediation) = logged.event.remediation_id.clone() {
+                            guard.approvals.retain(|p| p.remediation_id.as_deref() != Some(remediation.as_str()));
+                        }
+                        observer.applied(&guard.registry, std::slice::from_ref(&logged), Origin::Log);
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "lifecycle tail error"),
             },
             message = remediations.recv() => {
@@ -271,11 +407,7 @@ pub async fn run_with_hook(
                     }
                 };
                 match decode::<RemediationEvent>(m.payload().unwrap_or_default()) {
-                    Ok(remediation) => {
-                        if let Some(decision) = handle(&settings, &mut registry, &producer, &remediation).await? {
-                            on_decision(&remediation, &decision);
-                        }
-                    }
+                    Ok(remediation) => handle(&settings, &engine, &producer, &remediation, observer).await?,
                     Err(source) => {
                         let error = LifecycleError::Decode { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), source };
                         tracing::warn!(%error, "remediation skipped");
@@ -289,16 +421,17 @@ pub async fn run_with_hook(
         }
     }
     tracing::info!("lifecycle consumer stopped");
-    Ok(registry)
+    Ok(())
 }
 
 async fn handle(
     settings: &LifecycleSettings,
-    registry: &mut Registry,
+    engine: &SharedEngine,
     producer: &FutureProducer,
     remediation: &RemediationEvent,
-) -> Result<Option<Decision>, LifecycleError> {
-    let decision = decide(registry, remediation, &settings.policy, now_ms());
+    observer: &mut impl Observer,
+) -> Result<(), LifecycleError> {
+    let decision = lock(engine).remediation(remediation, now_ms());
     match &decision.outcome {
         Outcome::Duplicate | Outcome::NoAction { .. } => {
             tracing::debug!(remediation = %remediation.remediation_id, outcome = ?decision.outcome, "no lifecycle change");
@@ -307,15 +440,47 @@ async fn handle(
             tracing::info!(remediation = %remediation.remediation_id, model = %remediation.model_id, ?outcome, "lifecycle decision")
         }
     }
-    for event in &decision.events {
-        if let Err(error) = registry.apply(event) {
-            // A decision the registry rejects is a bug in `decide`; never publish it.
-            tracing::error!(%error, event_id = %event.event_id, "decided event rejected by the registry");
-            return Ok(None);
+    let logged = send(settings, producer, &decision.events).await?;
+    if !logged.is_empty() {
+        observer.applied(&lock(engine).registry, &logged, Origin::Decision);
+    }
+    observer.decided(remediation, &decision);
+    Ok(())
+}
+
+/// Carries out one command; a publish failure answers `Unavailable` and stops the consumer (the
+/// registry already holds the events, so it must not go on).
+async fn command(
+    settings: &LifecycleSettings,
+    engine: &SharedEngine,
+    producer: &FutureProducer,
+    request: Request,
+    observer: &mut impl Observer,
+) -> Result<(), LifecycleError> {
+    let kind = request.command.kind();
+    let events = match lock(engine).command(&request.command, now_ms()) {
+        Ok(events) => events,
+        Err(refused) => {
+            tracing::info!(command = kind, %refused, "command refused");
+            let _ = request.reply.send(Err(refused));
+            return Ok(());
+        }
+    };
+    match send(settings, producer, &events).await {
+        Ok(logged) => {
+            tracing::info!(command = kind, events = logged.len(), "command applied");
+            observer.applied(&lock(engine).registry, &logged, Origin::Command);
+            let _ = request.reply.send(Ok(events));
+            Ok(())
+        }
+        Err(error) => {
+            let _ = request.reply.send(Err(CommandError::new(
+                CommandErrorKind::Unavailable,
+                format!("could not publish to {}: {error}", settings.lifecycle_topic),
+            )));
+            Err(error)
         }
     }
-    send(settings, producer, &decision.events).await?;
-    Ok(Some(decision))
 }
 
 /// The idempotent producer (`acks=all`) every lifecycle event goes out with.
@@ -334,26 +499,33 @@ fn producer(settings: &LifecycleSettings) -> Result<FutureProducer, LifecycleErr
         })
 }
 
-/// Publishes `events` in order, keyed by model, each acknowledged before the next is sent.
+/// Publishes `events` in order, keyed by model, each acknowledged before the next is sent; their
+/// positions.
 async fn send(
     settings: &LifecycleSettings,
     producer: &FutureProducer,
     events: &[LifecycleEvent],
-) -> Result<(), LifecycleError> {
+) -> Result<Vec<Logged>, LifecycleError> {
+    let mut logged = Vec::with_capacity(events.len());
     for event in events {
         let payload = encode(event);
         let record = FutureRecord::to(&settings.lifecycle_topic)
             .key(&event.model_id)
             .payload(&payload);
-        producer
+        let delivery = producer
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(source, _)| LifecycleError::Kafka {
                 action: "publish lifecycle event",
                 source,
             })?;
+        logged.push(Logged {
+            event: event.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        });
     }
-    Ok(())
+    Ok(logged)
 }
 
 /// Appends `events` to the lifecycle log as they are, for callers outside the consumer (a human
@@ -363,7 +535,7 @@ pub async fn publish(
     settings: &LifecycleSettings,
     events: &[LifecycleEvent],
 ) -> Result<(), LifecycleError> {
-    send(settings, &producer(settings)?, events).await
+    send(settings, &producer(settings)?, events).await.map(drop)
 }
 
 fn now_ms() -> i64 {

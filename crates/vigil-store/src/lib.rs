@@ -156,6 +156,67 @@ pub struct WindowPerformanceRow {
     pub computed_at: u32,
 }
 
+/// One lifecycle event as audited in `lifecycle_events`, with the position it has in the
+/// lifecycle topic.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct LifecycleEventRow {
+    pub event_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    /// The Avro symbol: `CANDIDATE`, `CANARY`, `PRODUCTION`, `RETIRED` or `ROLLED_BACK`.
+    pub stage: String,
+    pub traffic_weight: Option<f64>,
+    pub reason: String,
+    pub actor: String,
+    pub remediation_id: Option<String>,
+    pub event_time_ms: i64,
+    /// Days since the Unix epoch (ClickHouse `Date`), from `event_time_ms`.
+    pub event_date: u16,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// Seconds since the Unix epoch; the newest write of an event id is the one kept.
+    pub written_at: u32,
+}
+
+/// One attempt to deliver one alert or serving-platform update to one receiver
+/// (`alert_deliveries`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct AlertDeliveryRow {
+    pub delivery_id: u64,
+    pub receiver: String,
+    /// The alert key (`model/version/policy`), or a platform update's idempotency key.
+    pub alert_key: String,
+    /// `firing`, `resolved`, or `traffic` for a serving-platform update.
+    pub state: String,
+    pub severity: String,
+    pub model_id: String,
+    pub model_version: String,
+    pub policy: String,
+    pub remediation_id: Option<String>,
+    pub attempt: u32,
+    /// `delivered`, `retrying` or `gave_up`.
+    pub outcome: String,
+    /// 0 when there was no answer (timeout, connection error).
+    pub http_status: u16,
+    pub error: String,
+    /// Seconds since the Unix epoch.
+    pub at: u32,
+}
+
+/// The newest policy check of one (model, version, policy).
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct LatestVerdict {
+    pub model_id: String,
+    pub model_version: String,
+    pub policy: String,
+    /// Start of the newest checked window, seconds since the Unix epoch.
+    pub window_start: u32,
+    /// `healthy`, `breach` or `insufficient_data`.
+    pub verdict: String,
+    /// When the monitor judged that window.
+    pub computed_at: u32,
+}
+
 /// One partial of a window being closed, with its key.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct KeyedPartial {
@@ -516,6 +577,58 @@ impl Store {
         self.db
             .query("SELECT toUInt64(sum(events)) FROM window_partials WHERE segment = ''")
             .fetch_one()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Audits lifecycle events in one INSERT; writing an event again replaces its row.
+    pub async fn insert_lifecycle_events(&self, rows: &[LifecycleEventRow]) -> Result<(), StoreError> {
+        self.insert_rows("lifecycle_events", rows).await
+    }
+
+    /// Every audited lifecycle event (one row per event id), oldest first.
+    pub async fn lifecycle_events(&self) -> Result<Vec<LifecycleEventRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT event_id, model_id, model_version, stage, traffic_weight, reason, actor, remediation_id, \
+                 event_time_ms, event_date, source_partition, source_offset, toUInt32(written_at) \
+                 FROM lifecycle_events FINAL ORDER BY event_time_ms, source_partition, source_offset, event_id",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    pub async fn insert_alert_deliveries(&self, rows: &[AlertDeliveryRow]) -> Result<(), StoreError> {
+        self.insert_rows("alert_deliveries", rows).await
+    }
+
+    /// Every delivery attempt, oldest first.
+    pub async fn alert_deliveries(&self) -> Result<Vec<AlertDeliveryRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT delivery_id, receiver, alert_key, state, severity, model_id, model_version, policy, \
+                 remediation_id, attempt, outcome, http_status, error, toUInt32(at) \
+                 FROM alert_deliveries ORDER BY at, delivery_id, attempt",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The newest policy check per (model, version, policy) among windows starting at or after
+    /// `since` (seconds since the Unix epoch).
+    pub async fn latest_verdicts(&self, since: u32) -> Result<Vec<LatestVerdict>, StoreError> {
+        self.db
+            .query(
+                // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
+                "SELECT model_id, model_version, policy, toUInt32(max(window_start)) AS last_start, \
+                 argMax(verdict, window_start) AS last_verdict, toUInt32(argMax(computed_at, window_start)) AS last_computed \
+                 FROM policy_checks FINAL WHERE window_start >= toDateTime(?) \
+                 GROUP BY model_id, model_version, policy ORDER BY model_id, model_version, policy",
+            )
+            .bind(since)
+            .fetch_all()
             .await
             .map_err(|e| self.classify(e))
     }

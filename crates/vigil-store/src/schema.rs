@@ -201,6 +201,60 @@ ORDER BY (model_id, model_version, window_start, policy){ttl}"
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start){ttl}"
         ),
+    },
+    Migration {
+        id: 8,
+        name: "lifecycle_events",
+        // The audit copy of the lifecycle log (`vigil.lifecycle.v1`): one row per event with the
+        // topic position it was read from. `vigil lifecycle` writes every event it applies, the
+        // replayed ones included, so writing an event again is normal: ReplacingMergeTree keyed
+        // by event id keeps one row (read with FINAL). No TTL: the audit trail is kept.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.lifecycle_events (
+    event_id String,
+    model_id {name_type},
+    model_version {name_type},
+    stage {name_type},
+    traffic_weight Nullable(Float64),
+    reason String,
+    actor String,
+    remediation_id Nullable(String),
+    event_time_ms Int64,
+    event_date Date,
+    source_partition Int32,
+    source_offset Int64,
+    written_at DateTime
+) ENGINE = ReplacingMergeTree(written_at)
+PARTITION BY toYYYYMM(event_date)
+ORDER BY (model_id, event_id)"
+        ),
+    },
+    Migration {
+        id: 9,
+        name: "alert_deliveries",
+        // One row per attempt to deliver an alert or a serving-platform update to one receiver:
+        // outcome `delivered`, `retrying` or `gave_up`, with the HTTP status (0 without an
+        // answer). Attempts are history, so a plain MergeTree; no TTL.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.alert_deliveries (
+    delivery_id UInt64,
+    receiver {name_type},
+    alert_key String,
+    state {name_type},
+    severity {name_type},
+    model_id {name_type},
+    model_version {name_type},
+    policy {name_type},
+    remediation_id Nullable(String),
+    attempt UInt32,
+    outcome {name_type},
+    http_status UInt16,
+    error String,
+    at DateTime
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(at)
+ORDER BY (model_id, alert_key, at)"
+        ),
     }]
 }
 
@@ -258,6 +312,35 @@ mod tests {
     fn migration_ids_increase() {
         let ids: Vec<u32> = migrations(ServerVersion::MODERN, &options(None)).iter().map(|m| m.id).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// RowBinary is positional: every table's columns must be its row type's fields, in order.
+    #[test]
+    fn ddl_columns_are_the_row_fields_in_order() {
+        use clickhouse::Row;
+        let rows: [(&str, &[&str]); 8] = [
+            ("window_partials", crate::WindowPartialRow::COLUMN_NAMES),
+            ("window_metrics", crate::WindowMetricsRow::COLUMN_NAMES),
+            ("reference_profiles", crate::ReferenceRow::COLUMN_NAMES),
+            ("feature_drift", crate::FeatureDriftRow::COLUMN_NAMES),
+            ("policy_checks", crate::PolicyCheckRow::COLUMN_NAMES),
+            ("window_performance", crate::WindowPerformanceRow::COLUMN_NAMES),
+            ("lifecycle_events", crate::LifecycleEventRow::COLUMN_NAMES),
+            ("alert_deliveries", crate::AlertDeliveryRow::COLUMN_NAMES),
+        ];
+        for version in [ServerVersion { major: 18, minor: 16 }, ServerVersion::MODERN] {
+            let migrations = migrations(version, &options(Some(30)));
+            for (table, fields) in rows {
+                let sql = &migrations.iter().find(|m| m.name == table).unwrap_or_else(|| panic!("no migration {table}")).sql;
+                let columns: Vec<&str> = sql
+                    .lines()
+                    .skip(1)
+                    .take_while(|l| !l.starts_with(')'))
+                    .map(|l| l.split_whitespace().next().unwrap_or_default())
+                    .collect();
+                assert_eq!(columns, fields, "{table} on {version}");
+            }
+        }
     }
 
     #[test]

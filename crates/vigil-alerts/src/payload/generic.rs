@@ -29,7 +29,17 @@ pub fn build(url: &str, secret: &str, alert: &Alert, delivery_id: u64) -> Webhoo
         "ends_at": alert.ends_at_ms.map(rfc3339),
         "link": alert.link,
     });
-    let mut request = WebhookRequest::json(url.to_owned(), &body);
+    signed(url, secret, &body, delivery_id)
+}
+
+/// `body` as JSON to `url`, with `X-Vigil-Signature` over the bytes sent and `X-Vigil-Delivery`.
+pub(super) fn signed(
+    url: &str,
+    secret: &str,
+    body: &serde_json::Value,
+    delivery_id: u64,
+) -> WebhookRequest {
+    let mut request = WebhookRequest::json(url.to_owned(), body);
     let signature = sign(secret.as_bytes(), &request.body);
     request.headers.push((SIGNATURE_HEADER, signature));
     request

@@ -2,18 +2,23 @@
 
 mod alertmanager;
 mod generic;
+mod mlflow;
 mod opsgenie;
 mod pagerduty;
+mod platform;
 mod slack;
 
 pub use generic::{sign, SIGNATURE_HEADER};
+pub use mlflow::ALIAS_PATH as MLFLOW_ALIAS_PATH;
 
 use crate::config::ReceiverKind;
-use crate::Alert;
+use crate::{Alert, Message};
 
-/// One HTTP POST, ready to send.
+/// One HTTP request, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookRequest {
+    /// `POST`, or `DELETE` (MLflow removes an alias with a DELETE and a JSON body).
+    pub method: &'static str,
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
@@ -22,6 +27,7 @@ pub struct WebhookRequest {
 impl WebhookRequest {
     fn json(url: String, body: &serde_json::Value) -> Self {
         Self {
+            method: "POST",
             url,
             headers: vec![("content-type", "application/json".to_owned())],
             // A `Value` always serializes.
@@ -30,21 +36,58 @@ impl WebhookRequest {
     }
 }
 
-/// The request that tells `receiver` about `alert`. `delivery_id` is unique per outbox entry and
-/// `now_ms` is the send time (Alertmanager's `endsAt` for a firing alert depends on it).
+/// The requests that tell `receiver` about `message`, to send in order; empty when the receiver
+/// does not take this kind of message. `delivery_id` is unique per outbox entry and `now_ms` is
+/// the send time (Alertmanager's `endsAt` for a firing alert depends on it).
 pub fn build(
+    receiver: &ReceiverKind,
+    message: &Message,
+    delivery_id: u64,
+    now_ms: i64,
+) -> Vec<WebhookRequest> {
+    match message {
+        Message::Alert(alert) => build_alert(receiver, alert, delivery_id, now_ms)
+            .into_iter()
+            .collect(),
+        Message::Traffic(update) => match receiver {
+            ReceiverKind::Platform { url, secret } => {
+                vec![platform::build(url, secret, update, delivery_id)]
+            }
+            ReceiverKind::Mlflow {
+                url,
+                token,
+                production_alias,
+                canary_alias,
+                version_prefix,
+            } => mlflow::build(
+                url,
+                token,
+                &mlflow::Aliases {
+                    production: production_alias,
+                    canary: canary_alias,
+                    version_prefix,
+                },
+                update,
+            ),
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn build_alert(
     receiver: &ReceiverKind,
     alert: &Alert,
     delivery_id: u64,
     now_ms: i64,
-) -> WebhookRequest {
-    match receiver {
+) -> Option<WebhookRequest> {
+    Some(match receiver {
         ReceiverKind::Alertmanager { url } => alertmanager::build(url, alert, now_ms),
         ReceiverKind::Pagerduty { routing_key, url } => pagerduty::build(url, routing_key, alert),
         ReceiverKind::Opsgenie { api_key, url } => opsgenie::build(url, api_key, alert),
         ReceiverKind::Slack { webhook_url } => slack::build(webhook_url, alert),
         ReceiverKind::Generic { url, secret } => generic::build(url, secret, alert, delivery_id),
-    }
+        ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. } => return None,
+    })
 }
 
 /// Cuts `text` to at most `max` characters (receivers reject longer fields), ending in `…`.
@@ -61,6 +104,7 @@ fn truncate(text: &str, max: usize) -> String {
 pub(crate) mod fixtures {
     use std::collections::BTreeMap;
 
+    use crate::traffic::{CanarySplit, StageChange, TrafficUpdate};
     use crate::{Alert, AlertSeverity, AlertState};
 
     pub fn alert() -> Alert {
@@ -77,6 +121,31 @@ pub(crate) mod fixtures {
             starts_at_ms: 1_795_727_340_000,
             ends_at_ms: None,
             link: Some("http://grafana.local/d/vigil".into()),
+        }
+    }
+
+    /// A canary at 20% next to production v1.
+    pub fn traffic() -> TrafficUpdate {
+        TrafficUpdate {
+            model_id: "fraud".into(),
+            event_id: "api:fraud:v2:CANARY:1".into(),
+            production: Some("v1".into()),
+            canary: Some(CanarySplit {
+                model_version: "v2".into(),
+                traffic_weight: 0.2,
+            }),
+            changes: vec![StageChange {
+                event_id: "api:fraud:v2:CANARY:1".into(),
+                model_id: "fraud".into(),
+                model_version: "v2".into(),
+                stage: "CANARY".into(),
+                traffic_weight: Some(0.2),
+                reason: "registered by ci".into(),
+                actor: "ci".into(),
+                remediation_id: None,
+                event_time_ms: 1_795_727_340_000,
+            }],
+            at_ms: 1_795_727_340_000,
         }
     }
 }

@@ -14,8 +14,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use vigil_alerts::payload::sign;
 use vigil_alerts::{
-    Alert, AlertSeverity, AlertState, AlertsConfig, DeliveryConfig, ReceiverConfig, ReceiverKind,
-    StatsSnapshot,
+    Alert, AlertSeverity, AlertState, AlertsConfig, DeliveryConfig, ReceiverConfig,
+    ReceiverKind, StageChange, StatsSnapshot, TrafficUpdate,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,7 @@ enum Reply {
 #[derive(Debug, Clone)]
 struct Hit {
     at: Instant,
+    method: String,
     uri: String,
     headers: HeaderMap,
     body: Bytes,
@@ -74,12 +75,14 @@ impl Receiver {
 
 async fn answer(
     State(receiver): State<Receiver>,
+    method: axum::http::Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     receiver.hits.lock().unwrap().push(Hit {
         at: Instant::now(),
+        method: method.to_string(),
         uri: uri.to_string(),
         headers,
         body,
@@ -232,7 +235,7 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
     assert_eq!((ids[0] == ids[2], ids[2] == ids[3]), (true, false));
     let mut rows = Vec::new();
     while let Ok(row) = audit_rows.try_recv() {
-        rows.push((row.state, row.attempt, row.outcome, row.http_status));
+        rows.push((row.message.mark(), row.attempt, row.outcome.as_str().to_owned(), row.http_status.unwrap_or(0)));
     }
     let expected = [
         ("firing", 1, "retrying", 500),
@@ -536,4 +539,123 @@ fn config_reads_from_toml_shaped_values_and_lists_every_problem() {
         .unwrap_err()
         .to_string()
         .contains("unknown field `token`"));
+}
+
+fn rollback_update() -> TrafficUpdate {
+    TrafficUpdate {
+        model_id: "fraud".into(),
+        event_id: "rem-1:ROLLED_BACK:v2".into(),
+        production: Some("v1".into()),
+        canary: None,
+        changes: vec![StageChange {
+            event_id: "rem-1:ROLLED_BACK:v2".into(),
+            model_id: "fraud".into(),
+            model_version: "v2".into(),
+            stage: "ROLLED_BACK".into(),
+            traffic_weight: None,
+            reason: "canary rolled back".into(),
+            actor: "vigil".into(),
+            remediation_id: Some("rem-1".into()),
+            event_time_ms: 1_795_727_340_000,
+        }],
+        at_ms: 1_795_727_340_000,
+    }
+}
+
+#[tokio::test]
+async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_from_alert_receivers() {
+    let serving = Receiver::start([Reply::Status(503)]).await;
+    let mlflow = Receiver::start([]).await;
+    let hook = Receiver::start([]).await;
+    let dir = temp_dir("platform");
+    let shutdown = CancellationToken::new();
+    let (notifier, _tasks) = vigil_alerts::start(
+        &config(
+            &dir,
+            vec![
+                ("serving", ReceiverKind::Platform { url: format!("{}/traffic", serving.url), secret: "plat".into() }),
+                (
+                    "registry",
+                    ReceiverKind::Mlflow {
+                        url: mlflow.url.clone(),
+                        token: "T".into(),
+                        production_alias: "champion".into(),
+                        canary_alias: "challenger".into(),
+                        version_prefix: "v".into(),
+                    },
+                ),
+                ("hook", generic(&hook)),
+            ],
+        ),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let update = rollback_update();
+    notifier.notify_traffic(update.clone()).unwrap();
+    notifier.notify_traffic(update.clone()).unwrap();
+    notifier.notify(alert("drift")).unwrap();
+    // serving: one delivery in two attempts; registry: one delivery; hook: the alert.
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 3).await;
+    assert_eq!((stats.retried, stats.deduplicated), (1, 2), "{stats:?}");
+
+    let hits = serving.hits();
+    assert_eq!(hits.len(), 2, "a 503, then the retry");
+    for hit in &hits {
+        assert_eq!((hit.method.as_str(), hit.uri.as_str()), ("POST", "/traffic"));
+        assert_eq!(hit.headers["idempotency-key"], "rem-1:ROLLED_BACK:v2");
+        assert_eq!(hit.headers["x-vigil-signature"].to_str().unwrap(), sign(b"plat", &hit.body));
+    }
+    assert_eq!(hits[0].headers["x-vigil-delivery"], hits[1].headers["x-vigil-delivery"]);
+    let body: serde_json::Value = serde_json::from_slice(&hits[1].body).unwrap();
+    assert_eq!(body["traffic"], serde_json::json!([{"model_version": "v1", "weight": 1.0}]));
+    assert_eq!(body["events"][0]["stage"], "ROLLED_BACK");
+
+    let calls: Vec<_> = mlflow
+        .hits()
+        .iter()
+        .map(|h| (h.method.clone(), h.uri.clone(), serde_json::from_slice::<serde_json::Value>(&h.body).unwrap(), h.headers["authorization"].to_str().unwrap().to_owned()))
+        .collect();
+    let path = "/api/2.0/mlflow/registered-models/alias".to_owned();
+    assert_eq!(
+        calls,
+        vec![
+            ("POST".into(), path.clone(), serde_json::json!({"name": "fraud", "alias": "champion", "version": "1"}), "Bearer T".into()),
+            ("DELETE".into(), path, serde_json::json!({"name": "fraud", "alias": "challenger"}), "Bearer T".into()),
+        ]
+    );
+    let alerts = hook.bodies();
+    assert_eq!(alerts.len(), 1, "the alert receiver got no platform update");
+    assert_eq!(alerts[0]["policy"], "drift");
+    assert_eq!(serving.hits().len() + mlflow.hits().len(), 4, "the platform receivers got no alert");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn open_alerts_survive_a_restart_and_their_resolve_closes_them() {
+    let receiver = Receiver::start([]).await;
+    let dir = temp_dir("open");
+    let shutdown = CancellationToken::new();
+    let (notifier, mut tasks) =
+        vigil_alerts::start(&config(&dir, vec![("pd", ReceiverKind::Pagerduty { routing_key: "R".into(), url: format!("{}/v2/enqueue", receiver.url) })]), shutdown.clone()).unwrap();
+    notifier.notify(alert("drift")).unwrap();
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
+    assert_eq!(notifier.open_alerts().len(), 1);
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+
+    let shutdown = CancellationToken::new();
+    let (notifier, _tasks) =
+        vigil_alerts::start(&config(&dir, vec![("pd", ReceiverKind::Pagerduty { routing_key: "R".into(), url: format!("{}/v2/enqueue", receiver.url) })]), shutdown.clone()).unwrap();
+    let open = notifier.open_alerts();
+    assert_eq!(open.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["fraud/v2/drift"], "restored from the outbox");
+    notifier.notify(open[0].resolved(1_795_727_460_000)).unwrap();
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
+    assert!(notifier.open_alerts().is_empty());
+    let bodies = receiver.bodies();
+    assert_eq!(
+        bodies[1],
+        serde_json::json!({"routing_key": "R", "event_action": "resolve", "dedup_key": "fraud/v2/drift"}),
+        "PagerDuty resolve with the trigger's dedup key"
+    );
+    shutdown.cancel();
 }

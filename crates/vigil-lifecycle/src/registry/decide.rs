@@ -88,6 +88,28 @@ pub fn decide(
     let rollback = remediation.action == RemediationAction::Rollback
         || remediation.severity == Severity::Critical;
     let hold = remediation.action == RemediationAction::HoldPromotion;
+    let cause = describe(remediation);
+    let by = Cause {
+        id_prefix: &remediation.remediation_id,
+        actor: AUTOMATION_ACTOR,
+        remediation_id: Some(&remediation.remediation_id),
+        why: &cause,
+    };
+    // A version that serves no traffic falls through to "nothing to do" below.
+    if let Some(decision) = rollback
+        .then(|| rollback_events(registry, model_id, version, &by, now_ms))
+        .flatten()
+    {
+        return match decision.outcome {
+            Outcome::NoRollbackTarget { .. } => decision,
+            _ if policy.for_model(model_id).manual_rollback => {
+                Decision::nothing(Outcome::AwaitingApproval {
+                    proposed: decision.events,
+                })
+            }
+            _ => decision,
+        };
+    }
     let event = |stage: Stage, event_version: &str, traffic_weight: Option<f64>, reason: String| {
         LifecycleEvent {
             event_id: format!(
@@ -106,53 +128,7 @@ pub fn decide(
             event_time_ms: now_ms,
         }
     };
-    let cause = describe(remediation);
-    let gated = |decision: Decision| {
-        if policy.for_model(model_id).manual_rollback {
-            Decision::nothing(Outcome::AwaitingApproval {
-                proposed: decision.events,
-            })
-        } else {
-            decision
-        }
-    };
     match state.stage {
-        Stage::Canary if rollback => gated(Decision {
-            outcome: Outcome::RolledBackCanary {
-                version: version.clone(),
-            },
-            events: vec![event(
-                Stage::RolledBack,
-                version,
-                None,
-                format!("canary rolled back: {cause}"),
-            )],
-        }),
-        Stage::Production if rollback => match registry.rollback_target(model_id) {
-            None => Decision::nothing(Outcome::NoRollbackTarget {
-                version: version.clone(),
-            }),
-            Some(target) => gated(Decision {
-                outcome: Outcome::RolledBackProduction {
-                    from: version.clone(),
-                    to: target.to_owned(),
-                },
-                events: vec![
-                    event(
-                        Stage::RolledBack,
-                        version,
-                        None,
-                        format!("production rolled back: {cause}"),
-                    ),
-                    event(
-                        Stage::Production,
-                        target,
-                        None,
-                        format!("restored as last good version after {version} failed: {cause}"),
-                    ),
-                ],
-            }),
-        },
         Stage::Canary if hold && state.held_by.is_none() => Decision {
             outcome: Outcome::HeldPromotion {
                 version: version.clone(),
@@ -183,6 +159,80 @@ pub fn decide(
             why: "the version no longer serves traffic",
         }),
     }
+}
+
+/// Who takes a version out of service and why: the events' ids are
+/// `<id_prefix>:<STAGE>:<version>`, and each records the actor, the remediation (if any) and
+/// `why` in its reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Cause<'a> {
+    pub id_prefix: &'a str,
+    pub actor: &'a str,
+    pub remediation_id: Option<&'a str>,
+    pub why: &'a str,
+}
+
+/// The events that take `version` out of service: a canary is rolled back alone; production is
+/// rolled back and its last good version ([`Registry::rollback_target`]) returns, or, without
+/// one, nothing happens (`Outcome::NoRollbackTarget`). `None` when the version is not a canary
+/// or production (a candidate serves no traffic; retired and rolled-back versions none any
+/// more). Used for remediations and for a human's rollback alike.
+pub fn rollback_events(
+    registry: &Registry,
+    model_id: &str,
+    version: &str,
+    by: &Cause<'_>,
+    now_ms: i64,
+) -> Option<Decision> {
+    let state = registry.version(model_id, version)?;
+    let event = |stage: Stage, event_version: &str, reason: String| LifecycleEvent {
+        event_id: format!("{}:{}:{event_version}", by.id_prefix, stage_name(stage)),
+        model_id: model_id.to_owned(),
+        model_version: event_version.to_owned(),
+        stage,
+        traffic_weight: None,
+        reason,
+        actor: by.actor.to_owned(),
+        remediation_id: by.remediation_id.map(str::to_owned),
+        event_time_ms: now_ms,
+    };
+    let why = by.why;
+    Some(match state.stage {
+        Stage::Canary => Decision {
+            outcome: Outcome::RolledBackCanary {
+                version: version.to_owned(),
+            },
+            events: vec![event(
+                Stage::RolledBack,
+                version,
+                format!("canary rolled back: {why}"),
+            )],
+        },
+        Stage::Production => match registry.rollback_target(model_id) {
+            None => Decision::nothing(Outcome::NoRollbackTarget {
+                version: version.to_owned(),
+            }),
+            Some(target) => Decision {
+                outcome: Outcome::RolledBackProduction {
+                    from: version.to_owned(),
+                    to: target.to_owned(),
+                },
+                events: vec![
+                    event(
+                        Stage::RolledBack,
+                        version,
+                        format!("production rolled back: {why}"),
+                    ),
+                    event(
+                        Stage::Production,
+                        target,
+                        format!("restored as last good version after {version} failed: {why}"),
+                    ),
+                ],
+            },
+        },
+        Stage::Candidate | Stage::Retired | Stage::RolledBack => return None,
+    })
 }
 
 /// Turns one canary analysis step into events. `window_end_ms` identifies the window, so the
@@ -287,16 +337,52 @@ pub fn decide_canary(
 }
 
 /// A human's approval of proposed events: same ids (approving twice is harmless), their name as
-/// actor.
-pub fn approve(proposed: &[LifecycleEvent], actor: &str, now_ms: i64) -> Vec<LifecycleEvent> {
+/// actor, their reason after the proposal's.
+pub fn approve(
+    proposed: &[LifecycleEvent],
+    actor: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Vec<LifecycleEvent> {
     proposed
         .iter()
         .map(|e| LifecycleEvent {
             actor: actor.to_owned(),
+            reason: format!("{}; approved by {actor}: {reason}", e.reason),
             event_time_ms: now_ms,
             ..e.clone()
         })
         .collect()
+}
+
+/// A human's rejection of a proposal about `version`, as the event that records it: the version
+/// keeps its stage (a canary its weight, and its promotion stays held by the remediation; the
+/// production version stays production). Its id is `<id_prefix>:REJECTED:<version>`, and the
+/// remediation it carries counts as acted on, so a redelivery proposes nothing again. `None`
+/// when the version no longer serves (nothing left to keep).
+pub fn reject(
+    registry: &Registry,
+    model_id: &str,
+    version: &str,
+    by: &Cause<'_>,
+    now_ms: i64,
+) -> Option<LifecycleEvent> {
+    let state = registry.version(model_id, version)?;
+    let stage = match state.stage {
+        Stage::Canary | Stage::Production => state.stage,
+        Stage::Candidate | Stage::Retired | Stage::RolledBack => return None,
+    };
+    Some(LifecycleEvent {
+        event_id: format!("{}:REJECTED:{version}", by.id_prefix),
+        model_id: model_id.to_owned(),
+        model_version: version.to_owned(),
+        stage,
+        traffic_weight: state.traffic_weight,
+        reason: format!("rejected by {}: {}", by.actor, by.why),
+        actor: by.actor.to_owned(),
+        remediation_id: by.remediation_id.map(str::to_owned),
+        event_time_ms: now_ms,
+    })
 }
 
 fn describe(r: &RemediationEvent) -> String {

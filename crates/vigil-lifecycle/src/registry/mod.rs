@@ -32,6 +32,8 @@ pub struct ModelState {
     pub canary: Option<String>,
     /// Versions in the order they became production, oldest first: rollback targets come from here.
     pub production_history: Vec<String>,
+    /// Every event applied to this model, in the order applied.
+    pub history: Vec<LifecycleEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +111,9 @@ impl Registry {
     /// rolled back or retired; a retired version that was production before can return to
     /// production (that is what a rollback does). A rolled-back version is final. Making a
     /// version production retires the previous one; a canary event that carries a remediation id
-    /// holds the canary's promotion, one without releases it.
+    /// holds the canary's promotion, one without releases it. A production event for the
+    /// production version is a decision to keep it (a rejected rollback): it must carry the
+    /// remediation it answers, and changes nothing but the record.
     pub fn apply(&mut self, event: &LifecycleEvent) -> Result<(), LifecycleError> {
         if self.applied.contains(&event.event_id) {
             return Ok(());
@@ -150,6 +154,7 @@ impl Registry {
                     "a retired version can only return to production",
                 ))
             }
+            (Some(Stage::Production), Stage::Production) if event.remediation_id.is_some() => {}
             (Some(Stage::Production), Stage::Production | Stage::Candidate | Stage::Canary) => {
                 return Err(illegal(from, "the version is already in production"));
             }
@@ -181,6 +186,8 @@ impl Registry {
         };
         match event.stage {
             Stage::Canary => model.canary = Some(version.clone()),
+            // Kept in production (a rejected rollback): only the record changes.
+            Stage::Production if previous == Some(Stage::Production) => {}
             Stage::Production => {
                 if let Some(old) = model
                     .production
@@ -220,6 +227,7 @@ impl Registry {
                 updated_ms: event.event_time_ms,
             },
         );
+        model.history.push(event.clone());
         self.applied.insert(event.event_id.clone());
         if let Some(remediation) = &event.remediation_id {
             self.acted_on.insert(remediation.clone());
@@ -249,4 +257,4 @@ fn check_fields(event: &LifecycleEvent) -> Result<(), LifecycleError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil_alerts::{Alert, Notifier};
 use vigil_events::{LifecycleEvent, RemediationEvent, Stage};
+use vigil_lifecycle::view::StateView;
 use vigil_lifecycle::{stage_name, Decision, Outcome, Registry};
 
 use crate::config::Config;
@@ -237,59 +237,4 @@ async fn register(config: &Config, args: RegisterArgs) -> anyhow::Result<()> {
         event.actor
     );
     Ok(())
-}
-
-/// What `state --json` prints.
-#[derive(Serialize)]
-struct StateView {
-    models: Vec<ModelView>,
-}
-
-#[derive(Serialize)]
-struct ModelView {
-    model_id: String,
-    production: Option<String>,
-    canary: Option<String>,
-    versions: Vec<VersionView>,
-}
-
-#[derive(Serialize)]
-struct VersionView {
-    version: String,
-    stage: &'static str,
-    traffic_weight: Option<f64>,
-    /// The remediation holding this canary's promotion.
-    held_by: Option<String>,
-    last_event_id: String,
-    actor: String,
-    reason: String,
-    updated_ms: i64,
-}
-
-impl StateView {
-    fn of(registry: &Registry) -> Self {
-        let models = registry
-            .models()
-            .map(|(id, model)| ModelView {
-                model_id: id.to_owned(),
-                production: model.production.clone(),
-                canary: model.canary.clone(),
-                versions: model
-                    .versions
-                    .iter()
-                    .map(|(version, v)| VersionView {
-                        version: version.clone(),
-                        stage: stage_name(v.stage),
-                        traffic_weight: v.traffic_weight,
-                        held_by: v.held_by.clone(),
-                        last_event_id: v.last_event_id.clone(),
-                        actor: v.last_actor.clone(),
-                        reason: v.last_reason.clone(),
-                        updated_ms: v.updated_ms,
-                    })
-                    .collect(),
-            })
-            .collect();
-        Self { models }
-    }
 }
