@@ -25,10 +25,10 @@ use crate::partials::{PendingPartials, Segmenter, Source};
 use crate::performance::{Observed, Predicted};
 use crate::clock::WindowClock;
 use crate::http::Readiness;
-use crate::drift::{categorical_drift, numeric_drift};
 use crate::window::WindowState;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
 use crate::policy::{self, Escalation, Judgement, Streaks, Verdict};
+use crate::rows;
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
 struct Pipeline {
@@ -437,34 +437,23 @@ impl Pipeline {
         }
     }
 
-    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window_start: u32, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
-        let summary = state.performance.as_ref().map(|p| p.summary(&self.settings.positive_label)).unwrap_or_default();
-        let reference_id = self.references.get(&(model_id.clone(), model_version.clone())).map(|(id, _)| id.clone()).unwrap_or_default();
-        vigil_store::WindowPerformanceRow {
-            model_id: model_id.clone(),
-            model_version: model_version.clone(),
-            segment: segment.clone(),
-            window_start,
+    fn row_context(&self, computed_at: u32) -> rows::RowContext<'_> {
+        rows::RowContext {
             window_seconds: self.settings.window_seconds,
-            predictions: state.events,
-            labeled: summary.labeled,
-            coverage: if state.events == 0 { 0.0 } else { summary.labeled as f64 / state.events as f64 },
-            accuracy: summary.accuracy,
-            precision: summary.precision,
-            recall: summary.recall,
-            f1: summary.f1,
-            auc: summary.auc,
-            brier: summary.brier,
-            log_loss: summary.log_loss,
-            ece: summary.ece,
-            mae: summary.mae,
-            rmse: summary.rmse,
-            mean_error: summary.mean_error,
-            revision: state.events + summary.labeled,
-            reference_id,
-            config_hash: self.config_hash.clone(),
+            config_hash: &self.config_hash,
+            positive_label: &self.settings.positive_label,
+            drift_policy: &self.drift_policy,
             computed_at,
         }
+    }
+
+    fn reference_id(&self, model_id: &str, model_version: &str) -> String {
+        self.references.get(&(model_id.to_owned(), model_version.to_owned())).map(|(id, _)| id.clone()).unwrap_or_default()
+    }
+
+    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window_start: u32, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
+        let key = rows::RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start };
+        rows::performance(&self.row_context(computed_at), &key, state, &self.reference_id(model_id, model_version))
     }
 
     /// Closes the windows the watermark has passed, now that their partials are stored: merges
@@ -659,74 +648,32 @@ impl Pipeline {
             if !self.references.contains_key(&reference_key) && segment.is_empty() && state.events >= self.settings.baseline_min_events {
                 self.create_baseline(&model_id, &model_version, window_start, &state, computed_at).await?;
             }
+            let key = rows::RowKey { model_id, model_version, segment, window_start };
+            let ctx = self.row_context(computed_at);
             let reference_id = match self.references.get(&reference_key) {
                 Some((id, reference)) => {
-                    if !id.ends_with(&format!(":{window_start}")) {
-                        let (mut results, mut skipped) = numeric_drift(reference, &state, &self.drift_policy);
-                        let (categorical, categorical_skipped) = categorical_drift(reference, &state, &self.drift_policy);
-                        results.extend(categorical);
-                        skipped.extend(categorical_skipped);
-                        for (feature, error) in skipped {
-                            tracing::debug!(%error, feature, model_id, "drift test skipped");
-                        }
-                        if segment.is_empty() {
-                            policy_inputs.push((model_id.clone(), model_version.clone(), id.clone(), state.events, results.clone()));
-                        }
-                        self.metrics.drift_tests.inc_by(results.len() as u64);
-                        self.metrics.features_drifted.inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
-                        drift_rows.extend(results.into_iter().map(|r| vigil_store::FeatureDriftRow {
-                            model_id: model_id.clone(),
-                            model_version: model_version.clone(),
-                            segment: segment.clone(),
-                            window_start,
-                            feature: r.feature,
-                            test: r.result.test.name().to_owned(),
-                            statistic: r.result.statistic,
-                            p_value: r.result.p_value,
-                            error_bound: r.result.error_bound,
-                            threshold: r.result.threshold,
-                            drifted: u8::from(r.result.drifted),
-                            current_count: r.current_count,
-                            events: state.events,
-                            reference_id: id.clone(),
-                            config_hash: self.config_hash.clone(),
-                            computed_at,
-                        }));
+                    let (results, rows, skipped) = rows::drift(&ctx, &key, &state, &rows::ReferenceRef { id, state: reference });
+                    for (feature, error) in skipped {
+                        tracing::debug!(%error, feature, model_id = %key.model_id, "drift test skipped");
                     }
+                    self.metrics.drift_tests.inc_by(results.len() as u64);
+                    self.metrics.features_drifted.inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
+                    if key.segment.is_empty() && !results.is_empty() {
+                        policy_inputs.push((key.model_id.clone(), key.model_version.clone(), id.clone(), state.events, results));
+                    }
+                    drift_rows.extend(rows);
                     id.clone()
                 }
                 None => String::new(),
             };
-            let key = (model_id, model_version, segment);
-            performance_rows.push(self.performance_row(&key, window_start, &state, computed_at));
-            let (model_id, model_version, segment) = key;
-            let summary = state.summary();
-            let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
-            if segment.is_empty() {
+            let metrics_row = rows::metrics(&ctx, &key, &state, &reference_id, partition as u32);
+            performance_rows.push(rows::performance(&ctx, &key, &state, &reference_id));
+            if key.segment.is_empty() {
                 let performance = state.performance.as_ref().map(|p| p.summary(&self.settings.positive_label)).unwrap_or_default();
-                let window = WindowKey { model_id: model_id.clone(), model_version: model_version.clone(), window_start };
-                budget_inputs.push((window, state.events, p99, performance));
+                let window = WindowKey { model_id: key.model_id.clone(), model_version: key.model_version.clone(), window_start };
+                budget_inputs.push((window, state.events, metrics_row.latency_p99_ms, performance));
             }
-            rows.push(vigil_store::WindowMetricsRow {
-                model_id,
-                model_version,
-                segment,
-                window_start,
-                window_seconds: self.settings.window_seconds,
-                events: state.events,
-                late_events: state.late_events,
-                latency_p50_ms: p50,
-                latency_p95_ms: p95,
-                latency_p99_ms: p99,
-                score_mean: summary.score_mean,
-                predicted_labels: serde_json::to_string(&summary.predicted_labels).unwrap_or_default(),
-                feature_means: serde_json::to_string(&summary.feature_means).unwrap_or_default(),
-                features_missing: summary.features_missing,
-                reference_id,
-                config_hash: self.config_hash.clone(),
-                source_partition: partition as u32,
-                computed_at,
-            });
+            rows.push(metrics_row);
         }
         // Drift and policies first: a window counts as closed once its metrics row exists.
         self.store.insert_feature_drift(&drift_rows).await?;

@@ -31,7 +31,26 @@ struct Row {
     score_mean: Option<f64>,
     drifted: usize,
     tested: usize,
-    verdict: Option<String>,
+    /// Verdicts of the latest window, by policy.
+    verdicts: BTreeMap<String, String>,
+    /// Accuracy and outcomes of the latest window with outcomes.
+    accuracy: Option<(u32, f64, u64)>,
+}
+
+impl Row {
+    /// The worst verdict of the latest window: a breach names its policies.
+    fn verdict(&self) -> String {
+        let breached: Vec<&str> = self.verdicts.iter().filter(|(_, v)| v.as_str() == "breach").map(|(p, _)| p.as_str()).collect();
+        if !breached.is_empty() {
+            format!("breach ({})", breached.join(", "))
+        } else if self.verdicts.values().any(|v| v == "healthy") {
+            "healthy".into()
+        } else if self.verdicts.is_empty() {
+            "-".into()
+        } else {
+            "insufficient_data".into()
+        }
+    }
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
@@ -72,7 +91,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     for c in store.policy_checks().await.with_context(context)? {
         if let Some(row) = rows.get_mut(&(c.model_id.clone(), c.model_version.clone())) {
             if row.window_start == Some(c.window_start) {
-                row.verdict = Some(c.verdict);
+                row.verdicts.insert(c.policy, c.verdict);
+            }
+        }
+    }
+    for p in store.window_performance().await.with_context(context)?.into_iter().filter(|p| p.segment.is_empty() && p.labeled > 0) {
+        if let (Some(row), Some(accuracy)) = (rows.get_mut(&(p.model_id.clone(), p.model_version.clone())), p.accuracy) {
+            if row.accuracy.is_none_or(|(w, _, _)| p.window_start > w) {
+                row.accuracy = Some((p.window_start, accuracy, p.labeled));
             }
         }
     }
@@ -81,13 +107,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         println!("no models yet: nothing in {} and no closed window in ClickHouse", config.topics.lifecycle);
     } else {
         println!(
-            "{:<20} {:<12} {:<12} {:<20} {:>8} {:>9} {:>7} {:>9}  policy",
-            "model", "version", "stage", "latest window (UTC)", "events", "p99 ms", "score", "drifted"
+            "{:<20} {:<12} {:<12} {:<20} {:>8} {:>9} {:>7} {:>9} {:>15}  policy",
+            "model", "version", "stage", "latest window (UTC)", "events", "p99 ms", "score", "drifted", "accuracy (n)"
         );
         for ((model, version), r) in &rows {
             let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
             println!(
-                "{:<20} {:<12} {:<12} {:<20} {:>8} {:>9} {:>7} {:>9}  {}",
+                "{:<20} {:<12} {:<12} {:<20} {:>8} {:>9} {:>7} {:>9} {:>15}  {}",
                 model,
                 version,
                 r.stage.as_deref().unwrap_or("-"),
@@ -96,7 +122,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
                 opt(r.latency_p99_ms, 2),
                 opt(r.score_mean, 3),
                 if r.tested > 0 { format!("{}/{}", r.drifted, r.tested) } else { "-".into() },
-                r.verdict.as_deref().unwrap_or("-"),
+                r.accuracy.map_or("-".to_owned(), |(_, a, n)| format!("{a:.3} ({n})")),
+                r.verdict(),
             );
         }
     }

@@ -5,7 +5,6 @@
 
 mod closed_loop;
 mod drift;
-mod exactly_once;
 mod harness;
 mod lifecycle;
 mod monitor;
