@@ -26,7 +26,7 @@ pub use clock::WindowClock;
 pub use drift::{categorical_drift, numeric_drift, FeatureDrift};
 pub use http::{serve, Readiness};
 pub use kafka::{ensure_topics, KafkaSettings};
-pub use metrics::MonitorMetrics;
+pub use metrics::{LatestGauges, LatestWindow, MonitorMetrics, MAX_LATEST_VERSIONS};
 pub use pipeline::run;
 pub use policy::{
     check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement, LatencyPolicySettings,
@@ -50,6 +50,9 @@ pub struct MonitorSettings {
     pub max_segments_per_model: usize,
     /// How far past a window's end its partition's event time must be before the window closes.
     pub allowed_lateness: Duration,
+    /// A partition whose event time has not moved for this long (wall clock) closes its windows
+    /// as if it had kept pace; `None` closes by event time only.
+    pub idle_timeout: Option<Duration>,
     /// A version without a reference takes its first closed window with at least this many
     /// events (all segments together) as its baseline reference.
     pub baseline_min_events: u64,

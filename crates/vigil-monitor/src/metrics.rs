@@ -1,7 +1,15 @@
 //! Prometheus metrics, named `vigil_monitor_<name>_<unit>`. Labels are bounded: a dead-letter
 //! reason is one of a fixed set, never an error text.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Model versions with latest-value gauges; later ones are counted in
+/// `vigil_monitor_latest_series_dropped_total` instead, so a label explosion cannot take
+/// Prometheus down.
+pub const MAX_LATEST_VERSIONS: usize = 2_000;
 
 #[derive(Clone)]
 pub struct MonitorMetrics {
@@ -14,6 +22,7 @@ pub struct MonitorMetrics {
     pub flushes: IntCounter,
     pub sink_errors: IntCounter,
     pub flush_seconds: Histogram,
+    pub close_latency_seconds: Histogram,
     pub consumer_lag: IntGauge,
     pub rebalances: IntCounter,
     pub segment_overflow: IntCounter,
@@ -33,6 +42,100 @@ pub struct MonitorMetrics {
     pub join_waiting_predictions: IntGauge,
     pub join_waiting_outcomes: IntGauge,
     pub performance_rows: IntCounter,
+    pub latest: LatestGauges,
+}
+
+/// The latest closed window's numbers per (model, version), labels bounded by
+/// [`MAX_LATEST_VERSIONS`].
+#[derive(Clone)]
+pub struct LatestGauges {
+    events: GaugeVec,
+    drifted_features: GaugeVec,
+    latency_p99_ms: GaugeVec,
+    accuracy: GaugeVec,
+    coverage: GaugeVec,
+    /// 1 while the version's latest check of a policy is a breach.
+    breach: GaugeVec,
+    admitted: Arc<Mutex<HashSet<(String, String)>>>,
+    dropped: IntCounter,
+}
+
+/// What one closed window reports to the gauges (segment: all traffic).
+#[derive(Debug, Clone, Default)]
+pub struct LatestWindow {
+    pub events: u64,
+    pub drifted_features: Option<usize>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+impl LatestGauges {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(format!("vigil_monitor_latest_{name}"), help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let version = &["model", "version"];
+        let dropped = IntCounter::new(
+            "vigil_monitor_latest_series_dropped_total",
+            "Window updates not exported as latest-value gauges: too many model versions",
+        )?;
+        registry.register(Box::new(dropped.clone()))?;
+        Ok(Self {
+            events: vec("window_events", "Predictions in the latest closed window", version)?,
+            drifted_features: vec("drifted_features", "Features drifted in the latest tested window", version)?,
+            latency_p99_ms: vec("latency_p99_ms", "p99 serving latency of the latest closed window, ms", version)?,
+            accuracy: vec("accuracy", "Accuracy of the latest window with outcomes", version)?,
+            coverage: vec("label_coverage", "Share of the latest window's predictions with an outcome so far", version)?,
+            breach: vec("breach", "1 while the latest check of the policy breached", &["model", "version", "policy"])?,
+            admitted: Arc::default(),
+            dropped,
+        })
+    }
+
+    /// Whether (model, version) may have series: admitted until the cap is reached.
+    fn admit(&self, model: &str, version: &str) -> bool {
+        let mut admitted = self.admitted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (model.to_owned(), version.to_owned());
+        if admitted.contains(&key) || admitted.len() < MAX_LATEST_VERSIONS {
+            admitted.insert(key);
+            true
+        } else {
+            self.dropped.inc();
+            false
+        }
+    }
+
+    pub fn window(&self, model: &str, version: &str, w: &LatestWindow) {
+        if !self.admit(model, version) {
+            return;
+        }
+        let labels = &[model, version];
+        self.events.with_label_values(labels).set(w.events as f64);
+        if let Some(n) = w.drifted_features {
+            self.drifted_features.with_label_values(labels).set(n as f64);
+        }
+        if let Some(p99) = w.latency_p99_ms {
+            self.latency_p99_ms.with_label_values(labels).set(p99);
+        }
+    }
+
+    pub fn performance(&self, model: &str, version: &str, accuracy: Option<f64>, coverage: f64) {
+        if !self.admit(model, version) {
+            return;
+        }
+        let labels = &[model, version];
+        if let Some(a) = accuracy {
+            self.accuracy.with_label_values(labels).set(a);
+        }
+        self.coverage.with_label_values(labels).set(coverage);
+    }
+
+    pub fn verdict(&self, model: &str, version: &str, policy: &str, breach: bool) {
+        if self.admit(model, version) {
+            self.breach.with_label_values(&[model, version, policy]).set(if breach { 1.0 } else { 0.0 });
+        }
+    }
 }
 
 impl MonitorMetrics {
@@ -52,6 +155,14 @@ impl MonitorMetrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )?;
         registry.register(Box::new(flush_seconds.clone()))?;
+        let close_latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "vigil_monitor_window_close_latency_seconds",
+                "From the watermark passing a window's end to its rows being in ClickHouse",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+        )?;
+        registry.register(Box::new(close_latency_seconds.clone()))?;
         let consumer_lag = IntGauge::new(
             "vigil_monitor_consumer_lag_messages",
             "Messages on assigned partitions not yet consumed, from librdkafka statistics",
@@ -63,6 +174,7 @@ impl MonitorMetrics {
             Ok(g)
         };
         Ok(Self {
+            latest: LatestGauges::register(registry)?,
             outcomes_decoded: counter("outcomes_decoded_total", "Outcome messages decoded into valid events")?,
             outcomes_matched: counter("outcomes_matched_total", "Outcomes joined to their prediction")?,
             predictions_expired: counter(
@@ -90,6 +202,7 @@ impl MonitorMetrics {
             flushes: counter("flushes_total", "Flushes stored in ClickHouse")?,
             sink_errors: counter("sink_errors_total", "Failed ClickHouse writes (retried or fatal)")?,
             flush_seconds,
+            close_latency_seconds,
             consumer_lag,
             rebalances: counter("rebalances_total", "Consumer group rebalances seen")?,
             late_events: counter("late_events_total", "Events for a window that had already closed (counted, window recomputed)")?,

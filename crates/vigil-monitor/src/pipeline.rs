@@ -105,7 +105,7 @@ pub async fn run(
         join: OutcomeJoin::new(settings.join),
         segment_names: Vec::new(),
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
-        clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32),
+        clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32).with_idle_timeout(settings.idle_timeout),
         config_hash: settings.config_hash(),
         references: HashMap::new(),
         // Both sides of a window comparison are samples: the two-sample chi-square, not the
@@ -224,18 +224,23 @@ impl Pipeline {
 
     /// Streaks, judged windows and reference performance as stored, so a restart continues them.
     async fn restore_policy_state(&mut self) -> Result<(), MonitorError> {
-        let mut latest: HashMap<(String, String, String), (u32, u32)> = HashMap::new();
+        // Per (model, version, policy): the newest decided window's streak and verdict.
+        let mut latest: HashMap<(String, String, String), (u32, u32, bool)> = HashMap::new();
         for check in self.store.policy_checks().await? {
             if check.policy == self.settings.policies.for_model(&check.model_id).performance.escalation.name && check.verdict != Verdict::InsufficientData.name() {
                 self.performance_decided.insert(WindowKey { model_id: check.model_id.clone(), model_version: check.model_version.clone(), window_start: check.window_start });
             }
-            let entry = latest.entry((check.model_id, check.model_version, check.policy)).or_insert((0, 0));
+            if check.verdict == Verdict::InsufficientData.name() {
+                continue;
+            }
+            let entry = latest.entry((check.model_id, check.model_version, check.policy)).or_insert((0, 0, false));
             if check.window_start >= entry.0 {
-                *entry = (check.window_start, check.streak);
+                *entry = (check.window_start, check.streak, check.verdict == Verdict::Breach.name());
             }
         }
-        for ((model, version, policy), (_, streak)) in latest {
+        for ((model, version, policy), (_, streak, breach)) in latest {
             self.streaks.restore(&model, &version, &policy, streak);
+            self.metrics.latest.verdict(&model, &version, &policy, breach);
         }
         let baselines: HashMap<(String, String, u32), String> = self
             .references
@@ -424,9 +429,20 @@ impl Pipeline {
             checks.extend(self.evaluate_performance(&key, &summary, computed_at).await?);
         }
         self.store.insert_policy_checks(&checks).await?;
+        self.export_latest(&checks, &rows);
         self.store.insert_window_performance(&rows).await?;
         self.metrics.performance_rows.inc_by(rows.len() as u64);
         Ok(())
+    }
+
+    /// Latest verdicts and performance (all traffic) to the Prometheus gauges.
+    fn export_latest(&self, checks: &[vigil_store::PolicyCheckRow], performance: &[vigil_store::WindowPerformanceRow]) {
+        for c in checks.iter().filter(|c| c.verdict != Verdict::InsufficientData.name()) {
+            self.metrics.latest.verdict(&c.model_id, &c.model_version, &c.policy, c.verdict == Verdict::Breach.name());
+        }
+        for p in performance.iter().filter(|p| p.segment.is_empty() && p.labeled > 0) {
+            self.metrics.latest.performance(&p.model_id, &p.model_version, p.accuracy, p.coverage);
+        }
     }
 
     /// Keeps the performance of a version's baseline window as the yardstick for later ones.
@@ -460,10 +476,11 @@ impl Pipeline {
     /// each (model, version, segment)'s partials and writes its numbers. A failure leaves the
     /// window open for the next flush; closing again is idempotent.
     async fn close_due_windows(&mut self) {
-        for (partition, window_start) in self.clock.take_closable() {
+        for (partition, window_start, waited) in self.clock.take_closable() {
             match self.close_window(partition, window_start).await {
                 Ok(keys) => {
                     self.metrics.windows_closed.inc_by(keys);
+                    self.metrics.close_latency_seconds.observe(waited.as_secs_f64());
                 }
                 Err(error) => {
                     tracing::warn!(%error, partition, window_start, "closing window failed; retrying at the next flush");
@@ -675,6 +692,16 @@ impl Pipeline {
             }
             rows.push(metrics_row);
         }
+        for row in rows.iter().filter(|r| r.segment.is_empty()) {
+            let drifted = drift_rows.iter().filter(|d| d.segment.is_empty() && d.model_id == row.model_id && d.model_version == row.model_version);
+            let tested = drifted.clone().count();
+            let window = crate::metrics::LatestWindow {
+                events: row.events,
+                drifted_features: (tested > 0).then(|| drifted.filter(|d| d.drifted == 1).count()),
+                latency_p99_ms: row.latency_p99_ms,
+            };
+            self.metrics.latest.window(&row.model_id, &row.model_version, &window);
+        }
         // Drift and policies first: a window counts as closed once its metrics row exists.
         self.store.insert_feature_drift(&drift_rows).await?;
         let mut checks = Vec::new();
@@ -688,6 +715,7 @@ impl Pipeline {
             checks.extend(self.evaluate_performance(&window, &performance, computed_at).await?);
         }
         self.store.insert_policy_checks(&checks).await?;
+        self.export_latest(&checks, &performance_rows);
         self.store.insert_window_performance(&performance_rows).await?;
         self.metrics.performance_rows.inc_by(performance_rows.len() as u64);
         self.store.insert_window_metrics(&rows).await?;

@@ -102,6 +102,9 @@ pub struct MonitorSection {
     /// A window closes once events this much newer than its end have been seen on its partition;
     /// later events still count (the window is recomputed) and are reported as late.
     pub allowed_lateness_seconds: u32,
+    /// A partition whose event time stands still this long (wall clock) closes its windows as if
+    /// time had moved on; 0 closes by event time only.
+    pub idle_timeout_seconds: u64,
     /// A version without a reference takes its first closed window with at least this many
     /// events as its baseline.
     pub baseline_min_events: u64,
@@ -133,6 +136,7 @@ impl Default for MonitorSection {
             segment_tags: Vec::new(),
             max_segments_per_model: 100,
             allowed_lateness_seconds: 60,
+            idle_timeout_seconds: 300,
             baseline_min_events: 500,
             join_horizon_seconds: 86_400,
             join_capacity: 1_000_000,
@@ -322,6 +326,7 @@ impl Config {
             segment_tags: m.segment_tags.clone(),
             max_segments_per_model: m.max_segments_per_model,
             allowed_lateness: Duration::from_secs(m.allowed_lateness_seconds.into()),
+            idle_timeout: (m.idle_timeout_seconds > 0).then(|| Duration::from_secs(m.idle_timeout_seconds)),
             baseline_min_events: m.baseline_min_events,
             remediations_topic: self.topics.remediations.clone(),
             policies: policy::book(m),

@@ -182,6 +182,15 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
         assert!(breaches.iter().any(|c| c.remediation_id == r.remediation_id), "stored check names the remediation");
     }
 
+    // Latest values as Prometheus gauges, and how long closes took.
+    let metrics = env.metrics_text().await;
+    for model in ["model-1", "model-2", "model-3", "model-4"] {
+        let breach = format!("vigil_monitor_latest_breach{{model=\"{model}\",policy=\"feature_drift\",version=\"v1\"}} 1");
+        assert!(metrics.contains(&breach), "{breach} in {metrics}");
+    }
+    assert!(metrics.contains("vigil_monitor_latest_window_events{model=\"model-1\",version=\"v2\"}"), "{metrics}");
+    assert!(metrics.contains("vigil_monitor_window_close_latency_seconds_count"), "{metrics}");
+
     // `vigil status` shows each model version's latest closed window with its drift and verdict
 // (21 features tested: 20 numeric and `device`).
     let status = env

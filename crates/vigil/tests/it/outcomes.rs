@@ -194,6 +194,8 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     let held_back = outcomes.iter().filter(|(i, _)| *i >= 1_500).count() as u64;
     assert_eq!(value("vigil_monitor_outcomes_matched_total"), held_back, "{metrics}");
     assert_eq!(value("vigil_monitor_join_waiting_outcomes"), 0, "{metrics}");
+    assert!(metrics.contains("vigil_monitor_latest_accuracy{model=\"model-2\",version=\"v1\"}"), "{metrics}");
+    assert!(metrics.contains("vigil_monitor_latest_breach{model=\"model-1\",policy=\"performance\",version=\"v1\"} 1"), "{metrics}");
 
     let status = terminate(&mut restarted, Duration::from_secs(30));
     assert!(status.success(), "{status}");
