@@ -98,7 +98,10 @@ pub enum ReceiverKind {
 impl ReceiverKind {
     /// Whether this receiver takes serving-platform updates (and no alerts).
     pub fn takes_traffic(&self) -> bool {
-        matches!(self, ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. })
+        matches!(
+            self,
+            ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. }
+        )
     }
 }
 
@@ -255,7 +258,10 @@ pub fn check_receivers(
             ..
         } = &receiver.kind
         {
-            if production_alias.is_empty() || canary_alias.is_empty() || production_alias == canary_alias {
+            if production_alias.is_empty()
+                || canary_alias.is_empty()
+                || production_alias == canary_alias
+            {
                 problems.push(format!(
                     "{key}.production_alias and canary_alias must be two different non-empty names, got {production_alias:?} and {canary_alias:?}"
                 ));

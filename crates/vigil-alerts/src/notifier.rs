@@ -229,7 +229,10 @@ impl Dispatcher {
                 },
             };
             if let Message::Alert(alert) = &message {
-                track_open(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()), alert);
+                track_open(
+                    &mut self.open.lock().unwrap_or_else(|p| p.into_inner()),
+                    alert,
+                );
             }
             let traffic = matches!(message, Message::Traffic(_));
             let (key, mark) = (message.key(), message.mark());
@@ -318,8 +321,12 @@ impl Lane {
         let key = delivery.message.key();
         let mut accepted = 0;
         for attempt in 1..=self.delivery.max_attempts {
-            let requests =
-                payload::build(&self.receiver.kind, &delivery.message, delivery.id, now_ms());
+            let requests = payload::build(
+                &self.receiver.kind,
+                &delivery.message,
+                delivery.id,
+                now_ms(),
+            );
             let sent = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return None,

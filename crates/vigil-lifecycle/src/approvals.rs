@@ -42,14 +42,14 @@ impl Approvals {
         Self::default()
     }
 
-    /// Reads `<dir>/approvals.json`, creating `dir` if needed; no file is no proposals.
+    /// Reads `<dir>/approvals.json`; no file (or no folder yet) is no proposals. The folder is
+    /// created with the first proposal.
     pub fn open(dir: &Path) -> Result<Self, LifecycleError> {
         let path = dir.join("approvals.json");
         let io = |source| LifecycleError::StateFile {
             path: path.display().to_string(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io)?;
         let pending: Vec<Pending> = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
@@ -120,6 +120,9 @@ impl Approvals {
         let Some(path) = &self.path else { return };
         let pending: Vec<&Pending> = self.pending.values().collect();
         let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
             let tmp = path.with_extension("json.tmp");
             let mut file = fs::File::create(&tmp)?;
             file.write_all(&serde_json::to_vec_pretty(&pending).map_err(std::io::Error::other)?)?;
@@ -154,13 +157,20 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!("vigil-approvals-{}-{nanos}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("vigil-approvals-{}-{nanos}", std::process::id()));
         let mut approvals = Approvals::open(&dir).unwrap();
         assert!(approvals.insert(pending("r1")));
-        assert!(!approvals.insert(pending("r1")), "a second proposal with one id is the same");
+        assert!(
+            !approvals.insert(pending("r1")),
+            "a second proposal with one id is the same"
+        );
         assert!(approvals.insert(pending("r2")));
         let mut reopened = Approvals::open(&dir).unwrap();
-        assert_eq!(reopened.list().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
+        assert_eq!(
+            reopened.list().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
         assert_eq!(reopened.remove("r1").map(|p| p.id), Some("r1".into()));
         assert_eq!(reopened.retain(|p| p.id != "r2"), ["r2"]);
         assert!(Approvals::open(&dir).unwrap().is_empty());

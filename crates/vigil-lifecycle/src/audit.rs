@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,7 @@ impl Auditor {
     }
 
     pub fn events(&self, events: &[crate::kafka::Logged]) {
-        let now = now_secs();
+        let now = (crate::now_ms() / 1000) as u32;
         for logged in events {
             self.send(AuditRow::Lifecycle(lifecycle_row(
                 &logged.event,
@@ -187,7 +187,9 @@ impl Writer {
         if !self.migrate(&shutdown).await {
             // Rows are still taken (and counted as dropped) so senders never see a full channel
             // for a reason that cannot pass.
-            while let Some(row) = tokio::select! { _ = shutdown.cancelled() => None, row = rows.recv() => row } {
+            while let Some(row) =
+                tokio::select! { _ = shutdown.cancelled() => None, row = rows.recv() => row }
+            {
                 self.count(row.table(), "dropped", 1);
             }
             return;
@@ -215,7 +217,10 @@ impl Writer {
         }
         if !batch.is_empty() {
             let never = CancellationToken::new();
-            if tokio::time::timeout(FINAL_FLUSH, self.write(batch, &never)).await.is_err() {
+            if tokio::time::timeout(FINAL_FLUSH, self.write(batch, &never))
+                .await
+                .is_err()
+            {
                 tracing::warn!("audit rows not written before shutdown");
             }
         }
@@ -320,12 +325,6 @@ impl Writer {
     }
 }
 
-fn now_secs() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use vigil_alerts::audit::AttemptOutcome;
@@ -385,9 +384,17 @@ mod tests {
             at_ms: 1_795_727_340_999,
         });
         assert_eq!(
-            (row.alert_key.as_str(), row.state.as_str(), row.model_version.as_str(), row.remediation_id.as_deref()),
+            (
+                row.alert_key.as_str(),
+                row.state.as_str(),
+                row.model_version.as_str(),
+                row.remediation_id.as_deref()
+            ),
             ("r1:ROLLED_BACK:v2", "traffic", "v2", Some("r1"))
         );
-        assert_eq!((row.outcome.as_str(), row.http_status, row.at), ("retrying", 0, 1_795_727_340));
+        assert_eq!(
+            (row.outcome.as_str(), row.http_status, row.at),
+            ("retrying", 0, 1_795_727_340)
+        );
     }
 }

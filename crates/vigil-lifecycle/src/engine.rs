@@ -199,31 +199,40 @@ impl Engine {
                 decision.events
             }
             Command::Approve { id, actor, reason } => {
-                let pending = self
-                    .approvals
-                    .get(id)
-                    .ok_or_else(|| CommandError::new(NotFound, format!("no pending approval {id:?}")))?;
+                let pending = self.approvals.get(id).ok_or_else(|| {
+                    CommandError::new(NotFound, format!("no pending approval {id:?}"))
+                })?;
                 let proposed: Vec<LifecycleEvent> =
                     pending.proposed.iter().filter_map(to_event).collect();
                 approve(&proposed, actor, reason, now_ms)
             }
             Command::Reject { id, actor, reason } => {
-                let pending = self
-                    .approvals
-                    .get(id)
-                    .ok_or_else(|| CommandError::new(NotFound, format!("no pending approval {id:?}")))?;
+                let pending = self.approvals.get(id).ok_or_else(|| {
+                    CommandError::new(NotFound, format!("no pending approval {id:?}"))
+                })?;
                 let by = Cause {
                     id_prefix: id,
                     actor,
                     remediation_id: pending.remediation_id.as_deref(),
                     why: reason,
                 };
-                match reject(&self.registry, &pending.model_id, &pending.model_version, &by, now_ms) {
+                match reject(
+                    &self.registry,
+                    &pending.model_id,
+                    &pending.model_version,
+                    &by,
+                    now_ms,
+                ) {
                     Some(keep) => vec![keep],
                     None => {
                         let id = id.clone();
                         self.approvals.remove(&id);
-                        return Err(CommandError::new(Conflict, format!("approval {id:?} is stale: its version no longer serves; dropped")));
+                        return Err(CommandError::new(
+                            Conflict,
+                            format!(
+                                "approval {id:?} is stale: its version no longer serves; dropped"
+                            ),
+                        ));
                     }
                 }
             }
@@ -289,7 +298,10 @@ impl Engine {
     }
 }
 
-fn apply_all(registry: &mut Registry, events: &[LifecycleEvent]) -> Result<(), crate::LifecycleError> {
+fn apply_all(
+    registry: &mut Registry,
+    events: &[LifecycleEvent],
+) -> Result<(), crate::LifecycleError> {
     events.iter().try_for_each(|e| registry.apply(e))
 }
 
@@ -322,11 +334,21 @@ mod tests {
             lifecycle("e2", "fraud", "v2", Stage::Canary, Some(0.2)),
         ])
         .unwrap();
-        Engine::new(registry, Approvals::in_memory(), manual_rollback_for_fraud())
+        Engine::new(
+            registry,
+            Approvals::in_memory(),
+            manual_rollback_for_fraud(),
+        )
     }
 
     fn critical(id: &str) -> RemediationEvent {
-        remediation(id, "fraud", "v2", Severity::Critical, RemediationAction::Rollback)
+        remediation(
+            id,
+            "fraud",
+            "v2",
+            Severity::Critical,
+            RemediationAction::Rollback,
+        )
     }
 
     #[test]
@@ -334,20 +356,57 @@ mod tests {
         let mut engine = gated();
         let decision = engine.remediation(&critical("r1"), 10);
         assert!(decision.events.is_empty());
-        assert_eq!(engine.approvals.list().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["r1"]);
+        assert_eq!(
+            engine
+                .approvals
+                .list()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1"]
+        );
         engine.remediation(&critical("r1"), 11);
-        assert_eq!(engine.approvals.len(), 1, "a redelivery proposes the same thing");
+        assert_eq!(
+            engine.approvals.len(),
+            1,
+            "a redelivery proposes the same thing"
+        );
 
-        let approve = Command::Approve { id: "r1".into(), actor: "alice".into(), reason: "confirmed".into() };
+        let approve = Command::Approve {
+            id: "r1".into(),
+            actor: "alice".into(),
+            reason: "confirmed".into(),
+        };
         let events = engine.command(&approve, 20).unwrap();
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!((e.event_id.as_str(), e.stage, e.actor.as_str(), e.remediation_id.as_deref(), e.event_time_ms), ("r1:ROLLED_BACK:v2", Stage::RolledBack, "alice", Some("r1"), 20));
-        assert!(e.reason.contains("approved by alice: confirmed"), "{}", e.reason);
+        assert_eq!(
+            (
+                e.event_id.as_str(),
+                e.stage,
+                e.actor.as_str(),
+                e.remediation_id.as_deref(),
+                e.event_time_ms
+            ),
+            (
+                "r1:ROLLED_BACK:v2",
+                Stage::RolledBack,
+                "alice",
+                Some("r1"),
+                20
+            )
+        );
+        assert!(
+            e.reason.contains("approved by alice: confirmed"),
+            "{}",
+            e.reason
+        );
         assert!(engine.approvals.is_empty());
         let again = engine.command(&approve, 21).unwrap_err();
         assert_eq!(again.kind, CommandErrorKind::NotFound);
-        assert_eq!(engine.remediation(&critical("r1"), 22).outcome, Outcome::Duplicate);
+        assert_eq!(
+            engine.remediation(&critical("r1"), 22).outcome,
+            Outcome::Duplicate
+        );
     }
 
     #[test]
@@ -355,11 +414,24 @@ mod tests {
         let mut engine = gated();
         engine.remediation(&critical("r1"), 10);
         let events = engine
-            .command(&Command::Reject { id: "r1".into(), actor: "bob".into(), reason: "known seasonal shift".into() }, 30)
+            .command(
+                &Command::Reject {
+                    id: "r1".into(),
+                    actor: "bob".into(),
+                    reason: "known seasonal shift".into(),
+                },
+                30,
+            )
             .unwrap();
-        assert_eq!((events[0].stage, events[0].traffic_weight), (Stage::Canary, Some(0.2)));
+        assert_eq!(
+            (events[0].stage, events[0].traffic_weight),
+            (Stage::Canary, Some(0.2))
+        );
         let v2 = engine.registry.version("fraud", "v2").unwrap();
-        assert_eq!((v2.stage, v2.last_actor.as_str(), v2.held_by.as_deref()), (Stage::Canary, "bob", Some("r1")));
+        assert_eq!(
+            (v2.stage, v2.last_actor.as_str(), v2.held_by.as_deref()),
+            (Stage::Canary, "bob", Some("r1"))
+        );
         assert!(v2.last_reason.contains("known seasonal shift"));
         assert!(engine.approvals.is_empty());
     }
@@ -368,12 +440,24 @@ mod tests {
     fn a_stale_approval_is_refused_and_dropped_without_change() {
         let mut engine = gated();
         engine.remediation(&critical("r1"), 10);
-        let rollback = Command::Rollback { model_id: "fraud".into(), version: "v2".into(), actor: "carol".into(), reason: "by hand".into() };
+        let rollback = Command::Rollback {
+            model_id: "fraud".into(),
+            version: "v2".into(),
+            actor: "carol".into(),
+            reason: "by hand".into(),
+        };
         let events = engine.command(&rollback, 15).unwrap();
         assert_eq!(events[0].event_id, "manual:fraud:15:ROLLED_BACK:v2");
         let before = engine.registry.clone();
         let error = engine
-            .command(&Command::Approve { id: "r1".into(), actor: "alice".into(), reason: "ok".into() }, 20)
+            .command(
+                &Command::Approve {
+                    id: "r1".into(),
+                    actor: "alice".into(),
+                    reason: "ok".into(),
+                },
+                20,
+            )
             .unwrap_err();
         assert_eq!(error.kind, CommandErrorKind::Conflict, "{error}");
         assert_eq!(engine.registry, before);
@@ -385,19 +469,82 @@ mod tests {
         let mut engine = gated();
         let before = engine.registry.clone();
         let cases = [
-            (Command::Register { model_id: "fraud".into(), version: "v1".into(), stage: Stage::Canary, traffic_weight: None, actor: "ci".into(), reason: None }, CommandErrorKind::Conflict),
-            (Command::Register { model_id: "fraud".into(), version: "v3".into(), stage: Stage::Canary, traffic_weight: Some(1.5), actor: "ci".into(), reason: None }, CommandErrorKind::Invalid),
-            (Command::Register { model_id: "fraud".into(), version: "v3".into(), stage: Stage::Candidate, traffic_weight: None, actor: " ".into(), reason: None }, CommandErrorKind::Invalid),
-            (Command::Rollback { model_id: "fraud".into(), version: "v9".into(), actor: "ci".into(), reason: "x".into() }, CommandErrorKind::NotFound),
-            (Command::Rollback { model_id: "fraud".into(), version: "v1".into(), actor: "ci".into(), reason: "x".into() }, CommandErrorKind::Conflict),
+            (
+                Command::Register {
+                    model_id: "fraud".into(),
+                    version: "v1".into(),
+                    stage: Stage::Canary,
+                    traffic_weight: None,
+                    actor: "ci".into(),
+                    reason: None,
+                },
+                CommandErrorKind::Conflict,
+            ),
+            (
+                Command::Register {
+                    model_id: "fraud".into(),
+                    version: "v3".into(),
+                    stage: Stage::Canary,
+                    traffic_weight: Some(1.5),
+                    actor: "ci".into(),
+                    reason: None,
+                },
+                CommandErrorKind::Invalid,
+            ),
+            (
+                Command::Register {
+                    model_id: "fraud".into(),
+                    version: "v3".into(),
+                    stage: Stage::Candidate,
+                    traffic_weight: None,
+                    actor: " ".into(),
+                    reason: None,
+                },
+                CommandErrorKind::Invalid,
+            ),
+            (
+                Command::Rollback {
+                    model_id: "fraud".into(),
+                    version: "v9".into(),
+                    actor: "ci".into(),
+                    reason: "x".into(),
+                },
+                CommandErrorKind::NotFound,
+            ),
+            (
+                Command::Rollback {
+                    model_id: "fraud".into(),
+                    version: "v1".into(),
+                    actor: "ci".into(),
+                    reason: "x".into(),
+                },
+                CommandErrorKind::Conflict,
+            ),
         ];
         for (command, kind) in cases {
-            assert_eq!(engine.command(&command, 1).unwrap_err().kind, kind, "{command:?}");
+            assert_eq!(
+                engine.command(&command, 1).unwrap_err().kind,
+                kind,
+                "{command:?}"
+            );
         }
         assert_eq!(engine.registry, before);
         let events = engine
-            .command(&Command::Register { model_id: "fraud".into(), version: "v3".into(), stage: Stage::Candidate, traffic_weight: None, actor: "ci".into(), reason: None }, 2)
+            .command(
+                &Command::Register {
+                    model_id: "fraud".into(),
+                    version: "v3".into(),
+                    stage: Stage::Candidate,
+                    traffic_weight: None,
+                    actor: "ci".into(),
+                    reason: None,
+                },
+                2,
+            )
             .unwrap();
-        assert_eq!((events[0].event_id.as_str(), events[0].reason.as_str()), ("manual:fraud:v3:CANDIDATE:2", "registered by ci"));
+        assert_eq!(
+            (events[0].event_id.as_str(), events[0].reason.as_str()),
+            ("manual:fraud:v3:CANDIDATE:2", "registered by ci")
+        );
     }
 }

@@ -41,11 +41,18 @@ pub enum LifecycleError {
     },
     #[error(transparent)]
     Alerts(#[from] vigil_alerts::AlertError),
+    #[error("lifecycle api answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("lifecycle api at {url} did not answer: {source}")]
+    ApiUnreachable { url: String, source: reqwest::Error },
 }
 
 impl LifecycleError {
-    /// Broker trouble may pass; a bad event, transition or configuration never does.
+    /// Broker or network trouble may pass; a bad event, transition or configuration never does.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LifecycleError::Kafka { .. })
+        matches!(
+            self,
+            LifecycleError::Kafka { .. } | LifecycleError::ApiUnreachable { .. }
+        )
     }
 }

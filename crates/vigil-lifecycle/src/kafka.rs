@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
@@ -25,7 +25,7 @@ use vigil_events::{decode, encode, LifecycleEvent, RemediationEvent};
 
 use crate::approvals::Approvals;
 use crate::engine::{Command, CommandError, CommandErrorKind, Engine};
-use crate::{Decision, LifecycleError, LifecyclePolicy, Outcome, Registry};
+use crate::{now_ms, Decision, LifecycleError, LifecyclePolicy, Outcome, Registry};
 
 /// What [`run`] needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -118,7 +118,9 @@ pub trait Observer: Send {
 pub type SharedEngine = Arc<Mutex<Engine>>;
 
 pub fn lock(engine: &SharedEngine) -> MutexGuard<'_, Engine> {
-    engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    engine
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A command for the consumer task and where its answer goes: the events it published, or why
@@ -157,14 +159,21 @@ pub async fn replay_logged(
 
 /// A partition's watermarks. Retried while the broker is still electing the leader of a topic
 /// created moments ago (`vigil lifecycle register` creates the topic, then replays it).
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32, deadline: Instant) -> Result<(i64, i64), KafkaError> {
-    use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition};
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+) -> Result<(i64, i64), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode::{
+        LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition,
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match consumer.fetch_watermarks(topic, partition, left.min(Duration::from_secs(5))) {
-            Err(KafkaError::MetadataFetch(LeaderNotAvailable | NotLeaderForPartition | UnknownTopicOrPartition))
-                if left > Duration::from_millis(100) =>
-            {
+            Err(KafkaError::MetadataFetch(
+                LeaderNotAvailable | NotLeaderForPartition | UnknownTopicOrPartition,
+            )) if left > Duration::from_millis(100) => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             result => return result,
@@ -318,7 +327,14 @@ pub async fn run_with_hook(
         settings.policy.clone(),
     )));
     let (_commands, requests) = mpsc::channel(1);
-    run_engine(settings, engine.clone(), requests, &mut Hook(on_decision), shutdown).await?;
+    run_engine(
+        settings,
+        engine.clone(),
+        requests,
+        &mut Hook(on_decision),
+        shutdown,
+    )
+    .await?;
     let registry = lock(&engine).registry.clone();
     Ok(registry)
 }
@@ -536,10 +552,4 @@ pub async fn publish(
     events: &[LifecycleEvent],
 ) -> Result<(), LifecycleError> {
     send(settings, &producer(settings)?, events).await.map(drop)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -1,16 +1,23 @@
 //! vigil's lifecycle consumer: the model registry rebuilt from `vigil.lifecycle.v1`, canary
 //! analysis, and the promotion and rollback decisions taken on remediation events.
 //!
-//! Everything under [`registry`] is pure (no tokio, Kafka or clock); [`kafka`] is the thin
-//! adapter that replays the log, consumes remediations and publishes decisions.
+//! Everything under [`registry`] is pure (no tokio, Kafka or clock), and so is [`engine`] (the
+//! registry with its pending approvals, and the commands people send); [`kafka`] is the thin
+//! adapter that replays the log, consumes remediations and commands and publishes decisions;
+//! [`service`] runs it with the HTTP API ([`api`]), the webhooks, the ClickHouse [`audit`] and
+//! the alert [`resolve`] poll.
 
+pub mod api;
 pub mod approvals;
 pub mod audit;
+pub mod client;
 pub mod engine;
 mod error;
 pub mod kafka;
 pub mod metrics;
 pub mod registry;
+pub mod resolve;
+pub mod service;
 pub mod view;
 
 pub use error::LifecycleError;
@@ -34,4 +41,11 @@ pub fn stage_name(stage: vigil_events::Stage) -> &'static str {
         Stage::Retired => "RETIRED",
         Stage::RolledBack => "ROLLED_BACK",
     }
+}
+
+/// Milliseconds since the Unix epoch, for event times (the pure parts take the time as input).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

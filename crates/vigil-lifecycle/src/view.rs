@@ -120,7 +120,13 @@ mod tests {
 
     #[test]
     fn stage_names_round_trip() {
-        for stage in [Stage::Candidate, Stage::Canary, Stage::Production, Stage::Retired, Stage::RolledBack] {
+        for stage in [
+            Stage::Candidate,
+            Stage::Canary,
+            Stage::Production,
+            Stage::Retired,
+            Stage::RolledBack,
+        ] {
             assert_eq!(stage_from_name(stage_name(stage)), Some(stage));
         }
         assert_eq!(stage_from_name("rolled_back"), Some(Stage::RolledBack));

@@ -291,7 +291,7 @@ impl Config {
         );
         policy::check(&self.monitor, &mut errors);
         self.lifecycle.check(&mut errors);
-        lifecycle::check_alerts(&self.alerts, &mut errors);
+        lifecycle::check_alerts(&self.alerts, &self.lifecycle, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -348,11 +348,6 @@ impl Config {
             policy: self.lifecycle.policy(),
             replay_timeout: self.lifecycle.replay_timeout(),
         }
-    }
-
-    /// Whether `[alerts]` names any receiver; without one, alerting is off.
-    pub fn alerts_enabled(&self) -> bool {
-        !self.alerts.receivers.is_empty()
     }
 
     pub fn http_listen(&self) -> SocketAddr {

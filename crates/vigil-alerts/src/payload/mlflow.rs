@@ -33,7 +33,11 @@ pub fn build(
     update: &TrafficUpdate,
 ) -> Vec<WebhookRequest> {
     let url = format!("{}{ALIAS_PATH}", base_url.trim_end_matches('/'));
-    let version = |v: &str| v.strip_prefix(aliases.version_prefix).unwrap_or(v).to_owned();
+    let version = |v: &str| {
+        v.strip_prefix(aliases.version_prefix)
+            .unwrap_or(v)
+            .to_owned()
+    };
     let name = &update.model_id;
     let set_or_delete = |alias: &str, target: Option<&str>| {
         let mut request = match target {
@@ -78,7 +82,13 @@ mod tests {
     fn shape(requests: &[WebhookRequest]) -> Vec<(&str, &str, Value)> {
         requests
             .iter()
-            .map(|r| (r.method, r.url.as_str(), serde_json::from_slice(&r.body).unwrap()))
+            .map(|r| {
+                (
+                    r.method,
+                    r.url.as_str(),
+                    serde_json::from_slice(&r.body).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -88,11 +98,21 @@ mod tests {
         assert_eq!(
             shape(&requests),
             vec![
-                ("POST", "http://mlflow:5000/api/2.0/mlflow/registered-models/alias", json!({"name": "fraud", "alias": "production", "version": "1"})),
-                ("POST", "http://mlflow:5000/api/2.0/mlflow/registered-models/alias", json!({"name": "fraud", "alias": "canary", "version": "2"})),
+                (
+                    "POST",
+                    "http://mlflow:5000/api/2.0/mlflow/registered-models/alias",
+                    json!({"name": "fraud", "alias": "production", "version": "1"})
+                ),
+                (
+                    "POST",
+                    "http://mlflow:5000/api/2.0/mlflow/registered-models/alias",
+                    json!({"name": "fraud", "alias": "canary", "version": "2"})
+                ),
             ]
         );
-        assert!(requests.iter().all(|r| !r.headers.iter().any(|(h, _)| *h == "authorization")));
+        assert!(requests
+            .iter()
+            .all(|r| !r.headers.iter().any(|(h, _)| *h == "authorization")));
     }
 
     #[test]
@@ -104,7 +124,11 @@ mod tests {
         let requests = build("http://mlflow:5000", "T0KEN", &ALIASES, &update);
         assert_eq!(
             shape(&requests)[1],
-            ("DELETE", "http://mlflow:5000/api/2.0/mlflow/registered-models/alias", json!({"name": "fraud", "alias": "canary"}))
+            (
+                "DELETE",
+                "http://mlflow:5000/api/2.0/mlflow/registered-models/alias",
+                json!({"name": "fraud", "alias": "canary"})
+            )
         );
         assert!(requests[1]
             .headers

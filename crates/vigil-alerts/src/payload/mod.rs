@@ -10,6 +10,7 @@ mod slack;
 
 pub use generic::{sign, SIGNATURE_HEADER};
 pub use mlflow::ALIAS_PATH as MLFLOW_ALIAS_PATH;
+pub use opsgenie::encode_path_segment;
 
 use crate::config::ReceiverKind;
 use crate::{Alert, Message};

@@ -49,8 +49,9 @@ pub fn build(base_url: &str, api_key: &str, alert: &Alert) -> WebhookRequest {
     request
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters: an alias holds `/`.
-fn encode_path_segment(text: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters, for one path segment (an
+/// alias, a model id, may hold `/`).
+pub fn encode_path_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -14,8 +14,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 use vigil_alerts::payload::sign;
 use vigil_alerts::{
-    Alert, AlertSeverity, AlertState, AlertsConfig, DeliveryConfig, ReceiverConfig,
-    ReceiverKind, StageChange, StatsSnapshot, TrafficUpdate,
+    Alert, AlertSeverity, AlertState, AlertsConfig, DeliveryConfig, ReceiverConfig, ReceiverKind,
+    StageChange, StatsSnapshot, TrafficUpdate,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -235,7 +235,12 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
     assert_eq!((ids[0] == ids[2], ids[2] == ids[3]), (true, false));
     let mut rows = Vec::new();
     while let Ok(row) = audit_rows.try_recv() {
-        rows.push((row.message.mark(), row.attempt, row.outcome.as_str().to_owned(), row.http_status.unwrap_or(0)));
+        rows.push((
+            row.message.mark(),
+            row.attempt,
+            row.outcome.as_str().to_owned(),
+            row.http_status.unwrap_or(0),
+        ));
     }
     let expected = [
         ("firing", 1, "retrying", 500),
@@ -563,7 +568,8 @@ fn rollback_update() -> TrafficUpdate {
 }
 
 #[tokio::test]
-async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_from_alert_receivers() {
+async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_from_alert_receivers(
+) {
     let serving = Receiver::start([Reply::Status(503)]).await;
     let mlflow = Receiver::start([]).await;
     let hook = Receiver::start([]).await;
@@ -573,7 +579,13 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
         &config(
             &dir,
             vec![
-                ("serving", ReceiverKind::Platform { url: format!("{}/traffic", serving.url), secret: "plat".into() }),
+                (
+                    "serving",
+                    ReceiverKind::Platform {
+                        url: format!("{}/traffic", serving.url),
+                        secret: "plat".into(),
+                    },
+                ),
                 (
                     "registry",
                     ReceiverKind::Mlflow {
@@ -595,38 +607,76 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
     notifier.notify_traffic(update.clone()).unwrap();
     notifier.notify(alert("drift")).unwrap();
     // serving: one delivery in two attempts; registry: one delivery; hook: the alert.
-    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 3).await;
+    let stats = wait_for(
+        || notifier.stats(),
+        Duration::from_secs(5),
+        |s| s.delivered == 3,
+    )
+    .await;
     assert_eq!((stats.retried, stats.deduplicated), (1, 2), "{stats:?}");
 
     let hits = serving.hits();
     assert_eq!(hits.len(), 2, "a 503, then the retry");
     for hit in &hits {
-        assert_eq!((hit.method.as_str(), hit.uri.as_str()), ("POST", "/traffic"));
+        assert_eq!(
+            (hit.method.as_str(), hit.uri.as_str()),
+            ("POST", "/traffic")
+        );
         assert_eq!(hit.headers["idempotency-key"], "rem-1:ROLLED_BACK:v2");
-        assert_eq!(hit.headers["x-vigil-signature"].to_str().unwrap(), sign(b"plat", &hit.body));
+        assert_eq!(
+            hit.headers["x-vigil-signature"].to_str().unwrap(),
+            sign(b"plat", &hit.body)
+        );
     }
-    assert_eq!(hits[0].headers["x-vigil-delivery"], hits[1].headers["x-vigil-delivery"]);
+    assert_eq!(
+        hits[0].headers["x-vigil-delivery"],
+        hits[1].headers["x-vigil-delivery"]
+    );
     let body: serde_json::Value = serde_json::from_slice(&hits[1].body).unwrap();
-    assert_eq!(body["traffic"], serde_json::json!([{"model_version": "v1", "weight": 1.0}]));
+    assert_eq!(
+        body["traffic"],
+        serde_json::json!([{"model_version": "v1", "weight": 1.0}])
+    );
     assert_eq!(body["events"][0]["stage"], "ROLLED_BACK");
 
     let calls: Vec<_> = mlflow
         .hits()
         .iter()
-        .map(|h| (h.method.clone(), h.uri.clone(), serde_json::from_slice::<serde_json::Value>(&h.body).unwrap(), h.headers["authorization"].to_str().unwrap().to_owned()))
+        .map(|h| {
+            (
+                h.method.clone(),
+                h.uri.clone(),
+                serde_json::from_slice::<serde_json::Value>(&h.body).unwrap(),
+                h.headers["authorization"].to_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let path = "/api/2.0/mlflow/registered-models/alias".to_owned();
     assert_eq!(
         calls,
         vec![
-            ("POST".into(), path.clone(), serde_json::json!({"name": "fraud", "alias": "champion", "version": "1"}), "Bearer T".into()),
-            ("DELETE".into(), path, serde_json::json!({"name": "fraud", "alias": "challenger"}), "Bearer T".into()),
+            (
+                "POST".into(),
+                path.clone(),
+                serde_json::json!({"name": "fraud", "alias": "champion", "version": "1"}),
+                "Bearer T".into()
+            ),
+            (
+                "DELETE".into(),
+                path,
+                serde_json::json!({"name": "fraud", "alias": "challenger"}),
+                "Bearer T".into()
+            ),
         ]
     );
     let alerts = hook.bodies();
     assert_eq!(alerts.len(), 1, "the alert receiver got no platform update");
     assert_eq!(alerts[0]["policy"], "drift");
-    assert_eq!(serving.hits().len() + mlflow.hits().len(), 4, "the platform receivers got no alert");
+    assert_eq!(
+        serving.hits().len() + mlflow.hits().len(),
+        4,
+        "the platform receivers got no alert"
+    );
     shutdown.cancel();
 }
 
@@ -634,22 +684,46 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
 async fn open_alerts_survive_a_restart_and_their_resolve_closes_them() {
     let receiver = Receiver::start([]).await;
     let dir = temp_dir("open");
+    let pagerduty = config(
+        &dir,
+        vec![(
+            "pd",
+            ReceiverKind::Pagerduty {
+                routing_key: "R".into(),
+                url: format!("{}/v2/enqueue", receiver.url),
+            },
+        )],
+    );
     let shutdown = CancellationToken::new();
-    let (notifier, mut tasks) =
-        vigil_alerts::start(&config(&dir, vec![("pd", ReceiverKind::Pagerduty { routing_key: "R".into(), url: format!("{}/v2/enqueue", receiver.url) })]), shutdown.clone()).unwrap();
+    let (notifier, mut tasks) = vigil_alerts::start(&pagerduty, shutdown.clone()).unwrap();
     notifier.notify(alert("drift")).unwrap();
-    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
+    wait_for(
+        || notifier.stats(),
+        Duration::from_secs(5),
+        |s| s.delivered == 1,
+    )
+    .await;
     assert_eq!(notifier.open_alerts().len(), 1);
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
 
     let shutdown = CancellationToken::new();
-    let (notifier, _tasks) =
-        vigil_alerts::start(&config(&dir, vec![("pd", ReceiverKind::Pagerduty { routing_key: "R".into(), url: format!("{}/v2/enqueue", receiver.url) })]), shutdown.clone()).unwrap();
+    let (notifier, _tasks) = vigil_alerts::start(&pagerduty, shutdown.clone()).unwrap();
     let open = notifier.open_alerts();
-    assert_eq!(open.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), ["fraud/v2/drift"], "restored from the outbox");
-    notifier.notify(open[0].resolved(1_795_727_460_000)).unwrap();
-    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
+    assert_eq!(
+        open.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["fraud/v2/drift"],
+        "restored from the outbox"
+    );
+    notifier
+        .notify(open[0].resolved(1_795_727_460_000))
+        .unwrap();
+    wait_for(
+        || notifier.stats(),
+        Duration::from_secs(5),
+        |s| s.delivered == 1,
+    )
+    .await;
     assert!(notifier.open_alerts().is_empty());
     let bodies = receiver.bodies();
     assert_eq!(

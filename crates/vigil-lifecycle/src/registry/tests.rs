@@ -275,24 +275,54 @@ fn manual_rollback_gate_proposes_and_approval_applies_once() {
         (state.stage, state.last_actor.as_str(), state.updated_ms),
         (Stage::RolledBack, "bob", 9_000)
     );
-    assert!(state.last_reason.ends_with("; approved by bob: drift confirmed"), "{}", state.last_reason);
-    assert_eq!(registry.model("fraud").unwrap().history.len(), 4, "three deployments and the approval");
+    assert!(
+        state
+            .last_reason
+            .ends_with("; approved by bob: drift confirmed"),
+        "{}",
+        state.last_reason
+    );
+    assert_eq!(
+        registry.model("fraud").unwrap().history.len(),
+        4,
+        "three deployments and the approval"
+    );
 }
 
 #[test]
 fn a_rejected_rollback_keeps_production_and_answers_the_remediation() {
     let mut registry = two_versions();
-    let by = crate::Cause { id_prefix: "r9", actor: "carol", remediation_id: Some("r9"), why: "false alarm" };
+    let by = crate::Cause {
+        id_prefix: "r9",
+        actor: "carol",
+        remediation_id: Some("r9"),
+        why: "false alarm",
+    };
     let keep = crate::reject(&registry, "fraud", "v1", &by, 5_000).unwrap();
-    assert_eq!((keep.event_id.as_str(), keep.stage), ("r9:REJECTED:v1", Stage::Production));
+    assert_eq!(
+        (keep.event_id.as_str(), keep.stage),
+        ("r9:REJECTED:v1", Stage::Production)
+    );
     let before = registry.model("fraud").unwrap().production_history.clone();
     registry.apply(&keep).unwrap();
     let model = registry.model("fraud").unwrap();
     assert_eq!(model.production.as_deref(), Some("v1"));
-    assert_eq!(model.production_history, before, "keeping production is not a new deployment");
+    assert_eq!(
+        model.production_history, before,
+        "keeping production is not a new deployment"
+    );
     assert_eq!(registry.version("fraud", "v1").unwrap().last_actor, "carol");
-    let again = remediation("r9", "fraud", "v1", Severity::Critical, RemediationAction::Rollback);
-    assert_eq!(decide(&registry, &again, &LifecyclePolicy::default(), 6_000).outcome, Outcome::Duplicate);
+    let again = remediation(
+        "r9",
+        "fraud",
+        "v1",
+        Severity::Critical,
+        RemediationAction::Rollback,
+    );
+    assert_eq!(
+        decide(&registry, &again, &LifecyclePolicy::default(), 6_000).outcome,
+        Outcome::Duplicate
+    );
     // Without a remediation, a production event for the production version is still illegal.
     let mut bare = keep.clone();
     bare.event_id = "x".into();
@@ -300,24 +330,67 @@ fn a_rejected_rollback_keeps_production_and_answers_the_remediation() {
     assert!(registry.apply(&bare).is_err());
 
     // A rejected canary rollback keeps its weight and holds its promotion.
-    let keep = crate::reject(&registry, "fraud", "v2", &crate::Cause { id_prefix: "r8", remediation_id: Some("r8"), ..by }, 7_000).unwrap();
+    let keep = crate::reject(
+        &registry,
+        "fraud",
+        "v2",
+        &crate::Cause {
+            id_prefix: "r8",
+            remediation_id: Some("r8"),
+            ..by
+        },
+        7_000,
+    )
+    .unwrap();
     registry.apply(&keep).unwrap();
     let v2 = registry.version("fraud", "v2").unwrap();
-    assert_eq!((v2.stage, v2.traffic_weight, v2.held_by.as_deref()), (Stage::Canary, Some(0.1), Some("r8")));
+    assert_eq!(
+        (v2.stage, v2.traffic_weight, v2.held_by.as_deref()),
+        (Stage::Canary, Some(0.1), Some("r8"))
+    );
 }
 
 #[test]
 fn a_human_rollback_of_production_restores_the_last_good_version() {
     let mut registry = two_versions();
-    registry.apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None)).unwrap();
-    let by = crate::Cause { id_prefix: "manual:fraud:7", actor: "dave", remediation_id: None, why: "latency" };
+    registry
+        .apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None))
+        .unwrap();
+    let by = crate::Cause {
+        id_prefix: "manual:fraud:7",
+        actor: "dave",
+        remediation_id: None,
+        why: "latency",
+    };
     let decision = crate::rollback_events(&registry, "fraud", "v2", &by, 7).unwrap();
-    assert_eq!(decision.outcome, Outcome::RolledBackProduction { from: "v2".into(), to: "v1".into() });
-    let ids: Vec<_> = decision.events.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(ids, ["manual:fraud:7:ROLLED_BACK:v2", "manual:fraud:7:PRODUCTION:v1"]);
+    assert_eq!(
+        decision.outcome,
+        Outcome::RolledBackProduction {
+            from: "v2".into(),
+            to: "v1".into()
+        }
+    );
+    let ids: Vec<_> = decision
+        .events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "manual:fraud:7:ROLLED_BACK:v2",
+            "manual:fraud:7:PRODUCTION:v1"
+        ]
+    );
     apply_all(&mut registry, &decision.events);
-    assert_eq!(registry.model("fraud").unwrap().production.as_deref(), Some("v1"));
-    assert!(crate::rollback_events(&registry, "fraud", "v2", &by, 8).is_none(), "rolled back is final");
+    assert_eq!(
+        registry.model("fraud").unwrap().production.as_deref(),
+        Some("v1")
+    );
+    assert!(
+        crate::rollback_events(&registry, "fraud", "v2", &by, 8).is_none(),
+        "rolled back is final"
+    );
 }
 
 #[test]

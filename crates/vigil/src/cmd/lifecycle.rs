@@ -1,20 +1,19 @@
-//! `vigil lifecycle`: the lifecycle consumer (remediations in, rollbacks and holds out to the
-//! lifecycle log, alerts to the configured receivers), and `state` and `register`, which read
-//! and append to the lifecycle log by hand until the HTTP API exists.
+//! `vigil lifecycle`: the lifecycle service (remediations in, rollbacks and holds out to the
+//! lifecycle log, alerts and serving-platform webhooks, the HTTP API, the ClickHouse audit);
+//! `state` and `register`, which read and append to the lifecycle log directly; and `approvals`,
+//! `approve`, `reject` and `rollback`, which call the running service's API (pending approvals
+//! live there, and it publishes every change in one order).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use vigil_alerts::{Alert, Notifier};
-use vigil_events::{LifecycleEvent, RemediationEvent, Stage};
-use vigil_lifecycle::view::StateView;
-use vigil_lifecycle::{stage_name, Decision, Outcome, Registry};
+use vigil_events::{LifecycleEvent, Stage};
+use vigil_lifecycle::client::Client;
+use vigil_lifecycle::view::{EventView, StateView};
+use vigil_lifecycle::{stage_name, Registry};
 
 use crate::config::Config;
-
-/// Longest wait at shutdown for accepted alerts to reach the outbox.
-const ALERT_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -33,6 +32,37 @@ enum Sub {
     },
     /// Append a stage change for a model version, checked against the replayed registry first.
     Register(RegisterArgs),
+    /// List the decisions waiting for approval (asks the running `vigil lifecycle`).
+    Approvals {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the pending decision about a model version (through the running service's API).
+    Approve(DecideArgs),
+    /// Reject the pending decision about a model version: it keeps its stage.
+    Reject(DecideArgs),
+    /// Roll a canary or production version back now (production returns to its last good version).
+    Rollback(DecideArgs),
+}
+
+#[derive(clap::Args)]
+struct DecideArgs {
+    model: String,
+    version: String,
+    /// Who decides (recorded in the log).
+    #[arg(long)]
+    actor: String,
+    /// Why (recorded in the log).
+    #[arg(long)]
+    reason: String,
+    /// The pending approval's id, when a version has more than one (see `approvals`).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -71,80 +101,92 @@ impl From<RegisterStage> for Stage {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Decide {
+    Approve,
+    Reject,
+    Rollback,
+}
+
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     match args.command {
         None => run_until(config, super::shutdown_on_signal()).await,
         Some(Sub::State { json }) => state(config, json).await,
         Some(Sub::Register(args)) => register(config, args).await,
+        Some(Sub::Approvals { model, version, json }) => approvals(config, model.as_deref(), version.as_deref(), json).await,
+        Some(Sub::Approve(args)) => decide(config, Decide::Approve, args).await,
+        Some(Sub::Reject(args)) => decide(config, Decide::Reject, args).await,
+        Some(Sub::Rollback(args)) => decide(config, Decide::Rollback, args).await,
     }
 }
 
-/// Runs the lifecycle consumer, and the alert delivery when receivers are configured, until
-/// `shutdown` or a fatal error.
+/// Runs the lifecycle service until `shutdown` or a fatal error.
 pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let settings = config.lifecycle_settings();
+    let settings = config.lifecycle_service().map_err(anyhow::Error::msg)?;
     ensure_topics(config).await?;
-    // Alerts stop after the consumer, so the last decisions' alerts still reach the outbox.
-    let alerts_shutdown = CancellationToken::new();
-    let alerts = if config.alerts_enabled() {
-        let (notifier, tasks) = vigil_alerts::start(&config.alerts, alerts_shutdown.clone())
-            .with_context(|| format!("starting alerts (alerts.outbox_dir {})", config.alerts.outbox_dir.display()))?;
-        tracing::info!(receivers = config.alerts.receivers.len(), "alerts on");
-        Some((notifier, tasks))
-    } else {
-        tracing::info!("no alerts.receivers configured: alerts off");
-        None
-    };
-    let notifier = alerts.as_ref().map(|(notifier, _)| notifier.clone());
-    let result = vigil_lifecycle::kafka::run_with_hook(settings, shutdown.clone(), |remediation, decision| {
-        if let Some(notifier) = &notifier {
-            alert(notifier, remediation, decision);
-        }
-    })
-    .await;
-    // The first fatal error stops everything else too.
-    shutdown.cancel();
-    if let Some((notifier, mut tasks)) = alerts {
-        let started = Instant::now();
-        while notifier.queued() > 0 && started.elapsed() < ALERT_DRAIN {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        alerts_shutdown.cancel();
-        while tasks.join_next().await.is_some() {}
-        let stats = notifier.stats();
-        tracing::info!(delivered = stats.delivered, failed = stats.failed, dropped = stats.dropped, "alerts stopped");
+    if settings.api_token.is_none() {
+        tracing::warn!("lifecycle.api.enabled = false: no /api/v1 routes (metrics and health only)");
     }
-    result.context("lifecycle consumer stopped")?;
+    let listen = settings.listen;
+    vigil_lifecycle::service::run(settings, shutdown)
+        .await
+        .with_context(|| format!("lifecycle service stopped (lifecycle.api.listen {listen})"))
+}
+
+fn client(config: &Config) -> anyhow::Result<Client> {
+    let token = config.lifecycle.api.token().map_err(anyhow::Error::msg)?;
+    Ok(Client::new(&config.lifecycle.api.base_url(), &token)?)
+}
+
+async fn approvals(config: &Config, model: Option<&str>, version: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let pending = client(config)?.approvals(model, version).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pending)?);
+    } else if pending.is_empty() {
+        println!("no decisions waiting for approval");
+    }
+    for p in pending.iter().filter(|_| !json) {
+        println!("{}  {} {}  {}  (since {})", p.id, p.model_id, p.model_version, p.summary, vigil_alerts::rfc3339(p.created_ms));
+    }
     Ok(())
 }
 
-/// Every remediation the consumer reads becomes a firing alert, with what the lifecycle did
-/// about it; a redelivered one (already acted on) does not alert again.
-fn alert(notifier: &Notifier, remediation: &RemediationEvent, decision: &Decision) {
-    if decision.outcome == Outcome::Duplicate {
-        return;
-    }
-    let mut alert = Alert::from_remediation(remediation);
-    alert.details.insert("lifecycle".into(), describe(&decision.outcome));
-    if let Err(error) = notifier.notify(alert) {
-        tracing::error!(%error, remediation = %remediation.remediation_id, "alert not queued");
-    }
+async fn decide(config: &Config, what: Decide, args: DecideArgs) -> anyhow::Result<()> {
+    let client = client(config)?;
+    let events = match what {
+        Decide::Rollback => client.rollback(&args.model, &args.version, &args.actor, &args.reason).await?,
+        Decide::Approve | Decide::Reject => {
+            let id = match args.id {
+                Some(id) => id,
+                None => {
+                    let pending = client.approvals(Some(&args.model), Some(&args.version)).await?;
+                    match pending.as_slice() {
+                        [one] => one.id.clone(),
+                        [] => anyhow::bail!("no decision about model {} version {} waits for approval (see vigil lifecycle approvals)", args.model, args.version),
+                        many => anyhow::bail!(
+                            "{} decisions about model {} version {} wait for approval; choose one with --id: {}",
+                            many.len(),
+                            args.model,
+                            args.version,
+                            many.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
+                }
+            };
+            match what {
+                Decide::Approve => client.approve(&id, &args.actor, &args.reason).await?,
+                _ => client.reject(&id, &args.actor, &args.reason).await?,
+            }
+        }
+    };
+    print_events(&events);
+    Ok(())
 }
 
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::NoAction { why } => format!("no change: {why}"),
-        Outcome::Duplicate => "already acted on".into(),
-        Outcome::RolledBackCanary { version } => format!("canary {version} rolled back"),
-        Outcome::RolledBackProduction { from, to } => format!("production {from} rolled back to {to}"),
-        Outcome::NoRollbackTarget { version } => format!("production {version} failed and there is no earlier version to roll back to"),
-        Outcome::HeldPromotion { version } => format!("promotion of canary {version} held"),
-        Outcome::CanaryWeight { version, weight } => format!("canary {version} at weight {weight}"),
-        Outcome::Promoted { version } => format!("{version} promoted to production"),
-        Outcome::AwaitingApproval { proposed } => {
-            let steps: Vec<String> = proposed.iter().map(|e| format!("{} {}", e.model_version, stage_name(e.stage))).collect();
-            format!("awaiting approval: {}", steps.join(", "))
-        }
+fn print_events(events: &[EventView]) {
+    for e in events {
+        let weight = e.traffic_weight.map(|w| format!(" at weight {w}")).unwrap_or_default();
+        println!("model {} version {}: {}{weight} (event {}, actor {})", e.model_id, e.model_version, e.stage, e.event_id, e.actor);
     }
 }
 

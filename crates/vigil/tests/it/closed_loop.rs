@@ -1,6 +1,8 @@
 //! The whole loop on real Kafka and ClickHouse: a canary's inputs drift, the monitor's policy
 //! breaches and publishes a critical rollback remediation, and `vigil lifecycle` rolls the canary
-//! back while production stays. Prints the time from the first drifted event to the rollback.
+//! back while production stays, tells the serving platform (a signed webhook: all traffic to v1)
+//! and audits the rollback in ClickHouse. Prints the time from the first drifted event to the
+//! rollback in the log and to the platform's webhook.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use vigil_loadgen::Synthetic;
 use vigil_sdk::{Producer, SdkConfig};
 
 use crate::harness::{self, await_port, terminate, version_of, ChildGuard, TestEnv};
+use crate::lifecycle::{signature, wait_for_requests, webhook};
 
 fn stage_of(state: &Value, model: &str, version: &str) -> String {
     version_of(state, model, version)["stage"].as_str().unwrap_or_default().to_owned()
@@ -37,7 +40,19 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
             .spawn()
             .unwrap(),
     );
-    let mut lifecycle = ChildGuard(env.vigil_command(&["lifecycle"]).spawn().unwrap());
+    // The serving platform's webhook, in a config file ([[lifecycle.platform]] is a list).
+    let (platform_url, platform) = webhook().await;
+    let lifecycle_config = std::env::temp_dir().join(format!("vigil-it-{}-lifecycle.toml", env.name));
+    let outbox = std::env::temp_dir().join(format!("vigil-it-{}-outbox", env.name));
+    std::fs::write(
+        &lifecycle_config,
+        format!(
+            "[[lifecycle.platform]]\nname = \"serving\"\nkind = \"platform\"\nurl = \"{platform_url}\"\nsecret = \"loop-secret\"\n\n[alerts]\noutbox_dir = \"{}\"\n",
+            outbox.display()
+        ),
+    )
+    .unwrap();
+    let mut lifecycle = ChildGuard(env.vigil_command(&["lifecycle", "--config", lifecycle_config.to_str().unwrap()]).spawn().unwrap());
     await_port(env.http_port, Duration::from_secs(60)).await;
 
     let mut config = SdkConfig::new(harness::brokers());
@@ -75,8 +90,20 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
         assert!(started.elapsed() < Duration::from_secs(90), "v2 not rolled back within 90 s: {state}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    eprintln!("closed loop: first drifted event to rollback in {:.2} s", first_drifted.elapsed().as_secs_f64());
+    let to_rollback = first_drifted.elapsed();
     assert_eq!(stage_of(&state, "fraud", "v1"), "PRODUCTION", "{state}");
+    let rollback_id = version_of(&state, "fraud", "v2")["last_event_id"].as_str().unwrap_or_default().to_owned();
+    let requests = wait_for_requests(&platform, "the platform's rollback update", Duration::from_secs(30), |r| r.iter().any(|q| q.2 == rollback_id)).await;
+    let to_platform = first_drifted.elapsed();
+    eprintln!(
+        "closed loop: first drifted event to rollback in {:.2} s, to the platform webhook in {:.2} s",
+        to_rollback.as_secs_f64(),
+        to_platform.as_secs_f64()
+    );
+    let (signed, _, _, body) = requests.iter().find(|q| q.2 == rollback_id).unwrap();
+    assert_eq!(signed, &signature("loop-secret", body));
+    let update: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(update["traffic"], serde_json::json!([{"model_version": "v1", "weight": 1.0}]), "{update}");
 
     // The decision rests on stored evidence: the breach that sent the remediation names the
     // shifted features, and it came from a drifted window (2 or later).
@@ -87,7 +114,23 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
         .expect("a stored breach for v2 with its remediation");
     assert!(remediated.detail.contains("f00") && remediated.window_start >= 1_764_000_120, "{remediated:?}");
 
+    // The audit: the rollback, by `vigil`, answering the remediation the breach sent.
+    let started = Instant::now();
+    let audited = loop {
+        let rows = env.store().lifecycle_events().await.unwrap_or_default();
+        if let Some(row) = rows.into_iter().find(|r| r.event_id == rollback_id) {
+            break row;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "rollback {rollback_id} not audited within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!((audited.stage.as_str(), audited.actor.as_str()), ("ROLLED_BACK", "vigil"));
+    let answered = checks.iter().any(|c| audited.remediation_id.as_deref() == Some(c.remediation_id.as_str()));
+    assert!(answered, "the audited rollback names a stored breach's remediation: {audited:?}");
+
     assert!(terminate(&mut lifecycle, Duration::from_secs(30)).success());
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
     env.cleanup().await;
+    let _ = std::fs::remove_file(lifecycle_config);
+    let _ = std::fs::remove_dir_all(outbox);
 }

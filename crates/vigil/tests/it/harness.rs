@@ -27,6 +27,8 @@ pub struct TestEnv {
     pub database: String,
     pub group: String,
     pub http_port: u16,
+    /// `vigil lifecycle`'s API, metrics and health.
+    pub lifecycle_port: u16,
 }
 
 impl TestEnv {
@@ -43,6 +45,7 @@ impl TestEnv {
             database: format!("it_{name}"),
             group: format!("it-{name}"),
             http_port,
+            lifecycle_port: free_port(),
             name,
         }
     }
@@ -103,6 +106,9 @@ impl TestEnv {
             // ~140 events per model version and window: enough for a baseline in tests.
             .env("VIGIL__MONITOR__BASELINE_MIN_EVENTS", "50")
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
+            .env("VIGIL__LIFECYCLE__API__LISTEN", format!("127.0.0.1:{}", self.lifecycle_port))
+            .env("VIGIL__LIFECYCLE__API__TOKEN", API_TOKEN)
+            .env("VIGIL__LIFECYCLE__STATE_DIR", std::env::temp_dir().join(format!("vigil-it-{}-state", self.name)))
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -258,6 +264,10 @@ pub struct LifecycleEnv {
     pub remediations: String,
     pub group: String,
     pub dir: std::path::PathBuf,
+    /// The audit's ClickHouse database.
+    pub database: String,
+    /// `vigil lifecycle`'s API, metrics and health.
+    pub api_port: u16,
 }
 
 impl LifecycleEnv {
@@ -271,6 +281,8 @@ impl LifecycleEnv {
             remediations: format!("it.{name}.remediations"),
             group: format!("it-{name}"),
             dir,
+            database: format!("it_{name}"),
+            api_port: free_port(),
             name,
         }
     }
@@ -293,8 +305,22 @@ impl LifecycleEnv {
             .env("VIGIL__TOPICS__LIFECYCLE", &self.lifecycle)
             .env("VIGIL__TOPICS__REMEDIATIONS", &self.remediations)
             .env("VIGIL__LIFECYCLE__GROUP_ID", &self.group)
+            .env("VIGIL__LIFECYCLE__STATE_DIR", self.dir.join("state"))
+            .env("VIGIL__LIFECYCLE__API__LISTEN", format!("127.0.0.1:{}", self.api_port))
+            .env("VIGIL__LIFECYCLE__API__TOKEN", API_TOKEN)
+            .env("VIGIL__CLICKHOUSE__URL", clickhouse_url())
+            .env("VIGIL__CLICKHOUSE__DATABASE", &self.database)
             .env("RUST_LOG", "info,rdkafka=warn");
         command
+    }
+
+    pub fn store(&self) -> Store {
+        store_of(&self.database)
+    }
+
+    /// One request to `vigil lifecycle`'s HTTP port: (status, body).
+    pub async fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+        http_request(self.api_port, method, path, token, body).await
     }
 
     /// Runs `vigil` to the end on a blocking thread: (exit code, stdout, stderr).
@@ -311,6 +337,59 @@ impl LifecycleEnv {
     pub fn cleanup(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+
+    pub async fn drop_database(&self) {
+        let _ = self.store().drop_database().await;
+    }
+}
+
+/// The test ClickHouse's `database`.
+pub fn store_of(database: &str) -> Store {
+    Store::new(StoreConfig {
+        url: clickhouse_url(),
+        database: database.to_owned(),
+        user: "default".into(),
+        password: String::new(),
+        retention_days: None,
+    })
+}
+
+/// The bearer token the tests give `vigil lifecycle`'s API.
+pub const API_TOKEN: &str = "it-api-token";
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`, read to the end: (status, body).
+pub async fn http_request(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the port answers");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Runs one statement on the test ClickHouse over its HTTP interface; panics on an error.
+pub async fn clickhouse_sql(sql: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = clickhouse_url();
+    let host = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut stream = tokio::net::TcpStream::connect(host.as_str()).await.expect("clickhouse answers");
+    let request = format!("POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{sql}: {response}");
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }
 
 /// The `state --json` entry of one version, or Null.

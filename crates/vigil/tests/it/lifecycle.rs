@@ -1,5 +1,8 @@
 //! `vigil lifecycle` end to end: versions registered by hand, a critical remediation rolls the
-//! canary back, one signed alert reaches a local webhook, SIGTERM exits cleanly.
+//! canary back, one signed alert and the platform update reach local webhooks, the audit lands in
+//! ClickHouse and the alert resolves once the policy is healthy again, SIGTERM exits cleanly; the
+//! API refuses a missing or wrong token and changes nothing, and a gated rollback waits for
+//! `vigil lifecycle approve`, which records who and why.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,15 +19,15 @@ use serde_json::Value;
 use sha2::Sha256;
 use vigil_events::{encode, Evidence, RemediationAction, RemediationEvent, Severity};
 
-use crate::harness::{self, terminate, version_of, LifecycleEnv};
+use crate::harness::{self, clickhouse_sql, terminate, version_of, ChildGuard, LifecycleEnv, API_TOKEN};
 
 const SECRET: &str = "it-secret";
 
-/// One request the webhook received: signature header, delivery id header, raw body.
-type Received = (String, String, Bytes);
+/// One request a webhook received: signature header, delivery id header, idempotency key, raw body.
+pub type Received = (String, String, String, Bytes);
 
-/// A generic-webhook receiver on 127.0.0.1:0 that answers 200 and keeps every request.
-async fn webhook() -> (String, Arc<Mutex<Vec<Received>>>) {
+/// A signed-webhook receiver on 127.0.0.1:0 that answers 200 and keeps every request.
+pub async fn webhook() -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -35,13 +38,55 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Received>>>) {
             let sink = sink.clone();
             async move {
                 let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                sink.lock().unwrap().push((header("x-vigil-signature"), header("x-vigil-delivery"), body));
+                sink.lock().unwrap().push((header("x-vigil-signature"), header("x-vigil-delivery"), header("idempotency-key"), body));
                 "ok"
             }
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, received)
+}
+
+/// `sha256=<hex HMAC-SHA256 of body with secret>`, as the receiver checks it.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Waits until `done` holds for what `received` holds, or panics naming `what`.
+pub async fn wait_for_requests(received: &Arc<Mutex<Vec<Received>>>, what: &str, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let started = Instant::now();
+    loop {
+        let requests = received.lock().unwrap().clone();
+        if done(&requests) {
+            return requests;
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}: got {requests:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn publish_remediation(env: &LifecycleEnv, remediation: &RemediationEvent, copies: usize) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
+    let payload = encode(remediation);
+    for _ in 0..copies {
+        producer.send(FutureRecord::to(&env.remediations).key("fraud").payload(&payload), Duration::from_secs(10)).await.expect("remediation delivered");
+    }
+}
+
+/// Polls until `done` holds for the audited lifecycle events, or panics with them.
+async fn audited(env: &LifecycleEnv, within: Duration, done: impl Fn(&[vigil_store::LifecycleEventRow]) -> bool) -> Vec<vigil_store::LifecycleEventRow> {
+    let started = Instant::now();
+    loop {
+        let rows = env.store().lifecycle_events().await.unwrap_or_default();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(started.elapsed() < within, "audit rows within {within:?}: {rows:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn critical_remediation(env: &LifecycleEnv) -> RemediationEvent {
@@ -64,13 +109,21 @@ fn critical_remediation(env: &LifecycleEnv) -> RemediationEvent {
 
 
 #[tokio::test(flavor = "multi_thread")]
-async fn critical_remediation_rolls_back_the_canary_and_alerts_once() {
+async fn critical_remediation_rolls_back_the_canary_alerts_once_tells_the_platform_and_is_audited() {
     let env = LifecycleEnv::new("lifecycle");
     let (url, received) = webhook().await;
+    let (platform_url, platform) = webhook().await;
     let config = env.write_config(&format!(
         r#"
 [lifecycle]
 replay_timeout_ms = 30000
+resolve_interval_ms = 1000
+
+[[lifecycle.platform]]
+name = "serving"
+kind = "platform"
+url = "{platform_url}"
+secret = "platform-secret"
 
 [alerts]
 outbox_dir = "{outbox}"
@@ -104,15 +157,16 @@ secret = "{SECRET}"
         assert!(stderr.contains(needle), "{needle} in {stderr}");
     }
 
-    let mut consumer = env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts");
+    // Killed when the test ends, passed or failed.
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    // Once running, the platform is told the state it should serve (v2 at 20%).
+    let requests = wait_for_requests(&platform, "the start-up platform update", Duration::from_secs(60), |r| !r.is_empty()).await;
+    let first: Value = serde_json::from_slice(&requests[0].3).unwrap();
+    assert_eq!(first["traffic"], serde_json::json!([{"model_version": "v1", "weight": 0.8}, {"model_version": "v2", "weight": 0.2}]), "{first}");
 
-    // Published twice, as a redelivery would: one rollback, one alert.
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
+    // Published twice, as a redelivery would: one rollback, one alert, one platform update.
     let remediation = critical_remediation(&env);
-    let payload = encode(&remediation);
-    for _ in 0..2 {
-        producer.send(FutureRecord::to(&env.remediations).key("fraud").payload(&payload), Duration::from_secs(10)).await.expect("remediation delivered");
-    }
+    publish_remediation(&env, &remediation, 2).await;
 
     let started = Instant::now();
     let state = loop {
@@ -129,22 +183,26 @@ secret = "{SECRET}"
     assert_eq!(version_of(&state, "fraud", "v1")["stage"], "PRODUCTION", "{state}");
     let v2 = version_of(&state, "fraud", "v2");
     assert_eq!(v2["actor"], "vigil", "{state}");
-    assert_eq!(v2["last_event_id"], format!("{}:ROLLED_BACK:v2", remediation.remediation_id), "{state}");
+    let rollback_id = format!("{}:ROLLED_BACK:v2", remediation.remediation_id);
+    assert_eq!(v2["last_event_id"], rollback_id.as_str(), "{state}");
 
-    let started = Instant::now();
-    while received.lock().unwrap().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no alert within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The platform: v1 takes all traffic, signed, with the rollback's event id as the key.
+    let requests = wait_for_requests(&platform, "the rollback's platform update", Duration::from_secs(30), |r| r.iter().any(|q| q.2 == rollback_id)).await;
+    let (signed, _, _, body) = requests.iter().find(|q| q.2 == rollback_id).unwrap();
+    assert_eq!(signed, &signature("platform-secret", body), "HMAC of the raw body");
+    let update: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(update["traffic"], serde_json::json!([{"model_version": "v1", "weight": 1.0}]), "{update}");
+    assert_eq!((update["production"].as_str(), &update["canary"]), (Some("v1"), &Value::Null), "{update}");
+    assert_eq!(update["events"][0]["remediation_id"], remediation.remediation_id.as_str(), "{update}");
+
+    wait_for_requests(&received, "an alert", Duration::from_secs(30), |r| !r.is_empty()).await;
     // Anything more would come quickly (the consumer has read both copies by now).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let requests = received.lock().unwrap().clone();
     assert_eq!(requests.len(), 1, "exactly one alert: {requests:?}");
-    let (signature, delivery, body) = &requests[0];
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(signature, &format!("sha256={expected}"), "HMAC of the raw body");
+    assert_eq!(platform.lock().unwrap().len(), 2, "the start-up state and the rollback, once each");
+    let (signed, delivery, _, body) = &requests[0];
+    assert_eq!(signed, &signature(SECRET, body), "HMAC of the raw body");
     assert!(!delivery.is_empty(), "X-Vigil-Delivery is set");
     let alert: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(alert["key"], "fraud/v2/error_rate", "{alert}");
@@ -153,8 +211,145 @@ secret = "{SECRET}"
     assert_eq!(alert["remediation_id"], remediation.remediation_id.as_str(), "{alert}");
     assert!(alert.to_string().contains("canary v2 rolled back"), "the lifecycle outcome is in the details: {alert}");
 
+    // The audit: every event of the log once (the registrations replayed at start, the rollback
+    // published), and the deliveries.
+    let rows = audited(&env, Duration::from_secs(30), |rows| rows.len() == 3).await;
+    let rolled = rows.iter().find(|r| r.event_id == rollback_id).expect("the rollback is audited");
+    assert_eq!((rolled.stage.as_str(), rolled.actor.as_str(), rolled.remediation_id.as_deref()), ("ROLLED_BACK", "vigil", Some(remediation.remediation_id.as_str())));
+    assert!(rows.iter().all(|r| r.source_offset >= 0), "{rows:#?}");
+    let deliveries = env.store().alert_deliveries().await.unwrap();
+    assert!(deliveries.iter().any(|d| d.receiver == "it-hook" && d.state == "firing" && d.outcome == "delivered" && d.http_status == 200), "{deliveries:#?}");
+    assert!(deliveries.iter().any(|d| d.receiver == "serving" && d.state == "traffic" && d.alert_key == rollback_id), "{deliveries:#?}");
+
+    // Healthy again: the monitor stores a healthy check of the window after the breach, and the
+    // alert resolves with the same key.
+    // Window boundaries are whole seconds: the first window starting at or after the breach's end.
+    let window_after = (remediation.window_end_ms + 999) / 1000;
+    clickhouse_sql(&format!(
+        "INSERT INTO {}.policy_checks (model_id, model_version, window_start, policy, verdict, events, computed_at) \
+         VALUES ('fraud', 'v2', toDateTime({window_after}), 'error_rate', 'healthy', 500, now())",
+        env.database
+    ))
+    .await;
+    let requests = wait_for_requests(&received, "the resolve", Duration::from_secs(30), |r| r.len() >= 2).await;
+    let resolved: Value = serde_json::from_slice(&requests[1].3).unwrap();
+    assert_eq!((resolved["key"].as_str(), resolved["state"].as_str()), (Some("fraud/v2/error_rate"), Some("resolved")), "{resolved}");
+    assert!(resolved["ends_at"].is_string(), "{resolved}");
+
     let status = terminate(&mut consumer, Duration::from_secs(30));
     assert!(status.success(), "vigil lifecycle exit status after SIGTERM: {status:?}");
+    env.drop_database().await;
+    env.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_refuses_a_wrong_token_and_an_approval_records_who_and_why() {
+    let env = LifecycleEnv::new("lifecycle_api");
+    let config = env.write_config(
+        r#"
+[lifecycle]
+replay_timeout_ms = 30000
+[lifecycle.models.fraud]
+manual_rollback = true
+"#,
+    );
+    // Without a token the API does not start, and the error says how to give one.
+    let mut no_token = env.vigil(&config, &["lifecycle"]);
+    no_token.env_remove("VIGIL__LIFECYCLE__API__TOKEN");
+    let output = tokio::task::spawn_blocking(move || no_token.output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("lifecycle.api.token") && stderr.contains("lifecycle.api.enabled = false"), "{stderr}");
+
+    // Killed when the test ends, passed or failed.
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    harness::await_port(env.api_port, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    while env.http("GET", "/health/readyz", None, None).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let register_v1 = r#"{"version": "v1", "stage": "production", "actor": "ci", "reason": "first release"}"#;
+    for token in [None, Some("wrong-token"), Some("")] {
+        assert_eq!(env.http("POST", "/api/v1/models/fraud/versions", token, Some(register_v1)).await.0, 401, "token {token:?}");
+        assert_eq!(env.http("GET", "/api/v1/models", token, None).await.0, 401, "token {token:?}");
+    }
+    let (status, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"models":[]}"#), "nothing changed");
+
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(register_v1)).await;
+    assert_eq!(status, 201, "{body}");
+    let canary = r#"{"version": "v2", "stage": "canary", "traffic_weight": 0.2, "actor": "ci"}"#;
+    assert_eq!(env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await.0, 201);
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await;
+    assert_eq!(status, 201, "a canary event at its weight again is legal: {body}");
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(r#"{"version": "v1", "stage": "canary", "actor": "ci"}"#)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("PRODUCTION -> CANARY"), "{body}");
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(r#"{"version": "v3", "stage": "canary", "actor": "ci", "colour": "red"}"#)).await;
+    assert_eq!(status, 400, "unknown fields are refused: {body}");
+
+    // A critical remediation for the gated model waits for a human.
+    let remediation = critical_remediation(&env);
+    publish_remediation(&env, &remediation, 1).await;
+    let started = Instant::now();
+    loop {
+        let (_, body) = env.http("GET", "/api/v1/approvals?model=fraud", Some(API_TOKEN), None).await;
+        if body.contains(&remediation.remediation_id) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no pending approval within 60 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, stdout, stderr) = env.run_vigil(&config, &["lifecycle", "approvals"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(&remediation.remediation_id) && stdout.contains("v2 ROLLED_BACK"), "{stdout}");
+
+    let decision = r#"{"actor": "mallory", "reason": "no"}"#;
+    let path = format!("/api/v1/approvals/{}/approve", remediation.remediation_id);
+    assert_eq!(env.http("POST", &path, Some("wrong-token"), Some(decision)).await.0, 401);
+    let (_, model) = env.http("GET", "/api/v1/models/fraud", Some(API_TOKEN), None).await;
+    assert!(model.contains(r#""stage":"CANARY""#), "still a canary after a refused approval: {model}");
+
+    let (code, stdout, stderr) = env.run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "drift confirmed"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("model fraud version v2: ROLLED_BACK") && stdout.contains("actor alice"), "{stdout}");
+    let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "again"]).await;
+    assert_eq!(code, Some(1), "nothing left to approve");
+    assert!(stderr.contains("no decision about model fraud version v2"), "{stderr}");
+
+    let (status, body) = env.http("GET", "/api/v1/models/fraud/history", Some(API_TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let last = history["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["stage"].as_str(), last["actor"].as_str()), (Some("ROLLED_BACK"), Some("alice")), "{history}");
+    assert_eq!(last["remediation_id"], remediation.remediation_id.as_str(), "{history}");
+    assert!(last["reason"].as_str().unwrap().ends_with("approved by alice: drift confirmed"), "{history}");
+    assert!(last["event_time_ms"].as_i64().unwrap() > remediation.created_at_ms, "{history}");
+
+    // A manual rollback of production with nothing earlier to return to is refused.
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions/v1/rollback", Some(API_TOKEN), Some(r#"{"actor": "bob", "reason": "test"}"#)).await;
+    assert_eq!(status, 409, "{body}");
+
+    let rows = audited(&env, Duration::from_secs(30), |rows| rows.iter().any(|r| r.actor == "alice")).await;
+    let approved = rows.iter().find(|r| r.actor == "alice").unwrap();
+    assert_eq!((approved.stage.as_str(), approved.remediation_id.as_deref()), ("ROLLED_BACK", Some(remediation.remediation_id.as_str())));
+
+    let (_, metrics) = env.http("GET", "/metrics", None, None).await;
+    for needle in [r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#, r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
+    for (route, status) in [("/api/v1/models/{model}/versions", "401"), ("/api/v1/approvals/{id}/approve", "401"), ("/api/v1/approvals/{id}/approve", "200")] {
+        let counted = metrics.lines().any(|l| {
+            l.starts_with("vigil_lifecycle_api_requests_total{") && l.contains(&format!(r#"route="{route}""#)) && l.contains(&format!(r#"status="{status}""#))
+        });
+        assert!(counted, "{route} {status} counted in {metrics}");
+    }
+    let (status, openapi) = env.http("GET", "/openapi.json", None, None).await;
+    assert!(status == 200 && openapi.contains("\"/api/v1/approvals/{id}/approve\""), "{status}");
+
+    assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
+    env.drop_database().await;
     env.cleanup();
 }
 
@@ -183,6 +378,26 @@ secret = ""
         "alerts.receivers[0].url",
         "alerts.receivers[0].secret",
     ] {
+        assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+
+    // Webhooks in the wrong list are named, and so is a name used in both.
+    let config = env.write_config(
+        r#"
+[[alerts.receivers]]
+name = "hook"
+kind = "mlflow"
+url = "http://127.0.0.1:5000"
+
+[[lifecycle.platform]]
+name = "hook"
+kind = "slack"
+webhook_url = "https://hooks.slack.com/x"
+"#,
+    );
+    let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "state"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    for key in ["alerts.receivers[0].kind", "lifecycle.platform[0].kind", "lifecycle.platform[0].name \"hook\" is used twice"] {
         assert!(stderr.contains(key), "{key} in {stderr}");
     }
 

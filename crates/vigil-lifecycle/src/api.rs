@@ -1,0 +1,590 @@
+//! The HTTP side of `vigil lifecycle`: the registry API under `/api/v1` (bearer token), and
+//! `/metrics`, `/health/livez`, `/health/readyz` (and `/healthz`) and `/openapi.json` without one.
+//! `docs/openapi/lifecycle.json` describes every route; a test checks the router against it.
+//!
+//! Reads come from the engine the consumer task keeps; changes go to that task as commands, so
+//! they are checked, applied and published in one order with the decisions on remediations, and
+//! answered once the broker acknowledged them. A request with a missing or wrong token is
+//! answered 401 before anything is read or changed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use prometheus::{Encoder, TextEncoder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::approvals::Pending;
+use crate::audit::StoreHealth;
+use crate::engine::{Command, CommandError, CommandErrorKind};
+use crate::kafka::{lock, Request as EngineRequest, SharedEngine};
+use crate::metrics::LifecycleMetrics;
+use crate::view::{event_view, stage_from_name, EventView, ModelView, StateView};
+use crate::LifecycleError;
+
+/// The OpenAPI 3 document of this API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi/lifecycle.json");
+
+/// Longest wait for the consumer task to carry out a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the process can serve: the replay is done and the consumer runs, and ClickHouse
+/// answered the audit's last request (when the audit is on).
+#[derive(Clone, Default)]
+pub struct Readiness {
+    pub running: Arc<AtomicBool>,
+    pub store: Option<StoreHealth>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && self.store.as_ref().is_none_or(StoreHealth::is_up)
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: SharedEngine,
+    pub commands: mpsc::Sender<EngineRequest>,
+    /// `None` turns the `/api/v1` routes off (the metrics and health stay).
+    pub token: Option<Arc<str>>,
+    pub metrics: LifecycleMetrics,
+    pub registry: prometheus::Registry,
+    pub readiness: Readiness,
+}
+
+type Route = (Method, &'static str, MethodRouter<ApiState>);
+
+/// The registry API; every route needs the bearer token.
+fn api_routes() -> Vec<Route> {
+    vec![
+        (Method::GET, "/api/v1/models", get(list_models)),
+        (Method::GET, "/api/v1/models/{model}", get(get_model)),
+        (Method::GET, "/api/v1/models/{model}/history", get(history)),
+        (
+            Method::POST,
+            "/api/v1/models/{model}/versions",
+            post(register),
+        ),
+        (
+            Method::POST,
+            "/api/v1/models/{model}/versions/{version}/rollback",
+            post(rollback),
+        ),
+        (Method::GET, "/api/v1/approvals", get(list_approvals)),
+        (
+            Method::POST,
+            "/api/v1/approvals/{id}/approve",
+            post(approve),
+        ),
+        (Method::POST, "/api/v1/approvals/{id}/reject", post(reject)),
+    ]
+}
+
+/// Served without a token.
+fn public_routes() -> Vec<Route> {
+    vec![
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::GET, "/healthz", get(live)),
+        (Method::GET, "/health/livez", get(live)),
+        (Method::GET, "/health/readyz", get(ready)),
+        (Method::GET, "/openapi.json", get(openapi)),
+    ]
+}
+
+/// Every (method, path) the router serves, API routes first.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    api_routes()
+        .into_iter()
+        .chain(public_routes())
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+pub fn router(state: ApiState) -> Router {
+    let mut api = Router::new();
+    if state.token.is_some() {
+        for (_, path, handler) in api_routes() {
+            api = api.route(path, handler);
+        }
+        api = api.route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    }
+    let mut public = Router::new();
+    for (_, path, handler) in public_routes() {
+        public = public.route(path, handler);
+    }
+    api.merge(public)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Binds `addr` now (so a taken port fails the start) and serves until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, LifecycleError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| LifecycleError::Http {
+            addr: addr.to_string(),
+            source,
+        })?;
+    tracing::info!(addr = %addr, "serving the lifecycle api, /metrics and /health");
+    Ok(tokio::spawn(async move {
+        let server =
+            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(%error, "http server stopped");
+        }
+    }))
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time; anything else is 401.
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let expected = state.token.as_deref().unwrap_or_default();
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <lifecycle.api.token>)",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"vigil\""),
+        );
+        return response;
+    }
+    if !state.readiness.running.load(Ordering::Relaxed) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lifecycle log is still being replayed",
+        );
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts every request by route template, method and status.
+async fn count(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| {
+            // Templates come from the router, so the label set is bounded.
+            routes()
+                .into_iter()
+                .map(|(_, path)| path)
+                .find(|path| *path == p.as_str())
+                .unwrap_or("unmatched")
+        });
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .api_requests
+        .with_label_values(&[route, method.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: message.to_owned(),
+        },
+    )
+}
+
+/// The body as `T`, refusing unknown fields; 400 with serde's message otherwise.
+fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, Response> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    if !json_type {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid request body: {e}"),
+        )
+    })
+}
+
+async fn list_models(State(state): State<ApiState>) -> Response {
+    let view = StateView::of(&lock(&state.engine).registry);
+    json(StatusCode::OK, &view)
+}
+
+async fn get_model(State(state): State<ApiState>, Path(model): Path<String>) -> Response {
+    let engine = lock(&state.engine);
+    match engine.registry.model(&model) {
+        Some(m) => json(StatusCode::OK, &ModelView::of(&model, m)),
+        None => error(StatusCode::NOT_FOUND, &format!("no model {model:?}")),
+    }
+}
+
+/// A model's events, oldest first.
+#[derive(Serialize, Deserialize)]
+pub struct History {
+    pub model_id: String,
+    pub events: Vec<EventView>,
+}
+
+async fn history(State(state): State<ApiState>, Path(model): Path<String>) -> Response {
+    let engine = lock(&state.engine);
+    match engine.registry.model(&model) {
+        Some(m) => json(
+            StatusCode::OK,
+            &History {
+                model_id: model.clone(),
+                events: m.history.iter().map(event_view).collect(),
+            },
+        ),
+        None => error(StatusCode::NOT_FOUND, &format!("no model {model:?}")),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub version: String,
+    /// `candidate`, `canary` or `production`.
+    pub stage: String,
+    #[serde(default)]
+    pub traffic_weight: Option<f64>,
+    pub actor: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Who decides and why: every change through the API records both.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub actor: String,
+    pub reason: String,
+}
+
+/// The events a change published, in order.
+#[derive(Serialize, Deserialize)]
+pub struct Published {
+    pub events: Vec<EventView>,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let request: RegisterBody = match body(&headers, &bytes) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some(stage) = stage_from_name(&request.stage) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "stage {:?}: must be candidate, canary or production",
+                request.stage
+            ),
+        );
+    };
+    let command = Command::Register {
+        model_id: model,
+        version: request.version,
+        stage,
+        traffic_weight: request.traffic_weight,
+        actor: request.actor,
+        reason: request.reason,
+    };
+    run(&state, command, StatusCode::CREATED).await
+}
+
+async fn rollback(
+    State(state): State<ApiState>,
+    Path((model_id, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    decision(&state, &headers, &bytes, |d| Command::Rollback {
+        model_id,
+        version,
+        actor: d.actor,
+        reason: d.reason,
+    })
+    .await
+}
+
+/// A command from a [`DecisionBody`], carried out.
+async fn decision(
+    state: &ApiState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    command: impl FnOnce(DecisionBody) -> Command,
+) -> Response {
+    match body::<DecisionBody>(headers, bytes) {
+        Ok(d) => run(state, command(d), StatusCode::OK).await,
+        Err(response) => response,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Approvals {
+    pub approvals: Vec<Pending>,
+}
+
+async fn list_approvals(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
+    let mut model = None;
+    let mut version = None;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("model", v)) => model = Some(percent_decode(v)),
+            Some(("version", v)) => version = Some(percent_decode(v)),
+            _ => {}
+        }
+    }
+    let engine = lock(&state.engine);
+    let approvals = engine
+        .approvals
+        .list()
+        .filter(|p| model.as_deref().is_none_or(|m| m == p.model_id))
+        .filter(|p| version.as_deref().is_none_or(|v| v == p.model_version))
+        .cloned()
+        .collect();
+    json(StatusCode::OK, &Approvals { approvals })
+}
+
+async fn approve(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    decision(&state, &headers, &bytes, |d| Command::Approve {
+        id,
+        actor: d.actor,
+        reason: d.reason,
+    })
+    .await
+}
+
+async fn reject(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    decision(&state, &headers, &bytes, |d| Command::Reject {
+        id,
+        actor: d.actor,
+        reason: d.reason,
+    })
+    .await
+}
+
+/// Hands a command to the consumer task and answers with the events it published.
+async fn run(state: &ApiState, command: Command, success: StatusCode) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lifecycle consumer is not running",
+        )
+    };
+    if state
+        .commands
+        .send(EngineRequest { command, reply })
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+        Ok(Ok(Ok(events))) => json(
+            success,
+            &Published {
+                events: events.iter().map(event_view).collect(),
+            },
+        ),
+        Ok(Ok(Err(refused))) => command_error(&refused),
+        Ok(Err(_)) | Err(_) => unavailable(),
+    }
+}
+
+fn command_error(refused: &CommandError) -> Response {
+    let status = match refused.kind {
+        CommandErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        CommandErrorKind::NotFound => StatusCode::NOT_FOUND,
+        CommandErrorKind::Conflict => StatusCode::CONFLICT,
+        CommandErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &refused.message)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    state
+        .metrics
+        .pending_approvals
+        .set(lock(&state.engine).approvals.len() as i64);
+    let mut body = Vec::new();
+    match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3."),
+            "OpenAPI 3"
+        );
+        let paths = doc["paths"].as_object().unwrap();
+        let api: Vec<_> = api_routes().into_iter().map(|(m, p, _)| (m, p)).collect();
+        for (method, path) in routes() {
+            let operation = &paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} is not in docs/openapi/lifecycle.json"))
+                [method.as_str().to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{method} {path} is not in docs/openapi/lifecycle.json"
+            );
+            let protected = api.contains(&(method.clone(), path));
+            let responses = operation["responses"].as_object().unwrap();
+            assert_eq!(
+                responses.contains_key("401"),
+                protected,
+                "{method} {path}: 401 documented exactly for the token-protected routes"
+            );
+            assert_eq!(
+                operation.get("security") == Some(&serde_json::json!([])),
+                !protected,
+                "{method} {path}: public routes say security: []"
+            );
+        }
+        let served = routes();
+        for (path, item) in paths {
+            for method in item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+            {
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                assert!(
+                    served.contains(&(method.clone(), path.as_str())),
+                    "{method} {path} is documented but not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decode("fraud%2Fde"), "fraud/de");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
