@@ -3,7 +3,7 @@
 //! the events/s one producer sustains (events logged as fast as one thread builds them, until the
 //! broker has acknowledged all of them), with the CPU time of each thread.
 //!
-//!     load-tests/rust_sdk_bench.sh [--calls 200000] [--rate 100000] [--events 2000000] [--kafka key=value ...]
+//!     load-tests/rust_sdk_bench.sh [--calls 200000] [--rate 100000] [--events 2000000] [--kafka key=value ...] [--only NAME]
 //!
 //! or `cargo bench -p vigil-benches --bench sdk_load -- [options]`. Events are
 //! `vigil_benches::realistic_prediction` (20 numeric features, 3 categorical, 2 segment tags, about
@@ -23,6 +23,8 @@ struct Args {
     rate: u64,
     events: u64,
     kafka: Vec<(String, String)>,
+    /// Run only the throughput phases whose name contains this (and skip the per-call phase).
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -32,6 +34,7 @@ fn args() -> Args {
         rate: 100_000,
         events: 2_000_000,
         kafka: Vec::new(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,6 +49,7 @@ fn args() -> Args {
                 let (k, v) = kv.split_once('=').expect("--kafka key=value");
                 args.kafka.push((k.to_owned(), v.to_owned()));
             }
+            "--only" => args.only = Some(value()),
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown argument {other}; see the comment at the top of benches/sdk_load.rs"),
         }
@@ -140,10 +144,26 @@ fn report(name: &str, h: &Histogram<u64>) {
     );
 }
 
-/// Logs `events` as fast as one thread builds them; keeps at most half the queue in flight so no
-/// event is dropped; events/s = events / (first call until the broker acknowledged the last).
-fn throughput(producer: &Producer, args: &Args, first: u64) -> (f64, u64) {
+/// How the throughput phase gets its events.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// Built in the calling thread for each call and moved into the SDK.
+    BuiltMoved,
+    /// Built in the calling thread for each call and lent (encoded by the call).
+    BuiltLent,
+    /// Lent from 1,000 prebuilt events (their ids repeat): what the SDK alone sustains, without
+    /// the cost of building events.
+    PoolLent,
+}
+
+/// Logs `events` as fast as one thread can; keeps at most 50,000 in flight so none is dropped;
+/// events/s = events / (first call until the broker acknowledged the last).
+fn throughput(producer: &Producer, args: &Args, source: Source, first: u64) -> (f64, u64) {
     let time_ms = now_ms();
+    let pool: Vec<PredictionEvent> = match source {
+        Source::PoolLent => (0..1000).map(|i| realistic_prediction(first + i, time_ms)).collect(),
+        _ => Vec::new(),
+    };
     let mut queue_full = 0;
     let started = Instant::now();
     for i in 0..args.events {
@@ -152,8 +172,12 @@ fn throughput(producer: &Producer, args: &Args, first: u64) -> (f64, u64) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
-        let event: PredictionEvent = realistic_prediction(first + i, time_ms);
-        match producer.log_prediction(event) {
+        let result = match source {
+            Source::BuiltMoved => producer.log_prediction(realistic_prediction(first + i, time_ms)),
+            Source::BuiltLent => producer.log_prediction(&realistic_prediction(first + i, time_ms)),
+            Source::PoolLent => producer.log_prediction(&pool[(i % 1000) as usize]),
+        };
+        match result {
             Ok(()) => {}
             Err(SdkError::QueueFull { .. }) => queue_full += 1,
             Err(error) => panic!("{error}"),
@@ -185,7 +209,8 @@ fn main() {
     println!("timer overhead (Instant pair, included in each figure below): median {} ns, p99 {} ns",
         calibration.value_at_quantile(0.5), calibration.value_at_quantile(0.99));
 
-    for (name, borrowed) in [("log_prediction(event) [moved]", false), ("log_prediction(&event) [lent]", true)] {
+    let per_call_phases = if args.only.is_some() { &[][..] } else { &[("log_prediction(event) [moved]", false), ("log_prediction(&event) [lent]", true)][..] };
+    for &(name, borrowed) in per_call_phases {
         let before = thread_cpu();
         let h = per_call(&producer, &args, borrowed, if borrowed { args.calls } else { 0 });
         producer.flush(Duration::from_secs(60)).unwrap();
@@ -193,13 +218,20 @@ fn main() {
         println!("  cpu: {}", cpu_delta(&before, &thread_cpu()));
     }
 
-    let before = thread_cpu();
-    let (rate, queue_full) = throughput(&producer, &args, 2 * args.calls);
-    println!(
-        "throughput: {} events (built in the calling thread, moved) delivered at {rate:.0} events/s; queue-full drops {queue_full}",
-        args.events
-    );
-    println!("  cpu: {}", cpu_delta(&before, &thread_cpu()));
+    let sources = [
+        ("built per call, moved", Source::BuiltMoved),
+        ("built per call, lent", Source::BuiltLent),
+        ("lent from 1,000 prebuilt", Source::PoolLent),
+    ];
+    for (n, (name, source)) in sources.into_iter().enumerate() {
+        if args.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+            continue;
+        }
+        let before = thread_cpu();
+        let (rate, queue_full) = throughput(&producer, &args, source, 2 * args.calls + n as u64 * args.events);
+        println!("throughput, events {name}: {} events, all delivered, at {rate:.0} events/s; queue-full drops {queue_full}", args.events);
+        println!("  cpu: {}", cpu_delta(&before, &thread_cpu()));
+    }
     let stats = producer.stats();
     println!("stats: {stats:?}; load average at end {}", load_average());
     producer.close(Duration::from_secs(10));

@@ -1,6 +1,6 @@
 //! [`Producer`]: the serving thread's side.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,13 +96,17 @@ mod sealed {
     loggable!(PredictionEvent, Prediction, Topic::Predictions);
     loggable!(OutcomeEvent, Outcome, Topic::Outcomes);
 
+    /// The largest encoding seen so far (key included), so one allocation fits the next one.
+    static SIZE_HINT: AtomicUsize = AtomicUsize::new(512);
+
     fn encoded<T: AvroRecord>(topic: Topic, key: &str, event: &T) -> Queued {
+        let hint = SIZE_HINT.load(Ordering::Relaxed);
+        let mut grown = hint;
         // Key and value in one allocation.
-        let mut size_hint = 512;
-        let value = encode_with_hint(event, &mut size_hint);
-        let mut bytes = Vec::with_capacity(key.len() + value.len());
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.extend_from_slice(&value);
+        let bytes = encode_with_hint(key.as_bytes(), event, &mut grown);
+        if grown > hint {
+            SIZE_HINT.store(grown, Ordering::Relaxed);
+        }
         Queued(Item::Encoded { topic, key_len: key.len(), bytes })
     }
 }

@@ -14,11 +14,12 @@ use vigil_events::{AvroRecord, Writer, MAGIC};
 
 use crate::queue::{Item, Queue, Topic};
 
-/// How long the sender sleeps (serving delivery reports) when the queue is empty: the longest an
-/// event waits before librdkafka sees it, on top of `linger`.
-pub(crate) const IDLE_POLL: Duration = Duration::from_millis(1);
-/// How long it waits for room when librdkafka's buffer is full.
-const FULL_POLL: Duration = Duration::from_millis(5);
+/// How long the sender sleeps when the queue is empty: the longest an event waits before
+/// librdkafka sees it, on top of `linger`.
+const IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// How long it sleeps when librdkafka's buffer is full, before serving delivery reports (which
+/// free room) and trying again.
+const FULL_SLEEP: Duration = Duration::from_millis(2);
 /// How long closing waits for librdkafka to report the events it purged.
 const PURGE_REPORTS: Duration = Duration::from_millis(500);
 
@@ -107,7 +108,7 @@ impl Sender {
                     Handed::Yes => congested = false,
                     Handed::Full => {
                         queue.put_back(item);
-                        self.kafka.poll(FULL_POLL);
+                        self.wait(FULL_SLEEP);
                         continue;
                     }
                     Handed::Refused(error) => self.shared.counts.add_failed(1, self.shared.started, &error),
@@ -117,7 +118,7 @@ impl Sender {
             }
             queue.take(&mut batch);
             if batch.is_empty() {
-                self.kafka.poll(IDLE_POLL);
+                self.wait(IDLE_SLEEP);
                 continue;
             }
             while let Some(item) = batch.front() {
@@ -128,7 +129,7 @@ impl Sender {
                         // delivery reports free room meanwhile.
                         queue.give_back(&mut batch);
                         congested = true;
-                        self.kafka.poll(FULL_POLL);
+                        self.wait(FULL_SLEEP);
                         break;
                     }
                     Handed::Refused(error) => self.shared.counts.add_failed(1, self.shared.started, &error),
@@ -136,24 +137,42 @@ impl Sender {
                 batch.pop_front();
             }
             queue.batch_done();
-            // Each call serves at most one event, and a delivery-report event covers a whole
-            // produce request.
-            for _ in 0..4 {
-                self.kafka.poll(Duration::ZERO);
-            }
+            self.serve_reports();
         }
         self.give_up(batch);
+    }
+
+    /// Sleeps, then serves the delivery reports that arrived meanwhile. (Not `poll(timeout)`:
+    /// `BaseProducer::poll` loops until its deadline and passes the time left to librdkafka in
+    /// whole milliseconds, so its last millisecond is a busy loop.)
+    fn wait(&self, sleep: Duration) {
+        std::thread::sleep(sleep);
+        self.serve_reports();
+    }
+
+    /// Serves waiting delivery reports without blocking: each `poll(0)` serves one event (a
+    /// delivery-report event covers a whole produce request), so poll while they resolve events.
+    fn serve_reports(&self) {
+        let counts = &self.shared.counts;
+        let resolved = || counts.delivered.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
+        for _ in 0..64 {
+            let before = resolved();
+            self.kafka.poll(Duration::ZERO);
+            if resolved() == before {
+                break;
+            }
+        }
     }
 
     fn hand_over(&self, item: &Item, size_hint: &mut usize) -> Handed {
         let owned;
         let (topic, key, payload): (&str, &[u8], &[u8]) = match item {
             Item::Prediction(event) => {
-                owned = encode_with_hint(event, size_hint);
+                owned = encode_with_hint(&[], event, size_hint);
                 (&self.predictions_topic, event.model_id.as_bytes(), &owned)
             }
             Item::Outcome(event) => {
-                owned = encode_with_hint(event, size_hint);
+                owned = encode_with_hint(&[], event, size_hint);
                 (&self.outcomes_topic, event.model_id.as_bytes(), &owned)
             }
             Item::Encoded { topic, key_len, bytes } => {
@@ -194,9 +213,11 @@ impl Sender {
     }
 }
 
-/// The single-object encoding of [`vigil_events::encode`], in a buffer sized from the last event.
-pub(crate) fn encode_with_hint<T: AvroRecord>(event: &T, size_hint: &mut usize) -> Vec<u8> {
+/// `prefix`, then the single-object encoding of [`vigil_events::encode`], in one buffer sized from
+/// the largest so far (`size_hint`, updated).
+pub(crate) fn encode_with_hint<T: AvroRecord>(prefix: &[u8], event: &T, size_hint: &mut usize) -> Vec<u8> {
     let mut w = Writer::with_capacity(*size_hint);
+    w.raw(prefix);
     w.raw(&MAGIC);
     w.raw(&T::fingerprint().to_le_bytes());
     event.encode_body(&mut w);
@@ -227,9 +248,10 @@ mod tests {
             ..Default::default()
         };
         let mut hint = 8;
-        assert_eq!(encode_with_hint(&event, &mut hint), encode(&event));
+        assert_eq!(encode_with_hint(&[], &event, &mut hint), encode(&event));
         assert_eq!(hint, encode(&event).len());
         let outcome = OutcomeEvent { prediction_id: "p".into(), model_id: "m".into(), label: Some("1".into()), ..Default::default() };
-        assert_eq!(encode_with_hint(&outcome, &mut hint), encode(&outcome));
+        let with_key = encode_with_hint(b"key", &outcome, &mut hint);
+        assert_eq!((&with_key[..3], &with_key[3..]), (&b"key"[..], &encode(&outcome)[..]));
     }
 }
