@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Load test of the walking skeleton on the local stack (deploy/local/up):
-#   1. `vigil loadgen --rate 0` publishes N predictions (20 features) as fast as the Rust SDK can;
-#   2. `vigil monitor` starts on that backlog and the test times until ClickHouse holds all N.
-# Prints producer events/s and monitor events/s (decode + count + store, broker on the same box).
-# Usage: load-tests/monitor_throughput.sh [N]   (default 1000000; needs a release build)
+# Load test of the monitor on the local stack (deploy/local/up):
+#   1. `vigil loadgen --rate 0` publishes N predictions (20 features) as fast as the Rust SDK can,
+#      plus outcomes for LABEL_RATE of them;
+#   2. `vigil monitor` starts on that backlog (5 s windows, so windows close while it works) and
+#      the test times until ClickHouse holds all N predictions.
+# Prints producer events/s, monitor predictions/s (decode, window state, outcome join, store and
+# close, broker and ClickHouse on the same box), peak RSS, and the p50/p99 of the time from a
+# window becoming due to its rows being in ClickHouse (from the monitor's histogram).
+# Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3] load-tests/monitor_throughput.sh [N]
+#   (default N 1000000; needs a release build: cargo build --release -p vigil)
+# Memory at scale: MODELS=1000 VERSIONS=3 load-tests/monitor_throughput.sh 600000
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 vigil="$repo/target/release/vigil"
 n="${1:-1000000}"
+models="${MODELS:-20}"
+versions="${VERSIONS:-3}"
+label_rate="${LABEL_RATE:-0.3}"
 [[ -x "$vigil" ]] || { echo "build first: cargo build --release -p vigil" >&2; exit 1; }
 ch="${VIGIL_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
 run="lt_$(date +%s)_$$"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
 export VIGIL__KAFKA__BROKERS="${VIGIL_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 export VIGIL__TOPICS__PREDICTIONS="loadtest.$run.predictions"
+export VIGIL__TOPICS__OUTCOMES="loadtest.$run.outcomes"
 export VIGIL__TOPICS__DEADLETTER="loadtest.$run.deadletter"
+export VIGIL__TOPICS__REMEDIATIONS="loadtest.$run.remediations"
 export VIGIL__CLICKHOUSE__URL="$ch"
 export VIGIL__CLICKHOUSE__DATABASE="$run"
 export VIGIL__MONITOR__GROUP_ID="loadtest-$run"
-export VIGIL__HTTP__LISTEN="127.0.0.1:0"
+export VIGIL__MONITOR__WINDOW_SECONDS=5
+export VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS=1
+export VIGIL__HTTP__LISTEN="127.0.0.1:$port"
 export RUST_LOG="${RUST_LOG:-warn}"
 
 query() { curl -sf "$ch/" --data-binary "$1"; }
@@ -31,8 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "[load] publishing $n predictions (topic $VIGIL__TOPICS__PREDICTIONS) ..."
-"$vigil" loadgen --rate 0 --max-events "$n" --duration 1h --models 20 --versions 3 --seed 7
+echo "[load] publishing $n predictions for $models models x $versions versions, outcomes for $label_rate of them ..."
+"$vigil" loadgen --rate 0 --max-events "$n" --duration 1h --models "$models" --versions "$versions" --seed 7 \
+  --label-rate "$label_rate" --label-delay 2s
 
 echo "[load] starting the monitor on the backlog ..."
 "$vigil" migrate >/dev/null
@@ -48,5 +63,30 @@ done
 t1="$(now)"
 rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$monitor_pid/status")"
 awk -v n="$n" -v a="$t0" -v b="$t1" -v rss="$rss_kb" 'BEGIN {
-  printf "[load] monitor stored %d events in %.2f s: %.0f events/s (peak RSS %.0f MiB)\n", n, b - a, n / (b - a), rss / 1024 }'
+  printf "[load] monitor stored %d predictions in %.2f s: %.0f predictions/s (peak RSS %.0f MiB)\n", n, b - a, n / (b - a), rss / 1024 }'
 [[ "$stored" == "$n" ]] || { echo "MISMATCH: stored $stored of $n" >&2; exit 1; }
+
+# Close latency: quantiles of the histogram's buckets, interpolated within a bucket as
+# Prometheus' histogram_quantile does.
+curl -sf "http://127.0.0.1:$port/metrics" | awk '
+  /^vigil_monitor_window_close_latency_seconds_bucket/ {
+    match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); les[++k] = le; counts[k] = $2 }
+  /^vigil_monitor_outcomes_matched_total/ { matched = $2 }
+  END {
+    total = counts[k]
+    if (total == 0) { print "[load] no window closed"; exit }
+    split("0.5 0.99", qs, " ")
+    for (i = 1; i <= 2; i++) {
+      rank = qs[i] * total; prev_le = 0; prev_c = 0
+      for (j = 1; j <= k; j++) {
+        if (counts[j] >= rank) {
+          hi = (les[j] == "+Inf") ? prev_le : les[j]
+          v = (counts[j] == prev_c) ? hi : prev_le + (hi - prev_le) * (rank - prev_c) / (counts[j] - prev_c)
+          printf "[load] window close latency p%d: %.2f s (%d windows closed)\n", qs[i] * 100, v, total
+          break
+        }
+        prev_le = les[j]; prev_c = counts[j]
+      }
+    }
+    printf "[load] outcomes matched: %d\n", matched
+  }'

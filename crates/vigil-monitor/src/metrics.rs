@@ -32,6 +32,7 @@ pub struct MonitorMetrics {
     pub drift_tests: IntCounter,
     pub features_drifted: IntCounter,
     pub references_created: IntCounter,
+    pub windows_without_reference: IntCounter,
     pub remediations: IntCounter,
     pub outcomes_decoded: IntCounter,
     pub outcomes_matched: IntCounter,
@@ -211,6 +212,10 @@ impl MonitorMetrics {
             features_drifted: counter("features_drifted_total", "Feature drift tests whose verdict was drift")?,
             remediations: counter("remediations_total", "Remediation events published after a policy breach")?,
             references_created: counter("references_created_total", "Baseline references taken from a first closed window")?,
+            windows_without_reference: counter(
+                "windows_without_reference_total",
+                "Closed windows (all traffic) of a version with no reference yet: drift not tested",
+            )?,
             close_errors: counter("window_close_errors_total", "Window closes that failed and will be retried")?,
             segment_overflow: counter(
                 "segment_overflow_total",

@@ -49,6 +49,8 @@ struct Pipeline {
     streaks: Streaks,
     /// Windows whose performance was judged (they had enough outcomes); restored at reload.
     performance_decided: std::collections::HashSet<WindowKey>,
+    /// Versions already reported as having no reference (reported once each).
+    missing_reference_noted: std::collections::HashSet<(String, String)>,
     /// Performance of each baseline reference window, by reference id: the yardstick for the
     /// accuracy drop.
     reference_performance: HashMap<String, crate::performance::PerformanceSummary>,
@@ -117,6 +119,7 @@ pub async fn run(
         remediations: Remediations::new(&settings.kafka, &settings.remediations_topic)?,
         streaks: Streaks::default(),
         performance_decided: Default::default(),
+        missing_reference_noted: Default::default(),
         reference_performance: HashMap::new(),
         settings,
         store,
@@ -655,6 +658,7 @@ impl Pipeline {
         let mut drift_rows = Vec::new();
         let mut policy_inputs = Vec::new();
         let mut budget_inputs = Vec::new();
+        let mut without_reference = Vec::new();
         for ((model_id, model_version, segment), state) in merged {
             if state.events == 0 {
                 // Only outcomes so far (their predictions' partials are elsewhere or not yet
@@ -681,7 +685,12 @@ impl Pipeline {
                     drift_rows.extend(rows);
                     id.clone()
                 }
-                None => String::new(),
+                None => {
+                    if key.segment.is_empty() {
+                        without_reference.push((reference_key.clone(), state.events));
+                    }
+                    String::new()
+                }
             };
             let metrics_row = rows::metrics(&ctx, &key, &state, &reference_id, partition as u32);
             performance_rows.push(rows::performance(&ctx, &key, &state, &reference_id));
@@ -691,6 +700,20 @@ impl Pipeline {
                 budget_inputs.push((window, state.events, metrics_row.latency_p99_ms, performance));
             }
             rows.push(metrics_row);
+        }
+        for ((model_id, model_version), events) in without_reference {
+            self.metrics.windows_without_reference.inc();
+            if self.missing_reference_noted.insert((model_id.clone(), model_version.clone())) {
+                tracing::warn!(
+                    model_id,
+                    model_version,
+                    window_start,
+                    events,
+                    baseline_min_events = self.settings.baseline_min_events,
+                    "no reference for this version yet: drift is not tested until a window reaches \
+                     monitor.baseline_min_events or a reference is uploaded (vigil reference upload)"
+                );
+            }
         }
         for row in rows.iter().filter(|r| r.segment.is_empty()) {
             let drifted = drift_rows.iter().filter(|d| d.segment.is_empty() && d.model_id == row.model_id && d.model_version == row.model_version);

@@ -31,6 +31,8 @@ struct Row {
     score_mean: Option<f64>,
     drifted: usize,
     tested: usize,
+    /// Whether the latest window was compared with a reference.
+    has_reference: bool,
     /// Verdicts of the latest window, by policy.
     verdicts: BTreeMap<String, String>,
     /// Accuracy and outcomes of the latest window with outcomes.
@@ -78,6 +80,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         let row = rows.entry((m.model_id.clone(), m.model_version.clone())).or_default();
         if row.window_start.is_none_or(|w| m.window_start > w) {
             (row.window_start, row.events, row.latency_p99_ms, row.score_mean) = (Some(m.window_start), m.events, m.latency_p99_ms, m.score_mean);
+            row.has_reference = !m.reference_id.is_empty();
         }
     }
     for d in store.feature_drift().await.with_context(context)?.into_iter().filter(|d| d.segment.is_empty()) {
@@ -121,7 +124,11 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
                 r.events,
                 opt(r.latency_p99_ms, 2),
                 opt(r.score_mean, 3),
-                if r.tested > 0 { format!("{}/{}", r.drifted, r.tested) } else { "-".into() },
+                match (r.tested, r.has_reference) {
+                    (0, false) if r.window_start.is_some() => "no ref".to_owned(),
+                    (0, _) => "-".to_owned(),
+                    _ => format!("{}/{}", r.drifted, r.tested),
+                },
                 r.accuracy.map_or("-".to_owned(), |(_, a, n)| format!("{a:.3} ({n})")),
                 r.verdict(),
             );
