@@ -63,7 +63,14 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn new(capacity: usize, policy: DropPolicy) -> Self {
-        Self { state: Mutex::default(), in_hand: AtomicUsize::new(0), capacity, policy }
+        let state = State { items: VecDeque::with_capacity(Self::initial_room(capacity)), ..State::default() };
+        Self { state: Mutex::new(state), in_hand: AtomicUsize::new(0), capacity, policy }
+    }
+
+    /// Room reserved up front in the queue and in the sender's batch, so the first bursts do not
+    /// reallocate (and copy) the queue under its lock.
+    pub fn initial_room(capacity: usize) -> usize {
+        capacity.min(1024)
     }
 
     pub fn capacity(&self) -> usize {

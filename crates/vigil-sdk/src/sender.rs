@@ -92,9 +92,9 @@ enum Handed {
 
 impl Sender {
     pub fn run(self) {
-        let mut batch = VecDeque::new();
-        let mut size_hint = 512;
         let queue = &self.shared.queue;
+        let mut batch = VecDeque::with_capacity(Queue::initial_room(queue.capacity()));
+        let mut size_hint = 512;
         // librdkafka's buffer was full at the last try: offer one event at a time, so the rest
         // stays in the queue where the drop policy can evict it.
         let mut congested = false;
