@@ -7,8 +7,8 @@ use vigil_events::{LifecycleEvent, RemediationEvent, Stage};
 use crate::approvals::{Approvals, Pending};
 use crate::view::{event_view, to_event};
 use crate::{
-    approve, decide, reject, rollback_events, stage_name, Cause, Decision, LifecyclePolicy,
-    Outcome, Registry,
+    approve, decide, decide_canary, reject, rollback_events, stage_name, CanaryStep, Cause,
+    Decision, LifecyclePolicy, Outcome, Registry, AUTOMATION_ACTOR,
 };
 
 /// A change a person asks for. Every one names its actor and reason, which the events record
@@ -43,6 +43,13 @@ pub enum Command {
         actor: String,
         reason: String,
     },
+    /// One canary analysis window's step (from [`crate::analysis`]), by `vigil`.
+    CanaryStep {
+        model_id: String,
+        version: String,
+        window_end_ms: i64,
+        step: CanaryStep,
+    },
 }
 
 impl Command {
@@ -53,6 +60,7 @@ impl Command {
             Command::Rollback { .. } => "rollback",
             Command::Approve { .. } => "approve",
             Command::Reject { .. } => "reject",
+            Command::CanaryStep { .. } => "canary_step",
         }
     }
 }
@@ -120,22 +128,43 @@ impl Engine {
             decision.events.clear();
         }
         if let Outcome::AwaitingApproval { proposed } = &decision.outcome {
-            let summary = proposed
-                .iter()
-                .map(|e| format!("{} {}", e.model_version, stage_name(e.stage)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.approvals.insert(Pending {
-                id: remediation.remediation_id.clone(),
-                model_id: remediation.model_id.clone(),
-                model_version: remediation.model_version.clone(),
-                remediation_id: Some(remediation.remediation_id.clone()),
-                summary: format!("{}: {summary}", remediation.model_id),
-                proposed: proposed.iter().map(event_view).collect(),
-                created_ms: now_ms,
-            });
+            self.propose(
+                &remediation.remediation_id,
+                &remediation.model_version,
+                Some(&remediation.remediation_id),
+                proposed,
+                now_ms,
+            );
         }
         decision
+    }
+
+    /// Adds a manual gate's proposal to the pending approvals.
+    fn propose(
+        &mut self,
+        id: &str,
+        version: &str,
+        remediation_id: Option<&str>,
+        proposed: &[LifecycleEvent],
+        now_ms: i64,
+    ) {
+        let Some(model_id) = proposed.first().map(|e| e.model_id.clone()) else {
+            return;
+        };
+        let summary = proposed
+            .iter()
+            .map(|e| format!("{} {}", e.model_version, stage_name(e.stage)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.approvals.insert(Pending {
+            id: id.to_owned(),
+            summary: format!("{model_id}: {summary}"),
+            model_id,
+            model_version: version.to_owned(),
+            remediation_id: remediation_id.map(str::to_owned),
+            proposed: proposed.iter().map(event_view).collect(),
+            created_ms: now_ms,
+        });
     }
 
     /// Carries out a command: the events are checked together against the registry, then
@@ -147,10 +176,13 @@ impl Engine {
     ) -> Result<Vec<LifecycleEvent>, CommandError> {
         use CommandErrorKind::{Conflict, Invalid, NotFound};
         let (actor, reason) = match command {
-            Command::Register { actor, reason, .. } => (actor, reason.as_deref().unwrap_or("-")),
+            Command::Register { actor, reason, .. } => {
+                (actor.as_str(), reason.as_deref().unwrap_or("-"))
+            }
             Command::Rollback { actor, reason, .. }
             | Command::Approve { actor, reason, .. }
-            | Command::Reject { actor, reason, .. } => (actor, reason.as_str()),
+            | Command::Reject { actor, reason, .. } => (actor.as_str(), reason.as_str()),
+            Command::CanaryStep { .. } => (AUTOMATION_ACTOR, "canary analysis"),
         };
         if actor.trim().is_empty() || reason.trim().is_empty() {
             return Err(CommandError::new(
@@ -235,6 +267,27 @@ impl Engine {
                         ));
                     }
                 }
+            }
+            Command::CanaryStep {
+                model_id,
+                version,
+                window_end_ms,
+                step,
+            } => {
+                let decision = decide_canary(
+                    &self.registry,
+                    model_id,
+                    version,
+                    *window_end_ms,
+                    *step,
+                    &self.policy,
+                    now_ms,
+                );
+                if let Outcome::AwaitingApproval { proposed } = &decision.outcome {
+                    let id = format!("canary:{model_id}:{version}:{window_end_ms}");
+                    self.propose(&id, version, None, proposed, now_ms);
+                }
+                decision.events
             }
         };
         let mut next = self.registry.clone();

@@ -4,9 +4,10 @@
 //! Everything under [`registry`] is pure (no tokio, Kafka or clock), and so is [`engine`] (the
 //! registry with its pending approvals, and the commands people send); [`kafka`] is the thin
 //! adapter that replays the log, consumes remediations and commands and publishes decisions;
-//! [`service`] runs it with the HTTP API ([`api`]), the webhooks, the ClickHouse [`audit`] and
-//! the alert [`resolve`] poll.
+//! [`service`] runs it with the HTTP API ([`api`]), the webhooks, the ClickHouse [`audit`], the
+//! alert [`resolve`] poll and the canary [`analysis`] fed by the monitor's windows.
 
+pub mod analysis;
 pub mod api;
 pub mod approvals;
 pub mod audit;
@@ -22,8 +23,8 @@ pub mod view;
 
 pub use error::LifecycleError;
 pub use registry::canary::{
-    relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep, Direction, RelativeCheck, Sample,
-    Verdict,
+    metric_source, policy_verdict, relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep,
+    Direction, RelativeCheck, Sample, Verdict, WINDOW_METRICS,
 };
 pub use registry::decide::{
     approve, decide, decide_canary, reject, rollback_events, Cause, Decision, Outcome,

@@ -41,6 +41,11 @@ pub struct ServiceSettings {
     pub webhooks: Option<AlertsConfig>,
     /// How often open alerts are checked against `policy_checks`; `None`: never resolved.
     pub resolve_interval: Option<Duration>,
+    /// How often canaries with `canary.analysis` are judged on the monitor's stored windows;
+    /// `None`: never (needs `store`).
+    pub canary_interval: Option<Duration>,
+    /// The monitor's window length: a window's end names its canary analysis events.
+    pub window_seconds: u32,
 }
 
 /// Longest wait at shutdown for accepted alerts and updates to reach the outbox.
@@ -101,7 +106,7 @@ pub async fn run(
     let (commands, requests) = mpsc::channel(16);
     let state = ApiState {
         engine: engine.clone(),
-        commands,
+        commands: commands.clone(),
         token: settings.api_token.as_deref().map(Arc::from),
         metrics: metrics.clone(),
         registry,
@@ -115,6 +120,17 @@ pub async fn run(
             notifier.clone(),
             interval,
             metrics.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
+    let analysis = match (&settings.store, settings.canary_interval) {
+        (Some(config), Some(interval)) => Some(tokio::spawn(crate::analysis::run(
+            vigil_store::Store::new(config.clone()),
+            engine.clone(),
+            commands,
+            interval,
+            settings.window_seconds,
             shutdown.clone(),
         ))),
         _ => None,
@@ -140,8 +156,8 @@ pub async fn run(
     shutdown.cancel();
     drop(wiring);
     let _ = http.await;
-    if let Some(resolver) = resolver {
-        let _ = resolver.await;
+    for task in [resolver, analysis].into_iter().flatten() {
+        let _ = task.await;
     }
     if let Some((notifier, mut tasks, attempts_task, _)) = webhooks {
         let started = Instant::now();

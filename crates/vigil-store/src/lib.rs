@@ -217,6 +217,25 @@ pub struct LatestVerdict {
     pub computed_at: u32,
 }
 
+/// One stored policy verdict of a model version's window (for canary analysis).
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct WindowVerdict {
+    pub model_version: String,
+    pub window_start: u32,
+    pub policy: String,
+    /// `healthy`, `breach` or `insufficient_data`.
+    pub verdict: String,
+}
+
+/// One metric of a model version's window (all traffic) and the samples behind it.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct WindowSample {
+    pub model_version: String,
+    pub window_start: u32,
+    pub value: Option<f64>,
+    pub samples: u64,
+}
+
 /// One partial of a window being closed, with its key.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct KeyedPartial {
@@ -627,6 +646,54 @@ impl Store {
                  FROM policy_checks FINAL WHERE window_start >= toDateTime(?) \
                  GROUP BY model_id, model_version, policy ORDER BY model_id, model_version, policy",
             )
+            .bind(since)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The stored verdicts of two versions of a model (a canary and production) for windows
+    /// starting at or after `since` (seconds), oldest window first.
+    pub async fn window_verdicts(&self, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<WindowVerdict>, StoreError> {
+        let query = self.db.query(
+            "SELECT model_version, toUInt32(window_start) AS ws, policy, verdict FROM policy_checks FINAL \
+             WHERE model_id = ? AND model_version IN (?, ?) AND window_start >= toDateTime(?) \
+             ORDER BY ws, model_version, policy",
+        );
+        self.of_versions(query, model_id, versions, since).await
+    }
+
+    /// `column` of `table` (`window_metrics` or `window_performance`, a Nullable(Float64) column)
+    /// with `samples` (the count behind it) for two versions of a model, all traffic (segment
+    /// `""`), windows starting at or after `since`, oldest first. Table and columns go into the
+    /// query as names: pass only identifiers from a fixed list.
+    pub async fn window_samples(
+        &self,
+        (table, column, samples): (&str, &str, &str),
+        model_id: &str,
+        versions: [&str; 2],
+        since: u32,
+    ) -> Result<Vec<WindowSample>, StoreError> {
+        if ![table, column, samples].iter().all(|name| is_valid_identifier(name)) {
+            return Err(StoreError::Rejected(clickhouse::error::Error::Custom(format!("not identifiers: {table}.{column}, {samples}"))));
+        }
+        let query = self.db.query(&format!(
+            "SELECT model_version, toUInt32(window_start) AS ws, {column} AS metric_value, toUInt64({samples}) AS metric_samples \
+             FROM {table} FINAL WHERE model_id = ? AND model_version IN (?, ?) AND segment = '' \
+             AND window_start >= toDateTime(?) ORDER BY ws, model_version"
+        ));
+        self.of_versions(query, model_id, versions, since).await
+    }
+
+    /// Runs a query whose binds are a model, two of its versions and a first window start.
+    async fn of_versions<T>(&self, query: clickhouse::query::Query, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        query
+            .bind(model_id)
+            .bind(versions[0])
+            .bind(versions[1])
             .bind(since)
             .fetch_all()
             .await

@@ -35,6 +35,12 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CanaryConfig {
+    /// Judge the canary window by window from what the monitor stored (its policy checks, and
+    /// `checks` against production) and step, promote or roll back by this state machine. Off:
+    /// a canary moves only by hand or by a remediation.
+    pub analysis: bool,
+    /// Canary-against-production checks on each window's metrics (see [`WINDOW_METRICS`]).
+    pub checks: Vec<RelativeCheck>,
     /// Traffic added per healthy window, and the weight a canary starts at.
     pub step_weight: f64,
     pub max_weight: f64,
@@ -48,6 +54,8 @@ impl Default for CanaryConfig {
     fn default() -> Self {
         // Flagger's documented example: 10% steps to 50%, five failed checks.
         Self {
+            analysis: false,
+            checks: Vec::new(),
             step_weight: 0.1,
             max_weight: 0.5,
             failed_check_threshold: 5,
@@ -83,6 +91,62 @@ impl CanaryConfig {
                 "{key}.promote_after_healthy_windows must be at least 1"
             ));
         }
+        for (i, check) in self.checks.iter().enumerate() {
+            if metric_source(&check.metric).is_none() {
+                let known: Vec<&str> = WINDOW_METRICS.iter().map(|m| m.0).collect();
+                problems.push(format!(
+                    "{key}.checks[{i}].metric {:?} is not a window metric; one of {}",
+                    check.metric,
+                    known.join(", ")
+                ));
+            }
+            if !(check.max_relative_degradation.is_finite()
+                && check.max_relative_degradation >= 0.0)
+                || !(check.absolute_tolerance.is_finite() && check.absolute_tolerance >= 0.0)
+            {
+                problems.push(format!(
+                    "{key}.checks[{i}]: max_relative_degradation and absolute_tolerance must be finite and at least 0"
+                ));
+            }
+        }
+    }
+}
+
+/// The metrics a relative check can compare, as the monitor stores them per closed window:
+/// (metric, table, column holding the number of samples behind it). Latency and score come from
+/// `window_metrics` (all the window's events), performance from `window_performance` (the
+/// predictions with an outcome so far).
+pub const WINDOW_METRICS: [(&str, &str, &str); 14] = [
+    ("latency_p50_ms", "window_metrics", "events"),
+    ("latency_p95_ms", "window_metrics", "events"),
+    ("latency_p99_ms", "window_metrics", "events"),
+    ("score_mean", "window_metrics", "events"),
+    ("accuracy", "window_performance", "labeled"),
+    ("precision", "window_performance", "labeled"),
+    ("recall", "window_performance", "labeled"),
+    ("f1", "window_performance", "labeled"),
+    ("auc", "window_performance", "labeled"),
+    ("brier", "window_performance", "labeled"),
+    ("log_loss", "window_performance", "labeled"),
+    ("ece", "window_performance", "labeled"),
+    ("mae", "window_performance", "labeled"),
+    ("rmse", "window_performance", "labeled"),
+];
+
+/// The (table, samples column) a window metric is stored in.
+pub fn metric_source(metric: &str) -> Option<(&'static str, &'static str)> {
+    WINDOW_METRICS
+        .iter()
+        .find(|m| m.0 == metric)
+        .map(|m| (m.1, m.2))
+}
+
+/// A policy check's stored verdict (`policy_checks.verdict`) as an analysis verdict.
+pub fn policy_verdict(verdict: &str) -> Verdict {
+    match verdict {
+        "breach" => Verdict::Failed,
+        "healthy" => Verdict::Healthy,
+        _ => Verdict::InsufficientData,
     }
 }
 
@@ -234,6 +298,7 @@ mod tests {
             max_weight: 0.3,
             failed_check_threshold: 2,
             promote_after_healthy_windows: 2,
+            ..CanaryConfig::default()
         }
     }
 
@@ -349,6 +414,39 @@ mod tests {
         assert_eq!(
             relative_verdict(&accuracy, s(0.80, 500), s(0.9, 500)),
             Verdict::Failed
+        );
+    }
+
+    #[test]
+    fn checks_name_stored_metrics() {
+        let mut config = CanaryConfig::default();
+        config.checks.push(RelativeCheck {
+            metric: "latency_p99_ms".into(),
+            direction: Direction::LowerIsBetter,
+            max_relative_degradation: 0.2,
+            absolute_tolerance: 0.0,
+            min_samples: 100,
+        });
+        config.checks.push(RelativeCheck {
+            metric: "happiness".into(),
+            max_relative_degradation: -1.0,
+            ..config.checks[0].clone()
+        });
+        let mut problems = Vec::new();
+        config.check("lifecycle.defaults.canary", &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("lifecycle.defaults.canary.checks[1].metric \"happiness\""));
+        assert_eq!(
+            metric_source("accuracy"),
+            Some(("window_performance", "labeled"))
+        );
+        assert_eq!(
+            Verdict::combine(["healthy", "breach"].map(policy_verdict)),
+            Verdict::Failed
+        );
+        assert_eq!(
+            policy_verdict("insufficient_data"),
+            Verdict::InsufficientData
         );
     }
 

@@ -32,6 +32,9 @@ pub struct LifecycleSection {
     /// How often open alerts are checked against the monitor's `policy_checks` and resolved when
     /// healthy again; 0 never resolves them. Needs `audit` (ClickHouse).
     pub resolve_interval_ms: u64,
+    /// How often canaries whose policy has `canary.analysis = true` are judged on the monitor's
+    /// stored windows; 0 never. Needs `audit` (ClickHouse).
+    pub canary_interval_ms: u64,
     pub api: ApiSection,
     /// Serving-platform webhooks (`kind = "platform"` or `"mlflow"`), told after every change.
     pub platform: Vec<ReceiverConfig>,
@@ -48,6 +51,7 @@ impl Default for LifecycleSection {
             audit: true,
             audit_queue: 10_000,
             resolve_interval_ms: 30_000,
+            canary_interval_ms: 30_000,
             api: ApiSection::default(),
             platform: Vec::new(),
         }
@@ -134,8 +138,10 @@ impl LifecycleSection {
         if self.audit_queue == 0 {
             errors.push("lifecycle.audit_queue: must be at least 1".into());
         }
-        if self.resolve_interval_ms != 0 && self.resolve_interval_ms < 1_000 {
-            errors.push(format!("lifecycle.resolve_interval_ms: {} must be 0 (never) or at least 1000", self.resolve_interval_ms));
+        for (key, value) in [("resolve_interval_ms", self.resolve_interval_ms), ("canary_interval_ms", self.canary_interval_ms)] {
+            if value != 0 && value < 1_000 {
+                errors.push(format!("lifecycle.{key}: {value} must be 0 (never) or at least 1000"));
+            }
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             errors.push(format!("lifecycle.api.listen: {:?} is not an address like 127.0.0.1:9465", self.api.listen));
@@ -195,6 +201,8 @@ impl super::Config {
             audit_queue: l.audit_queue,
             webhooks: (!webhooks.receivers.is_empty()).then_some(webhooks),
             resolve_interval: (l.audit && l.resolve_interval_ms > 0).then(|| Duration::from_millis(l.resolve_interval_ms)),
+            canary_interval: (l.audit && l.canary_interval_ms > 0).then(|| Duration::from_millis(l.canary_interval_ms)),
+            window_seconds: self.monitor.window_seconds,
         })
     }
 }

@@ -68,6 +68,16 @@ pub async fn wait_for_requests(received: &Arc<Mutex<Vec<Received>>>, what: &str,
     }
 }
 
+/// Waits until `vigil lifecycle` answers ready (log replayed, ClickHouse migrated).
+async fn await_ready(env: &LifecycleEnv) {
+    harness::await_port(env.api_port, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    while env.http("GET", "/health/readyz", None, None).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn publish_remediation(env: &LifecycleEnv, remediation: &RemediationEvent, copies: usize) {
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
     let payload = encode(remediation);
@@ -262,12 +272,7 @@ manual_rollback = true
 
     // Killed when the test ends, passed or failed.
     let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
-    harness::await_port(env.api_port, Duration::from_secs(60)).await;
-    let started = Instant::now();
-    while env.http("GET", "/health/readyz", None, None).await.0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    await_ready(&env).await;
 
     let register_v1 = r#"{"version": "v1", "stage": "production", "actor": "ci", "reason": "first release"}"#;
     for token in [None, Some("wrong-token"), Some("")] {
@@ -348,6 +353,101 @@ manual_rollback = true
     let (status, openapi) = env.http("GET", "/openapi.json", None, None).await;
     assert!(status == 200 && openapi.contains("\"/api/v1/approvals/{id}/approve\""), "{status}");
 
+    assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
+    env.drop_database().await;
+    env.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canaries_step_promote_and_roll_back_on_the_monitors_stored_windows() {
+    let env = LifecycleEnv::new("lifecycle_canary");
+    let policy = |model: &str| {
+        format!(
+            r#"
+[lifecycle.models.{model}.canary]
+analysis = true
+step_weight = 0.1
+max_weight = 0.3
+failed_check_threshold = 2
+[[lifecycle.models.{model}.canary.checks]]
+metric = "latency_p99_ms"
+direction = "lower_is_better"
+max_relative_degradation = 0.2
+min_samples = 100
+"#
+        )
+    };
+    let config = env.write_config(&format!("[lifecycle]\nreplay_timeout_ms = 30000\ncanary_interval_ms = 1000\n{}{}", policy("fraud"), policy("churn")));
+    for model in ["fraud", "churn"] {
+        for (version, stage) in [("v1", "production"), ("v2", "canary")] {
+            let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "register", "--model", model, "--version", version, "--stage", stage, "--actor", "ci"]).await;
+            assert_eq!(code, Some(0), "{stderr}");
+        }
+    }
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    await_ready(&env).await;
+    // What the monitor would have stored: three one-minute windows, healthy policy checks for
+    // every version; fraud v2 as fast as v1, churn v2 twice as slow.
+    let db = &env.database;
+    for (model, slow) in [("fraud", 11.0), ("churn", 20.0)] {
+        for window in [60, 120, 180] {
+            for (version, p99) in [("v1", 10.0), ("v2", slow)] {
+                clickhouse_sql(&format!(
+                    "INSERT INTO {db}.policy_checks (model_id, model_version, window_start, policy, verdict, events, computed_at) \
+                     VALUES ('{model}', '{version}', toDateTime({window}), 'feature_drift', 'healthy', 500, now())"
+                ))
+                .await;
+                clickhouse_sql(&format!(
+                    "INSERT INTO {db}.window_metrics (model_id, model_version, segment, window_start, window_seconds, events, latency_p99_ms, computed_at) \
+                     VALUES ('{model}', '{version}', '', toDateTime({window}), 60, 500, {p99}, now())"
+                ))
+                .await;
+            }
+        }
+    }
+    let started = Instant::now();
+    let state = loop {
+        let (_, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
+        let state: Value = serde_json::from_str(&body).unwrap();
+        if version_of(&state, "fraud", "v2")["stage"] == "PRODUCTION" && version_of(&state, "churn", "v2")["stage"] == "ROLLED_BACK" {
+            break state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "analysis did not finish within 60 s: {state}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(version_of(&state, "fraud", "v1")["stage"], "RETIRED", "{state}");
+    assert_eq!(version_of(&state, "churn", "v1")["stage"], "PRODUCTION", "{state}");
+
+    // fraud v2: 0.1 -> 0.2 (window 60) -> 0.3 (120) -> production (180), each named by its window's end.
+    let (_, body) = env.http("GET", "/api/v1/models/fraud/history", Some(API_TOKEN), None).await;
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let steps: Vec<(String, Option<f64>, String)> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "vigil")
+        .map(|e| (e["event_id"].as_str().unwrap().to_owned(), e["traffic_weight"].as_f64(), e["stage"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("canary:fraud:v2:120000:CANARY".to_owned(), Some(0.2), "CANARY".to_owned()),
+            ("canary:fraud:v2:180000:CANARY".to_owned(), Some(0.3), "CANARY".to_owned()),
+            ("canary:fraud:v2:240000:PRODUCTION".to_owned(), None, "PRODUCTION".to_owned()),
+        ],
+        "{history}"
+    );
+    // churn v2 failed two windows against production's latency: rolled back after the second.
+    let (_, body) = env.http("GET", "/api/v1/models/churn/history", Some(API_TOKEN), None).await;
+    assert!(body.contains("canary:churn:v2:180000:ROLLED_BACK"), "{body}");
+
+    // A restart judges the same windows again: the same ids, nothing new in the log.
+    assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, body) = env.http("GET", "/api/v1/models/fraud/history", Some(API_TOKEN), None).await;
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["events"].as_array().unwrap().len(), history["events"].as_array().unwrap().len(), "{again}");
     assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
     env.drop_database().await;
     env.cleanup();
