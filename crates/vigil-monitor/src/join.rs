@@ -40,6 +40,20 @@ pub struct WaitingPrediction {
     pub event_time_s: u64,
 }
 
+impl WaitingPrediction {
+    /// What the join keeps of `event`, whose window starts at `window_start` and whose segments
+    /// besides all traffic are `segments`.
+    pub fn of(event: &vigil_events::PredictionView<'_>, window_start: u32, segments: &[String]) -> Self {
+        Self {
+            model_version: event.model_version.to_owned(),
+            segments: segments.to_vec(),
+            window_start,
+            predicted: Predicted { label: event.label.map(str::to_owned), score: event.score, value: event.value },
+            event_time_s: (event.event_time_ms / 1000) as u64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JoinCounts {
     pub matched: u64,

@@ -194,6 +194,110 @@ pub async fn read_history(
     Ok(read)
 }
 
+/// Where one partition's retained log starts and ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionExtent {
+    pub topic: String,
+    pub partition: i32,
+    /// The oldest offset still retained (the low watermark; above 0 once retention deleted some).
+    pub start: i64,
+    /// The offset the next message will get (the high watermark).
+    pub end: i64,
+}
+
+/// Every partition of `topics` with its retained extent. Blocks for up to 30 s per call to the
+/// broker. A topic the broker does not know is an error.
+pub fn log_extents(settings: &KafkaSettings, topics: &[&str]) -> Result<Vec<PartitionExtent>, MonitorError> {
+    let kafka = |action: &'static str| move |source| MonitorError::Kafka { action, source };
+    let consumer: BaseConsumer = settings.client_config().create().map_err(kafka("create log reader"))?;
+    let timeout = Duration::from_secs(30);
+    let mut extents = Vec::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka("fetch topic metadata"))?;
+        let partitions: Vec<i32> =
+            metadata.topics().iter().filter(|t| t.name() == *topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        if partitions.is_empty() {
+            return Err(MonitorError::Config(format!("topic {topic:?} does not exist or has no partitions")));
+        }
+        for partition in partitions {
+            let (start, end) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka("fetch watermarks"))?;
+            extents.push(PartitionExtent { topic: (*topic).to_owned(), partition, start, end });
+        }
+    }
+    extents.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(extents)
+}
+
+/// One message read back from the log.
+#[derive(Debug, Clone, Copy)]
+pub struct RetainedMessage<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's Kafka timestamp (create or log-append time), if it has one.
+    pub timestamp_ms: Option<i64>,
+    pub payload: &'a [u8],
+}
+
+/// Reads every extent from `start` up to `end` (exclusive) with a group-less consumer and calls
+/// `f` for each message, in offset order per partition; returns how many it read. Unlike
+/// [`read_history`], a broker that sends nothing for `stall` is an error: a replay must see
+/// every message it asked for.
+pub async fn read_retained(
+    settings: &KafkaSettings,
+    extents: &[PartitionExtent],
+    stall: Duration,
+    mut f: impl FnMut(RetainedMessage<'_>),
+) -> Result<u64, MonitorError> {
+    let kafka = |action: &'static str| move |source| MonitorError::Kafka { action, source };
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = HashMap::new();
+    for e in extents.iter().filter(|e| e.start < e.end) {
+        assignment.add_partition_offset(&e.topic, e.partition, Offset::Offset(e.start)).map_err(kafka("assign log reader"))?;
+        remaining.insert((e.topic.clone(), e.partition), e.end);
+    }
+    if remaining.is_empty() {
+        return Ok(0);
+    }
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set("group.id", "vigil-replay")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(kafka("create log reader"))?;
+    consumer.assign(&assignment).map_err(kafka("assign log reader"))?;
+    let mut read = 0;
+    while !remaining.is_empty() {
+        let message = match tokio::time::timeout(stall, consumer.recv()).await {
+            Ok(message) => message.map_err(kafka("read the log"))?,
+            Err(_) => {
+                tracing::error!(?remaining, ?stall, "the broker sent nothing");
+                return Err(MonitorError::Kafka {
+                    action: "read the log (the broker stalled)",
+                    source: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+                });
+            }
+        };
+        let key = (message.topic().to_owned(), message.partition());
+        let Some(&end) = remaining.get(&key) else { continue };
+        if message.offset() < end {
+            f(RetainedMessage {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp_ms: message.timestamp().to_millis(),
+                payload: message.payload().unwrap_or_default(),
+            });
+            read += 1;
+        }
+        if message.offset() + 1 >= end {
+            remaining.remove(&key);
+        }
+    }
+    Ok(read)
+}
+
 /// Takes what the rebalance callbacks noted since the last call: (any rebalance?, revoked).
 pub fn take_rebalance(notes: &Mutex<RebalanceNotes>) -> (bool, Vec<i32>) {
     let mut notes = notes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

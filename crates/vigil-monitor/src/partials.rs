@@ -244,6 +244,27 @@ impl PendingPartials {
         self.partitions.clear();
         self.messages = 0;
     }
+
+    /// Takes every state recorded since the last call, as (partition, model, version, segment,
+    /// window start, state), and clears the batch: for `vigil replay`, which merges the states
+    /// itself instead of storing them. Per key, a partition's predictions come before its
+    /// outcomes.
+    pub fn take_states(&mut self) -> Vec<(i32, String, String, String, u32, WindowState)> {
+        let mut taken = Vec::new();
+        for ((_, partition), batch) in std::mem::take(&mut self.partitions) {
+            for (model, versions) in batch.states {
+                for (version, segments) in versions {
+                    for (segment, windows) in segments {
+                        for (window, state) in windows {
+                            taken.push((partition, model.clone(), version.clone(), segment.clone(), window, state));
+                        }
+                    }
+                }
+            }
+        }
+        self.clear();
+        taken
+    }
 }
 
 fn get_or_insert<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {

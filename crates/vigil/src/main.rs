@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Create the ClickHouse database and tables (idempotent).
     Migrate(cmd::migrate::Args),
+    /// Rebuild closed windows from the retained topics (or an exported file) and diff them
+    /// against ClickHouse: exit 0 when identical, 1 when anything differs, 2 on an error.
+    Replay(cmd::replay::Args),
     /// Consume predictions, count them per window and store the counts in ClickHouse.
     Monitor,
     /// Publish synthetic predictions through the Rust SDK.
@@ -65,9 +68,13 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    if let Command::Replay(args) = cli.command {
+        return cmd::replay::exit_code(runtime.block_on(cmd::replay::run(&config, args)));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => cmd::migrate::run(&config, args).await,
+            Command::Replay(_) => unreachable!("handled with its own exit codes above"),
             Command::Monitor => cmd::monitor::run(&config).await,
             Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,

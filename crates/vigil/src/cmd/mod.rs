@@ -3,6 +3,7 @@ pub mod loadgen;
 pub mod migrate;
 pub mod monitor;
 pub mod quickstart;
+pub mod replay;
 pub mod status;
 
 use tokio_util::sync::CancellationToken;

@@ -9,3 +9,4 @@ mod harness;
 mod lifecycle;
 mod monitor;
 mod outcomes;
+mod replay;
