@@ -39,7 +39,7 @@ enum Record {
         key: String,
         state: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        alert: Option<Alert>,
+        alert: Option<Box<Alert>>,
     },
     /// Kept by compaction so delivery ids are never reused.
     NextId {
@@ -93,7 +93,7 @@ impl Outbox {
                     .open
                     .get(key)
                     .filter(|_| state == AlertState::Firing.as_str())
-                    .cloned(),
+                    .map(|alert| Box::new(alert.clone())),
             });
         }
         lines.extend(

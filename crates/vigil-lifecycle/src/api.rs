@@ -227,22 +227,26 @@ fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// The body as `T`, refusing unknown fields; 400 with serde's message otherwise.
-fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, Response> {
+/// The body as `T`, refusing unknown fields; the answer to give otherwise (400 with serde's
+/// message, 415 for another content type).
+fn body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, (StatusCode, String)> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.starts_with("application/json"));
     if !json_type {
-        return Err(error(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as application/json",
+            "send the body as application/json".into(),
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        error(
+        (
             StatusCode::BAD_REQUEST,
-            &format!("invalid request body: {e}"),
+            format!("invalid request body: {e}"),
         )
     })
 }
@@ -316,7 +320,7 @@ async fn register(
 ) -> Response {
     let request: RegisterBody = match body(&headers, &bytes) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     let Some(stage) = stage_from_name(&request.stage) else {
         return error(
@@ -362,7 +366,7 @@ async fn decision(
 ) -> Response {
     match body::<DecisionBody>(headers, bytes) {
         Ok(d) => run(state, command(d), StatusCode::OK).await,
-        Err(response) => response,
+        Err((status, message)) => error(status, &message),
     }
 }
 

@@ -100,9 +100,9 @@ impl CanaryConfig {
                     known.join(", ")
                 ));
             }
-            if !(check.max_relative_degradation.is_finite()
-                && check.max_relative_degradation >= 0.0)
-                || !(check.absolute_tolerance.is_finite() && check.absolute_tolerance >= 0.0)
+            let at_least_zero = |x: f64| x.is_finite() && x >= 0.0;
+            if !at_least_zero(check.max_relative_degradation)
+                || !at_least_zero(check.absolute_tolerance)
             {
                 problems.push(format!(
                     "{key}.checks[{i}]: max_relative_degradation and absolute_tolerance must be finite and at least 0"
