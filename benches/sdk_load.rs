@@ -25,6 +25,8 @@ struct Args {
     kafka: Vec<(String, String)>,
     /// Run only the throughput phases whose name contains this (and skip the per-call phase).
     only: Option<String>,
+    /// The broker's process, to report its CPU time too (when it runs on this machine).
+    broker_pid: Option<u32>,
 }
 
 fn args() -> Args {
@@ -35,6 +37,7 @@ fn args() -> Args {
         events: 2_000_000,
         kafka: Vec::new(),
         only: None,
+        broker_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +53,7 @@ fn args() -> Args {
                 args.kafka.push((k.to_owned(), v.to_owned()));
             }
             "--only" => args.only = Some(value()),
+            "--broker-pid" => args.broker_pid = Some(value().parse().expect("--broker-pid PID")),
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown argument {other}; see the comment at the top of benches/sdk_load.rs"),
         }
@@ -61,20 +65,28 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// CPU seconds per thread name (user + system), from /proc: where the time goes.
-fn thread_cpu() -> Vec<(String, f64)> {
+/// User + system CPU seconds from a /proc `stat` file.
+fn stat_cpu(stat: &str) -> Option<(String, f64)> {
     let ticks = 100.0; // USER_HZ on Linux
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
+    Some((stat[open + 1..close].to_owned(), cpu))
+}
+
+/// CPU seconds per thread name of this process, and the broker's as "kafka broker": where the
+/// time goes.
+fn thread_cpu(broker_pid: Option<u32>) -> Vec<(String, f64)> {
     let mut threads: Vec<(String, f64)> = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let name = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let cpu = (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / ticks;
+        let Some((name, cpu)) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(stat_cpu) else { continue };
         match threads.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += cpu,
             None => threads.push((name, cpu)),
         }
+    }
+    if let Some((_, cpu)) = broker_pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()).as_deref().and_then(stat_cpu) {
+        threads.push(("kafka broker".to_owned(), cpu));
     }
     threads
 }
@@ -158,6 +170,7 @@ enum Source {
 
 /// Logs `events` as fast as one thread can; keeps at most 50,000 in flight so none is dropped;
 /// events/s = events / (first call until the broker acknowledged the last).
+#[allow(clippy::needless_borrows_for_generic_args)] // lending is what BuiltLent measures
 fn throughput(producer: &Producer, args: &Args, source: Source, first: u64) -> (f64, u64) {
     let time_ms = now_ms();
     let pool: Vec<PredictionEvent> = match source {
@@ -211,11 +224,11 @@ fn main() {
 
     let per_call_phases = if args.only.is_some() { &[][..] } else { &[("log_prediction(event) [moved]", false), ("log_prediction(&event) [lent]", true)][..] };
     for &(name, borrowed) in per_call_phases {
-        let before = thread_cpu();
+        let before = thread_cpu(args.broker_pid);
         let h = per_call(&producer, &args, borrowed, if borrowed { args.calls } else { 0 });
         producer.flush(Duration::from_secs(60)).unwrap();
         report(&format!("{name} at {} calls/s", args.rate), &h);
-        println!("  cpu: {}", cpu_delta(&before, &thread_cpu()));
+        println!("  cpu: {}", cpu_delta(&before, &thread_cpu(args.broker_pid)));
     }
 
     let sources = [
@@ -227,10 +240,10 @@ fn main() {
         if args.only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
             continue;
         }
-        let before = thread_cpu();
+        let before = thread_cpu(args.broker_pid);
         let (rate, queue_full) = throughput(&producer, &args, source, 2 * args.calls + n as u64 * args.events);
         println!("throughput, events {name}: {} events, all delivered, at {rate:.0} events/s; queue-full drops {queue_full}", args.events);
-        println!("  cpu: {}", cpu_delta(&before, &thread_cpu()));
+        println!("  cpu: {}", cpu_delta(&before, &thread_cpu(args.broker_pid)));
     }
     let stats = producer.stats();
     println!("stats: {stats:?}; load average at end {}", load_average());

@@ -15,5 +15,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 export VIGIL_TEST_KAFKA_BROKERS="${VIGIL_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 echo "[rust-sdk] $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), broker $VIGIL_TEST_KAFKA_BROKERS"
-cargo bench -q -p vigil-benches --bench sdk_load -- "$@"
+# The local broker's CPU time is reported beside the producer's when its pid file is there.
+pid_file="${VIGIL_LOCAL_DIR:-$repo/.local}/kafka/kafka.pid"
+broker=()
+[[ -r "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null && broker=(--broker-pid "$(cat "$pid_file")")
+cargo bench -q -p vigil-benches --bench sdk_load -- "${broker[@]}" "$@"
 echo "[rust-sdk] done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
