@@ -12,6 +12,7 @@ mod partials;
 mod performance;
 mod pipeline;
 mod policy;
+pub mod reference;
 pub mod replay;
 pub mod rows;
 mod window;

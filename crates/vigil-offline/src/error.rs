@@ -43,10 +43,60 @@ pub enum OfflineError {
         column: String,
         value: String,
     },
+    #[error("{path}: {place}, column {column:?}: {message}")]
+    BadValue {
+        path: PathBuf,
+        place: Place,
+        column: String,
+        message: String,
+    },
+    #[error("{path}: {place}: {message}")]
+    Avro {
+        path: PathBuf,
+        place: Place,
+        message: String,
+    },
+    #[error("{first}\n{}", bad_rows_hint(*.limit))]
+    /// The first bad row's error, once more rows were bad than `--max-bad-rows` allows.
+    TooManyBadRows {
+        first: Box<OfflineError>,
+        count: u64,
+        limit: u64,
+    },
+    #[error("{path}: no rows to build a reference from{detail}")]
+    NoRows { path: PathBuf, detail: String },
     #[error("{flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
     #[error("writing the report: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// Where in a file a problem is: a CSV line, an Avro record (1-based) or the file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Header,
+    Line(u64),
+    Record(u64),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Header => f.write_str("header"),
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Record(n) => write!(f, "record {n}"),
+        }
+    }
+}
+
+fn bad_rows_hint(limit: u64) -> String {
+    match limit {
+        0 => "fix the row, or let bad rows be skipped (counted and reported) with --max-bad-rows N"
+            .to_owned(),
+        _ => format!(
+            "more than {limit} bad rows (--max-bad-rows {limit}): fix the file or raise the limit"
+        ),
+    }
 }
 
 impl OfflineError {

@@ -3,8 +3,11 @@
 //! Reads a reference and a current CSV file (header row), infers each column's type from the
 //! reference (overridable), picks each column's test with [`vigil_stats::DriftPolicy`]
 //! (overridable), and prints a per-column table or JSON.
+//!
+//! [`reference`] reads reference files (CSV, Avro) row by row for `vigil reference upload`.
 
 mod error;
+pub mod reference;
 mod report;
 mod table;
 
@@ -16,9 +19,10 @@ use vigil_stats::{
     CategoricalSketch, DriftPolicy, DriftTest, FeatureKind, NumericSketch, TestChoice,
 };
 
-pub use error::OfflineError;
+pub use error::{OfflineError, Place};
 pub use report::{ColumnReport, DriftReport};
-use table::{is_missing, parse_number, Table};
+use table::Table;
+pub use table::{is_missing, parse_number, CsvRows, KindGuess};
 
 /// Arguments of `vigil drift`.
 #[derive(Debug, Clone, clap::Args)]
@@ -215,27 +219,9 @@ pub fn drift_report(args: &DriftArgs) -> Result<DriftReport, OfflineError> {
 /// Numeric if every non-missing reference cell is a number; binary if at most two distinct
 /// non-missing values; categorical otherwise.
 fn infer_kind(cells: &[String]) -> FeatureKind {
-    let present: Vec<&str> = cells
-        .iter()
-        .map(String::as_str)
-        .filter(|c| !is_missing(c))
-        .collect();
-    let mut distinct: Vec<&str> = Vec::new();
-    for &c in &present {
-        if !distinct.contains(&c) {
-            distinct.push(c);
-            if distinct.len() > 2 {
-                break;
-            }
-        }
-    }
-    if distinct.len() <= 2 && !present.is_empty() {
-        FeatureKind::Binary
-    } else if !present.is_empty() && present.iter().all(|c| parse_number(c).is_some()) {
-        FeatureKind::Numeric
-    } else {
-        FeatureKind::Categorical
-    }
+    let mut guess = KindGuess::default();
+    cells.iter().for_each(|c| guess.observe(c));
+    guess.kind()
 }
 
 /// The non-missing cells of a numeric column as numbers; the first non-number is an error naming

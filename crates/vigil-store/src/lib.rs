@@ -71,17 +71,65 @@ pub struct WindowMetricsRow {
     pub computed_at: u32,
 }
 
-/// A reference profile (`reference_profiles`).
+/// A reference profile (`reference_profiles_v2`, one row per reference id): what a model
+/// version's windows are tested against.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct ReferenceRow {
+    pub model_id: String,
+    pub model_version: String,
+    /// `upload:<model>:<version>:<content hash>` or `baseline:<model>:<version>:<window start>`.
+    pub reference_id: String,
+    /// FNV-1a 64 of `state`, 16 hex digits.
+    pub content_hash: String,
+    /// Where the data came from (a file and its rows, or a live window), for people.
+    pub source: String,
+    pub events: u64,
+    /// The window state (mergeable sketches) as JSON.
+    pub state: String,
+    pub created_at: u32,
+}
+
+/// Ids of uploaded references start with this; a version's newest upload is the reference its
+/// windows are tested against, before any live baseline.
+pub const UPLOAD_REFERENCE_PREFIX: &str = "upload:";
+
+/// How a version's references rank, most preferred last: uploads above live baselines, then
+/// the newest (`created_at`, which a re-upload of the same data refreshes), then the greatest id.
+/// The top one is the reference the monitor uses.
+const PREFERENCE: [&str; 3] = ["reference_id LIKE 'upload:%'", "created_at", "reference_id"];
+
+/// `ORDER BY` over `reference_profiles_v2` by model, version and [`PREFERENCE`], ascending (the
+/// one in use last) or descending (first).
+fn by_preference(descending: bool) -> String {
+    let direction = if descending { " DESC" } else { "" };
+    let terms: Vec<String> = PREFERENCE.iter().map(|t| format!("{t}{direction}")).collect();
+    format!("ORDER BY model_id, model_version, {}", terms.join(", "))
+}
+
+/// Keeps the reference in use per (model, version) of a query over `reference_profiles_v2 FINAL`.
+fn in_use() -> String {
+    format!("{} LIMIT 1 BY model_id, model_version", by_preference(true))
+}
+
+/// A reference without its state, and whether it is the one in use.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ReferenceInfo {
     pub model_id: String,
     pub model_version: String,
     pub reference_id: String,
     pub content_hash: String,
     pub source: String,
     pub events: u64,
-    pub state: String,
     pub created_at: u32,
+    /// Whether the monitor tests this version's windows against it (see
+    /// [`Store::references_in_use`]).
+    pub in_use: bool,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ModelVersion {
+    model_id: String,
+    model_version: String,
 }
 
 /// One drift test of one feature in one closed window (`feature_drift`).
@@ -425,19 +473,87 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
+    /// Stores a reference. Storing the same id again (the same data uploaded twice) leaves one
+    /// row, with the newest `created_at`.
     pub async fn insert_reference(&self, row: &ReferenceRow) -> Result<(), StoreError> {
-        self.insert_rows("reference_profiles", std::slice::from_ref(row)).await
+        self.insert_rows("reference_profiles_v2", std::slice::from_ref(row)).await
     }
 
-    pub async fn references(&self) -> Result<Vec<ReferenceRow>, StoreError> {
+    /// The reference the monitor uses, one per (model, version) that has any: the newest upload,
+    /// else the newest live baseline. A version missing here has no reference yet: its windows
+    /// are counted but not tested for drift until a baseline forms or a file is uploaded.
+    pub async fn references_in_use(&self) -> Result<Vec<ReferenceRow>, StoreError> {
         self.db
-            .query(
+            .query(&format!(
                 "SELECT model_id, model_version, reference_id, content_hash, source, events, state, toUInt32(created_at) \
-                 FROM reference_profiles FINAL",
-            )
+                 FROM reference_profiles_v2 FINAL {}",
+                in_use()
+            ))
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))
+    }
+
+    /// Every stored reference, one per id (what a replay looks rows' references up in). Per
+    /// (model, version) they come in [`PREFERENCE`] order, the one in use last, so a caller that
+    /// keeps one per version by overwriting keeps the one in use; prefer
+    /// [`Store::references_in_use`] for that.
+    pub async fn references(&self) -> Result<Vec<ReferenceRow>, StoreError> {
+        self.db
+            .query(&format!(
+                "SELECT model_id, model_version, reference_id, content_hash, source, events, state, toUInt32(created_at) \
+                 FROM reference_profiles_v2 FINAL {}",
+                by_preference(false)
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// One reference by id, with its state.
+    pub async fn reference(&self, reference_id: &str) -> Result<Option<ReferenceRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, reference_id, content_hash, source, events, state, toUInt32(created_at) \
+                 FROM reference_profiles_v2 FINAL WHERE reference_id = ?",
+            )
+            .bind(reference_id)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Every stored reference (of `model_id`, if given) without its state, marked in use or
+    /// not, by model and version, newest first.
+    pub async fn reference_list(&self, model_id: Option<&str>) -> Result<Vec<ReferenceInfo>, StoreError> {
+        let filter = if model_id.is_some() { "WHERE model_id = ?" } else { "" };
+        let mut query = self.db.query(&format!(
+            "SELECT model_id, model_version, reference_id, content_hash, source, events, toUInt32(created_at), \
+             (model_id, model_version, reference_id) IN \
+             (SELECT model_id, model_version, reference_id FROM reference_profiles_v2 FINAL {}) \
+             FROM reference_profiles_v2 FINAL {filter} \
+             ORDER BY model_id, model_version, created_at DESC, reference_id DESC",
+            in_use()
+        ));
+        if let Some(model_id) = model_id {
+            query = query.bind(model_id);
+        }
+        query.fetch_all().await.map_err(|e| self.classify(e))
+    }
+
+    /// (model, version) pairs with closed windows but no reference: their drift is not tested.
+    pub async fn versions_without_reference(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<ModelVersion> = self
+            .db
+            .query(
+                "SELECT DISTINCT model_id, model_version FROM window_metrics WHERE segment = '' \
+                 AND (model_id, model_version) NOT IN (SELECT model_id, model_version FROM reference_profiles_v2) \
+                 ORDER BY model_id, model_version",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.model_id, r.model_version)).collect())
     }
 
     pub async fn insert_policy_checks(&self, rows: &[PolicyCheckRow]) -> Result<(), StoreError> {
@@ -703,5 +819,18 @@ impl Store {
     /// Drops the database; used by tests that create one per test.
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.execute_ddl(&format!("DROP DATABASE IF EXISTS {}", self.config.database)).await
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    #[test]
+    fn the_in_use_rule_prefers_ids_with_the_upload_prefix() {
+        assert_eq!(super::PREFERENCE[0], format!("reference_id LIKE '{}%'", super::UPLOAD_REFERENCE_PREFIX));
+        assert_eq!(
+            super::in_use(),
+            "ORDER BY model_id, model_version, reference_id LIKE 'upload:%' DESC, created_at DESC, reference_id DESC \
+             LIMIT 1 BY model_id, model_version"
+        );
     }
 }

@@ -255,6 +255,25 @@ ORDER BY (model_id, event_id)"
 PARTITION BY toYYYYMM(at)
 ORDER BY (model_id, alert_key, at)"
         ),
+    },
+    Migration {
+        id: 10,
+        name: "reference_profiles_v2",
+        // Every reference of a model version, one row per reference id: live baselines and
+        // uploaded files side by side, so an upload never overwrites a baseline (nor the
+        // reverse) and `vigil replay` can find the reference any stored row names.
+        // `reference_profiles` kept one row per (model, version), the last inserted; it is no
+        // longer written, and its rows are copied here. Storing an id again (the same file
+        // uploaded twice) keeps one row, with the newest `created_at` (read with FINAL). Which
+        // reference the monitor uses is `Store::references_in_use`'s rule. 18.16 cannot give a
+        // column list together with AS SELECT: the columns are the select's, as in migration 4.
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {db}.reference_profiles_v2
+ENGINE = ReplacingMergeTree(created_at)
+ORDER BY (model_id, model_version, reference_id)
+AS SELECT model_id, model_version, reference_id, content_hash, source, events, state, created_at
+FROM {db}.reference_profiles"
+        ),
     }]
 }
 

@@ -36,6 +36,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
     Drift(vigil_offline::DriftArgs),
+    /// Reference profiles: upload one from a CSV or Avro file, list and show the stored ones.
+    Reference(cmd::reference::Args),
     /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
     /// `register` read and append to the lifecycle log.
     Lifecycle(cmd::lifecycle::Args),
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
             Command::Lifecycle(args) => cmd::lifecycle::run(&config, args).await,
             Command::Status(args) => cmd::status::run(&config, args).await,
+            Command::Reference(args) => cmd::reference::run(&config, args).await,
             Command::Drift(_) => unreachable!("handled before the configuration is loaded"),
         }
     });

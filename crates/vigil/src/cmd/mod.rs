@@ -3,6 +3,7 @@ pub mod loadgen;
 pub mod migrate;
 pub mod monitor;
 pub mod quickstart;
+pub mod reference;
 pub mod replay;
 pub mod status;
 

@@ -9,4 +9,5 @@ mod harness;
 mod lifecycle;
 mod monitor;
 mod outcomes;
+mod reference;
 mod replay;
