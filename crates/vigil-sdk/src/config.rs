@@ -15,9 +15,10 @@ pub enum DropPolicy {
     #[default]
     DropNewest,
     /// Accept the new event and evict the oldest one still waiting in the SDK's queue, counted in
-    /// `dropped_oldest`: under a long outage the freshest traffic is kept. Events already handed
-    /// to librdkafka are not evicted; when none is left to evict, the new event is refused as with
-    /// `DropNewest`. The evicted event is freed in the caller's thread.
+    /// `dropped_oldest`: under a long outage the freshest traffic is kept, and a call never fails
+    /// for a full queue. Events already handed to librdkafka are not evicted; while the background
+    /// thread holds every waiting event (handing a batch over), one event is taken over the
+    /// capacity instead. The evicted event is freed in the caller's thread.
     DropOldest,
 }
 

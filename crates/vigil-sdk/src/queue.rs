@@ -93,17 +93,26 @@ impl Queue {
             return Err(Refused::Closed);
         }
         let mut evicted = None;
-        if state.items.len() + self.in_hand.load(Ordering::Relaxed) >= self.capacity {
-            if self.policy == DropPolicy::DropOldest {
-                evicted = state.items.pop_front();
+        let in_hand = self.in_hand.load(Ordering::Relaxed);
+        if state.items.len() + in_hand >= self.capacity {
+            match self.policy {
+                DropPolicy::DropOldest => {
+                    evicted = state.items.pop_front();
+                    match evicted {
+                        Some(_) => state.counts.dropped_oldest += 1,
+                        // Every waiting event is in the sender's hands (for microseconds, or a
+                        // batch's hand-over): take this one over the capacity; the queue is then
+                        // no longer empty, so the next push evicts again. At most one over.
+                        None => debug_assert!(in_hand > 0),
+                    }
+                }
+                DropPolicy::DropNewest => {
+                    state.counts.dropped_queue_full += 1;
+                    drop(state);
+                    drop(item);
+                    return Err(Refused::Full);
+                }
             }
-            if evicted.is_none() {
-                state.counts.dropped_queue_full += 1;
-                drop(state);
-                drop(item);
-                return Err(Refused::Full);
-            }
-            state.counts.dropped_oldest += 1;
         }
         state.items.push_back(item);
         state.counts.enqueued += 1;
@@ -204,18 +213,34 @@ mod tests {
 
     #[test]
     fn taken_items_count_against_the_capacity_until_handed_over() {
-        let queue = Queue::new(2, DropPolicy::DropOldest);
+        let queue = Queue::new(2, DropPolicy::DropNewest);
         queue.push(item(1)).unwrap();
         queue.push(item(2)).unwrap();
         let mut batch = VecDeque::new();
         queue.take(&mut batch);
         assert_eq!(queue.len(), 0);
-        // Nothing left in the queue to evict: the new event is refused even under DropOldest.
         assert_eq!(queue.push(item(3)).unwrap_err(), Refused::Full);
         assert_eq!(queue.counts().dropped_queue_full, 1);
         batch.clear();
         queue.batch_done();
         assert!(queue.push(item(4)).unwrap().is_none());
+    }
+
+    #[test]
+    fn drop_oldest_never_refuses_and_goes_at_most_one_over_while_the_sender_holds_everything() {
+        let queue = Queue::new(2, DropPolicy::DropOldest);
+        queue.push(item(1)).unwrap();
+        queue.push(item(2)).unwrap();
+        let mut batch = VecDeque::new();
+        queue.take(&mut batch);
+        // Nothing left to evict: taken over the capacity.
+        assert!(queue.push(item(3)).unwrap().is_none());
+        // Now the queue has something to evict again.
+        assert_eq!(size(&queue.push(item(4)).unwrap().unwrap()), 3);
+        assert_eq!(queue.counts(), QueueCounts { enqueued: 4, dropped_queue_full: 0, dropped_oldest: 1 });
+        queue.give_back(&mut batch);
+        queue.take(&mut batch);
+        assert_eq!(batch.iter().map(size).collect::<Vec<_>>(), [1, 2, 4]);
     }
 
     #[test]

@@ -20,8 +20,9 @@ const IDLE_SLEEP: Duration = Duration::from_millis(1);
 /// How long it sleeps when librdkafka's buffer is full, before serving delivery reports (which
 /// free room) and trying again.
 const FULL_SLEEP: Duration = Duration::from_millis(2);
-/// How long closing waits for librdkafka to report the events it purged.
-const PURGE_REPORTS: Duration = Duration::from_millis(500);
+/// How long closing waits at most for librdkafka to report the events it purged (it returns as
+/// soon as they are all reported, normally at once).
+const PURGE_REPORTS: Duration = Duration::from_secs(2);
 
 /// Counters written by the sender thread, on their own cache line so the serving threads'
 /// counters do not share it.
