@@ -57,9 +57,8 @@
 //! librdkafka as many again waiting for the broker. When both are full, [`DropPolicy`] decides:
 //! `DropNewest` (the default, as in the Python SDK) refuses the new event with
 //! [`SdkError::QueueFull`]; `DropOldest` evicts the oldest queued event instead and never refuses
-//! one. Every outcome is
-//! counted in [`SdkStats`]: `enqueued`, `delivered`, `failed`, `dropped_queue_full`,
-//! `dropped_oldest`, `sampled_out`, `invalid`.
+//! one. Every outcome is counted in [`SdkStats`]: `enqueued`, `delivered`, `failed`,
+//! `dropped_queue_full`, `dropped_oldest`, `sampled_out`, `invalid`.
 //!
 //! # Shutdown
 //!
