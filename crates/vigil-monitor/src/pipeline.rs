@@ -62,7 +62,12 @@ struct Pipeline {
     stored: Option<HashMap<(Source, u32), i64>>,
     /// Counted per message, added to Prometheus per flush.
     local: LocalCounts,
+    /// When references were last compared with the store (uploads take effect without a restart).
+    references_checked: Instant,
 }
+
+/// How often the references in use are compared with the store.
+const REFERENCE_REFRESH: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct LocalCounts {
@@ -129,6 +134,7 @@ pub async fn run(
         readiness,
         stored: None,
         local: LocalCounts::default(),
+        references_checked: Instant::now(),
     };
     let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,6 +228,23 @@ impl Pipeline {
         let stored = self.stored_positions().await?;
         self.rebuild_join(&stored).await?;
         self.stored = Some(stored);
+        Ok(())
+    }
+
+    /// Takes up references uploaded (or otherwise changed) since they were loaded: only the ids
+    /// are compared; a changed one's state is read.
+    async fn refresh_references(&mut self) -> Result<(), MonitorError> {
+        for info in self.store.reference_list(None).await?.into_iter().filter(|r| r.in_use) {
+            let key = (info.model_id.clone(), info.model_version.clone());
+            if self.references.get(&key).is_some_and(|(id, _)| *id == info.reference_id) {
+                continue;
+            }
+            let Some(row) = self.store.reference(&info.reference_id).await? else { continue };
+            let state: WindowState = serde_json::from_str(&row.state)?;
+            tracing::info!(model_id = %key.0, model_version = %key.1, reference_id = %info.reference_id, source = %info.source, "reference changed: later windows are tested against it");
+            self.missing_reference_noted.remove(&key);
+            self.references.insert(key, (info.reference_id, state));
+        }
         Ok(())
     }
 
@@ -388,6 +411,12 @@ impl Pipeline {
         self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         self.commit(CommitMode::Async);
         self.pending.clear();
+        if self.references_checked.elapsed() >= REFERENCE_REFRESH {
+            self.references_checked = Instant::now();
+            if let Err(error) = self.refresh_references().await {
+                tracing::warn!(%error, "could not check for new references; keeping the current ones");
+            }
+        }
         self.close_due_windows().await;
         // Outcomes for windows closed before: recompute their performance (only; their drift
         // and policy verdicts stand). Windows still open get them when they close.
