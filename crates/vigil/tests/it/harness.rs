@@ -437,6 +437,11 @@ impl TestEnv {
             .env("VIGIL__TOPICS__REMEDIATIONS", &instance.remediations)
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", instance.http_port))
             .envs(settings.iter().copied());
+        // `VIGIL_TEST_LOG_DIR=<dir>`: each instance logs to `<dir>/<name>.log` instead of stderr.
+        if let Some(dir) = std::env::var_os("VIGIL_TEST_LOG_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("{}.log", instance.name));
+            command.stderr(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file opens"));
+        }
         ChildGuard(command.spawn().expect("vigil binary starts"))
     }
 }

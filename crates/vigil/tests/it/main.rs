@@ -5,6 +5,7 @@
 
 mod closed_loop;
 mod drift;
+mod exactly_once;
 mod harness;
 mod lifecycle;
 mod monitor;
