@@ -139,7 +139,7 @@ impl Default for MonitorSection {
             idle_timeout_seconds: 300,
             baseline_min_events: 500,
             join_horizon_seconds: 86_400,
-            join_capacity: 1_000_000,
+            join_capacity: 250_000,
             positive_label: "1".into(),
             policy: PolicySection::default(),
             performance_policy: PerformancePolicySection::default(),
@@ -271,7 +271,7 @@ impl Config {
         );
         check(
             (1..=100_000_000).contains(&m.join_capacity),
-            format!("monitor.join_capacity: {} must be between 1 and 100000000 (about 200 bytes each)", m.join_capacity),
+            format!("monitor.join_capacity: {} must be between 1 and 100000000 (about 600 bytes each)", m.join_capacity),
         );
         check(!m.positive_label.is_empty(), "monitor.positive_label: must not be empty (e.g. \"1\" or \"fraud\")".into());
         check(
