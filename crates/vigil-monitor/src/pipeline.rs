@@ -62,6 +62,8 @@ struct Pipeline {
     stored: Option<HashMap<(Source, u32), i64>>,
     /// Counted per message, added to Prometheus per flush.
     local: LocalCounts,
+    /// What librdkafka's rebalance callbacks noted, applied by [`Self::apply_rebalance`].
+    notes: Arc<std::sync::Mutex<kafka::RebalanceNotes>>,
     /// When references were last compared with the store (uploads take effect without a restart).
     references_checked: Instant,
 }
@@ -135,6 +137,7 @@ pub async fn run(
         stored: None,
         local: LocalCounts::default(),
         references_checked: Instant::now(),
+        notes,
     };
     let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,10 +149,7 @@ pub async fn run(
             _ = tick.tick() => pipeline.flush().await,
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    let (rebalanced, revoked) = kafka::take_rebalance(&notes);
-                    if rebalanced {
-                        pipeline.on_rebalance(&revoked);
-                    }
+                    pipeline.apply_rebalance();
                     pipeline.handle(&message).await
                 }
                 Err(error) => {
@@ -221,8 +221,14 @@ impl Pipeline {
             let state: WindowState = serde_json::from_str(&reference.state)?;
             self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
         }
+        let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
+            Ok(list) => list.elements().iter().map(|e| e.partition()).collect(),
+            Err(error) => return Err(MonitorError::Kafka { action: "read assignment", source: error }),
+        };
         for (partition, window_start) in self.store.unclosed_windows().await? {
-            self.clock.reopen(partition as i32, window_start);
+            if assigned.contains(&(partition as i32)) {
+                self.clock.reopen(partition as i32, window_start);
+            }
         }
         self.restore_policy_state().await?;
         let stored = self.stored_positions().await?;
@@ -379,17 +385,31 @@ impl Pipeline {
         self.join.on_outcome(partition, &outcome.model_id, &outcome.prediction_id, observed, time_s)
     }
 
-    /// Drops work on revoked partitions and forgets positions: the next message reloads them,
-    /// so partitions this consumer just gained start from what their last owner stored.
+    /// Takes what the rebalance callbacks noted since the last call. Runs before every message
+    /// and at the start of every flush, so a flush never stores a partition this consumer no
+    /// longer owns (its new owner may already have read the stored positions).
+    fn apply_rebalance(&mut self) {
+        let (rebalanced, revoked) = kafka::take_rebalance(&self.notes);
+        if rebalanced {
+            self.on_rebalance(&revoked);
+        }
+    }
+
+    /// Drops work on revoked partitions and forgets positions and window clocks: the next message
+    /// reloads them for the partitions this consumer owns now, from what their last owner stored.
     fn on_rebalance(&mut self, revoked: &[i32]) {
         self.metrics.rebalances.inc();
         self.pending.revoke(revoked);
-        self.clock.revoke(revoked);
+        // Windows of partitions owned elsewhere must not stay open here: reload reopens those of
+        // the current assignment only.
+        self.clock = WindowClock::new(self.settings.window_seconds, self.settings.allowed_lateness.as_secs() as u32)
+            .with_idle_timeout(self.settings.idle_timeout);
         self.join.revoke(revoked);
         self.stored = None;
     }
 
     async fn flush(&mut self) -> Result<(), MonitorError> {
+        self.apply_rebalance();
         self.publish_local_counts();
         if self.pending.is_empty() {
             return Ok(());

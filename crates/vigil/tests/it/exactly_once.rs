@@ -670,8 +670,6 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails about one run in three until the monitor stops writing revoked partitions' partials and re-closing \
-            other members' windows (docs/exactly-once.md); run with --ignored"]
 async fn two_monitors_that_rebalance_mid_stream_write_what_one_writes() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new("eo_rebalance");
