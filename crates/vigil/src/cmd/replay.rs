@@ -118,14 +118,17 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
     for d in store.feature_drift().await.with_context(context)? {
         stored_drift.entry(key_of(&d.model_id, &d.model_version, &d.segment, d.window_start)).or_default().push(d);
     }
+    // The reference each stored row names, in use or since replaced (by an upload, say).
     let mut references: HashMap<String, WindowState> = HashMap::new();
     let mut notes = Vec::new();
-    for reference in store.references().await.with_context(context)? {
-        let hash = format!("{:016x}", vigil_events::fnv1a64(reference.state.as_bytes()));
+    let named: BTreeSet<&str> = stored_metrics.iter().map(|m| m.reference_id.as_str()).filter(|id| !id.is_empty()).collect();
+    for id in named {
+        let Some(reference) = store.reference(id).await.with_context(context)? else { continue };
+        let hash = vigil_monitor::reference::content_hash(&reference.state);
         if hash != reference.content_hash {
-            notes.push(format!("reference {} does not match its content hash ({} stored, {hash} computed)", reference.reference_id, reference.content_hash));
+            notes.push(format!("reference {id} does not match its content hash ({} stored, {hash} computed)", reference.content_hash));
         }
-        let state = serde_json::from_str(&reference.state).with_context(|| format!("reference {} does not parse", reference.reference_id))?;
+        let state = serde_json::from_str(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
         references.insert(reference.reference_id, state);
     }
 
@@ -180,7 +183,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         notes.push(format!("{not_covered} stored windows skipped: their partition's log no longer starts at offset 0 (retention), so they cannot be rebuilt whole"));
     }
     if !missing_references.is_empty() {
-        notes.push(format!("references named by stored rows but not in reference_profiles: {missing_references:?}"));
+        notes.push(format!("references named by stored rows but not in reference_profiles_v2: {missing_references:?}"));
     }
     if !other_configs.is_empty() {
         notes.push(format!(

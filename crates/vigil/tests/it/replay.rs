@@ -1,12 +1,14 @@
 //! `vigil replay` over a monitor's own run: the closed windows rebuilt from the topics match
 //! what ClickHouse stores (predictions, outcomes in either order, late events, segments, drift
-//! against live baselines); a tampered row is reported by table, key and column; an exported
-//! file replays to the same result.
+//! against live baselines, each row against the reference it names even after an upload took
+//! over); a tampered row is reported by table, key and column; an exported file replays to the
+//! same result.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use vigil_events::{OutcomeEvent, PredictionEvent};
+use vigil_store::ReferenceRow;
 
 use crate::harness::{await_port, terminate, TestEnv};
 use crate::monitor::{generator, sdk};
@@ -110,6 +112,23 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
     assert!(drift_windows > 0 && tally(&stdout, "window_performance").0 == stored_windows, "{stdout}");
     assert!(stderr.contains(&format!("{} outcomes matched", outcomes.len())), "{stderr}");
     eprintln!("replay of {} messages took {took:?}", N + outcomes.len());
+
+    // A reference uploaded after the windows closed is the one in use from now on; the stored
+    // rows name the baseline they were computed against, and the replay uses that one.
+    let other = store.reference("baseline:model-2:v1:1764000000").await.unwrap().expect("model-2 v1 has a baseline");
+    let uploaded = ReferenceRow {
+        model_id: "model-1".into(),
+        model_version: "v1".into(),
+        reference_id: format!("upload:model-1:v1:{}", other.content_hash),
+        source: "replay test".into(),
+        created_at: other.created_at + 1,
+        ..other
+    };
+    store.insert_reference(&uploaded).await.unwrap();
+    let in_use = store.references().await.unwrap();
+    assert!(in_use.iter().any(|r| r.reference_id == uploaded.reference_id), "{in_use:?}");
+    let (code, stdout, stderr) = replay(&env, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
 
     // A selection compares only its windows.
     let (code, stdout, stderr) = replay(&env, &["--model", "model-2", "--version", "v1", "--from", "2025-11-24T16:01:00Z"]).await;
