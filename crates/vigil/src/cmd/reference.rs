@@ -129,8 +129,8 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
 
 /// The id of the reference the monitor uses for (model, version), if any.
 async fn in_use(store: &Store, model: &str, version: &str) -> anyhow::Result<Option<String>> {
-    let references = store.references_in_use().await.context("reading reference_profiles_v2")?;
-    Ok(references.into_iter().find(|r| r.model_id == model && r.model_version == version).map(|r| r.reference_id))
+    let references = store.reference_list(Some(model)).await.context("reading reference_profiles_v2")?;
+    Ok(references.into_iter().find(|r| r.in_use && r.model_version == version).map(|r| r.reference_id))
 }
 
 /// Where a reference's rows came from, as stored with it.
@@ -255,15 +255,15 @@ async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<
             .context("reading reference_profiles_v2")?
             .with_context(|| format!("no reference {id:?} (vigil reference list shows the stored ones)"))?,
         (None, Some(model), Some(version)) => {
-            let references = store.references_in_use().await.context("reading reference_profiles_v2")?;
-            references.into_iter().find(|r| &r.model_id == model && &r.model_version == version).with_context(|| {
+            let id = in_use(store, model, version).await?.with_context(|| {
                 format!(
                     "no reference for {model} {version}: its windows are not tested for drift. Upload one with \
                      `vigil reference upload --model {model} --version {version} FILE`, or let the monitor take the \
                      version's first window with at least {} events (monitor.baseline_min_events) as its baseline",
                     config.monitor.baseline_min_events
                 )
-            })?
+            })?;
+            store.reference(&id).await.context("reading reference_profiles_v2")?.with_context(|| format!("reference {id} went away"))?
         }
         _ => unreachable!("clap requires an id or --model and --version"),
     };
