@@ -119,7 +119,7 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
         Some(id) if id == built.reference_id => {
             let replaced = before.filter(|b| *b != built.reference_id).map_or(String::new(), |b| format!(", instead of {b}"));
             println!("  in use        yes: {model} {version}'s windows are tested against it{replaced}");
-            println!("                (vigil monitor loads references when it starts: restart a running monitor to use it)");
+            println!("                (a running vigil monitor takes it up within about 30 s, for the windows it closes after that)");
         }
         Some(id) => println!("  in use        no: {id} is newer and stays in use"),
         None => anyhow::bail!("the reference was stored but does not read back for {model} {version}"),
