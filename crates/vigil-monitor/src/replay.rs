@@ -187,6 +187,8 @@ pub struct Replay {
     counts: ReplayCounts,
     first: BTreeMap<(Source, i32), FirstSeen>,
     log_starts: BTreeMap<(Source, i32), i64>,
+    /// Newest prediction event time per partition (seconds): where its watermark ends.
+    newest_s: BTreeMap<i32, u64>,
     error: Option<StatsError>,
 }
 
@@ -203,6 +205,7 @@ impl Replay {
             counts: ReplayCounts::default(),
             first: BTreeMap::new(),
             log_starts: BTreeMap::new(),
+            newest_s: BTreeMap::new(),
             error: None,
             settings,
             selection,
@@ -275,6 +278,8 @@ impl Replay {
         let window_start = self.pending.window_start(event.event_time_ms);
         let late = self.clock.observe(partition, window_start, event.event_time_ms);
         self.counts.late_events += u64::from(late);
+        let newest = self.newest_s.entry(partition).or_default();
+        *newest = (*newest).max((event.event_time_ms / 1000) as u64);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
         let waiting = WaitingPrediction::of(&event, window_start, &self.named);
         if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting) {
@@ -333,6 +338,7 @@ impl Replay {
             counts: self.counts,
             first: self.first,
             log_starts: self.log_starts,
+            newest_s: self.newest_s,
         })
     }
 }
@@ -346,6 +352,7 @@ pub struct Replayed {
     pub counts: ReplayCounts,
     first: BTreeMap<(Source, i32), FirstSeen>,
     log_starts: BTreeMap<(Source, i32), i64>,
+    newest_s: BTreeMap<i32, u64>,
 }
 
 /// From which window start on a partition's windows were rebuilt from all their messages.
@@ -358,6 +365,15 @@ pub struct Coverage {
 }
 
 impl Replayed {
+    /// Whether the watermark of `partition` at the end of the replayed log passed the end of
+    /// the window starting at `window_start`: the monitor closes such a window at its next
+    /// flush (an idle partition's may close earlier).
+    pub fn closed_by_watermark(&self, partition: i32, window_start: u32) -> bool {
+        self.newest_s.get(&partition).is_some_and(|newest| {
+            u64::from(window_start) + u64::from(self.window_seconds) + u64::from(self.lateness_seconds) <= *newest
+        })
+    }
+
     /// Where `partition`'s windows can be compared. A topic partition read from offset 0 covers
     /// everything. One whose head was deleted covers the windows after the one its first retained
     /// message falls in, plus the allowed lateness (older messages could still have been on
@@ -816,6 +832,9 @@ mod tests {
         let labeled: u64 = replayed.windows.iter().filter(|(k, _)| k.segment.is_empty()).map(|(_, w)| w.state.performance.as_ref().map_or(0, |p| p.labeled)).sum();
         assert_eq!(labeled, 400);
         assert_eq!(replayed.coverage(0), Coverage { metrics_from: 0, performance_from: 0 });
+        // The last prediction is at T0 + 239.6 s: with 30 s lateness windows up to T0 + 180 s closed.
+        assert!(replayed.closed_by_watermark(0, 1_764_000_120) && !replayed.closed_by_watermark(0, 1_764_000_180));
+        assert!(!replayed.closed_by_watermark(1, 0), "a partition without predictions");
     }
 
     #[test]

@@ -165,7 +165,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         };
         comparison.window(&key, stored, recomputed.as_ref(), m.window_start >= coverage.performance_from);
     }
-    let not_stored = replayed.windows.iter().filter(|(key, w)| w.state.events > 0 && !stored_keys.contains(*key)).count();
+    let (mut not_stored, mut still_open) = (0, 0);
+    for (key, window) in replayed.windows.iter().filter(|(key, w)| w.state.events > 0 && !stored_keys.contains(*key)) {
+        if replayed.closed_by_watermark(window.partition, key.window_start) {
+            not_stored += 1;
+        } else {
+            still_open += 1;
+        }
+    }
 
     println!("{:<20} {:>8} {:>10} {:>10}", "table", "windows", "identical", "differing");
     for (table, tally) in &comparison.tallies {
@@ -190,8 +197,17 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
             "stored rows were computed under configuration hash(es) {other_configs:?}, this replay under {config_hash}: run it with the monitor's configuration"
         ));
     }
+    if still_open > 0 {
+        notes.push(format!("{still_open} windows rebuilt from the log are still open (the watermark has not passed them), as in the monitor"));
+    }
     if not_stored > 0 {
-        notes.push(format!("{not_stored} windows rebuilt from the log have no stored row (not closed yet, or their close failed)"));
+        notes.push(format!(
+            "{not_stored} windows the log's watermark has passed have no stored row: the monitor has not closed them (yet; after a crash it \
+             closes them when their partition gets traffic again)"
+        ));
+    }
+    if stored_metrics.is_empty() {
+        notes.push("no closed window in ClickHouse matches the selection: nothing was compared".to_owned());
     }
     for note in &notes {
         eprintln!("note: {note}");
