@@ -36,8 +36,8 @@ pub struct SdkConfig {
     pub queue_capacity: usize,
     /// What a full queue does to a new event.
     pub drop_policy: DropPolicy,
-    /// How long librdkafka waits to fill a batch (`linger.ms`). For high volumes raise it (20 to
-    /// 100 ms): bigger batches cost librdkafka's thread less per event (see `docs/BENCHMARKS.md`).
+    /// How long librdkafka waits to fill a batch (`linger.ms`). For high volumes try 20 to 100 ms:
+    /// bigger batches should cost librdkafka's thread less per event (see `docs/BENCHMARKS.md`).
     pub linger: Duration,
     /// Share of predictions kept, in (0, 1], decided per prediction id so an outcome is kept
     /// exactly when its prediction is (see [`sample_point`](crate::sample_point)).

@@ -68,23 +68,24 @@
 //!
 //! # Cost, and moving or lending
 //!
-//! Measured on the project's 2-core VM with other builds running (load average 8–12), for an event
+//! Measured on the project's 2-core VM with other builds running (load average 6–12), for an event
 //! with 20 numeric features, 3 categorical and 2 segment tags; `docs/BENCHMARKS.md` ("Rust SDK")
 //! has the commands and the rest:
 //!
 //! | call, in the caller's thread | median | p99 |
 //! |---|---|---|
-//! | `log_prediction(event)`: moved, encoded on the SDK's thread | 0.10 µs | 0.64 µs |
-//! | `log_prediction(&event)`: lent, encoded in the call | 0.42 µs | 1.44 µs |
+//! | `log_prediction(event)`: moved, encoded on the SDK's thread | 0.10–0.16 µs | 0.51–0.64 µs |
+//! | `log_prediction(&event)`: lent, encoded in the call | 0.42 µs | 1.4–11 µs |
 //!
 //! Moving is the cheapest call, but the event is then freed on the SDK's thread, and with glibc's
 //! malloc those cross-thread frees slow allocation in both threads: about 7.6 µs of CPU per event
-//! in all against 3.8 µs lent, and half the events/s (38,000 against 69,000 there). Move when the
-//! serving thread's latency is what counts; lend when CPU or volume is.
+//! in all against about 4 µs lent, and about half the events/s. Move when the serving thread's
+//! latency is what counts; lend when CPU or volume is.
 //!
-//! One producer sustained 94,000 events/s into the local broker with default settings and 155,000
-//! with `linger` at 100 ms (bigger batches: librdkafka's own thread compresses and frames each one).
-//! Raise [`SdkConfig::linger`] for high volumes; monitoring tolerates the delay.
+//! One producer sustained 94,000–339,000 events/s into the local broker (lent, prebuilt events;
+//! the spread is the machine's load). Most of the CPU per event is librdkafka's own thread
+//! (compression, framing) and the broker; [`SdkConfig::linger`] (bigger batches) is the first knob
+//! for high volumes.
 
 mod config;
 mod error;
