@@ -1,8 +1,8 @@
-//! `vigil replay` over a monitor's own run: the closed windows rebuilt from the topics match
-//! what ClickHouse stores (predictions, outcomes in either order, late events, segments, drift
-//! against live baselines, each row against the reference it names even after an upload took
-//! over); a tampered row is reported by table, key and column; an exported file replays to the
-//! same result.
+//! `vigil replay` over a monitor's own run, killed and restarted halfway: the closed windows
+//! rebuilt from the topics match what ClickHouse stores (predictions, outcomes in either order,
+//! late events, segments, drift against live baselines, each row against the reference it names
+//! even after an upload took over); a tampered row is reported by table, key and column; an
+//! exported file replays to the same result.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -49,7 +49,9 @@ fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
     let env = TestEnv::new("replay");
-    let mut monitor = env.spawn_monitor();
+    // A new consumer group: no wait for the killed member's session to expire, and Kafka
+    // redelivers everything, which the monitor skips up to its stored positions.
+    let mut monitor = env.spawn_monitor_in_group(&format!("{}-restarted", env.group));
     await_port(env.http_port, Duration::from_secs(60)).await;
     let producer = sdk(&env);
     let mut generator = generator(47);
@@ -62,7 +64,19 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
         producer.log_outcome(o).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    for p in &predictions {
+    // Half the predictions, then a SIGKILL and a restart: the rest goes to the restarted monitor,
+    // which resumes from its stored positions with the outcome join rebuilt from the log.
+    let (first_half, second_half) = predictions.split_at(N / 2);
+    for p in first_half {
+        producer.log_prediction(p).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    env.await_stored_exactly(first_half.len() as u64, Duration::from_secs(60)).await;
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
+    let mut monitor = env.spawn_monitor();
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    for p in second_half {
         producer.log_prediction(p).unwrap();
     }
     for (_, o) in outcomes.iter().filter(|(i, _)| i % 3 == 2) {
