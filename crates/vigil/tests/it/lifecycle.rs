@@ -384,8 +384,8 @@ min_samples = 100
             assert_eq!(code, Some(0), "{stderr}");
         }
     }
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
-    await_ready(&env).await;
+    let (code, _, stderr) = env.run_vigil(&config, &["migrate"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
     // What the monitor would have stored: three one-minute windows, healthy policy checks for
     // every version; fraud v2 as fast as v1, churn v2 twice as slow.
     let db = &env.database;
@@ -405,6 +405,10 @@ min_samples = 100
             }
         }
     }
+    // Started after the windows are stored: the analysis polls by time, and windows inserted while
+    // it runs could be skipped under load (a known race, see the closing note of 2026-11-27).
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    await_ready(&env).await;
     let started = Instant::now();
     let state = loop {
         let (_, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
