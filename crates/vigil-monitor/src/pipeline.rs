@@ -22,7 +22,7 @@ use vigil_store::Store;
 
 use crate::join::{Matched, OutcomeJoin, WaitingPrediction};
 use crate::partials::{PendingPartials, Segmenter, Source};
-use crate::performance::{Observed, Predicted};
+use crate::performance::Observed;
 use crate::clock::WindowClock;
 use crate::http::Readiness;
 use crate::window::WindowState;
@@ -117,12 +117,7 @@ pub async fn run(
         clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32).with_idle_timeout(settings.idle_timeout),
         config_hash: settings.config_hash(),
         references: HashMap::new(),
-        // Both sides of a window comparison are samples: the two-sample chi-square, not the
-        // goodness-of-fit one, which treats a small reference as exact and over-alarms.
-        drift_policy: vigil_stats::DriftPolicy {
-            categorical_small: vigil_stats::TestChoice::of(vigil_stats::DriftTest::ChiSquare2Samp),
-            ..Default::default()
-        },
+        drift_policy: rows::drift_policy(),
         remediations: Remediations::new(&settings.kafka, &settings.remediations_topic)?,
         streaks: Streaks::default(),
         performance_decided: Default::default(),
@@ -217,7 +212,7 @@ impl Pipeline {
     /// references it already has, and the outcome join rebuilt from the log.
     async fn reload(&mut self) -> Result<(), MonitorError> {
         self.segments.admit_stored(self.store.stored_segments().await?);
-        for reference in self.store.references().await? {
+        for reference in self.store.references_in_use().await? {
             let state: WindowState = serde_json::from_str(&reference.state)?;
             self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
         }
@@ -232,7 +227,7 @@ impl Pipeline {
         }
         self.restore_policy_state().await?;
         let stored = self.stored_positions().await?;
-        self.rebuild_join(&stored).await?;
+        self.rebuild_join(&assigned, &stored).await?;
         self.stored = Some(stored);
         Ok(())
     }
@@ -304,15 +299,11 @@ impl Pipeline {
     /// allowed lateness) before them into the join only: predictions and outcomes still waiting
     /// at the stored positions wait again; pairs that matched there match again and are dropped,
     /// their numbers being stored already.
-    async fn rebuild_join(&mut self, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
-        let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
-            Ok(list) => list.elements().iter().map(|e| e.partition()).collect(),
-            Err(error) => return Err(MonitorError::Kafka { action: "read assignment", source: error }),
-        };
+    async fn rebuild_join(&mut self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
         let newest = self.store.newest_windows().await?;
         let back = self.settings.join.horizon_seconds + self.settings.allowed_lateness.as_secs();
         let mut ranges = Vec::new();
-        for partition in &assigned {
+        for partition in assigned {
             let Some(window) = newest.get(&(*partition as u32)) else { continue };
             let from_ms = (i64::from(*window) + i64::from(self.settings.window_seconds) - back as i64).max(0) * 1000;
             for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
@@ -349,7 +340,7 @@ impl Pipeline {
         let late = self.clock.observe(partition, window_start, event.event_time_ms);
         self.local.late += u64::from(late);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.segment_names);
-        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting(&event, window_start, &self.segment_names)) {
+        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, window_start, &self.segment_names)) {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
         Ok(())
@@ -376,7 +367,7 @@ impl Pipeline {
                 names.push(segment.to_owned());
             }
         });
-        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting(&event, window_start, &self.segment_names)))
+        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, window_start, &self.segment_names)))
     }
 
     fn join_outcome(&mut self, partition: i32, outcome: &OutcomeEvent) -> Option<Matched> {
@@ -870,17 +861,6 @@ fn serde_json_list(items: &[String]) -> String {
 
 fn unix_seconds() -> u32 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
-}
-
-/// What the join keeps of a prediction until its outcome arrives.
-fn waiting(event: &vigil_events::PredictionView<'_>, window_start: u32, segments: &[String]) -> WaitingPrediction {
-    WaitingPrediction {
-        model_version: event.model_version.to_owned(),
-        segments: segments.to_vec(),
-        window_start,
-        predicted: Predicted { label: event.label.map(str::to_owned), score: event.score, value: event.value },
-        event_time_s: (event.event_time_ms / 1000) as u64,
-    }
 }
 
 /// One window of one model version (all segments).

@@ -42,7 +42,7 @@ use std::io::{self, Read, Write};
 use serde::Serialize;
 use serde_json::Value;
 use vigil_events::{decode, decode_prediction_view, OutcomeEvent};
-use vigil_stats::{DriftPolicy, DriftTest, StatsError, TestChoice};
+use vigil_stats::StatsError;
 use vigil_store::{FeatureDriftRow, WindowMetricsRow, WindowPerformanceRow};
 
 pub use crate::kafka::{log_extents, read_retained, PartitionExtent, RetainedMessage};
@@ -62,11 +62,7 @@ pub const RELATIVE_TOLERANCE: f64 = 1e-9;
 /// ...or by at most this much at all (values near zero, such as a mean error).
 pub const ABSOLUTE_TOLERANCE: f64 = 1e-12;
 
-/// The drift tests the monitor runs: vigil-stats' default choice with the two-sample
-/// chi-square, since both sides of a window comparison are samples (see `pipeline.rs`).
-pub fn monitor_drift_policy() -> DriftPolicy {
-    DriftPolicy { categorical_small: TestChoice::of(DriftTest::ChiSquare2Samp), ..Default::default() }
-}
+pub use crate::rows::drift_policy as monitor_drift_policy;
 
 /// The settings that shape a window's state.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,13 @@ use vigil_store::{FeatureDriftRow, WindowMetricsRow, WindowPerformanceRow};
 use crate::drift::{categorical_drift, numeric_drift, FeatureDrift};
 use crate::window::WindowState;
 
+/// The drift tests the monitor runs: vigil-stats' default choice with the two-sample
+/// chi-square for small categorical windows, since both sides of a window comparison are samples
+/// (the goodness-of-fit form treats a small reference as exact and over-alarms).
+pub fn drift_policy() -> DriftPolicy {
+    DriftPolicy { categorical_small: vigil_stats::TestChoice::of(vigil_stats::DriftTest::ChiSquare2Samp), ..Default::default() }
+}
+
 /// What the rows of every window share.
 #[derive(Debug, Clone)]
 pub struct RowContext<'a> {
