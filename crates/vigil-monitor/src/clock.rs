@@ -2,7 +2,8 @@
 //! it minus the allowed lateness, and a window closes once the watermark passes its end. A model
 //! lives on one partition (predictions are keyed by model id), so its windows follow its own
 //! partition's clock. An event for a window that already closed is late: it still counts, and
-//! the window is closed again (recomputed) with it.
+//! the window is closed again (recomputed) with it. Windows of different lengths (per model,
+//! sliding or tumbling: `windowing.rs`) share a partition's clock and close in order of their end.
 //!
 //! Idle partitions: a partition whose event time has not moved for `idle_after` of wall-clock
 //! time closes its windows as if event time had kept pace with the wall clock since. Only
@@ -12,28 +13,48 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::windowing::{Window, WindowSpec};
+
+/// An open window, ordered by its end so the due ones come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ByEnd {
+    end: u64,
+    window: Window,
+}
+
+impl From<Window> for ByEnd {
+    fn from(window: Window) -> Self {
+        Self { end: window.end(), window }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PartitionClock {
     newest_event_s: Option<u64>,
     /// Windows with partials that still need (re)closing.
-    open: BTreeSet<u32>,
+    open: BTreeSet<ByEnd>,
     /// When the newest event time last moved forward.
     advanced_at: Option<Instant>,
     /// When the watermark passed the end of each open window, for the close latency.
-    due_since: BTreeMap<u32, Instant>,
+    due_since: BTreeMap<ByEnd, Instant>,
+}
+
+impl PartitionClock {
+    fn watermark(&self, lateness_seconds: u32) -> Option<u64> {
+        self.newest_event_s.map(|s| s.saturating_sub(u64::from(lateness_seconds)))
+    }
 }
 
 #[derive(Debug)]
 pub struct WindowClock {
-    window_seconds: u32,
     lateness_seconds: u32,
     idle_after: Option<Duration>,
     partitions: BTreeMap<i32, PartitionClock>,
 }
 
 impl WindowClock {
-    pub fn new(window_seconds: u32, lateness_seconds: u32) -> Self {
-        Self { window_seconds, lateness_seconds, idle_after: None, partitions: BTreeMap::new() }
+    pub fn new(lateness_seconds: u32) -> Self {
+        Self { lateness_seconds, idle_after: None, partitions: BTreeMap::new() }
     }
 
     /// Lets partitions quiet for `idle_after` (wall clock) close their windows.
@@ -42,55 +63,45 @@ impl WindowClock {
         self
     }
 
-    fn watermark(&self, clock: &PartitionClock) -> Option<u64> {
-        clock.newest_event_s.map(|s| s.saturating_sub(u64::from(self.lateness_seconds)))
-    }
-
-    fn is_closed(&self, clock: &PartitionClock, window_start: u32) -> bool {
-        self.watermark(clock).is_some_and(|w| u64::from(window_start) + u64::from(self.window_seconds) <= w)
-    }
-
-    /// Notes an event of `window_start` at `event_time_ms`; returns whether it is late (its window
-    /// had closed before it arrived).
-    pub fn observe(&mut self, partition: i32, window_start: u32, event_time_ms: i64) -> bool {
-        let mut clock = self.partitions.remove(&partition).unwrap_or_default();
-        let late = self.is_closed(&clock, window_start);
-        clock.open.insert(window_start);
+    /// Notes an event at `event_time_ms` in the windows `spec` cuts; returns whether it is late
+    /// (the first of those windows to end had closed before it arrived).
+    pub fn observe(&mut self, partition: i32, spec: WindowSpec, event_time_ms: i64) -> bool {
         let seconds = (event_time_ms / 1000) as u64;
+        let clock = self.partitions.entry(partition).or_default();
+        let mut windows = spec.windows_containing(seconds);
+        let first = windows.next().expect("every second is in a window");
+        let late = clock.watermark(self.lateness_seconds).is_some_and(|w| first.end() <= w);
+        clock.open.insert(first.into());
+        for window in windows {
+            clock.open.insert(window.into());
+        }
         if clock.newest_event_s.is_none_or(|s| seconds > s) {
             clock.newest_event_s = Some(seconds);
             let now = Instant::now();
             clock.advanced_at = Some(now);
-            self.note_due(&mut clock, seconds, now);
+            let watermark = seconds.saturating_sub(u64::from(self.lateness_seconds));
+            for w in clock.open.iter().take_while(|w| w.end <= watermark) {
+                clock.due_since.entry(*w).or_insert(now);
+            }
         }
-        self.partitions.insert(partition, clock);
         late
     }
 
-    /// Remembers when each open window's end fell behind a watermark at `event_s`.
-    fn note_due(&self, clock: &mut PartitionClock, event_s: u64, now: Instant) {
-        let watermark = event_s.saturating_sub(u64::from(self.lateness_seconds));
-        let window = u64::from(self.window_seconds);
-        for w in clock.open.iter().take_while(|w| u64::from(**w) + window <= watermark) {
-            clock.due_since.entry(*w).or_insert(now);
-        }
-    }
-
-    /// Whether `window_start` waits to be closed (or closed again) by the watermark.
-    pub fn is_open(&self, partition: i32, window_start: u32) -> bool {
-        self.partitions.get(&partition).is_some_and(|c| c.open.contains(&window_start))
+    /// Whether `window` waits to be closed (or closed again) by the watermark.
+    pub fn is_open(&self, partition: i32, window: Window) -> bool {
+        self.partitions.get(&partition).is_some_and(|c| c.open.contains(&window.into()))
     }
 
     /// A window found stored but not closed (after a restart).
-    pub fn reopen(&mut self, partition: i32, window_start: u32) {
-        self.partitions.entry(partition).or_default().open.insert(window_start);
+    pub fn reopen(&mut self, partition: i32, window: Window) {
+        self.partitions.entry(partition).or_default().open.insert(window.into());
     }
 
-    /// Takes every open window whose end the watermark has passed, oldest first per partition,
-    /// with the time since it became due (for idle partitions: since it was taken).
-    pub fn take_closable(&mut self) -> Vec<(i32, u32, Duration)> {
+    /// Takes every open window whose end the watermark has passed, in order of their end per
+    /// partition, with the time since it became due (for idle partitions: since it was taken).
+    pub fn take_closable(&mut self) -> Vec<(i32, Window, Duration)> {
         let mut due = Vec::new();
-        let (window, lateness) = (u64::from(self.window_seconds), u64::from(self.lateness_seconds));
+        let lateness = u64::from(self.lateness_seconds);
         let now = Instant::now();
         for (&partition, clock) in &mut self.partitions {
             let Some(newest) = clock.newest_event_s else { continue };
@@ -99,11 +110,10 @@ impl WindowClock {
                 _ => 0,
             };
             let watermark = (newest + idle).saturating_sub(lateness);
-            let ready: Vec<u32> = clock.open.iter().copied().take_while(|w| u64::from(*w) + window <= watermark).collect();
-            for w in ready {
-                clock.open.remove(&w);
-                let since = clock.due_since.remove(&w).unwrap_or(now);
-                due.push((partition, w, now.duration_since(since)));
+            while let Some(first) = clock.open.first().copied().filter(|w| w.end <= watermark) {
+                clock.open.remove(&first);
+                let since = clock.due_since.remove(&first).unwrap_or(now);
+                due.push((partition, first.window, now.duration_since(since)));
             }
         }
         due
@@ -121,28 +131,31 @@ impl WindowClock {
 mod tests {
     use super::*;
 
-    fn windows(due: Vec<(i32, u32, Duration)>) -> Vec<(i32, u32)> {
-        due.into_iter().map(|(p, w, _)| (p, w)).collect()
+    const MINUTE: WindowSpec = WindowSpec { length: 60, slide: 60 };
+
+    fn windows(due: Vec<(i32, Window, Duration)>) -> Vec<(i32, u32)> {
+        due.into_iter().map(|(p, w, _)| (p, w.start)).collect()
     }
 
     #[test]
     fn an_idle_partition_closes_its_windows_by_the_wall_clock() {
-        let mut clock = WindowClock::new(1, 0).with_idle_timeout(Some(Duration::from_millis(1)));
-        clock.observe(0, 100, 100_500);
+        let second = WindowSpec::tumbling(1);
+        let mut clock = WindowClock::new(0).with_idle_timeout(Some(Duration::from_millis(1)));
+        clock.observe(0, second, 100_500);
         std::thread::sleep(Duration::from_millis(1_100));
         assert_eq!(windows(clock.take_closable()), vec![(0, 100)], "a second of wall clock moved the idle partition's watermark");
-        assert!(!clock.observe(0, 100, 100_600), "lateness is still judged by event time alone");
-        let mut strict = WindowClock::new(1, 0);
-        strict.observe(0, 100, 100_500);
+        assert!(!clock.observe(0, second, 100_600), "lateness is still judged by event time alone");
+        let mut strict = WindowClock::new(0);
+        strict.observe(0, second, 100_500);
         std::thread::sleep(Duration::from_millis(1_100));
         assert!(strict.take_closable().is_empty(), "without an idle timeout only event time closes");
     }
 
     #[test]
     fn due_windows_report_how_long_they_waited() {
-        let mut clock = WindowClock::new(60, 0);
-        clock.observe(0, 0, 1_000);
-        clock.observe(0, 60, 61_000);
+        let mut clock = WindowClock::new(0);
+        clock.observe(0, MINUTE, 1_000);
+        clock.observe(0, MINUTE, 61_000);
         std::thread::sleep(Duration::from_millis(20));
         let due = clock.take_closable();
         assert_eq!(windows(due.clone()), vec![(0, 0)]);
@@ -151,41 +164,59 @@ mod tests {
 
     #[test]
     fn a_window_closes_when_its_partition_passes_end_plus_lateness() {
-        let mut clock = WindowClock::new(60, 30);
-        assert!(!clock.observe(0, 0, 10_000));
-        assert!(!clock.observe(0, 60, 70_000));
+        let mut clock = WindowClock::new(30);
+        assert!(!clock.observe(0, MINUTE, 10_000));
+        assert!(!clock.observe(0, MINUTE, 70_000));
         assert!(clock.take_closable().is_empty(), "watermark 40 s < end 60 s");
-        clock.observe(0, 60, 90_000);
+        clock.observe(0, MINUTE, 90_000);
         assert_eq!(windows(clock.take_closable()), vec![(0, 0)]);
         assert!(clock.take_closable().is_empty(), "closed windows are taken once");
     }
 
     #[test]
     fn partitions_keep_their_own_clocks() {
-        let mut clock = WindowClock::new(60, 0);
-        clock.observe(0, 0, 1_000);
-        clock.observe(1, 0, 1_000);
-        clock.observe(1, 120, 125_000);
+        let mut clock = WindowClock::new(0);
+        clock.observe(0, MINUTE, 1_000);
+        clock.observe(1, MINUTE, 1_000);
+        clock.observe(1, MINUTE, 125_000);
         assert_eq!(windows(clock.take_closable()), vec![(1, 0)]);
     }
 
     #[test]
     fn an_event_for_a_closed_window_is_late_and_reopens_it() {
-        let mut clock = WindowClock::new(60, 0);
-        clock.observe(0, 0, 1_000);
-        clock.observe(0, 120, 121_000);
+        let mut clock = WindowClock::new(0);
+        clock.observe(0, MINUTE, 1_000);
+        clock.observe(0, MINUTE, 121_000);
         assert_eq!(windows(clock.take_closable()), vec![(0, 0)]);
-        assert!(clock.observe(0, 0, 2_000), "late");
-        assert!(!clock.observe(0, 120, 122_000), "the current window is not late");
+        assert!(clock.observe(0, MINUTE, 2_000), "late");
+        assert!(!clock.observe(0, MINUTE, 122_000), "the current window is not late");
         assert_eq!(windows(clock.take_closable()), vec![(0, 0)], "closed again with the late event");
     }
 
     #[test]
     fn stored_unclosed_windows_close_once_the_partition_moves_on() {
-        let mut clock = WindowClock::new(60, 0);
-        clock.reopen(2, 0);
+        let mut clock = WindowClock::new(0);
+        clock.reopen(2, Window { start: 0, length: 60 });
         assert!(clock.take_closable().is_empty(), "no event time yet on partition 2");
-        clock.observe(2, 300, 300_000);
+        clock.observe(2, MINUTE, 300_000);
         assert_eq!(windows(clock.take_closable()), vec![(2, 0)]);
+    }
+
+    #[test]
+    fn sliding_and_tumbling_windows_share_a_partition_and_close_by_their_end() {
+        let sliding = WindowSpec { length: 180, slide: 60 };
+        let mut clock = WindowClock::new(0);
+        clock.observe(0, sliding, 130_000);
+        clock.observe(0, MINUTE, 150_000);
+        assert!(clock.is_open(0, Window { start: 0, length: 180 }));
+        assert!(clock.is_open(0, Window { start: 120, length: 180 }));
+        clock.observe(0, MINUTE, 239_000);
+        let due: Vec<_> = clock.take_closable().into_iter().map(|(_, w, _)| (w.start, w.length)).collect();
+        assert_eq!(due, vec![(0, 180), (120, 60)], "both end at 180; [60, 240) and [120, 300) wait");
+        assert!(clock.is_open(0, Window { start: 60, length: 180 }));
+        assert!(clock.observe(0, sliding, 130_500), "[0, 180) had closed: late, though [60, 240) still holds it");
+        assert_eq!(windows(clock.take_closable()), vec![(0, 0)], "[0, 180) closes again with it");
+        clock.observe(0, MINUTE, 400_000);
+        assert!(clock.observe(0, sliding, 130_600), "every window holding 130 s has closed");
     }
 }

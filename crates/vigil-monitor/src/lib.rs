@@ -16,6 +16,7 @@ pub mod reference;
 pub mod replay;
 pub mod rows;
 mod window;
+pub mod windowing;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use policy::{
     PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
 };
 pub use window::{WindowState, WindowSummary};
+pub use windowing::{Window, WindowSpec, Windowing};
 
 /// What `run` needs, already validated by the caller.
 #[derive(Debug, Clone)]
@@ -45,7 +47,8 @@ pub struct MonitorSettings {
     /// Outcomes, keyed by model id like predictions and with as many partitions.
     pub outcomes_topic: String,
     pub deadletter_topic: String,
-    pub window_seconds: u32,
+    /// Window length and slide per model (tumbling 60 s unless configured otherwise).
+    pub windows: Windowing,
     /// Segment tags that get their own windows besides all traffic (e.g. `country`).
     pub segment_tags: Vec<String>,
     /// Segments per model beyond which new values share `tag=__other__`.
@@ -79,7 +82,7 @@ impl MonitorSettings {
     pub fn config_hash(&self) -> String {
         let canonical = format!(
             "window_seconds={};allowed_lateness_s={};segment_tags={};max_segments_per_model={};category_cap={};baseline_min_events={};reference_bins={};policy={:?};join_horizon_s={};join_capacity={};positive_label={}",
-            self.window_seconds,
+            self.windows.canonical(),
             self.allowed_lateness.as_secs(),
             self.segment_tags.join(","),
             self.max_segments_per_model,

@@ -18,7 +18,7 @@ pub enum Source {
     Outcomes,
 }
 
-/// (model, version, segment, window start) -> state, nested so the hot path looks up by `&str`
+/// (model, version, segment, pane start) -> state, nested so the hot path looks up by `&str`
 /// and allocates only for a key it has not seen since the last flush.
 type States = HashMap<String, HashMap<String, HashMap<String, BTreeMap<u32, WindowState>>>>;
 
@@ -95,22 +95,23 @@ impl Segmenter {
 
 #[derive(Debug)]
 pub struct PendingPartials {
-    window_seconds: u32,
+    /// Partial states are kept per pane (`windowing.rs`); windows merge their panes at close.
+    pane_seconds: u32,
     partitions: BTreeMap<(Source, i32), PartitionBatch>,
     messages: usize,
     positive_label: String,
 }
 
 impl PendingPartials {
-    pub fn new(window_seconds: u32, positive_label: &str) -> Self {
-        assert!(window_seconds > 0, "window_seconds is validated at config load");
-        Self { window_seconds, partitions: BTreeMap::new(), messages: 0, positive_label: positive_label.to_owned() }
+    pub fn new(pane_seconds: u32, positive_label: &str) -> Self {
+        assert!(pane_seconds > 0, "window lengths are validated at config load");
+        Self { pane_seconds, partitions: BTreeMap::new(), messages: 0, positive_label: positive_label.to_owned() }
     }
 
-    /// The tumbling window an event time (ms since the epoch, validated non-negative) falls in.
-    pub fn window_start(&self, event_time_ms: i64) -> u32 {
+    /// The pane an event time (ms since the epoch, validated non-negative) falls in.
+    pub fn pane_start(&self, event_time_ms: i64) -> u32 {
         let seconds = (event_time_ms / 1000) as u64;
-        (seconds - seconds % u64::from(self.window_seconds)) as u32
+        (seconds - seconds % u64::from(self.pane_seconds)) as u32
     }
 
     /// Adds a prediction to its window; fills `named` with its segments besides all traffic
@@ -124,7 +125,7 @@ impl PendingPartials {
         segments: &mut Segmenter,
         named: &mut Vec<String>,
     ) {
-        let window = self.window_start(event.event_time_ms);
+        let window = self.pane_start(event.event_time_ms);
         let batch = self.advance(Source::Predictions, partition, offset);
         let versions = get_or_insert(&mut batch.states, event.model_id);
         let segments_of_version = get_or_insert(versions, event.model_version);
@@ -183,21 +184,21 @@ impl PendingPartials {
         self.partitions.iter().map(|((s, p), b)| (*s, *p, b.next_offset))
     }
 
-    /// (partition, window) pairs that got joined outcomes in this batch.
-    pub fn windows_with_outcomes(&self) -> std::collections::BTreeSet<(i32, u32)> {
-        let mut windows = std::collections::BTreeSet::new();
+    /// (partition, model, pane) of the panes that got joined outcomes in this batch.
+    pub fn panes_with_outcomes(&self) -> std::collections::BTreeSet<(i32, String, u32)> {
+        let mut panes = std::collections::BTreeSet::new();
         for ((_, partition), batch) in &self.partitions {
-            for versions in batch.states.values() {
+            for (model, versions) in &batch.states {
                 for segments in versions.values() {
-                    for (window, state) in segments.get("").into_iter().flatten() {
+                    for (pane, state) in segments.get("").into_iter().flatten() {
                         if state.performance.is_some() {
-                            windows.insert((*partition, *window));
+                            panes.insert((*partition, model.clone(), *pane));
                         }
                     }
                 }
             }
         }
-        windows
+        panes
     }
 
     /// One row per (source, partition, model, version, segment, window); a partition with no
@@ -215,7 +216,7 @@ impl PendingPartials {
                 model_version: version.to_owned(),
                 segment: segment.to_owned(),
                 window_start,
-                window_seconds: self.window_seconds,
+                window_seconds: self.pane_seconds,
                 events,
                 state,
                 source_topic: topic.to_owned(),
@@ -246,7 +247,7 @@ impl PendingPartials {
     }
 
     /// Takes every state recorded since the last call, as (partition, model, version, segment,
-    /// window start, state), and clears the batch: for `vigil replay`, which merges the states
+    /// pane start, state), and clears the batch: for `vigil replay`, which merges the states
     /// itself instead of storing them. Per key, a partition's predictions come before its
     /// outcomes.
     pub fn take_states(&mut self) -> Vec<(i32, String, String, String, u32, WindowState)> {
@@ -297,10 +298,10 @@ mod tests {
     #[test]
     fn events_fall_in_tumbling_event_time_windows() {
         let p = PendingPartials::new(60, "1");
-        assert_eq!(p.window_start(0), 0);
-        assert_eq!(p.window_start(59_999), 0);
-        assert_eq!(p.window_start(60_000), 60);
-        assert_eq!(p.window_start(1_764_000_123_456), 1_764_000_120);
+        assert_eq!(p.pane_start(0), 0);
+        assert_eq!(p.pane_start(59_999), 0);
+        assert_eq!(p.pane_start(60_000), 60);
+        assert_eq!(p.pane_start(1_764_000_123_456), 1_764_000_120);
     }
 
     #[test]
@@ -379,6 +380,6 @@ mod tests {
         assert_eq!(keyed, vec![("o", 2, "", 120, 0, 41), ("o", 2, "country=DE", 120, 0, 41)]);
         let state: WindowState = serde_json::from_str(&rows[0].state).unwrap();
         assert_eq!(state.performance.unwrap().labeled, 1);
-        assert_eq!(p.windows_with_outcomes().into_iter().collect::<Vec<_>>(), vec![(2, 120)]);
+        assert_eq!(p.panes_with_outcomes().into_iter().collect::<Vec<_>>(), vec![(2, "fraud".to_owned(), 120)]);
     }
 }

@@ -26,6 +26,7 @@ use crate::performance::Observed;
 use crate::clock::WindowClock;
 use crate::http::Readiness;
 use crate::window::WindowState;
+use crate::windowing::Window;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
 use crate::policy::{self, Escalation, Judgement, Streaks, Verdict};
 use crate::rows;
@@ -110,11 +111,11 @@ pub async fn run(
     tracing::info!(predictions = %settings.predictions_topic, outcomes = %settings.outcomes_topic, group = %settings.group_id, "monitor consuming");
 
     let mut pipeline = Pipeline {
-        pending: PendingPartials::new(settings.window_seconds, &settings.positive_label),
+        pending: PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label),
         join: OutcomeJoin::new(settings.join),
         segment_names: Vec::new(),
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
-        clock: WindowClock::new(settings.window_seconds, settings.allowed_lateness.as_secs() as u32).with_idle_timeout(settings.idle_timeout),
+        clock: WindowClock::new(settings.allowed_lateness.as_secs() as u32).with_idle_timeout(settings.idle_timeout),
         config_hash: settings.config_hash(),
         references: HashMap::new(),
         drift_policy: rows::drift_policy(),
@@ -220,15 +221,39 @@ impl Pipeline {
             Ok(list) => list.elements().iter().map(|e| e.partition()).collect(),
             Err(error) => return Err(MonitorError::Kafka { action: "read assignment", source: error }),
         };
-        for (partition, window_start) in self.store.unclosed_windows().await? {
-            if assigned.contains(&(partition as i32)) {
-                self.clock.reopen(partition as i32, window_start);
+        let newest = self.store.newest_windows().await?;
+        self.reopen_unclosed(&assigned, &newest).await?;
+        self.restore_policy_state(&newest).await?;
+        let stored = self.stored_positions().await?;
+        self.rebuild_join(&assigned, &stored, &newest).await?;
+        self.stored = Some(stored);
+        Ok(())
+    }
+
+    /// How far back (event time) from a partition's newest pane a restart looks for work: windows
+    /// still to close and windows outcomes can still reach.
+    fn lookback_seconds(&self) -> u64 {
+        u64::from(self.settings.windows.longest()) + self.settings.allowed_lateness.as_secs() + self.settings.join.horizon_seconds
+    }
+
+    /// Reopens, on the assigned partitions, every window with stored predictions but no metrics
+    /// yet (closed by the previous owner's next flush, which did not happen).
+    async fn reopen_unclosed(&mut self, assigned: &std::collections::BTreeSet<i32>, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
+        let Some(oldest_newest) = newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))).map(|(_, w)| u64::from(*w)).min() else {
+            return Ok(());
+        };
+        let since = oldest_newest.saturating_sub(self.lookback_seconds()) as u32;
+        let closed = self.store.closed_windows(since).await?;
+        for (partition, model_id, pane) in self.store.stored_panes(since).await? {
+            if !assigned.contains(&(partition as i32)) {
+                continue;
+            }
+            for window in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
+                if !closed.contains(&(partition, window.start, window.length)) {
+                    self.clock.reopen(partition as i32, window);
+                }
             }
         }
-        self.restore_policy_state().await?;
-        let stored = self.stored_positions().await?;
-        self.rebuild_join(&assigned, &stored).await?;
-        self.stored = Some(stored);
         Ok(())
     }
 
@@ -249,38 +274,22 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Streaks, judged windows and reference performance as stored, so a restart continues them.
-    async fn restore_policy_state(&mut self) -> Result<(), MonitorError> {
-        // Per (model, version, policy): the newest decided window's streak and verdict.
-        let mut latest: HashMap<(String, String, String), (u32, u32, bool)> = HashMap::new();
-        for check in self.store.policy_checks().await? {
-            if check.policy == self.settings.policies.for_model(&check.model_id).performance.escalation.name && check.verdict != Verdict::InsufficientData.name() {
-                self.performance_decided.insert(WindowKey { model_id: check.model_id.clone(), model_version: check.model_version.clone(), window_start: check.window_start });
-            }
-            if check.verdict == Verdict::InsufficientData.name() {
-                continue;
-            }
-            let entry = latest.entry((check.model_id, check.model_version, check.policy)).or_insert((0, 0, false));
-            if check.window_start >= entry.0 {
-                *entry = (check.window_start, check.streak, check.verdict == Verdict::Breach.name());
-            }
+    /// Streaks, decided windows and reference performance as stored, so a restart continues them.
+    async fn restore_policy_state(&mut self, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
+        for decision in self.store.latest_decisions().await? {
+            self.streaks.restore(&decision.model_id, &decision.model_version, &decision.policy, decision.window_start, decision.streak);
+            self.metrics.latest.verdict(&decision.model_id, &decision.model_version, &decision.policy, decision.verdict == Verdict::Breach.name());
         }
-        for ((model, version, policy), (_, streak, breach)) in latest {
-            self.streaks.restore(&model, &version, &policy, streak);
-            self.metrics.latest.verdict(&model, &version, &policy, breach);
+        // Performance is judged when a window first has enough outcomes, not in window order:
+        // the windows outcomes can still reach keep their own record.
+        let since = newest.values().min().map_or(0, |w| u64::from(*w).saturating_sub(self.lookback_seconds()) as u32);
+        let policy = self.settings.policies.default.performance.escalation.name.clone();
+        for (model_id, model_version, window_start) in self.store.decided_windows(&policy, since).await? {
+            self.performance_decided.insert(WindowKey { model_id, model_version, window_start });
         }
-        let baselines: HashMap<(String, String, u32), String> = self
-            .references
-            .iter()
-            .filter_map(|((m, v), (id, _))| Some(((m.clone(), v.clone(), id.rsplit(':').next()?.parse().ok()?), id.clone())))
-            .collect();
-        if !baselines.is_empty() {
-            for row in self.store.window_performance().await? {
-                if let Some(id) = baselines.get(&(row.model_id, row.model_version, row.window_start)).filter(|_| row.segment.is_empty()) {
-                    let summary = crate::performance::PerformanceSummary { labeled: row.labeled, accuracy: row.accuracy, mae: row.mae, ..Default::default() };
-                    self.reference_performance.insert(id.clone(), summary);
-                }
-            }
+        for row in self.store.baseline_performance().await? {
+            let summary = crate::performance::PerformanceSummary { labeled: row.labeled, accuracy: row.accuracy, mae: row.mae, ..Default::default() };
+            self.reference_performance.insert(row.reference_id, summary);
         }
         Ok(())
     }
@@ -299,13 +308,12 @@ impl Pipeline {
     /// allowed lateness) before them into the join only: predictions and outcomes still waiting
     /// at the stored positions wait again; pairs that matched there match again and are dropped,
     /// their numbers being stored already.
-    async fn rebuild_join(&mut self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
-        let newest = self.store.newest_windows().await?;
+    async fn rebuild_join(&mut self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
         let back = self.settings.join.horizon_seconds + self.settings.allowed_lateness.as_secs();
         let mut ranges = Vec::new();
         for partition in assigned {
             let Some(window) = newest.get(&(*partition as u32)) else { continue };
-            let from_ms = (i64::from(*window) + i64::from(self.settings.window_seconds) - back as i64).max(0) * 1000;
+            let from_ms = (i64::from(*window) + i64::from(self.settings.windows.pane_seconds()) - back as i64).max(0) * 1000;
             for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
                 if let Some(&end_offset) = stored.get(&(source, *partition as u32)) {
                     ranges.push(kafka::HistoryRange { topic: topic.clone(), partition: *partition, from_ms, end_offset });
@@ -336,11 +344,11 @@ impl Pipeline {
     fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
         let event = decode_prediction_view(payload)?;
         self.local.decoded += 1;
-        let window_start = self.pending.window_start(event.event_time_ms);
-        let late = self.clock.observe(partition, window_start, event.event_time_ms);
+        let pane = self.pending.pane_start(event.event_time_ms);
+        let late = self.clock.observe(partition, self.settings.windows.for_model(event.model_id), event.event_time_ms);
         self.local.late += u64::from(late);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.segment_names);
-        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, window_start, &self.segment_names)) {
+        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &self.segment_names)) {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
         Ok(())
@@ -359,7 +367,7 @@ impl Pipeline {
     /// The join alone, for a prediction re-read while rebuilding.
     fn join_prediction(&mut self, partition: i32, payload: &[u8]) -> Result<Option<Matched>, vigil_events::DecodeError> {
         let event = decode_prediction_view(payload)?;
-        let window_start = self.pending.window_start(event.event_time_ms);
+        let pane = self.pending.pane_start(event.event_time_ms);
         self.segment_names.clear();
         let names = &mut self.segment_names;
         self.segments.for_each(&event, |segment| {
@@ -367,7 +375,7 @@ impl Pipeline {
                 names.push(segment.to_owned());
             }
         });
-        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, window_start, &self.segment_names)))
+        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &self.segment_names)))
     }
 
     fn join_outcome(&mut self, partition: i32, outcome: &OutcomeEvent) -> Option<Matched> {
@@ -393,8 +401,7 @@ impl Pipeline {
         self.pending.revoke(revoked);
         // Windows of partitions owned elsewhere must not stay open here: reload reopens those of
         // the current assignment only.
-        self.clock = WindowClock::new(self.settings.window_seconds, self.settings.allowed_lateness.as_secs() as u32)
-            .with_idle_timeout(self.settings.idle_timeout);
+        self.clock = WindowClock::new(self.settings.allowed_lateness.as_secs() as u32).with_idle_timeout(self.settings.idle_timeout);
         self.join.revoke(revoked);
         self.stored = None;
     }
@@ -415,7 +422,7 @@ impl Pipeline {
                 stored.insert((source, partition as u32), next);
             }
         }
-        let with_outcomes = self.pending.windows_with_outcomes();
+        let with_outcomes = self.pending.panes_with_outcomes();
         self.metrics.flushes.inc();
         self.metrics.rows_written.inc_by(rows.len() as u64);
         self.metrics.events_written.inc_by(rows.iter().filter(|r| r.segment.is_empty()).map(|r| r.events).sum());
@@ -431,34 +438,45 @@ impl Pipeline {
         self.close_due_windows().await;
         // Outcomes for windows closed before: recompute their performance (only; their drift
         // and policy verdicts stand). Windows still open get them when they close.
-        for (partition, window_start) in with_outcomes {
-            if !self.clock.is_open(partition, window_start) {
-                if let Err(error) = self.close_performance(partition, window_start).await {
-                    tracing::warn!(%error, partition, window_start, "updating a closed window's performance failed; the next outcome for it retries");
-                    self.metrics.close_errors.inc();
+        let mut reached = std::collections::BTreeSet::new();
+        for (partition, model_id, pane) in with_outcomes {
+            for window in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
+                if !self.clock.is_open(partition, window) {
+                    reached.insert((partition, window));
                 }
+            }
+        }
+        for (partition, window) in reached {
+            if let Err(error) = self.close_performance(partition, window).await {
+                tracing::warn!(%error, partition, window_start = window.start, "updating a closed window's performance failed; the next outcome for it retries");
+                self.metrics.close_errors.inc();
             }
         }
         Ok(())
     }
 
-    async fn merged_partials(&self, partition: i32, window_start: u32) -> Result<std::collections::BTreeMap<(String, String, String), WindowState>, MonitorError> {
-        let partials = self.store.partials_at(partition as u32, window_start).await?;
+    /// The states of the models that cut `window`, merged from the partials of its panes.
+    async fn merged_partials(&self, partition: i32, window: Window) -> Result<std::collections::BTreeMap<(String, String, String), WindowState>, MonitorError> {
+        let partials = self.store.partials_between(partition as u32, window.start, window.end() as u32).await?;
         let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
         for p in partials {
+            if !self.settings.windows.for_model(&p.model_id).has(window) {
+                continue;
+            }
             let state: WindowState = serde_json::from_str(&p.state)?;
             merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
         }
         Ok(merged)
     }
 
-    async fn close_performance(&mut self, partition: i32, window_start: u32) -> Result<(), MonitorError> {
-        let merged = self.merged_partials(partition, window_start).await?;
+    async fn close_performance(&mut self, partition: i32, window: Window) -> Result<(), MonitorError> {
+        let merged = self.merged_partials(partition, window).await?;
         let computed_at = unix_seconds();
+        let window_start = window.start;
         let rows: Vec<_> = merged
             .iter()
             .filter(|(_, state)| state.events > 0)
-            .map(|(key, state)| self.performance_row(key, window_start, state, computed_at))
+            .map(|(key, state)| self.performance_row(key, window, state, computed_at))
             .collect();
         let mut checks = Vec::new();
         for row in rows.iter().filter(|r| r.segment.is_empty()) {
@@ -496,9 +514,9 @@ impl Pipeline {
         }
     }
 
-    fn row_context(&self, computed_at: u32) -> rows::RowContext<'_> {
+    fn row_context(&self, window_seconds: u32, computed_at: u32) -> rows::RowContext<'_> {
         rows::RowContext {
-            window_seconds: self.settings.window_seconds,
+            window_seconds,
             config_hash: &self.config_hash,
             positive_label: &self.settings.positive_label,
             drift_policy: &self.drift_policy,
@@ -510,33 +528,36 @@ impl Pipeline {
         self.references.get(&(model_id.to_owned(), model_version.to_owned())).map(|(id, _)| id.clone()).unwrap_or_default()
     }
 
-    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window_start: u32, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
-        let key = rows::RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start };
-        rows::performance(&self.row_context(computed_at), &key, state, &self.reference_id(model_id, model_version))
+    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window: Window, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
+        let key = rows::RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start: window.start };
+        rows::performance(&self.row_context(window.length, computed_at), &key, state, &self.reference_id(model_id, model_version))
     }
 
     /// Closes the windows the watermark has passed, now that their partials are stored: merges
     /// each (model, version, segment)'s partials and writes its numbers. A failure leaves the
     /// window open for the next flush; closing again is idempotent.
     async fn close_due_windows(&mut self) {
-        for (partition, window_start, waited) in self.clock.take_closable() {
-            match self.close_window(partition, window_start).await {
+        for (partition, window, waited) in self.clock.take_closable() {
+            match self.close_window(partition, window).await {
                 Ok(keys) => {
                     self.metrics.windows_closed.inc_by(keys);
                     self.metrics.close_latency_seconds.observe(waited.as_secs_f64());
                 }
                 Err(error) => {
-                    tracing::warn!(%error, partition, window_start, "closing window failed; retrying at the next flush");
+                    tracing::warn!(%error, partition, window_start = window.start, window_seconds = window.length, "closing window failed; retrying at the next flush");
                     self.metrics.close_errors.inc();
-                    self.clock.reopen(partition, window_start);
+                    self.clock.reopen(partition, window);
                 }
             }
         }
     }
 
-    /// Checks the drift policy for one closed window.
-    async fn evaluate_drift(&mut self, window: &WindowKey, reference_id: &str, events: u64, results: &[crate::drift::FeatureDrift], now: u32) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
+    /// Checks the drift policy for one closed window, unless an earlier close decided it.
+    async fn evaluate_drift(&mut self, window: &WindowKey, reference_id: &str, events: u64, results: &[crate::drift::FeatureDrift], now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
         let settings = self.settings.policies.for_model(&window.model_id).drift.clone();
+        if self.streaks.decided(&window.model_id, &window.model_version, &settings.escalation.name, window.window_start) {
+            return Ok(None);
+        }
         let check = policy::check(&settings, events, results);
         let evidence = results
             .iter()
@@ -555,7 +576,7 @@ impl Pipeline {
             check.corrected_alpha
         );
         let judgement = Judgement { verdict: check.verdict, value: check.drifted.len() as f64, threshold: settings.min_drifted_features as f64, evidence };
-        self.decide(window, &settings.escalation, judgement, detail, reference_id, events, now).await
+        Ok(Some(self.decide(window, &settings.escalation, judgement, detail, reference_id, events, now).await?))
     }
 
     /// Records one policy's verdict on a window: extends or resets the streak and, on a breach
@@ -572,7 +593,7 @@ impl Pipeline {
         now: u32,
     ) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
         let WindowKey { model_id, model_version, window_start } = window;
-        let streak = self.streaks.record(model_id, model_version, &escalation.name, judgement.verdict);
+        let streak = self.streaks.record(model_id, model_version, &escalation.name, *window_start, judgement.verdict);
         let mut remediation_id = String::new();
         if judgement.verdict == Verdict::Breach && streak >= escalation.consecutive_windows {
             remediation_id = policy::remediation_id(model_id, model_version, *window_start, &escalation.name, &self.config_hash);
@@ -581,7 +602,7 @@ impl Pipeline {
                 model_id: model_id.clone(),
                 model_version: model_version.clone(),
                 window_start_ms: i64::from(*window_start) * 1000,
-                window_end_ms: (i64::from(*window_start) + i64::from(self.settings.window_seconds)) * 1000,
+                window_end_ms: (i64::from(*window_start) + i64::from(self.settings.windows.for_model(model_id).length)) * 1000,
                 severity: escalation.severity,
                 action: escalation.action,
                 policy: escalation.name.clone(),
@@ -659,7 +680,7 @@ impl Pipeline {
 
     async fn evaluate_latency(&mut self, window: &WindowKey, events: u64, p99_ms: Option<f64>, now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
         let settings = self.settings.policies.for_model(&window.model_id).latency.clone();
-        if settings.max_p99_ms.is_none() {
+        if settings.max_p99_ms.is_none() || self.streaks.decided(&window.model_id, &window.model_version, &settings.escalation.name, window.window_start) {
             return Ok(None);
         }
         let judgement = policy::check_latency(&settings, events, p99_ms);
@@ -690,8 +711,9 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn close_window(&mut self, partition: i32, window_start: u32) -> Result<u64, MonitorError> {
-        let merged = self.merged_partials(partition, window_start).await?;
+    async fn close_window(&mut self, partition: i32, window: Window) -> Result<u64, MonitorError> {
+        let merged = self.merged_partials(partition, window).await?;
+        let window_start = window.start;
         let computed_at = unix_seconds();
         let mut rows = Vec::with_capacity(merged.len());
         let mut performance_rows = Vec::with_capacity(merged.len());
@@ -710,7 +732,7 @@ impl Pipeline {
                 self.create_baseline(&model_id, &model_version, window_start, &state, computed_at).await?;
             }
             let key = rows::RowKey { model_id, model_version, segment, window_start };
-            let ctx = self.row_context(computed_at);
+            let ctx = self.row_context(window.length, computed_at);
             let reference_id = match self.references.get(&reference_key) {
                 Some((id, reference)) => {
                     let (results, rows, skipped) = rows::drift(&ctx, &key, &state, &rows::ReferenceRef { id, state: reference });
@@ -770,7 +792,7 @@ impl Pipeline {
         let mut checks = Vec::new();
         for (model_id, model_version, reference_id, events, results) in policy_inputs {
             let window = WindowKey { model_id, model_version, window_start };
-            checks.push(self.evaluate_drift(&window, &reference_id, events, &results, computed_at).await?);
+            checks.extend(self.evaluate_drift(&window, &reference_id, events, &results, computed_at).await?);
         }
         for (window, events, p99, performance) in budget_inputs {
             checks.extend(self.evaluate_latency(&window, events, p99, computed_at).await?);

@@ -264,34 +264,51 @@ pub fn check(settings: &DriftPolicySettings, events: u64, results: &[FeatureDrif
 /// resets a streak: silence is not evidence either way. Restored from `policy_checks` after a
 /// restart.
 #[derive(Debug, Default)]
-pub struct Streaks(HashMap<(String, String, String), u32>);
+pub struct Streaks {
+    streaks: HashMap<(String, String, String), u32>,
+    /// The newest window each (model, version, policy) has a verdict on.
+    decided_up_to: HashMap<(String, String, String), u32>,
+}
 
 impl Streaks {
-    /// Continues a streak stored before a restart.
-    pub fn restore(&mut self, model: &str, version: &str, policy: &str, streak: u32) {
+    /// Continues a streak stored before a restart, decided up to `window_start`.
+    pub fn restore(&mut self, model: &str, version: &str, policy: &str, window_start: u32, streak: u32) {
+        let key = (model.to_owned(), version.to_owned(), policy.to_owned());
         if streak > 0 {
-            self.0.insert((model.to_owned(), version.to_owned(), policy.to_owned()), streak);
+            self.streaks.insert(key.clone(), streak);
         }
+        self.decided_up_to.insert(key, window_start);
     }
 
     pub fn current(&self, model: &str, version: &str, policy: &str) -> u32 {
-        self.0.get(&(model.to_owned(), version.to_owned(), policy.to_owned())).copied().unwrap_or(0)
+        self.streaks.get(&(model.to_owned(), version.to_owned(), policy.to_owned())).copied().unwrap_or(0)
     }
 
-    /// Records a verdict; returns the streak length after it.
-    pub fn record(&mut self, model: &str, version: &str, policy: &str, verdict: Verdict) -> u32 {
+    /// Whether `window_start` is at or before the newest window this policy decided: a window
+    /// closed again (late events, another group member, a restart) keeps its first verdict,
+    /// and an old window does not re-enter a streak that has moved on.
+    pub fn decided(&self, model: &str, version: &str, policy: &str, window_start: u32) -> bool {
+        self.decided_up_to.get(&(model.to_owned(), version.to_owned(), policy.to_owned())).is_some_and(|w| window_start <= *w)
+    }
+
+    /// Records a verdict on `window_start`; returns the streak length after it.
+    pub fn record(&mut self, model: &str, version: &str, policy: &str, window_start: u32, verdict: Verdict) -> u32 {
         let key = (model.to_owned(), version.to_owned(), policy.to_owned());
+        if verdict != Verdict::InsufficientData {
+            let up_to = self.decided_up_to.entry(key.clone()).or_insert(window_start);
+            *up_to = (*up_to).max(window_start);
+        }
         match verdict {
             Verdict::Breach => {
-                let streak = self.0.entry(key).or_insert(0);
+                let streak = self.streaks.entry(key).or_insert(0);
                 *streak += 1;
                 *streak
             }
             Verdict::Healthy => {
-                self.0.remove(&key);
+                self.streaks.remove(&key);
                 0
             }
-            Verdict::InsufficientData => self.0.get(&key).copied().unwrap_or(0),
+            Verdict::InsufficientData => self.streaks.get(&key).copied().unwrap_or(0),
         }
     }
 }
@@ -377,13 +394,17 @@ mod tests {
         let settings = DriftPolicySettings::default();
         assert_eq!(check(&settings, 10, &[]).verdict, Verdict::InsufficientData);
         let mut streaks = Streaks::default();
-        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 1);
-        assert_eq!(streaks.record("m", "v", "p", Verdict::InsufficientData), 1);
-        assert_eq!(streaks.record("m", "v", "other", Verdict::Breach), 1, "streaks are per policy");
-        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 2);
-        assert_eq!(streaks.record("m", "v", "p", Verdict::Healthy), 0);
-        streaks.restore("m", "v", "p", 4);
-        assert_eq!(streaks.record("m", "v", "p", Verdict::Breach), 5, "a restored streak continues");
+        assert_eq!(streaks.record("m", "v", "p", 0, Verdict::Breach), 1);
+        assert_eq!(streaks.record("m", "v", "p", 60, Verdict::InsufficientData), 1);
+        assert!(!streaks.decided("m", "v", "p", 60), "insufficient data decides nothing");
+        assert_eq!(streaks.record("m", "v", "other", 60, Verdict::Breach), 1, "streaks are per policy");
+        assert_eq!(streaks.record("m", "v", "p", 120, Verdict::Breach), 2);
+        assert!(streaks.decided("m", "v", "p", 120) && streaks.decided("m", "v", "p", 0));
+        assert!(!streaks.decided("m", "v", "p", 180));
+        assert_eq!(streaks.record("m", "v", "p", 180, Verdict::Healthy), 0);
+        streaks.restore("m", "v", "p", 600, 4);
+        assert!(streaks.decided("m", "v", "p", 600), "restored with the window it was decided up to");
+        assert_eq!(streaks.record("m", "v", "p", 660, Verdict::Breach), 5, "a restored streak continues");
     }
 
     fn summary(labeled: u64, accuracy: f64) -> PerformanceSummary {

@@ -52,6 +52,7 @@ use crate::partials::{PendingPartials, Segmenter, Source};
 use crate::performance::Observed;
 use crate::rows::{self, ReferenceRef, RowContext, RowKey};
 use crate::window::WindowState;
+use crate::windowing::{Window, Windowing};
 use crate::MonitorSettings;
 
 /// Messages between two merges of the recorded states into the replayed windows.
@@ -67,7 +68,7 @@ pub use crate::rows::drift_policy as monitor_drift_policy;
 /// The settings that shape a window's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplaySettings {
-    pub window_seconds: u32,
+    pub windows: Windowing,
     pub lateness_seconds: u32,
     pub segment_tags: Vec<String>,
     pub max_segments_per_model: usize,
@@ -78,7 +79,7 @@ pub struct ReplaySettings {
 impl ReplaySettings {
     pub fn of(settings: &MonitorSettings) -> Self {
         Self {
-            window_seconds: settings.window_seconds,
+            windows: settings.windows.clone(),
             lateness_seconds: settings.allowed_lateness.as_secs() as u32,
             segment_tags: settings.segment_tags.clone(),
             max_segments_per_model: settings.max_segments_per_model,
@@ -130,10 +131,11 @@ pub struct ReplayCounts {
     pub join: JoinCounts,
 }
 
-/// A rebuilt window: its merged state and the partition its predictions came from.
+/// A rebuilt window: its length, merged state and the partition its predictions came from.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayedWindow {
     pub partition: i32,
+    pub length: u32,
     pub state: WindowState,
 }
 
@@ -191,9 +193,9 @@ pub struct Replay {
 impl Replay {
     pub fn new(settings: ReplaySettings, selection: Selection) -> Self {
         Self {
-            pending: PendingPartials::new(settings.window_seconds, &settings.positive_label),
+            pending: PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label),
             segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
-            clock: WindowClock::new(settings.window_seconds, settings.lateness_seconds),
+            clock: WindowClock::new(settings.lateness_seconds),
             join: OutcomeJoin::new(settings.join),
             named: Vec::new(),
             interleave: BTreeMap::new(),
@@ -271,13 +273,13 @@ impl Replay {
             return None;
         };
         self.counts.predictions += 1;
-        let window_start = self.pending.window_start(event.event_time_ms);
-        let late = self.clock.observe(partition, window_start, event.event_time_ms);
+        let pane = self.pending.pane_start(event.event_time_ms);
+        let late = self.clock.observe(partition, self.settings.windows.for_model(event.model_id), event.event_time_ms);
         self.counts.late_events += u64::from(late);
         let newest = self.newest_s.entry(partition).or_default();
         *newest = (*newest).max((event.event_time_ms / 1000) as u64);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
-        let waiting = WaitingPrediction::of(&event, window_start, &self.named);
+        let waiting = WaitingPrediction::of(&event, pane, &self.named);
         if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting) {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
@@ -299,17 +301,19 @@ impl Replay {
         Some(outcome.event_time_ms)
     }
 
-    /// Merges the recorded states of selected windows into the replayed ones, as closing merges
-    /// partials.
+    /// Merges the recorded pane states into the selected windows holding them, as closing merges
+    /// a window's partials.
     fn collect(&mut self) {
-        for (partition, model_id, model_version, segment, window_start, state) in self.pending.take_states() {
-            if !self.selection.contains(&model_id, &model_version, window_start) {
-                continue;
-            }
-            let key = RowKey { model_id, model_version, segment, window_start };
-            let window = self.windows.entry(key).or_insert_with(|| ReplayedWindow { partition, state: WindowState::default() });
-            if let Err(error) = window.state.merge(&state) {
-                self.error.get_or_insert(error);
+        for (partition, model_id, model_version, segment, pane, state) in self.pending.take_states() {
+            for Window { start, length } in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
+                if !self.selection.contains(&model_id, &model_version, start) {
+                    continue;
+                }
+                let key = RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start: start };
+                let window = self.windows.entry(key).or_insert_with(|| ReplayedWindow { partition, length, state: WindowState::default() });
+                if let Err(error) = window.state.merge(&state) {
+                    self.error.get_or_insert(error);
+                }
             }
         }
     }
@@ -328,7 +332,7 @@ impl Replay {
         self.counts.join = self.join.take_counts();
         self.counts.segment_overflow = self.segments.take_overflowed();
         Ok(Replayed {
-            window_seconds: self.settings.window_seconds,
+            pane_seconds: self.settings.windows.pane_seconds(),
             lateness_seconds: self.settings.lateness_seconds,
             windows: self.windows,
             counts: self.counts,
@@ -342,7 +346,7 @@ impl Replay {
 /// The rebuilt windows of a replay, with what it read.
 #[derive(Debug)]
 pub struct Replayed {
-    window_seconds: u32,
+    pane_seconds: u32,
     lateness_seconds: u32,
     pub windows: BTreeMap<RowKey, ReplayedWindow>,
     pub counts: ReplayCounts,
@@ -362,17 +366,15 @@ pub struct Coverage {
 
 impl Replayed {
     /// Whether the watermark of `partition` at the end of the replayed log passed the end of
-    /// the window starting at `window_start`: the monitor closes such a window at its next
-    /// flush (an idle partition's may close earlier).
-    pub fn closed_by_watermark(&self, partition: i32, window_start: u32) -> bool {
-        self.newest_s.get(&partition).is_some_and(|newest| {
-            u64::from(window_start) + u64::from(self.window_seconds) + u64::from(self.lateness_seconds) <= *newest
-        })
+    /// `window`: the monitor closes such a window at its next flush (an idle partition's may
+    /// close earlier).
+    pub fn closed_by_watermark(&self, partition: i32, window: Window) -> bool {
+        self.newest_s.get(&partition).is_some_and(|newest| window.end() + u64::from(self.lateness_seconds) <= *newest)
     }
 
     /// Where `partition`'s windows can be compared. A topic partition read from offset 0 covers
-    /// everything. One whose head was deleted covers the windows after the one its first retained
-    /// message falls in, plus the allowed lateness (older messages could still have been on
+    /// everything. One whose head was deleted covers the windows starting after the pane its first
+    /// retained message falls in, plus the allowed lateness (older messages could still have been on
     /// time there); a heuristic, as a first message that was itself late moves the cut too early.
     /// One emptied by retention covers nothing.
     pub fn coverage(&self, partition: i32) -> Coverage {
@@ -384,8 +386,8 @@ impl Replayed {
                 _ if start == 0 => 0,
                 Some(FirstSeen { event_time_ms: Some(ms), .. }) => {
                     let seconds = (ms / 1000).max(0) as u64 + u64::from(self.lateness_seconds);
-                    let window = u64::from(self.window_seconds);
-                    u32::try_from(seconds - seconds % window + window).unwrap_or(u32::MAX)
+                    let pane = u64::from(self.pane_seconds);
+                    u32::try_from(seconds - seconds % pane + pane).unwrap_or(u32::MAX)
                 }
                 // Nothing retained, or nothing that decoded: no window is known complete.
                 _ => u32::MAX,
@@ -654,7 +656,7 @@ mod tests {
 
     fn settings(segment_cap: usize) -> ReplaySettings {
         ReplaySettings {
-            window_seconds: 60,
+            windows: Windowing::tumbling(60),
             lateness_seconds: 30,
             segment_tags: vec!["country".into()],
             max_segments_per_model: segment_cap,
@@ -719,9 +721,9 @@ mod tests {
     /// What the monitor does with the same log, taken in the same order: the pipeline's steps,
     /// a flush (partials) every `flush_every` messages, windows merged from the partials.
     fn live(log: &[(Source, i64, Vec<u8>)], settings: &ReplaySettings, flush_every: usize) -> BTreeMap<RowKey, WindowState> {
-        let mut pending = PendingPartials::new(settings.window_seconds, &settings.positive_label);
+        let mut pending = PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label);
         let mut segments = Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model);
-        let mut clock = WindowClock::new(settings.window_seconds, settings.lateness_seconds);
+        let mut clock = WindowClock::new(settings.lateness_seconds);
         let mut join = OutcomeJoin::new(settings.join);
         let mut named = Vec::new();
         let mut partials = Vec::new();
@@ -732,10 +734,10 @@ mod tests {
             match source {
                 Source::Predictions => match decode_prediction_view(payload) {
                     Ok(event) => {
-                        let window_start = pending.window_start(event.event_time_ms);
-                        let late = clock.observe(0, window_start, event.event_time_ms);
+                        let pane = pending.pane_start(event.event_time_ms);
+                        let late = clock.observe(0, settings.windows.for_model(event.model_id), event.event_time_ms);
                         pending.record_event(0, offset, &event, late, &mut segments, &mut named);
-                        if let Some(m) = join.on_prediction(0, event.model_id, event.prediction_id, WaitingPrediction::of(&event, window_start, &named)) {
+                        if let Some(m) = join.on_prediction(0, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &named)) {
                             pending.record_matched(Source::Predictions, 0, &m);
                         }
                     }
@@ -756,9 +758,13 @@ mod tests {
             }
         }
         let mut windows: BTreeMap<RowKey, WindowState> = BTreeMap::new();
+        // As closing does: each window merges the partials of its panes.
         for row in partials.into_iter().filter(|r| !r.state.is_empty()) {
-            let key = RowKey { model_id: row.model_id, model_version: row.model_version, segment: row.segment, window_start: row.window_start };
-            windows.entry(key).or_default().merge(&serde_json::from_str(&row.state).unwrap()).unwrap();
+            let state: WindowState = serde_json::from_str(&row.state).unwrap();
+            for window in settings.windows.for_model(&row.model_id).windows_containing(u64::from(row.window_start)) {
+                let key = RowKey { model_id: row.model_id.clone(), model_version: row.model_version.clone(), segment: row.segment.clone(), window_start: window.start };
+                windows.entry(key).or_default().merge(&state).unwrap();
+            }
         }
         windows
     }
@@ -803,7 +809,7 @@ mod tests {
             let (s, r) = (state, &window.state);
             assert_eq!((s.events, s.late_events, &s.predicted_labels, &s.categorical), (r.events, r.late_events, &r.predicted_labels, &r.categorical), "{key:?}");
             assert_eq!(s.performance.as_ref().map(|p| (p.labeled, &p.confusion)), r.performance.as_ref().map(|p| (p.labeled, &p.confusion)), "{key:?}");
-            let live_rows = window_rows(&ctx, key, &ReplayedWindow { partition: 0, state: state.clone() }, Some(&reference));
+            let live_rows = window_rows(&ctx, key, &ReplayedWindow { partition: 0, length: 60, state: state.clone() }, Some(&reference));
             let replayed_rows = window_rows(&ctx, key, window, Some(&reference));
             assert!(!live_rows.drift.is_empty());
             let stored = StoredWindow { metrics: &live_rows.metrics, performance: Some(&live_rows.performance), drift: &live_rows.drift };
@@ -829,8 +835,30 @@ mod tests {
         assert_eq!(labeled, 400);
         assert_eq!(replayed.coverage(0), Coverage { metrics_from: 0, performance_from: 0 });
         // The last prediction is at T0 + 239.6 s: with 30 s lateness windows up to T0 + 180 s closed.
-        assert!(replayed.closed_by_watermark(0, 1_764_000_120) && !replayed.closed_by_watermark(0, 1_764_000_180));
-        assert!(!replayed.closed_by_watermark(1, 0), "a partition without predictions");
+        let minute = |start| Window { start, length: 60 };
+        assert!(replayed.closed_by_watermark(0, minute(1_764_000_120)) && !replayed.closed_by_watermark(0, minute(1_764_000_180)));
+        assert!(!replayed.closed_by_watermark(1, minute(0)), "a partition without predictions");
+    }
+
+    #[test]
+    fn sliding_and_per_model_windows_replay_as_the_monitor_merges_their_panes() {
+        let log = log();
+        let mut settings = settings(3);
+        // Model a: 2-minute windows every 30 s; the others: tumbling 90 s. Panes are 30 s.
+        let per_model = std::collections::HashMap::from([("a".to_owned(), crate::windowing::WindowSpec { length: 120, slide: 30 })]);
+        settings.windows = Windowing::new(crate::windowing::WindowSpec::tumbling(90), per_model);
+        let live = live(&log, &settings, 97);
+        let replayed = replay(&log, &settings, Selection::default(), 41);
+        assert_same_states(&live, &replayed);
+        let a: Vec<_> = replayed.windows.iter().filter(|(k, _)| k.model_id == "a" && k.segment.is_empty()).collect();
+        assert!(a.len() >= 8 && a.iter().all(|(k, w)| w.length == 120 && k.window_start % 30 == 0), "{:?}", a.iter().map(|(k, _)| k.window_start).collect::<Vec<_>>());
+        let in_windows: u64 = a.iter().map(|(_, w)| w.state.events).sum();
+        let tumbling = replay(&log, &self::settings(3), Selection::default(), 41);
+        let predictions_of_a: u64 = tumbling.windows.iter().filter(|(k, _)| k.model_id == "a" && k.segment.is_empty()).map(|(_, w)| w.state.events).sum();
+        assert!(predictions_of_a > 100);
+        assert_eq!(in_windows, 4 * predictions_of_a, "every prediction is in 120 / 30 = 4 windows");
+        let b_starts: BTreeSet<u32> = replayed.windows.keys().filter(|k| k.model_id != "a").map(|k| k.window_start).collect();
+        assert!(b_starts.iter().all(|s| s % 90 == 0), "{b_starts:?}");
     }
 
     #[test]

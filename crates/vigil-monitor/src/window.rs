@@ -169,7 +169,7 @@ mod tests {
             prediction_id: format!("p{i}"),
             model_id: "m".into(),
             model_version: "v1".into(),
-            numeric_features: [("x".to_owned(), f64::from(i)), ("gap".to_owned(), if i % 5 == 0 { f64::NAN } else { 1.0 })].into(),
+            numeric_features: [("x".to_owned(), f64::from(i)), ("gap".to_owned(), if i.is_multiple_of(5) { f64::NAN } else { 1.0 })].into(),
             categorical_features: [("device".to_owned(), ["ios", "web"][i as usize % 2].to_owned())].into(),
             prediction: Prediction { label: Some((i % 3).to_string()), score: Some(f64::from(i % 10) / 10.0), ..Default::default() },
             serving_latency_ms: Some(f64::from(i % 7) + 0.5),

@@ -5,7 +5,7 @@ mod error;
 mod schema;
 mod version;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
@@ -265,6 +265,34 @@ pub struct LatestVerdict {
     pub computed_at: u32,
 }
 
+/// The newest decided window of one (model, version, policy), with its streak.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct LatestDecision {
+    pub model_id: String,
+    pub model_version: String,
+    pub policy: String,
+    pub window_start: u32,
+    pub streak: u32,
+    /// `healthy` or `breach`.
+    pub verdict: String,
+}
+
+/// The performance of a live baseline's own window.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct BaselinePerformance {
+    pub reference_id: String,
+    pub labeled: u64,
+    pub accuracy: Option<f64>,
+    pub mae: Option<f64>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ModelVersionWindow {
+    model_id: String,
+    model_version: String,
+    window_start: u32,
+}
+
 /// One stored policy verdict of a model version's window (for canary analysis).
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct WindowVerdict {
@@ -298,6 +326,20 @@ pub struct KeyedPartial {
 struct PartitionWindow {
     source_partition: u32,
     window_start: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PartitionModelPane {
+    source_partition: u32,
+    model_id: String,
+    window_start: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PartitionWindowLength {
+    source_partition: u32,
+    window_start: u32,
+    window_seconds: u32,
 }
 
 /// Total events per (model, version, segment, window), summed over flushes.
@@ -457,17 +499,18 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start)).collect())
     }
 
-    /// Every partial of `window_start` written from `partition` (predictions and outcomes), in
-    /// write order: the input of closing that window.
-    pub async fn partials_at(&self, partition: u32, window_start: u32) -> Result<Vec<KeyedPartial>, StoreError> {
+    /// Every partial of the panes starting in `[from, to)` written from `partition` (predictions
+    /// and outcomes), pane by pane in write order: the input of closing the window `[from, to)`.
+    pub async fn partials_between(&self, partition: u32, from: u32, to: u32) -> Result<Vec<KeyedPartial>, StoreError> {
         self.db
             .query(
                 "SELECT model_id, model_version, segment, events, state FROM window_partials \
-                 WHERE source_partition = ? AND window_start = toDateTime(?) AND state != '' \
-                 ORDER BY source_end_offset, model_id, model_version, segment",
+                 WHERE source_partition = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?) AND state != '' \
+                 ORDER BY window_start, source_end_offset, model_id, model_version, segment",
             )
             .bind(partition)
-            .bind(window_start)
+            .bind(from)
+            .bind(to)
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))
@@ -627,20 +670,36 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
-    /// (partition, window start) pairs with partials but no metrics yet: what a restarted monitor
-    /// still has to close.
-    pub async fn unclosed_windows(&self) -> Result<Vec<(u32, u32)>, StoreError> {
-        let rows: Vec<PartitionWindow> = self
+    /// (partition, model, pane) of every pane from `since` on with predictions stored: with
+    /// [`Self::closed_windows`], what a restarted monitor still has to close.
+    pub async fn stored_panes(&self, since: u32) -> Result<Vec<(u32, String, u32)>, StoreError> {
+        let rows: Vec<PartitionModelPane> = self
             .db
             .query(
-                "SELECT DISTINCT source_partition, toUInt32(window_start) AS ws FROM window_partials \
-                 WHERE events > 0 AND (source_partition, window_start) NOT IN \
-                 (SELECT source_partition, window_start FROM window_metrics)",
+                "SELECT DISTINCT source_partition, model_id, toUInt32(window_start) AS ws FROM window_partials \
+                 WHERE events > 0 AND window_start >= toDateTime(?)",
             )
+            .bind(since)
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start)).collect())
+        Ok(rows.into_iter().map(|r| (r.source_partition, r.model_id, r.window_start)).collect())
+    }
+
+    /// (partition, window start, window length) of every window from `since` on with metrics
+    /// stored (closed at least once).
+    pub async fn closed_windows(&self, since: u32) -> Result<HashSet<(u32, u32, u32)>, StoreError> {
+        let rows: Vec<PartitionWindowLength> = self
+            .db
+            .query(
+                "SELECT DISTINCT source_partition, toUInt32(window_start) AS ws, window_seconds FROM window_metrics \
+                 WHERE window_start >= toDateTime(?)",
+            )
+            .bind(since)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start, r.window_seconds)).collect())
     }
 
     /// The latest metrics of every closed window, oldest first.
@@ -763,6 +822,53 @@ impl Store {
                  GROUP BY model_id, model_version, policy ORDER BY model_id, model_version, policy",
             )
             .bind(since)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Per (model, version, policy): the newest window with a verdict (not insufficient data)
+    /// and the streak there, so a restarted monitor continues the streak and does not decide a
+    /// window twice.
+    pub async fn latest_decisions(&self) -> Result<Vec<LatestDecision>, StoreError> {
+        self.db
+            .query(
+                // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
+                "SELECT model_id, model_version, policy, toUInt32(max(window_start)) AS last_start, \
+                 argMax(streak, window_start) AS last_streak, argMax(verdict, window_start) AS last_verdict \
+                 FROM policy_checks FINAL WHERE verdict != 'insufficient_data' \
+                 GROUP BY model_id, model_version, policy",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// (model, version, window start) of the windows from `since` on with a verdict of `policy`
+    /// (not insufficient data).
+    pub async fn decided_windows(&self, policy: &str, since: u32) -> Result<Vec<(String, String, u32)>, StoreError> {
+        let rows: Vec<ModelVersionWindow> = self
+            .db
+            .query(
+                "SELECT DISTINCT model_id, model_version, toUInt32(window_start) AS ws FROM policy_checks \
+                 WHERE policy = ? AND verdict != 'insufficient_data' AND window_start >= toDateTime(?)",
+            )
+            .bind(policy)
+            .bind(since)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(rows.into_iter().map(|r| (r.model_id, r.model_version, r.window_start)).collect())
+    }
+
+    /// The performance (all traffic) of every live baseline's own window, by reference id: the
+    /// yardstick later windows' accuracy is compared with.
+    pub async fn baseline_performance(&self) -> Result<Vec<BaselinePerformance>, StoreError> {
+        self.db
+            .query(
+                "SELECT reference_id, labeled, accuracy, mae FROM window_performance FINAL \
+                 WHERE segment = '' AND reference_id = concat('baseline:', model_id, ':', model_version, ':', toString(toUInt32(window_start)))",
+            )
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))

@@ -13,6 +13,7 @@ use vigil_events::topics;
 
 mod lifecycle;
 mod policy;
+mod windows;
 pub use lifecycle::LifecycleSection;
 pub use policy::{LatencyPolicySection, ModelPolicySection, PerformancePolicySection, PolicySection};
 
@@ -95,7 +96,11 @@ impl Default for ClickHouseSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorSection {
     pub group_id: String,
+    /// Window length in event time. Windows are tumbling unless `slide_seconds` is shorter.
     pub window_seconds: u32,
+    /// A window starts every this many seconds (sliding windows overlap by `window_seconds -
+    /// slide_seconds`); unset, it equals `window_seconds` (tumbling).
+    pub slide_seconds: Option<u32>,
     /// Segment tags that get windows of their own besides all traffic.
     pub segment_tags: Vec<String>,
     pub max_segments_per_model: usize,
@@ -133,6 +138,7 @@ impl Default for MonitorSection {
         Self {
             group_id: "vigil-monitor".into(),
             window_seconds: 60,
+            slide_seconds: None,
             segment_tags: Vec::new(),
             max_segments_per_model: 100,
             allowed_lateness_seconds: 60,
@@ -245,10 +251,6 @@ impl Config {
         let m = &self.monitor;
         check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
         check(
-            m.window_seconds > 0 && 86_400 % m.window_seconds == 0,
-            format!("monitor.window_seconds: {} must divide a day evenly (e.g. 60, 300, 3600)", m.window_seconds),
-        );
-        check(
             (10..=600_000).contains(&m.flush_interval_ms),
             format!("monitor.flush_interval_ms: {} must be between 10 and 600000", m.flush_interval_ms),
         );
@@ -289,6 +291,7 @@ impl Config {
             self.topics.lifecycle != self.topics.remediations,
             "topics.lifecycle: must differ from topics.remediations (one is the registry log, the other its input)".into(),
         );
+        windows::check(&self.monitor, &mut errors);
         policy::check(&self.monitor, &mut errors);
         self.lifecycle.check(&mut errors);
         lifecycle::check_alerts(&self.alerts, &self.lifecycle, &mut errors);
@@ -322,7 +325,7 @@ impl Config {
             predictions_topic: self.topics.predictions.clone(),
             outcomes_topic: self.topics.outcomes.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
-            window_seconds: m.window_seconds,
+            windows: windows::windowing(m),
             segment_tags: m.segment_tags.clone(),
             max_segments_per_model: m.max_segments_per_model,
             allowed_lateness: Duration::from_secs(m.allowed_lateness_seconds.into()),

@@ -134,7 +134,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
 
     let config_hash = settings.config_hash();
     let drift_policy = replay::monitor_drift_policy();
-    let ctx = RowContext { window_seconds: settings.window_seconds, config_hash: &config_hash, positive_label: &settings.positive_label, drift_policy: &drift_policy, computed_at: 0 };
+    let ctx_for = |model_id: &str| RowContext {
+        window_seconds: settings.windows.for_model(model_id).length,
+        config_hash: &config_hash,
+        positive_label: &settings.positive_label,
+        drift_policy: &drift_policy,
+        computed_at: 0,
+    };
     let mut comparison = Comparison::new();
     let (mut not_covered, mut missing_references, mut other_configs) = (0u64, BTreeSet::new(), BTreeSet::new());
     let mut stored_keys = BTreeSet::new();
@@ -157,7 +163,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
                 None
             }
         };
-        let recomputed = replayed.windows.get(&key).map(|w| replay::window_rows(&ctx, &key, w, reference.as_ref()));
+        let recomputed = replayed.windows.get(&key).map(|w| replay::window_rows(&ctx_for(&key.model_id), &key, w, reference.as_ref()));
         let stored = StoredWindow {
             metrics: m,
             performance: stored_performance.get(&key),
@@ -167,7 +173,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
     }
     let (mut not_stored, mut still_open) = (0, 0);
     for (key, window) in replayed.windows.iter().filter(|(key, w)| w.state.events > 0 && !stored_keys.contains(*key)) {
-        if replayed.closed_by_watermark(window.partition, key.window_start) {
+        if replayed.closed_by_watermark(window.partition, vigil_monitor::Window { start: key.window_start, length: window.length }) {
             not_stored += 1;
         } else {
             still_open += 1;

@@ -99,12 +99,16 @@ impl Default for LatencyPolicySection {
     }
 }
 
-/// One model's thresholds; what is not set comes from the sections above. `action` and
-/// `severity` apply to every policy of the model (e.g. `rollback`/`critical` for a model in a
-/// canary rollout).
+/// One model's windows and thresholds; what is not set comes from `[monitor]` and the sections
+/// above. `action` and `severity` apply to every policy of the model (e.g. `rollback`/`critical`
+/// for a model in a canary rollout).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelPolicySection {
+    /// This model's window length (see `monitor.window_seconds`).
+    pub window_seconds: Option<u32>,
+    /// A window starts every this many seconds (see `monitor.slide_seconds`).
+    pub slide_seconds: Option<u32>,
     pub min_drifted_features: Option<usize>,
     pub family_alpha: Option<f64>,
     pub min_accuracy: Option<f64>,

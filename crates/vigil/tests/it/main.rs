@@ -12,3 +12,4 @@ mod monitor;
 mod outcomes;
 mod reference;
 mod replay;
+mod windows;
