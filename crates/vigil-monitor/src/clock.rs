@@ -92,6 +92,17 @@ impl WindowClock {
         self.partitions.get(&partition).is_some_and(|c| c.open.contains(&window.into()))
     }
 
+    /// After a restart: the partition's event time had reached at least `newest_event_s` (the
+    /// newest stored pane's start), so reopened windows close without waiting for new traffic,
+    /// and an idle partition's wall clock starts now.
+    pub fn resume(&mut self, partition: i32, newest_event_s: u64) {
+        let clock = self.partitions.entry(partition).or_default();
+        if clock.newest_event_s.is_none() {
+            clock.newest_event_s = Some(newest_event_s);
+            clock.advanced_at = Some(Instant::now());
+        }
+    }
+
     /// A window found stored but not closed (after a restart).
     pub fn reopen(&mut self, partition: i32, window: Window) {
         self.partitions.entry(partition).or_default().open.insert(window.into());
@@ -200,6 +211,17 @@ mod tests {
         assert!(clock.take_closable().is_empty(), "no event time yet on partition 2");
         clock.observe(2, MINUTE, 300_000);
         assert_eq!(windows(clock.take_closable()), vec![(2, 0)]);
+    }
+
+    #[test]
+    fn a_resumed_partition_closes_reopened_windows_without_new_traffic() {
+        let mut clock = WindowClock::new(30);
+        clock.reopen(1, Window { start: 0, length: 60 });
+        clock.reopen(1, Window { start: 60, length: 60 });
+        clock.resume(1, 120);
+        assert_eq!(windows(clock.take_closable()), vec![(1, 0)], "watermark 90: [0, 60) closes, [60, 120) waits");
+        clock.resume(1, 0);
+        assert!(!clock.observe(1, MINUTE, 70_000), "resume only sets a clock that has none; 70 s is on time for [60, 120)");
     }
 
     #[test]

@@ -236,20 +236,25 @@ impl Pipeline {
         u64::from(self.settings.windows.longest()) + self.settings.allowed_lateness.as_secs() + self.settings.join.horizon_seconds
     }
 
-    /// Reopens, on the assigned partitions, every window with stored predictions but no metrics
-    /// yet (closed by the previous owner's next flush, which did not happen).
+    /// Reopens, on the assigned partitions, every window with partials stored since it was last
+    /// closed, or never closed: the previous owner's next flush would have (re)closed it. That
+    /// covers late events and late outcomes stored just before a crash. Partials written in the
+    /// second of the close count as newer: closing again is idempotent.
     async fn reopen_unclosed(&mut self, assigned: &std::collections::BTreeSet<i32>, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
+        for (partition, pane) in newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))) {
+            self.clock.resume(*partition as i32, u64::from(*pane));
+        }
         let Some(oldest_newest) = newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))).map(|(_, w)| u64::from(*w)).min() else {
             return Ok(());
         };
         let since = oldest_newest.saturating_sub(self.lookback_seconds()) as u32;
         let closed = self.store.closed_windows(since).await?;
-        for (partition, model_id, pane) in self.store.stored_panes(since).await? {
+        for ((partition, model_id, pane), written_at) in self.store.stored_panes(since).await? {
             if !assigned.contains(&(partition as i32)) {
                 continue;
             }
             for window in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
-                if !closed.contains(&(partition, window.start, window.length)) {
+                if closed.get(&(partition, window.start, window.length)).is_none_or(|closed_at| written_at >= *closed_at) {
                     self.clock.reopen(partition as i32, window);
                 }
             }

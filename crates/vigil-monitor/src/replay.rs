@@ -24,11 +24,11 @@
 //!   prediction and its outcome, except at the bounds: an entry expired (horizon) or evicted
 //!   (capacity) in one interleaving may still wait in the other, and of two duplicates the one
 //!   that arrived while its partner waited is the one that matched.
-//! - **Restarts and rebalances.** A monitor (re)starting on a partition begins with an empty
-//!   clock, so an event right after it for a window closed before is not flagged late; the
-//!   replay, uninterrupted, flags it. The join is rebuilt only from the horizon before the
-//!   stored position, and a late outcome stored just before a crash updates its window's
-//!   performance row only when another outcome for that window arrives.
+//! - **Restarts and rebalances.** A monitor (re)starting on a partition begins with its clock at
+//!   the newest stored pane's start, a lower bound of the event time it had seen, so an event
+//!   right after it for a window that had just closed may not be flagged late; the replay,
+//!   uninterrupted, flags it. The join is rebuilt only from the horizon before the
+//!   stored position.
 //! - **Capped categories.** Past [`crate::window::CATEGORY_CAP`] values of one feature in one
 //!   window, which values keep their own count depends on the order partials were merged.
 //! - **A model spread over partitions** (not keyed by model id): live, its segments are admitted

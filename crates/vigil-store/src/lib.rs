@@ -5,7 +5,7 @@ mod error;
 mod schema;
 mod version;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
@@ -333,6 +333,7 @@ struct PartitionModelPane {
     source_partition: u32,
     model_id: String,
     window_start: u32,
+    written_at: u32,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -340,6 +341,7 @@ struct PartitionWindowLength {
     source_partition: u32,
     window_start: u32,
     window_seconds: u32,
+    computed_at: u32,
 }
 
 /// Total events per (model, version, segment, window), summed over flushes.
@@ -670,36 +672,40 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
-    /// (partition, model, pane) of every pane from `since` on with predictions stored: with
-    /// [`Self::closed_windows`], what a restarted monitor still has to close.
-    pub async fn stored_panes(&self, since: u32) -> Result<Vec<(u32, String, u32)>, StoreError> {
+    /// Every pane from `since` on with stored partials (predictions or outcomes), as (partition,
+    /// model, pane start) and when it was last written: with [`Self::closed_windows`], what a
+    /// restarted monitor still has to close.
+    pub async fn stored_panes(&self, since: u32) -> Result<Vec<((u32, String, u32), u32)>, StoreError> {
         let rows: Vec<PartitionModelPane> = self
             .db
             .query(
-                "SELECT DISTINCT source_partition, model_id, toUInt32(window_start) AS ws FROM window_partials \
-                 WHERE events > 0 AND window_start >= toDateTime(?)",
+                // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
+                "SELECT source_partition, model_id, toUInt32(window_start) AS ws, toUInt32(max(written_at)) AS last_written \
+                 FROM window_partials WHERE state != '' AND window_start >= toDateTime(?) \
+                 GROUP BY source_partition, model_id, window_start",
             )
             .bind(since)
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(rows.into_iter().map(|r| (r.source_partition, r.model_id, r.window_start)).collect())
+        Ok(rows.into_iter().map(|r| ((r.source_partition, r.model_id, r.window_start), r.written_at)).collect())
     }
 
-    /// (partition, window start, window length) of every window from `since` on with metrics
-    /// stored (closed at least once).
-    pub async fn closed_windows(&self, since: u32) -> Result<HashSet<(u32, u32, u32)>, StoreError> {
+    /// Every window from `since` on with metrics stored, as (partition, start, length), and when
+    /// it was last closed.
+    pub async fn closed_windows(&self, since: u32) -> Result<HashMap<(u32, u32, u32), u32>, StoreError> {
         let rows: Vec<PartitionWindowLength> = self
             .db
             .query(
-                "SELECT DISTINCT source_partition, toUInt32(window_start) AS ws, window_seconds FROM window_metrics \
-                 WHERE window_start >= toDateTime(?)",
+                "SELECT source_partition, toUInt32(window_start) AS ws, window_seconds, toUInt32(max(computed_at)) AS last_computed \
+                 FROM window_metrics WHERE window_start >= toDateTime(?) \
+                 GROUP BY source_partition, window_start, window_seconds",
             )
             .bind(since)
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(rows.into_iter().map(|r| (r.source_partition, r.window_start, r.window_seconds)).collect())
+        Ok(rows.into_iter().map(|r| ((r.source_partition, r.window_start, r.window_seconds), r.computed_at)).collect())
     }
 
     /// The latest metrics of every closed window, oldest first.

@@ -199,5 +199,52 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
 
     let status = terminate(&mut restarted, Duration::from_secs(30));
     assert!(status.success(), "{status}");
+
+    // A late outcome whose flush landed just before a crash, before the close that would have
+    // followed: a partial of model-2 v1's first window written after its last close. The next
+    // start closes that window again, and its performance counts the outcome.
+    let store = env.store();
+    let row = store.window_performance().await.unwrap().into_iter().find(|r| (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start) == ("model-2", "v1", "", W0)).unwrap();
+    let partition = store.window_metrics().await.unwrap().into_iter().find(|r| r.model_id == "model-2").unwrap().source_partition;
+    let position = store.stored_positions(&env.outcomes).await.unwrap()[&partition];
+    let mut late = vigil_monitor::WindowState::default();
+    let predicted = vigil_monitor::Predicted { label: Some("1".into()), score: Some(0.9), value: None };
+    late.add_outcome(&predicted, &vigil_monitor::Observed { label: Some("1".into()), value: None }, "1");
+    let written_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32 + 1;
+    store
+        .insert_window_partials(&[vigil_store::WindowPartialRow {
+            model_id: "model-2".into(),
+            model_version: "v1".into(),
+            segment: String::new(),
+            window_start: W0,
+            window_seconds: 60,
+            events: 0,
+            state: serde_json::to_string(&late).unwrap(),
+            source_topic: env.outcomes.clone(),
+            source_partition: partition,
+            source_end_offset: position,
+            written_at,
+        }])
+        .await
+        .unwrap();
+    let mut again = env.spawn_monitor_with(&settings);
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    // The restarted clock needs an event on the partition to move.
+    let mut clock = generator.next_prediction(T0 + 601_000);
+    clock.model_id = "model-2".into();
+    producer.log_prediction(&clock).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let started = Instant::now();
+    loop {
+        let now = store.window_performance().await.unwrap().into_iter().find(|r| (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start) == ("model-2", "v1", "", W0)).unwrap();
+        if now.labeled == row.labeled + 1 {
+            assert_eq!(now.predictions, row.predictions);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the window was not closed again: {now:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = terminate(&mut again, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
     env.cleanup().await;
 }
