@@ -221,10 +221,20 @@ async fn judge(
                 .await?,
         );
     }
+    // The monitor stores a window's policy checks before its metrics: a window is judged once
+    // both versions' metrics rows are there, or its samples could still be missing.
+    let complete: std::collections::HashSet<(String, u32)> = store
+        .closed_windows_of(&canary.model_id, versions, state.next_window)
+        .await?
+        .into_iter()
+        .collect();
     let mut steps = Vec::new();
     for (window_start, evidence) in evidence_by_window(&canary.canary, &verdicts, &samples) {
         // A window production has not been checked for yet may still get its checks.
         if evidence.production.is_empty() || evidence.canary.is_empty() {
+            break;
+        }
+        if !versions.iter().all(|v| complete.contains(&((*v).to_owned(), window_start))) {
             break;
         }
         let verdict = window_verdict(&canary.config.checks, &evidence);

@@ -287,6 +287,12 @@ pub struct BaselinePerformance {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct VersionWindow {
+    model_version: String,
+    window_start: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct ModelVersionWindow {
     model_id: String,
     model_version: String,
@@ -889,6 +895,18 @@ impl Store {
              ORDER BY ws, model_version, policy",
         );
         self.of_versions(query, model_id, versions, since).await
+    }
+
+    /// (version, window start) of the windows of two versions of a model whose metrics row is
+    /// stored, from `since` on. The monitor stores a window's metrics row last, so a window listed
+    /// here has all its rows.
+    pub async fn closed_windows_of(&self, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<(String, u32)>, StoreError> {
+        let query = self.db.query(
+            "SELECT DISTINCT model_version, toUInt32(window_start) AS ws FROM window_metrics \
+             WHERE model_id = ? AND model_version IN (?, ?) AND segment = '' AND window_start >= toDateTime(?)",
+        );
+        let rows: Vec<VersionWindow> = self.of_versions(query, model_id, versions, since).await?;
+        Ok(rows.into_iter().map(|r| (r.model_version, r.window_start)).collect())
     }
 
     /// `column` of `table` (`window_metrics` or `window_performance`, a Nullable(Float64) column)

@@ -386,17 +386,26 @@ min_samples = 100
     }
     let (code, _, stderr) = env.run_vigil(&config, &["migrate"]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    // What the monitor would have stored: three one-minute windows, healthy policy checks for
-    // every version; fraud v2 as fast as v1, churn v2 twice as slow.
+    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    await_ready(&env).await;
+    // What the monitor stores, in its order, while the analysis polls (every second): three
+    // one-minute windows, healthy policy checks for every version; fraud v2 as fast as v1, churn
+    // v2 twice as slow. Each window's checks are there for two polls before its metrics rows: a
+    // window must not be judged on samples that are not stored yet.
     let db = &env.database;
-    for (model, slow) in [("fraud", 11.0), ("churn", 20.0)] {
-        for window in [60, 120, 180] {
-            for (version, p99) in [("v1", 10.0), ("v2", slow)] {
+    for window in [60, 120, 180] {
+        for model in ["fraud", "churn"] {
+            for version in ["v1", "v2"] {
                 clickhouse_sql(&format!(
                     "INSERT INTO {db}.policy_checks (model_id, model_version, window_start, policy, verdict, events, computed_at) \
                      VALUES ('{model}', '{version}', toDateTime({window}), 'feature_drift', 'healthy', 500, now())"
                 ))
                 .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        for (model, slow) in [("fraud", 11.0), ("churn", 20.0)] {
+            for (version, p99) in [("v1", 10.0), ("v2", slow)] {
                 clickhouse_sql(&format!(
                     "INSERT INTO {db}.window_metrics (model_id, model_version, segment, window_start, window_seconds, events, latency_p99_ms, computed_at) \
                      VALUES ('{model}', '{version}', '', toDateTime({window}), 60, 500, {p99}, now())"
@@ -405,10 +414,6 @@ min_samples = 100
             }
         }
     }
-    // Started after the windows are stored: the analysis polls by time, and windows inserted while
-    // it runs could be skipped under load (a known race, see the closing note of 2026-11-27).
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
-    await_ready(&env).await;
     let started = Instant::now();
     let state = loop {
         let (_, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
