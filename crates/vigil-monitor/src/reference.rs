@@ -98,6 +98,19 @@ pub fn content_hash(state_json: &str) -> String {
     format!("{:016x}", vigil_events::fnv1a64(state_json.as_bytes()))
 }
 
+/// The content hash of a reference built from live windows (a baseline, a captured range): that
+/// of its state's JSON without `performance`. The outcomes joined by the time the windows closed
+/// depend on arrival timing, not on the events; everything else is a canonical function of the
+/// events (sorted maps, exact sums), so the hash is the same however flushes split the windows.
+/// Equals [`content_hash`] of the JSON for a state without outcomes (an upload).
+pub fn state_content_hash(state: &WindowState) -> Result<String, serde_json::Error> {
+    let json = match &state.performance {
+        None => serde_json::to_string(state)?,
+        Some(_) => serde_json::to_string(&WindowState { performance: None, ..state.clone() })?,
+    };
+    Ok(content_hash(&json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,10 +177,35 @@ mod tests {
     }
 
     #[test]
+    fn live_states_hash_the_same_however_flushes_split_them() {
+        let xs = spread(300, 1, 0.0);
+        let state_of = |range: std::ops::Range<usize>| {
+            let mut state = WindowState::default();
+            for i in range {
+                state.add(&decode_prediction_view(&encode(&event(i, xs[i]))).unwrap(), false);
+            }
+            state
+        };
+        let whole = state_of(0..300);
+        let mut merged = state_of(200..300);
+        merged.merge(&state_of(0..77)).unwrap();
+        merged.merge(&state_of(77..200)).unwrap();
+        assert_eq!(serde_json::to_string(&merged).unwrap(), serde_json::to_string(&whole).unwrap(), "exact sums: byte for byte");
+        // Outcomes joined by close time do not change the hash; without any it is the JSON's.
+        let mut with_outcomes = merged.clone();
+        let (predicted, observed) = (crate::performance::Predicted { label: Some("1".into()), ..Default::default() }, crate::performance::Observed { label: Some("0".into()), value: None });
+        with_outcomes.add_outcome(&predicted, &observed, "1");
+        assert_eq!(state_content_hash(&with_outcomes).unwrap(), state_content_hash(&whole).unwrap());
+        assert_eq!(state_content_hash(&whole).unwrap(), content_hash(&serde_json::to_string(&whole).unwrap()));
+    }
+
+    #[test]
     fn the_id_and_hash_follow_the_content() {
-        let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 2, 0.0)));
+        let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.5)));
         assert_eq!((&a.reference_id, &a.content_hash), (&again.reference_id, &again.content_hash), "same rows, same id");
         assert_ne!(a.content_hash, other.content_hash);
+        // The same values in another order: sums are exact, so the state and id are the same.
+        assert_eq!(built(&spread(500, 2, 0.0)).reference_id, a.reference_id);
         assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(a.json.as_bytes())));
         assert_eq!(a.reference_id, format!("upload:m:v1:{}", a.content_hash));
         let row = a.row("file a.csv".into(), 1_764_000_000);
