@@ -6,30 +6,39 @@
 //! from run to run, and so do the rows and reference hashes computed from it
 //! (docs/design/monitor-state.md).
 //!
-//! Algorithm: Shewchuk's non-overlapping partials (J. R. Shewchuk, "Adaptive Precision
-//! Floating-Point Arithmetic and Fast Robust Geometric Predicates", Discrete & Computational
-//! Geometry 18, 1997; the `grow-expansion` step), with the correctly rounded read-out that
-//! Python's `math.fsum` uses (R. Hettinger's recipe 393090). The state is a short list of doubles
-//! whose exact real sum is the exact sum of every value added; adding `x` runs Knuth's error-free
-//! `two_sum` of `x` against each partial in turn, keeping the non-zero rounding errors as the new
-//! partials. For data of one scale the list holds two to four doubles, so an add costs a few ns.
+//! Algorithm, in two parts:
+//! - Adding: a sparse fixed-point superaccumulator (Kulisch's exact accumulator, in the "small
+//!   superaccumulator" form of R. M. Neal, "Fast exact summation using small and large
+//!   superaccumulators", arXiv:1505.05571, 2015). Every finite double is an integer multiple of
+//!   2^-1074; its 53-bit mantissa, shifted to its exponent, is split into 32-bit digits that are
+//!   added to signed 64-bit chunks, one chunk per 32 bits of weight. Chunks have 31 bits of
+//!   headroom, so carries are propagated only every 2^30 adds. An add is a few integer
+//!   operations without branches on the data, and only the chunks the values' exponents reach
+//!   are kept (typically 4 to 8). Merging adds chunk to chunk: exact, in any grouping.
+//! - Reading: the normalized chunks become a few exact doubles, summed into Shewchuk's
+//!   non-overlapping partials (J. R. Shewchuk, "Adaptive Precision Floating-Point Arithmetic and
+//!   Fast Robust Geometric Predicates", Discrete & Computational Geometry 18, 1997; the
+//!   `grow-expansion` step with Knuth's `two_sum`), read out with the correctly rounded final
+//!   step of Python's `math.fsum` (R. Hettinger's recipe 393090).
 
 use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Magnitude from which values (and partials) leave the exact path: from 2^1021 on an exact
-/// `two_sum` could overflow, so such values are summed in plain floating point in `special`.
-const HUGE: f64 = 2.247_015_553_003_863e307; // 2^1021
+/// Bits of weight per chunk.
+const DIGIT_BITS: u32 = 32;
+const DIGIT_MASK: u64 = (1 << DIGIT_BITS) - 1;
+/// Carries are propagated after this many adds: each add puts less than 2^32 into a chunk, so
+/// two accumulators at the limit still merge without overflowing an `i64`.
+const NORMALIZE_AFTER: u32 = 1 << 30;
 
 /// An exactly rounded, order- and grouping-independent sum of `f64` values.
 ///
 /// [`ExactSum::value`] is the sum of every finite value added, computed exactly and rounded once
-/// to nearest (ties to even), as Python's `math.fsum`. NaN and ±inf are summed apart with IEEE
-/// rules (so +inf and -inf give NaN) and dominate the result; so do magnitudes of 2^1021 and more
-/// (about 2.2e307), summed in plain floating point there, the one case where the order of adds
-/// can matter.
+/// to nearest (ties to even), as Python's `math.fsum` (±inf when the exact sum is beyond the
+/// largest double). NaN and ±inf inputs are summed apart with IEEE rules (so +inf and -inf give
+/// NaN) and dominate the result.
 ///
 /// Serialized as its canonical expansion, which depends only on the exact sum: the correctly
 /// rounded value, then the rounded value of what remains, and so on (largest first, no zeros).
@@ -37,10 +46,12 @@ const HUGE: f64 = 2.247_015_553_003_863e307; // 2^1021
 /// the form older states stored), others always a sequence.
 #[derive(Debug, Clone, Default)]
 pub struct ExactSum {
-    /// Non-overlapping, non-zero doubles of increasing magnitude whose exact sum is the exact
-    /// sum of the finite values added.
-    partials: Vec<f64>,
-    /// Sum of the non-finite values and of the huge ones (0.0 when none).
+    /// Chunk `i` holds a signed multiple of 2^(32 (base + i) - 1074).
+    base: u32,
+    chunks: Vec<i64>,
+    /// Adds since the chunks were last normalized (digits in [0, 2^32), the top one signed).
+    pending: u32,
+    /// Sum of the non-finite values (0.0 when none).
     special: f64,
 }
 
@@ -76,6 +87,17 @@ pub fn two_product(a: f64, b: f64) -> (f64, f64) {
     (p, if e.is_finite() { e } else { 0.0 })
 }
 
+/// 2^e as a double: exact from 2^-1074 to 2^1023, +inf above.
+fn pow2(e: i32) -> f64 {
+    if e > 1023 {
+        f64::INFINITY
+    } else if e >= -1022 {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        f64::from_bits(1u64 << (e + 1074))
+    }
+}
+
 impl ExactSum {
     pub fn new() -> Self {
         Self::default()
@@ -84,25 +106,42 @@ impl ExactSum {
     /// Adds `x`.
     #[inline]
     pub fn add(&mut self, x: f64) {
-        let last = self.partials.last().map_or(0.0, |p| p.abs());
-        if !(x.abs() < HUGE && last < HUGE) {
-            // Non-finite or huge: the rare path (NaN fails the comparison too).
+        let bits = x.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as u32;
+        if exponent == 0x7ff {
             self.special += x;
             return;
         }
-        let mut x = x;
-        let mut kept = 0;
-        for j in 0..self.partials.len() {
-            let (hi, lo) = two_sum(x, self.partials[j]);
-            if lo != 0.0 {
-                self.partials[kept] = lo;
-                kept += 1;
-            }
-            x = hi;
+        let fraction = bits & ((1u64 << 52) - 1);
+        // x = m 2^(p - 1074), m < 2^53 (subnormals have the exponent of the smallest normal).
+        let (m, p) = if exponent == 0 { (fraction, 0) } else { (fraction | (1u64 << 52), exponent - 1) };
+        if m == 0 {
+            return;
         }
-        self.partials.truncate(kept);
-        if x != 0.0 {
-            self.partials.push(x);
+        // m shifted to its weight spans three digits (53 + 31 bits); the top one is computed from
+        // m directly (a shift by 64 - s would overflow for s = 0).
+        let shift = p % DIGIT_BITS;
+        let low = m << shift;
+        let top = (m >> DIGIT_BITS) >> (DIGIT_BITS - shift);
+        // 0 or -1: the digits are negated branch-free for negative x.
+        let sign = -((bits >> 63) as i64);
+        let signed = |d: u64| (d as i64 ^ sign) - sign;
+        let k = p / DIGIT_BITS;
+        let at = k.wrapping_sub(self.base) as usize;
+        let [c0, c1, c2] = match self.chunks.get_mut(at..at.wrapping_add(3)) {
+            Some([c0, c1, c2]) => [c0, c1, c2],
+            _ => {
+                let at = self.reach(k, 3);
+                let [c0, c1, c2] = &mut self.chunks[at..at + 3] else { unreachable!("reach covers 3 chunks") };
+                [c0, c1, c2]
+            }
+        };
+        *c0 += signed(low & DIGIT_MASK);
+        *c1 += signed(low >> DIGIT_BITS);
+        *c2 += signed(top);
+        self.pending += 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
         }
     }
 
@@ -111,22 +150,80 @@ impl ExactSum {
     pub fn add_product(&mut self, a: f64, b: f64) {
         let (p, e) = two_product(a, b);
         self.add(p);
-        if e != 0.0 {
-            self.add(e);
-        }
+        self.add(e);
     }
 
     /// Adds everything `other` holds: afterwards `self` is the sum of both inputs, exactly.
     pub fn merge(&mut self, other: &Self) {
-        for &p in &other.partials {
-            self.add(p);
-        }
         self.special += other.special;
+        if other.chunks.is_empty() {
+            return;
+        }
+        let at = self.reach(other.base, other.chunks.len() as u32);
+        for (mine, theirs) in self.chunks[at..].iter_mut().zip(&other.chunks) {
+            *mine += theirs;
+        }
+        // Normalized chunks count as one add's worth of headroom.
+        self.pending += other.pending + 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
+        }
     }
 
-    /// The sum, correctly rounded (or the special sum when a non-finite or huge value was added).
+    /// Makes the chunks cover absolute chunks `k .. k + n`; returns the index of chunk `k`.
+    #[cold]
+    fn reach(&mut self, k: u32, n: u32) -> usize {
+        if self.chunks.is_empty() {
+            self.base = k;
+        } else if k < self.base {
+            let grow = (self.base - k) as usize;
+            self.chunks.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = k;
+        }
+        let end = (k - self.base + n) as usize;
+        if end > self.chunks.len() {
+            self.chunks.resize(end, 0);
+        }
+        (k - self.base) as usize
+    }
+
+    /// Propagates carries: every chunk in [0, 2^32) but the top one, which keeps the sign and
+    /// stays below 2^31 in magnitude (a chunk is added on top when needed).
+    fn normalize(&mut self) {
+        let mut i = 0;
+        while i + 1 < self.chunks.len() {
+            let carry = self.chunks[i] >> DIGIT_BITS;
+            self.chunks[i] -= carry << DIGIT_BITS;
+            self.chunks[i + 1] += carry;
+            i += 1;
+            if i + 1 == self.chunks.len() && self.chunks[i].unsigned_abs() >= 1 << (DIGIT_BITS - 1) {
+                self.chunks.push(0);
+            }
+        }
+        self.pending = 0;
+    }
+
+    /// The exact sum of the finite values as non-overlapping doubles.
+    fn expansion(&self) -> Expansion {
+        let mut normalized = self.clone();
+        if normalized.chunks.len() == 1 && normalized.chunks[0].unsigned_abs() >= 1 << (DIGIT_BITS - 1) {
+            normalized.chunks.push(0);
+        }
+        normalized.normalize();
+        let mut expansion = Expansion::default();
+        for (i, &digit) in normalized.chunks.iter().enumerate() {
+            if digit != 0 {
+                let weight = (DIGIT_BITS * (self.base + i as u32)) as i32 - 1074;
+                // |digit| < 2^32 and a power-of-two weight: exact (or +-inf beyond f64::MAX).
+                expansion.add(digit as f64 * pow2(weight));
+            }
+        }
+        expansion
+    }
+
+    /// The sum, correctly rounded (or the special sum when a non-finite value was added).
     pub fn value(&self) -> f64 {
-        let exact = round(&self.partials);
+        let exact = self.expansion().round();
         if self.special == 0.0 {
             exact
         } else {
@@ -134,36 +231,9 @@ impl ExactSum {
         }
     }
 
-    /// Whether nothing but zeros was added.
-    pub fn is_zero(&self) -> bool {
-        self.partials.is_empty() && self.special == 0.0
-    }
-
     /// The canonical expansion (see the type's docs): unique for a given exact sum.
     fn canonical(&self) -> Vec<f64> {
-        let mut rest = ExactSum { partials: self.partials.clone(), special: 0.0 };
-        let mut out = Vec::with_capacity(self.partials.len());
-        // Each step leaves at most half an ulp of the previous value: 40 steps exhaust the
-        // exponent range; the bound only guards against the huge path.
-        while out.len() < 64 {
-            let v = round(&rest.partials);
-            if v == 0.0 {
-                break;
-            }
-            out.push(v);
-            rest.add(-v);
-            if rest.special != 0.0 {
-                break;
-            }
-        }
-        out
-    }
-
-    /// The sum of the doubles of `parts`, exactly.
-    fn of_parts(parts: &[f64]) -> Self {
-        let mut s = Self::default();
-        parts.iter().rev().for_each(|&p| s.add(p));
-        s
+        self.expansion().canonical()
     }
 
     /// `n * sum_sq - sum^2` computed exactly, rounded once, divided by `n`: the sum of squared
@@ -193,36 +263,101 @@ impl ExactSum {
     }
 }
 
-/// Correctly rounded sum of non-overlapping partials of increasing magnitude (`math.fsum`'s
-/// read-out): add from the largest down until a rounding error appears; if that error and the
-/// next partial have the same sign, the sum sits exactly between two doubles in the first
-/// addition's view, and the next partial decides the rounding.
-fn round(partials: &[f64]) -> f64 {
-    let mut n = partials.len();
-    if n == 0 {
-        return 0.0;
-    }
-    n -= 1;
-    let mut hi = partials[n];
-    let mut lo = 0.0;
-    while n > 0 {
-        let x = hi;
-        n -= 1;
-        let y = partials[n];
-        hi = x + y;
-        lo = y - (hi - x);
-        if lo != 0.0 {
-            break;
+/// Shewchuk's non-overlapping partials: the read-out side of [`ExactSum`].
+#[derive(Debug, Clone, Default)]
+struct Expansion {
+    /// Non-overlapping, non-zero doubles of increasing magnitude whose exact sum is the sum.
+    partials: Vec<f64>,
+    /// Sum of what left the exact path: non-finite values, and magnitudes from 2^1021 where a
+    /// `two_sum` could overflow (only an exact sum near `f64::MAX` gets there).
+    special: f64,
+}
+
+/// 2^1021.
+const HUGE: f64 = 2.247_015_553_003_863e307;
+
+impl Expansion {
+    fn add(&mut self, x: f64) {
+        let last = self.partials.last().map_or(0.0, |p| p.abs());
+        if !(x.abs() < HUGE && last < HUGE) {
+            self.special += x;
+            return;
+        }
+        let mut x = x;
+        let mut kept = 0;
+        for j in 0..self.partials.len() {
+            let (hi, lo) = two_sum(x, self.partials[j]);
+            if lo != 0.0 {
+                self.partials[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.partials.truncate(kept);
+        if x != 0.0 {
+            self.partials.push(x);
         }
     }
-    if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
-        let y = lo * 2.0;
-        let x = hi + y;
-        if y == x - hi {
-            hi = x;
+
+    /// Correctly rounded sum (`math.fsum`'s read-out): add from the largest partial down until
+    /// a rounding error appears; if that error and the next partial have the same sign, the sum
+    /// sits exactly between two doubles in the first addition's view, and the next partial
+    /// decides the rounding.
+    fn round(&self) -> f64 {
+        let partials = &self.partials;
+        let mut n = partials.len();
+        let mut hi = 0.0;
+        if n > 0 {
+            n -= 1;
+            hi = partials[n];
+            let mut lo = 0.0;
+            while n > 0 {
+                let x = hi;
+                n -= 1;
+                let y = partials[n];
+                hi = x + y;
+                lo = y - (hi - x);
+                if lo != 0.0 {
+                    break;
+                }
+            }
+            if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
+                let y = lo * 2.0;
+                let x = hi + y;
+                if y == x - hi {
+                    hi = x;
+                }
+            }
+        }
+        if self.special == 0.0 {
+            hi
+        } else {
+            self.special + hi
         }
     }
-    hi
+
+    /// The rounded value, then the rounded value of what remains, and so on: unique for a given
+    /// exact sum. Each step leaves at most half an ulp of the previous value, so 40 steps exhaust
+    /// the exponent range; the bound only guards the huge path.
+    fn canonical(&self) -> Vec<f64> {
+        if self.special != 0.0 {
+            return vec![self.round()];
+        }
+        let mut rest = self.clone();
+        let mut out = Vec::with_capacity(self.partials.len());
+        while out.len() < 64 {
+            let v = rest.round();
+            if v == 0.0 {
+                break;
+            }
+            out.push(v);
+            rest.add(-v);
+            if rest.special != 0.0 {
+                break;
+            }
+        }
+        out
+    }
 }
 
 impl PartialEq for ExactSum {
@@ -273,11 +408,11 @@ impl<'de> Deserialize<'de> for ExactSum {
                 Ok(ExactSum::from(v as f64))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ExactSum, A::Error> {
-                let mut parts = Vec::new();
-                while let Some(p) = seq.next_element::<f64>()? {
-                    parts.push(p);
+                let mut sum = ExactSum::new();
+                while let Some(part) = seq.next_element::<f64>()? {
+                    sum.add(part);
                 }
-                Ok(ExactSum::of_parts(&parts))
+                Ok(sum)
             }
         }
         if deserializer.is_human_readable() {
@@ -320,6 +455,9 @@ mod tests {
         assert!(sum_of(&[f64::INFINITY, f64::NEG_INFINITY]).value().is_nan());
         assert!(sum_of(&[f64::NAN, 1.0]).value().is_nan());
         assert_eq!(sum_of(&[f64::MAX, 1.0]).value(), f64::MAX);
+        assert_eq!(sum_of(&[f64::MAX, f64::MAX]).value(), f64::INFINITY, "beyond the largest double");
+        assert_eq!(sum_of(&[f64::MAX, f64::MAX, -f64::MAX]).value(), f64::MAX, "exact in between");
+        assert_eq!(sum_of(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]).value(), f64::MIN_POSITIVE / 2.0);
     }
 
     #[test]
@@ -335,6 +473,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<ExactSum>("2.5").unwrap().value(), 2.5);
         assert_eq!(serde_json::from_str::<ExactSum>("3").unwrap().value(), 3.0);
         assert_eq!(serde_json::to_string(&ExactSum::new()).unwrap(), "0.0");
+    }
+
+    #[test]
+    fn carries_survive_normalization_and_merges() {
+        let mut a = ExactSum::new();
+        let mut b = ExactSum::new();
+        for i in 0..10_000 {
+            a.add(f64::from(i) * 0.75 - 1e-9);
+            b.add(-(f64::from(i) * 0.75) + 3e20);
+        }
+        a.normalize();
+        let mut c = a.clone();
+        c.merge(&b);
+        let mut d = b.clone();
+        d.merge(&a);
+        assert_eq!(c.value().to_bits(), d.value().to_bits());
+        assert_eq!(c.value(), 3e24 - 1e-5);
+        let mut e = ExactSum::from(-1.0);
+        e.add(0.25);
+        assert_eq!(e.value(), -0.75, "a negative top chunk");
     }
 
     #[test]
