@@ -368,7 +368,7 @@ impl Progress {
 
 /// Seconds since the Unix epoch, from themselves or from a UTC time such as
 /// `2025-11-24T16:00:00Z` (also with a space, without seconds, or a date alone).
-fn parse_time(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_time(text: &str) -> Result<u32, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u32>() {
         return Ok(seconds);
