@@ -145,6 +145,48 @@ impl ExactSum {
         }
     }
 
+    /// Adds `x * x` exactly: the 106-bit square of the mantissa goes straight into the chunks
+    /// (one integer multiply, no error-free float product). Squares of magnitudes below 2^-485,
+    /// whose low bits would fall under 2^-1074, are added as [`Self::add_product`] does.
+    #[inline]
+    pub fn add_square(&mut self, x: f64) {
+        let bits = x.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as u32;
+        if exponent == 0x7ff {
+            self.special += x * x;
+            return;
+        }
+        // x = m 2^(p - 1074) with p = exponent - 1, so x^2 = m^2 2^(2p - 2148).
+        if exponent < 538 {
+            self.add_product(x, x);
+            return;
+        }
+        let m = (bits & ((1u64 << 52) - 1)) | (1u64 << 52);
+        let square = u128::from(m) * u128::from(m);
+        let position = 2 * (exponent - 1) - 1074;
+        let shift = position % DIGIT_BITS;
+        let low = square << shift;
+        // Bits shifted past 128 (a shift by 128 - s would overflow for s = 0).
+        let top = ((square >> 64) >> (64 - shift)) as u64;
+        let k = position / DIGIT_BITS;
+        let at = k.wrapping_sub(self.base) as usize;
+        let chunks = match self.chunks.get_mut(at..at.wrapping_add(5)) {
+            Some(chunks) if chunks.len() == 5 => chunks,
+            _ => {
+                let at = self.reach(k, 5);
+                &mut self.chunks[at..at + 5]
+            }
+        };
+        for (i, chunk) in chunks.iter_mut().take(4).enumerate() {
+            *chunk += ((low >> (DIGIT_BITS as usize * i)) as u64 & DIGIT_MASK) as i64;
+        }
+        chunks[4] += top as i64;
+        self.pending += 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
+        }
+    }
+
     /// Adds the exact product `a * b` (see [`two_product`] for the limits).
     #[inline]
     pub fn add_product(&mut self, a: f64, b: f64) {
@@ -238,7 +280,7 @@ impl ExactSum {
 
     /// `n * sum_sq - sum^2` computed exactly, rounded once, divided by `n`: the sum of squared
     /// deviations from the mean of `n` values whose sum is `sum` and sum of squares `sum_sq`
-    /// (both added exactly, squares by [`Self::add_product`]). A function of the exact sums
+    /// (both added exactly, squares by [`Self::add_square`]). A function of the exact sums
     /// only, so as independent of grouping as they are. 0 when `n == 0`.
     pub fn centered_squares(n: u64, sum: &Self, sum_sq: &Self) -> f64 {
         if n == 0 {
@@ -496,13 +538,34 @@ mod tests {
     }
 
     #[test]
+    fn squares_go_in_exactly() {
+        let xs = [3.0, -1.5, 1e-140, 2.5e-146, 1e-150, 1e150, 0.1, -7e11, 1.0 + f64::EPSILON, 5e-324];
+        for &x in &xs {
+            let (mut by_square, mut by_product) = (ExactSum::new(), ExactSum::new());
+            by_square.add_square(x);
+            by_product.add_product(x, x);
+            assert_eq!(by_square, by_product, "{x:e}");
+        }
+        let mut s = ExactSum::new();
+        s.add_square(1.0 + f64::EPSILON);
+        s.add(-1.0);
+        s.add(-2.0 * f64::EPSILON);
+        assert_eq!(s.value(), f64::EPSILON * f64::EPSILON, "the square's low bit is kept");
+        let mut inf = ExactSum::new();
+        inf.add_square(1e200);
+        assert_eq!(inf.value(), f64::INFINITY);
+        inf.add_square(f64::NAN);
+        assert!(inf.value().is_nan());
+    }
+
+    #[test]
     fn centered_squares_are_exact_where_welford_rounds() {
         // Large offset, small spread: mean 1e9 + 2, deviations -1, 0, 1 -> 2.
         let xs = [1e9 + 1.0, 1e9 + 2.0, 1e9 + 3.0];
         let (mut s, mut q) = (ExactSum::new(), ExactSum::new());
         for &x in &xs {
             s.add(x);
-            q.add_product(x, x);
+            q.add_square(x);
         }
         assert_eq!(ExactSum::centered_squares(3, &s, &q), 2.0);
         assert_eq!(ExactSum::centered_squares(0, &s, &q), 0.0);

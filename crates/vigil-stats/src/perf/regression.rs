@@ -99,7 +99,7 @@ impl RegressionMetrics {
         self.pct_err.add(e.abs() / y.abs().max(f64::EPSILON));
         self.err.add(e);
         self.y_sum.add(y);
-        self.y_sq.add_product(y, y);
+        self.y_sq.add_square(y);
     }
 
     pub fn merge(&mut self, other: &Self) {

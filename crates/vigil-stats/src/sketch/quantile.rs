@@ -145,7 +145,7 @@ impl QuantileSketch {
         }
         self.count += 1;
         self.sum.add(x);
-        self.sum_sq.add_product(x, x);
+        self.sum_sq.add_square(x);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
     }
