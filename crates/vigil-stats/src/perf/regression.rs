@@ -153,3 +153,24 @@ impl RegressionMetrics {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_stored_before_exact_sums_still_read() {
+        let mut now = RegressionMetrics::new();
+        for (y, y_hat) in [(1.0, 2.0), (3.0, 3.0), (5.0, 2.0), (10.0, 9.5)] {
+            now.update(y, y_hat);
+        }
+        // The old form: plain sums, and Welford's mean and m2 of y instead of its sums.
+        let old = r#"{"n":4,"abs_err":4.5,"sq_err":10.25,"pct_err":1.65,"err":-2.5,"y_mean":4.75,"y_m2":44.75,"nonfinite":0}"#;
+        let back: RegressionMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!((back.mae().unwrap(), back.rmse().unwrap()), (now.mae().unwrap(), now.rmse().unwrap()));
+        assert!((back.r2().unwrap() - now.r2().unwrap()).abs() < 1e-12);
+        let json = serde_json::to_string(&now).unwrap();
+        assert!(json.contains("\"y_sum\":19.0") && !json.contains("y_mean"), "{json}");
+        assert_eq!(serde_json::from_str::<RegressionMetrics>(&json).unwrap(), now);
+    }
+}

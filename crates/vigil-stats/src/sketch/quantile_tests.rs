@@ -435,3 +435,20 @@ fn bound_is_refused_for_tests_without_a_binned_form() {
         ));
     }
 }
+
+#[test]
+fn states_stored_before_exact_sums_still_read() {
+    // The old form: a plain `sum` and Welford's `m2`, no `sum_sq`.
+    let xs = [1.5, 2.0, 4.25, -3.0, 10.0];
+    let now = QuantileSketch::of(&xs);
+    let mut old: serde_json::Value = serde_json::to_value(&now).unwrap();
+    let map = old.as_object_mut().unwrap();
+    map.remove("sum_sq");
+    map.insert("sum".into(), serde_json::json!(14.75));
+    map.insert("m2".into(), serde_json::json!(now.std().unwrap().powi(2) * 5.0));
+    let back: QuantileSketch = serde_json::from_value(old).unwrap();
+    assert_eq!(back.count(), 5);
+    assert_eq!(back.sum(), 14.75);
+    assert!((back.std().unwrap() - now.std().unwrap()).abs() < 1e-12);
+    assert_eq!(back.quantile(0.5).unwrap(), now.quantile(0.5).unwrap());
+}
