@@ -512,8 +512,8 @@ impl Store {
         self.insert_rows("reference_profiles_v2", std::slice::from_ref(row)).await
     }
 
-    /// The reference the monitor uses, one per (model, version) that has any: the newest upload,
-    /// else the newest live baseline. A version missing here has no reference yet: its windows
+    /// The reference the monitor uses, one per (model, version) that has any: the newest upload
+    /// or capture, else the newest live baseline. A version missing here has no reference yet: its windows
     /// are counted but not tested for drift until a baseline forms or a file is uploaded.
     pub async fn references_in_use(&self) -> Result<Vec<ReferenceRow>, StoreError> {
         self.db

@@ -93,6 +93,10 @@ struct ShowArgs {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    if let Command::Capture(capture) = &args.command {
+        // Before touching the database: these need none.
+        capture.check(unix_seconds())?;
+    }
     let store = Store::new(config.store_config());
     // Idempotent: a fresh or older database gets the tables this command reads and writes.
     store.migrate().await.with_context(|| format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url))?;
@@ -168,17 +172,29 @@ fn print_in_use(built: &BuiltReference, model: &str, version: &str, before: Opti
 /// Windows merged per store query: bounds memory and paces the progress lines.
 const CAPTURE_CHUNK_WINDOWS: usize = 60;
 
+impl CaptureArgs {
+    /// `[from, to)` as people read it.
+    fn range(&self) -> String {
+        format!("[{}, {}) UTC", super::quickstart::format_utc(self.from), super::quickstart::format_utc(self.to))
+    }
+
+    /// What can be refused without the database: empty names, an empty range, and a range that
+    /// ends after `now` (windows still to come, or still filling, would be missing).
+    fn check(&self, now: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.model.trim().is_empty() && !self.version.trim().is_empty(), "--model and --version must not be empty");
+        anyhow::ensure!(self.from < self.to, "--from must be before --to: the range {} is empty", self.range());
+        anyhow::ensure!(
+            self.to <= now,
+            "the range {} ends in the future: its later windows have not happened yet. Choose --to at or before the end of the last closed window",
+            self.range()
+        );
+        Ok(())
+    }
+}
+
 async fn capture(config: &Config, store: &Store, args: CaptureArgs) -> anyhow::Result<()> {
     let (model, version) = (args.model.as_str(), args.version.as_str());
-    anyhow::ensure!(!model.trim().is_empty() && !version.trim().is_empty(), "--model and --version must not be empty");
-    let range = format!("[{}, {}) UTC", super::quickstart::format_utc(args.from), super::quickstart::format_utc(args.to));
-    anyhow::ensure!(args.from < args.to, "--from must be before --to: the range {range} is empty");
-    let now = unix_seconds();
-    // Windows still to come (or still filling) would be missing from the reference.
-    anyhow::ensure!(
-        args.to <= now,
-        "the range {range} ends in the future: its later windows have not happened yet. Choose --to at or before the end of the last closed window"
-    );
+    let (range, now) = (args.range(), unix_seconds());
     let windows = store.stored_windows(model, version, args.from, args.to).await.context("reading window_partials")?;
     if windows.is_empty() {
         let span = store.stored_window_span(model, version).await.context("reading window_partials")?;
