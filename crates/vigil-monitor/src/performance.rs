@@ -224,10 +224,10 @@ mod tests {
         merged.merge(&state_of(&pairs[3..])).unwrap();
         let (m, w) = (merged.summary("1"), whole.summary("1"));
         assert_eq!((m.labeled, m.accuracy, m.f1, m.auc, m.ece), (w.labeled, w.accuracy, w.f1, w.auc, w.ece));
-        // Sums of squares in another order: equal to rounding.
-        assert!((m.brier.unwrap() - w.brier.unwrap()).abs() < 1e-15);
-        assert!((m.log_loss.unwrap() - w.log_loss.unwrap()).abs() < 1e-15);
+        // Sums are exact: another grouping gives the same bits, and the same encoded state.
+        assert_eq!((m.brier, m.log_loss), (w.brier, w.log_loss));
         let json = serde_json::to_string(&merged).unwrap();
+        assert_eq!(json, serde_json::to_string(&whole).unwrap());
         assert_eq!(serde_json::from_str::<PerformanceState>(&json).unwrap(), merged);
     }
 

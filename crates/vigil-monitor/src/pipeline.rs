@@ -696,14 +696,14 @@ impl Pipeline {
     /// Makes `state` (a version's first closed window with enough events) its reference.
     async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
         let json = serde_json::to_string(state)?;
-        let content_hash = vigil_events::fnv1a64(json.as_bytes());
+        let content_hash = crate::reference::state_content_hash(state)?;
         let reference_id = format!("baseline:{model_id}:{model_version}:{window_start}");
         self.store
             .insert_reference(&vigil_store::ReferenceRow {
                 model_id: model_id.to_owned(),
                 model_version: model_version.to_owned(),
                 reference_id: reference_id.clone(),
-                content_hash: format!("{content_hash:016x}"),
+                content_hash,
                 source: format!("live baseline: window {window_start}, {} events", state.events),
                 events: state.events,
                 state: json,

@@ -4,12 +4,21 @@
 //! numeric feature, capped category counts, scores, predicted labels) and the drift tests
 //! compare like with like. Pure: the caller reads the file.
 //!
+//! A reference can also be captured from live traffic already stored: [`CaptureBuilder`] merges
+//! a version's stored partial window states over a time range with [`WindowState::merge`], the
+//! merge that closes windows, so it holds what those windows held.
+//!
 //! Ids and hashes: a reference's content hash is FNV-1a 64 ([`vigil_events::fnv1a64`]) of its
-//! state's JSON, as for live baselines; an uploaded reference's id is
-//! `upload:<model>:<version>:<content hash>`, so uploading the same data again gives the same id.
+//! state's JSON (without `performance` for states from live windows: [`state_content_hash`]); an
+//! uploaded reference's id is `upload:<model>:<version>:<content hash>`, so uploading the same
+//! data again gives the same id; a captured one's `capture:<model>:<version>:<from>-<to>`.
+
+use std::collections::BTreeSet;
 
 use vigil_events::PredictionView;
-use vigil_store::{ReferenceRow, UPLOAD_REFERENCE_PREFIX};
+use vigil_store::{ReferenceRow, CAPTURE_REFERENCE_PREFIX, UPLOAD_REFERENCE_PREFIX};
+
+use crate::MonitorError;
 
 use crate::window::WindowState;
 pub use crate::window::{CATEGORY_CAP, OTHER};
@@ -53,13 +62,69 @@ impl ReferenceBuilder {
     }
 }
 
+/// Merges stored partial window states (JSON, as in `window_partials.state`) into a reference.
+#[derive(Debug, Default)]
+pub struct CaptureBuilder {
+    state: WindowState,
+    windows: BTreeSet<u32>,
+}
+
+impl CaptureBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merges one stored partial of the window starting at `window_start`.
+    pub fn add_partial(&mut self, window_start: u32, state_json: &str) -> Result<(), MonitorError> {
+        let partial: WindowState = serde_json::from_str(state_json)?;
+        self.state.merge(&partial)?;
+        if partial.events > 0 {
+            self.windows.insert(window_start);
+        }
+        Ok(())
+    }
+
+    /// Prediction events merged so far.
+    pub fn events(&self) -> u64 {
+        self.state.events
+    }
+
+    /// Windows with predictions merged so far.
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The reference of `model_id`'s `model_version` over windows starting in `[from, to)`
+    /// (seconds since the Unix epoch); `None` without events.
+    pub fn finish(self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Option<BuiltReference>, serde_json::Error> {
+        if self.state.events == 0 {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(&self.state)?;
+        Ok(Some(BuiltReference {
+            reference_id: capture_id(model_id, model_version, from, to),
+            model_id: model_id.to_owned(),
+            model_version: model_version.to_owned(),
+            content_hash: state_content_hash(&self.state)?,
+            state: self.state,
+            json,
+        }))
+    }
+}
+
+/// The id of the reference captured from `model_id`'s `model_version` windows in `[from, to)`:
+/// capturing the same range again replaces it (with what the windows hold by then).
+pub fn capture_id(model_id: &str, model_version: &str, from: u32, to: u32) -> String {
+    format!("{CAPTURE_REFERENCE_PREFIX}{model_id}:{model_version}:{from}-{to}")
+}
+
 /// A reference ready to store.
 #[derive(Debug, Clone)]
 pub struct BuiltReference {
     pub reference_id: String,
     pub model_id: String,
     pub model_version: String,
-    /// FNV-1a 64 of `json`, 16 hex digits.
+    /// FNV-1a 64 of `json` (without `performance`: [`state_content_hash`]), 16 hex digits.
     pub content_hash: String,
     pub state: WindowState,
     /// `state` as stored.
@@ -96,6 +161,19 @@ impl BuiltReference {
 /// FNV-1a 64 of a reference state's JSON, as 16 hex digits: the content hash of every reference.
 pub fn content_hash(state_json: &str) -> String {
     format!("{:016x}", vigil_events::fnv1a64(state_json.as_bytes()))
+}
+
+/// The content hash of a reference built from live windows (a baseline, a captured range): that
+/// of its state's JSON without `performance`. The outcomes joined by the time the windows closed
+/// depend on arrival timing, not on the events; everything else is a canonical function of the
+/// events (sorted maps, exact sums), so the hash is the same however flushes split the windows.
+/// Equals [`content_hash`] of the JSON for a state without outcomes (an upload).
+pub fn state_content_hash(state: &WindowState) -> Result<String, serde_json::Error> {
+    let json = match &state.performance {
+        None => serde_json::to_string(state)?,
+        Some(_) => serde_json::to_string(&WindowState { performance: None, ..state.clone() })?,
+    };
+    Ok(content_hash(&json))
 }
 
 #[cfg(test)]
@@ -163,11 +241,57 @@ mod tests {
         assert!(reference.capped_features().is_empty());
     }
 
+    /// The live window state of events `range` with feature `x` from `xs`.
+    fn live_state(xs: &[f64], range: std::ops::Range<usize>) -> WindowState {
+        let mut state = WindowState::default();
+        for i in range {
+            state.add(&decode_prediction_view(&encode(&event(i, xs[i]))).unwrap(), false);
+        }
+        state
+    }
+
+    #[test]
+    fn live_states_hash_the_same_however_flushes_split_them() {
+        let xs = spread(300, 1, 0.0);
+        let state_of = |range| live_state(&xs, range);
+        let whole = state_of(0..300);
+        let mut merged = state_of(200..300);
+        merged.merge(&state_of(0..77)).unwrap();
+        merged.merge(&state_of(77..200)).unwrap();
+        assert_eq!(serde_json::to_string(&merged).unwrap(), serde_json::to_string(&whole).unwrap(), "exact sums: byte for byte");
+        // Outcomes joined by close time do not change the hash; without any it is the JSON's.
+        let mut with_outcomes = merged.clone();
+        let (predicted, observed) = (crate::performance::Predicted { label: Some("1".into()), ..Default::default() }, crate::performance::Observed { label: Some("0".into()), value: None });
+        with_outcomes.add_outcome(&predicted, &observed, "1");
+        assert_eq!(state_content_hash(&with_outcomes).unwrap(), state_content_hash(&whole).unwrap());
+        assert_eq!(state_content_hash(&whole).unwrap(), content_hash(&serde_json::to_string(&whole).unwrap()));
+    }
+
+    #[test]
+    fn a_capture_merges_stored_partials_like_closing_windows() {
+        let xs = spread(300, 1, 0.0);
+        let state_of = |range| serde_json::to_string(&live_state(&xs, range)).unwrap();
+        let mut capture = CaptureBuilder::new();
+        capture.add_partial(1_764_000_000, &state_of(0..100)).unwrap();
+        capture.add_partial(1_764_000_000, &state_of(100..120)).unwrap();
+        capture.add_partial(1_764_000_060, &state_of(120..300)).unwrap();
+        capture.add_partial(1_764_000_120, &serde_json::to_string(&WindowState::default()).unwrap()).unwrap();
+        assert_eq!((capture.events(), capture.windows()), (300, 2), "an outcome-only partial adds no window");
+        let built = capture.finish("m", "v1", 1_764_000_000, 1_764_000_180).unwrap().unwrap();
+        assert_eq!(built.reference_id, "capture:m:v1:1764000000-1764000180");
+        assert_eq!(built.json, state_of(0..300), "the state of all the events");
+        assert_eq!(built.content_hash, content_hash(&built.json));
+        assert!(CaptureBuilder::new().add_partial(0, "{").is_err());
+        assert!(CaptureBuilder::new().finish("m", "v1", 0, 60).unwrap().is_none());
+    }
+
     #[test]
     fn the_id_and_hash_follow_the_content() {
-        let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 2, 0.0)));
+        let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.5)));
         assert_eq!((&a.reference_id, &a.content_hash), (&again.reference_id, &again.content_hash), "same rows, same id");
         assert_ne!(a.content_hash, other.content_hash);
+        // The same values in another order: sums are exact, so the state and id are the same.
+        assert_eq!(built(&spread(500, 2, 0.0)).reference_id, a.reference_id);
         assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(a.json.as_bytes())));
         assert_eq!(a.reference_id, format!("upload:m:v1:{}", a.content_hash));
         let row = a.row("file a.csv".into(), 1_764_000_000);

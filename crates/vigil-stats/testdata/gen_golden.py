@@ -5,6 +5,7 @@ Every expected value comes from SciPy or scikit-learn (or, for PSI, Hellinger an
 mean error, which neither library has, from a direct numpy formula), never from vigil.
 Run from anywhere:  python gen_golden.py   (versions pinned in requirements.txt)
 Output: golden/*.json next to this script. Deterministic (fixed seeds).
+The exact sums' vectors (golden/fsum.json) come from gen_fsum.py (math.fsum, standard library only).
 """
 import json
 import math

@@ -1,6 +1,7 @@
 //! Agreement with SciPy and scikit-learn on the committed golden vectors
 //! (`testdata/gen_golden.py`). Exact variants must agree within 1e-9 relative; sketch variants
-//! within their stated error bound.
+//! within their stated error bound. Exact sums must equal `math.fsum` bit for bit
+//! (`testdata/gen_fsum.py`).
 
 use serde_json::Value;
 use vigil_stats::drift::{chisq, cvm, hellinger, js, ks, psi, wasserstein, ztest};
@@ -8,7 +9,7 @@ use vigil_stats::perf::{
     average_precision, roc_auc, ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics,
     RegressionMetrics, ScoreHistogram,
 };
-use vigil_stats::{CategoricalSketch, NumericSketch, StatsError};
+use vigil_stats::{CategoricalSketch, ExactSum, NumericSketch, StatsError};
 
 fn load(name: &str) -> Vec<Value> {
     let path = format!("{}/testdata/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
@@ -322,5 +323,37 @@ fn regression_metrics_match_sklearn() {
         check(&case, "/mape", a.mape().unwrap());
         check(&case, "/r2", a.r2().unwrap());
         check(&case, "/mean_error", a.mean_error().unwrap());
+    }
+}
+
+#[test]
+fn exact_sums_match_python_fsum_in_any_order_and_grouping() {
+    for case in load("fsum") {
+        let xs = list(&case["values"], Value::as_f64);
+        let want = num(&case, "/fsum");
+        let name = &case["name"];
+        let sum_of = |xs: &mut dyn Iterator<Item = f64>| {
+            let mut s = ExactSum::new();
+            xs.for_each(|x| s.add(x));
+            s
+        };
+        let forward = sum_of(&mut xs.iter().copied());
+        assert_eq!(forward.value().to_bits(), want.to_bits(), "{name}: got {:e}, want {want:e}", forward.value());
+        let backward = sum_of(&mut xs.iter().rev().copied());
+        assert_eq!(backward.value().to_bits(), want.to_bits(), "{name} reversed");
+        let mut sorted = xs.clone();
+        sorted.sort_by(|a, b| a.abs().total_cmp(&b.abs()));
+        assert_eq!(sum_of(&mut sorted.iter().copied()).value().to_bits(), want.to_bits(), "{name} by magnitude");
+        // Partial sums of chunks, merged from the last chunk back, as flushes would split them.
+        let mut merged = ExactSum::new();
+        for chunk in xs.rchunks(7) {
+            merged.merge(&sum_of(&mut chunk.iter().copied()));
+        }
+        assert_eq!(merged.value().to_bits(), want.to_bits(), "{name} merged in chunks");
+        assert_eq!(merged, forward, "{name}: equal exact sums");
+        let json = serde_json::to_string(&merged).unwrap();
+        assert_eq!(json, serde_json::to_string(&forward).unwrap(), "{name}: one canonical encoding");
+        let back: ExactSum = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.value().to_bits(), want.to_bits(), "{name} after serde");
     }
 }

@@ -7,7 +7,9 @@ use vigil_stats::perf::{
     ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics, RegressionMetrics, ScoreHistogram,
     ScoreSample,
 };
-use vigil_stats::{CategoricalSketch, LatencySketch, NumericSketch, Reservoir};
+use vigil_stats::{
+    CategoricalSketch, ExactSum, LatencySketch, NumericSketch, QuantileSketch, Reservoir,
+};
 
 fn values() -> impl Strategy<Value = Vec<f64>> {
     prop::collection::vec(
@@ -165,6 +167,94 @@ proptest! {
         la.merge(&lb).unwrap();
         if !events.is_empty() {
             prop_assert!(approx(la.log_loss().unwrap(), lu.log_loss().unwrap()));
+        }
+    }
+
+    #[test]
+    fn exact_sums_do_not_depend_on_order_or_grouping(
+        (xs, shuffled) in prop::collection::vec(
+            prop_oneof![
+                4 => -1e3f64..1e3,
+                2 => any::<f64>().prop_filter("finite, no overflow", |x| x.is_finite() && x.abs() < 1e300),
+                1 => -1e-300f64..1e-300,
+                1 => prop_oneof![Just(1e16), Just(-1e16), Just(1.0), Just(2f64.powi(-53))],
+            ],
+            0..300,
+        ).prop_flat_map(|xs| (Just(xs.clone()), Just(xs).prop_shuffle())),
+        cuts in prop::collection::vec(0usize..300, 0..6),
+        reverse in any::<bool>(),
+    ) {
+        let sum_of = |xs: &[f64]| {
+            let mut s = ExactSum::new();
+            xs.iter().for_each(|&x| s.add(x));
+            s
+        };
+        let whole = sum_of(&xs);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(shuffled.len())).collect();
+        cuts.extend([0, shuffled.len()]);
+        cuts.sort_unstable();
+        let mut parts: Vec<ExactSum> = cuts.windows(2).map(|w| sum_of(&shuffled[w[0]..w[1]])).collect();
+        if reverse {
+            parts.reverse();
+        }
+        let mut merged = ExactSum::new();
+        // Merge as a tree sometimes, as a chain otherwise: any grouping.
+        if parts.len() > 2 && reverse {
+            let mut right = parts.split_off(parts.len() / 2).into_iter().fold(ExactSum::new(), |mut acc, p| { acc.merge(&p); acc });
+            let left = parts.into_iter().fold(ExactSum::new(), |mut acc, p| { acc.merge(&p); acc });
+            right.merge(&left);
+            merged = right;
+        } else {
+            parts.iter().for_each(|p| merged.merge(p));
+        }
+        prop_assert_eq!(merged.value().to_bits(), whole.value().to_bits());
+        prop_assert_eq!(serde_json::to_string(&merged).unwrap(), serde_json::to_string(&whole).unwrap());
+    }
+
+    /// Every float a mergeable state keeps is exact: states merged from any split serialize
+    /// byte for byte as the state of all events.
+    #[test]
+    fn merged_states_serialize_identically_however_split(
+        events in prop::collection::vec((-1e6f64..1e6, 0.0f64..=1.0, any::<bool>()), 0..120),
+        cut1 in 0usize..120,
+        cut2 in 0usize..120,
+    ) {
+        let (c1, c2) = (cut1.min(events.len()), cut2.min(events.len()));
+        let (c1, c2) = (c1.min(c2), c1.max(c2));
+        let edges: Vec<f64> = (0..=20).map(|i| f64::from(i) / 20.0).collect();
+        #[derive(Clone)]
+        struct State(QuantileSketch, NumericSketch, ProbabilityMetrics, RegressionMetrics);
+        let state_of = |evs: &[(f64, f64, bool)]| {
+            let mut s = State(QuantileSketch::default(), NumericSketch::with_edges(edges.clone()).unwrap(), ProbabilityMetrics::new(), RegressionMetrics::new());
+            for &(x, p, y) in evs {
+                s.0.update(x);
+                s.1.update(p);
+                s.2.update(p, y).unwrap();
+                s.3.update(x, x * p);
+            }
+            s
+        };
+        let json = |s: &State| {
+            [serde_json::to_string(&s.0).unwrap(), serde_json::to_string(&s.1).unwrap(), serde_json::to_string(&s.2).unwrap(), serde_json::to_string(&s.3).unwrap()]
+        };
+        let whole = state_of(&events);
+        let (a, b, c) = (state_of(&events[..c1]), state_of(&events[c1..c2]), state_of(&events[c2..]));
+        // (c + a) + b: another order and grouping than the events'.
+        let mut merged = c.clone();
+        merged.0.merge(&a.0).unwrap();
+        merged.1.merge(&a.1).unwrap();
+        merged.2.merge(&a.2);
+        merged.3.merge(&a.3);
+        merged.0.merge(&b.0).unwrap();
+        merged.1.merge(&b.1).unwrap();
+        merged.2.merge(&b.2);
+        merged.3.merge(&b.3);
+        prop_assert_eq!(json(&merged), json(&whole));
+        if let Some(std) = whole.0.std() {
+            prop_assert_eq!(merged.0.std().unwrap().to_bits(), std.to_bits());
+        }
+        if whole.3.count() > 0 {
+            prop_assert_eq!(merged.3.r2().unwrap().to_bits(), whole.3.r2().unwrap().to_bits());
         }
     }
 }

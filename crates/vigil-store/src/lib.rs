@@ -77,11 +77,14 @@ pub struct WindowMetricsRow {
 pub struct ReferenceRow {
     pub model_id: String,
     pub model_version: String,
-    /// `upload:<model>:<version>:<content hash>` or `baseline:<model>:<version>:<window start>`.
+    /// `upload:<model>:<version>:<content hash>`, `capture:<model>:<version>:<from>-<to>` (a
+    /// range of stored windows, `vigil reference capture`) or
+    /// `baseline:<model>:<version>:<window start>`.
     pub reference_id: String,
-    /// FNV-1a 64 of `state`, 16 hex digits.
+    /// FNV-1a 64 of `state` (for references from live windows, of `state` without
+    /// `performance`), 16 hex digits.
     pub content_hash: String,
-    /// Where the data came from (a file and its rows, or a live window), for people.
+    /// Where the data came from (a file and its rows, live windows), for people.
     pub source: String,
     pub events: u64,
     /// The window state (mergeable sketches) as JSON.
@@ -89,14 +92,18 @@ pub struct ReferenceRow {
     pub created_at: u32,
 }
 
-/// Ids of uploaded references start with this; a version's newest upload is the reference its
-/// windows are tested against, before any live baseline.
+/// Ids of uploaded references start with this.
 pub const UPLOAD_REFERENCE_PREFIX: &str = "upload:";
+/// Ids of references captured from a range of stored windows start with this.
+pub const CAPTURE_REFERENCE_PREFIX: &str = "capture:";
+/// Ids of the live baselines the monitor makes itself start with this. Every other reference
+/// (an upload, a capture) was chosen by a person and comes first.
+pub const BASELINE_REFERENCE_PREFIX: &str = "baseline:";
 
-/// How a version's references rank, most preferred last: uploads above live baselines, then
-/// the newest (`created_at`, which a re-upload of the same data refreshes), then the greatest id.
-/// The top one is the reference the monitor uses.
-const PREFERENCE: [&str; 3] = ["reference_id LIKE 'upload:%'", "created_at", "reference_id"];
+/// How a version's references rank, most preferred last: chosen ones (uploads, captures) above
+/// live baselines, then the newest (`created_at`, which storing the same data again refreshes),
+/// then the greatest id. The top one is the reference the monitor uses.
+const PREFERENCE: [&str; 3] = ["reference_id NOT LIKE 'baseline:%'", "created_at", "reference_id"];
 
 /// `ORDER BY` over `reference_profiles_v2` by model, version and [`PREFERENCE`], ascending (the
 /// one in use last) or descending (first).
@@ -360,6 +367,32 @@ pub struct WindowCountTotal {
     pub events: u64,
 }
 
+/// A version's stored window (all traffic): [`Store::stored_windows`].
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct StoredWindow {
+    pub window_start: u32,
+    /// Partial rows stored for it (flushes times partitions, outcomes included).
+    pub partials: u64,
+    pub events: u64,
+    /// Whether the monitor has closed it (written its `window_metrics` row).
+    pub closed: bool,
+}
+
+/// One stored partial of a window in a range: [`Store::partials_between`].
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct RangePartial {
+    pub window_start: u32,
+    pub events: u64,
+    pub state: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct WindowSpan {
+    first: u32,
+    last: u32,
+    rows: u64,
+}
+
 /// The partial states of one window, in the order they were written.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct StoredPartial {
@@ -530,8 +563,8 @@ impl Store {
         self.insert_rows("reference_profiles_v2", std::slice::from_ref(row)).await
     }
 
-    /// The reference the monitor uses, one per (model, version) that has any: the newest upload,
-    /// else the newest live baseline. A version missing here has no reference yet: its windows
+    /// The reference the monitor uses, one per (model, version) that has any: the newest upload
+    /// or capture, else the newest live baseline. A version missing here has no reference yet: its windows
     /// are counted but not tested for drift until a baseline forms or a file is uploaded.
     pub async fn references_in_use(&self) -> Result<Vec<ReferenceRow>, StoreError> {
         self.db
@@ -762,6 +795,77 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
+    /// A version's stored windows (all traffic, segment `""`) starting in `[from, to)`, oldest
+    /// first, with their partial and event counts and whether they have closed (have a
+    /// `window_metrics` row). Windows with outcomes only (no predictions) are left out.
+    pub async fn stored_windows(&self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Vec<StoredWindow>, StoreError> {
+        self.db
+            .query(
+                // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
+                "SELECT toUInt32(window_start) AS start_s, count() AS partial_rows, sum(events) AS total, \
+                 window_start IN (SELECT window_start FROM window_metrics \
+                   WHERE model_id = ? AND model_version = ? AND segment = '') AS is_closed \
+                 FROM window_partials \
+                 WHERE model_id = ? AND model_version = ? AND segment = '' AND state != '' \
+                 AND window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 GROUP BY window_start HAVING sum(events) > 0 ORDER BY window_start",
+            )
+            .bind(model_id)
+            .bind(model_version)
+            .bind(model_id)
+            .bind(model_version)
+            .bind(from)
+            .bind(to)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The first and last window start a version has stored partials for (all traffic), if any:
+    /// what retention (`clickhouse.retention_days`) has left.
+    pub async fn stored_window_span(&self, model_id: &str, model_version: &str) -> Result<Option<(u32, u32)>, StoreError> {
+        let span: WindowSpan = self
+            .db
+            .query(
+                "SELECT toUInt32(min(window_start)) AS first_s, toUInt32(max(window_start)) AS last_s, count() AS n \
+                 FROM window_partials WHERE model_id = ? AND model_version = ? AND segment = '' AND events > 0",
+            )
+            .bind(model_id)
+            .bind(model_version)
+            .fetch_one()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok((span.rows > 0).then_some((span.first, span.last)))
+    }
+
+    /// The partial states (with predictions or outcomes) of `segment` of a version's windows
+    /// starting in `[from, to)`, by window, then in write order per partition: the input of
+    /// capturing a reference from stored traffic.
+    pub async fn partials_between(
+        &self,
+        model_id: &str,
+        model_version: &str,
+        segment: &str,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<RangePartial>, StoreError> {
+        self.db
+            .query(
+                "SELECT toUInt32(window_start) AS start_s, events, state FROM window_partials \
+                 WHERE model_id = ? AND model_version = ? AND segment = ? AND state != '' \
+                 AND window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 ORDER BY window_start, source_partition, source_end_offset",
+            )
+            .bind(model_id)
+            .bind(model_version)
+            .bind(segment)
+            .bind(from)
+            .bind(to)
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
     /// Summed counts per (model, version, segment, window), oldest window first. Segment `""`
     /// is all of a version's traffic.
     pub async fn window_count_totals(&self) -> Result<Vec<WindowCountTotal>, StoreError> {
@@ -955,11 +1059,11 @@ impl Store {
 #[cfg(test)]
 mod reference_tests {
     #[test]
-    fn the_in_use_rule_prefers_ids_with_the_upload_prefix() {
-        assert_eq!(super::PREFERENCE[0], format!("reference_id LIKE '{}%'", super::UPLOAD_REFERENCE_PREFIX));
+    fn the_in_use_rule_prefers_ids_without_the_baseline_prefix() {
+        assert_eq!(super::PREFERENCE[0], format!("reference_id NOT LIKE '{}%'", super::BASELINE_REFERENCE_PREFIX));
         assert_eq!(
             super::in_use(),
-            "ORDER BY model_id, model_version, reference_id LIKE 'upload:%' DESC, created_at DESC, reference_id DESC \
+            "ORDER BY model_id, model_version, reference_id NOT LIKE 'baseline:%' DESC, created_at DESC, reference_id DESC \
              LIMIT 1 BY model_id, model_version"
         );
     }

@@ -36,7 +36,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
     Drift(vigil_offline::DriftArgs),
-    /// Reference profiles: upload one from a CSV or Avro file, list and show the stored ones.
+    /// Reference profiles: upload one from a CSV or Avro file, capture one from a time range of
+    /// stored live traffic, list and show the stored ones.
     Reference(cmd::reference::Args),
     /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
     /// `register` read and append to the lifecycle log.

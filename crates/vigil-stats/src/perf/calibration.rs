@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{require, Result, StatsError};
+use crate::exact::ExactSum;
 
 /// Number of equal-width bins for the expected calibration error.
 pub const ECE_BINS: usize = 10;
@@ -20,10 +21,10 @@ pub const ECE_BINS: usize = 10;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbabilityMetrics {
     n: u64,
-    log_loss_sum: f64,
-    brier_sum: f64,
+    log_loss_sum: ExactSum,
+    brier_sum: ExactSum,
     bin_count: [u64; ECE_BINS],
-    bin_prob_sum: [f64; ECE_BINS],
+    bin_prob_sum: [ExactSum; ECE_BINS],
     bin_positive: [u64; ECE_BINS],
 }
 
@@ -31,10 +32,10 @@ impl Default for ProbabilityMetrics {
     fn default() -> Self {
         ProbabilityMetrics {
             n: 0,
-            log_loss_sum: 0.0,
-            brier_sum: 0.0,
+            log_loss_sum: ExactSum::new(),
+            brier_sum: ExactSum::new(),
             bin_count: [0; ECE_BINS],
-            bin_prob_sum: [0.0; ECE_BINS],
+            bin_prob_sum: Default::default(),
             bin_positive: [0; ECE_BINS],
         }
     }
@@ -47,7 +48,7 @@ impl Default for ProbabilityMetrics {
 pub struct MulticlassLogLoss {
     n_classes: usize,
     n: u64,
-    sum: f64,
+    sum: ExactSum,
 }
 
 impl MulticlassLogLoss {
@@ -60,7 +61,7 @@ impl MulticlassLogLoss {
         Ok(MulticlassLogLoss {
             n_classes,
             n: 0,
-            sum: 0.0,
+            sum: ExactSum::new(),
         })
     }
 
@@ -80,7 +81,7 @@ impl MulticlassLogLoss {
             ));
         }
         let eps = f64::EPSILON;
-        self.sum -= probabilities[truth].clamp(eps, 1.0 - eps).ln();
+        self.sum.add(-probabilities[truth].clamp(eps, 1.0 - eps).ln());
         self.n += 1;
         Ok(())
     }
@@ -92,13 +93,13 @@ impl MulticlassLogLoss {
             ));
         }
         self.n += other.n;
-        self.sum += other.sum;
+        self.sum.merge(&other.sum);
         Ok(())
     }
 
     pub fn log_loss(&self) -> Result<f64> {
         require(1, self.n)?;
-        Ok(self.sum / self.n as f64)
+        Ok(self.sum.value() / self.n as f64)
     }
 }
 
@@ -121,12 +122,12 @@ impl ProbabilityMetrics {
         let eps = f64::EPSILON;
         let y = if positive { 1.0 } else { 0.0 };
         let likelihood = if positive { p } else { 1.0 - p };
-        self.log_loss_sum -= likelihood.clamp(eps, 1.0 - eps).ln();
-        self.brier_sum += (p - y) * (p - y);
+        self.log_loss_sum.add(-likelihood.clamp(eps, 1.0 - eps).ln());
+        self.brier_sum.add((p - y) * (p - y));
         // searchsorted(edges[1:-1], p, side="left"): the number of interior edges < p.
         let b = (1..ECE_BINS).take_while(|&i| edge(i) < p).count();
         self.bin_count[b] += 1;
-        self.bin_prob_sum[b] += p;
+        self.bin_prob_sum[b].add(p);
         self.bin_positive[b] += u64::from(positive);
         self.n += 1;
         Ok(())
@@ -134,11 +135,11 @@ impl ProbabilityMetrics {
 
     pub fn merge(&mut self, other: &Self) {
         self.n += other.n;
-        self.log_loss_sum += other.log_loss_sum;
-        self.brier_sum += other.brier_sum;
+        self.log_loss_sum.merge(&other.log_loss_sum);
+        self.brier_sum.merge(&other.brier_sum);
         for b in 0..ECE_BINS {
             self.bin_count[b] += other.bin_count[b];
-            self.bin_prob_sum[b] += other.bin_prob_sum[b];
+            self.bin_prob_sum[b].merge(&other.bin_prob_sum[b]);
             self.bin_positive[b] += other.bin_positive[b];
         }
     }
@@ -149,19 +150,19 @@ impl ProbabilityMetrics {
 
     pub fn log_loss(&self) -> Result<f64> {
         require(1, self.n)?;
-        Ok(self.log_loss_sum / self.n as f64)
+        Ok(self.log_loss_sum.value() / self.n as f64)
     }
 
     pub fn brier(&self) -> Result<f64> {
         require(1, self.n)?;
-        Ok(self.brier_sum / self.n as f64)
+        Ok(self.brier_sum.value() / self.n as f64)
     }
 
     pub fn expected_calibration_error(&self) -> Result<f64> {
         require(1, self.n)?;
         let gap: f64 = (0..ECE_BINS)
             .filter(|&b| self.bin_count[b] > 0)
-            .map(|b| (self.bin_positive[b] as f64 - self.bin_prob_sum[b]).abs())
+            .map(|b| (self.bin_positive[b] as f64 - self.bin_prob_sum[b].value()).abs())
             .sum();
         Ok(gap / self.n as f64)
     }

@@ -3,24 +3,83 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{require, Result};
+use crate::exact::ExactSum;
 
 /// Streaming regression metrics over pairs (truth `y`, prediction `ŷ`), as scikit-learn:
 /// MAE `mean|y - ŷ|`; RMSE `sqrt(mean (y - ŷ)^2)`; MAPE `mean(|y - ŷ| / max(|y|, eps))` with
 /// `eps` = f64 machine epsilon (a fraction, not a percentage); R² `1 - SS_res / SS_tot`, which is
 /// 1 when both are 0 and 0 when only `SS_tot` is 0 (`force_finite=True`); mean error
-/// `mean(ŷ - y)` (positive = over-prediction). `SS_tot` uses Welford/Chan updates of the
-/// mean and squared deviations of `y`, so merging partial states stays accurate. Non-finite
-/// pairs are counted in `nonfinite` and left out.
+/// `mean(ŷ - y)` (positive = over-prediction). Every sum is exact ([`ExactSum`]), and `SS_tot`
+/// comes from the exact sums of `y` and `y^2`, so merged partial states give the same numbers
+/// however they were split. Non-finite pairs are counted in `nonfinite` and left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Repr", into = "Repr")]
 pub struct RegressionMetrics {
     n: u64,
-    abs_err: f64,
-    sq_err: f64,
-    pct_err: f64,
-    err: f64,
-    y_mean: f64,
-    y_m2: f64,
+    abs_err: ExactSum,
+    sq_err: ExactSum,
+    pct_err: ExactSum,
+    err: ExactSum,
+    y_sum: ExactSum,
+    /// Sum of `y^2`, each square added exactly (product plus its rounding error).
+    y_sq: ExactSum,
     nonfinite: u64,
+}
+
+/// Serialized form; older states kept Welford's `y_mean` and `y_m2` instead of the sums of `y`.
+#[derive(Serialize, Deserialize)]
+struct Repr {
+    n: u64,
+    abs_err: ExactSum,
+    sq_err: ExactSum,
+    pct_err: ExactSum,
+    err: ExactSum,
+    #[serde(default)]
+    y_sum: Option<ExactSum>,
+    #[serde(default)]
+    y_sq: Option<ExactSum>,
+    #[serde(default, skip_serializing)]
+    y_mean: Option<f64>,
+    #[serde(default, skip_serializing)]
+    y_m2: Option<f64>,
+    nonfinite: u64,
+}
+
+impl From<Repr> for RegressionMetrics {
+    fn from(r: Repr) -> Self {
+        let n = r.n as f64;
+        let mean = r.y_mean.unwrap_or(0.0);
+        // Old states: sum y = n mean, sum y^2 = m2 + n mean^2.
+        let y_sum = r.y_sum.unwrap_or_else(|| ExactSum::from(n * mean));
+        let y_sq = r.y_sq.unwrap_or_else(|| ExactSum::from(r.y_m2.unwrap_or(0.0) + n * mean * mean));
+        RegressionMetrics {
+            n: r.n,
+            abs_err: r.abs_err,
+            sq_err: r.sq_err,
+            pct_err: r.pct_err,
+            err: r.err,
+            y_sum,
+            y_sq,
+            nonfinite: r.nonfinite,
+        }
+    }
+}
+
+impl From<RegressionMetrics> for Repr {
+    fn from(m: RegressionMetrics) -> Self {
+        Repr {
+            n: m.n,
+            abs_err: m.abs_err,
+            sq_err: m.sq_err,
+            pct_err: m.pct_err,
+            err: m.err,
+            y_sum: Some(m.y_sum),
+            y_sq: Some(m.y_sq),
+            y_mean: None,
+            y_m2: None,
+            nonfinite: m.nonfinite,
+        }
+    }
 }
 
 impl RegressionMetrics {
@@ -35,28 +94,22 @@ impl RegressionMetrics {
         }
         let e = y_hat - y;
         self.n += 1;
-        self.abs_err += e.abs();
-        self.sq_err += e * e;
-        self.pct_err += e.abs() / y.abs().max(f64::EPSILON);
-        self.err += e;
-        let d = y - self.y_mean;
-        self.y_mean += d / self.n as f64;
-        self.y_m2 += d * (y - self.y_mean);
+        self.abs_err.add(e.abs());
+        self.sq_err.add(e * e);
+        self.pct_err.add(e.abs() / y.abs().max(f64::EPSILON));
+        self.err.add(e);
+        self.y_sum.add(y);
+        self.y_sq.add_square(y);
     }
 
     pub fn merge(&mut self, other: &Self) {
-        let (na, nb) = (self.n as f64, other.n as f64);
-        if other.n > 0 {
-            let n = na + nb;
-            let d = other.y_mean - self.y_mean;
-            self.y_mean += d * nb / n;
-            self.y_m2 += other.y_m2 + d * d * na * nb / n;
-        }
         self.n += other.n;
-        self.abs_err += other.abs_err;
-        self.sq_err += other.sq_err;
-        self.pct_err += other.pct_err;
-        self.err += other.err;
+        self.abs_err.merge(&other.abs_err);
+        self.sq_err.merge(&other.sq_err);
+        self.pct_err.merge(&other.pct_err);
+        self.err.merge(&other.err);
+        self.y_sum.merge(&other.y_sum);
+        self.y_sq.merge(&other.y_sq);
         self.nonfinite += other.nonfinite;
     }
 
@@ -68,33 +121,56 @@ impl RegressionMetrics {
         self.nonfinite
     }
 
-    fn mean_of(&self, sum: f64) -> Result<f64> {
+    fn mean_of(&self, sum: &ExactSum) -> Result<f64> {
         require(1, self.n)?;
-        Ok(sum / self.n as f64)
+        Ok(sum.value() / self.n as f64)
     }
 
     pub fn mae(&self) -> Result<f64> {
-        self.mean_of(self.abs_err)
+        self.mean_of(&self.abs_err)
     }
 
     pub fn rmse(&self) -> Result<f64> {
-        Ok(self.mean_of(self.sq_err)?.sqrt())
+        Ok(self.mean_of(&self.sq_err)?.sqrt())
     }
 
     pub fn mape(&self) -> Result<f64> {
-        self.mean_of(self.pct_err)
+        self.mean_of(&self.pct_err)
     }
 
     pub fn mean_error(&self) -> Result<f64> {
-        self.mean_of(self.err)
+        self.mean_of(&self.err)
     }
 
     pub fn r2(&self) -> Result<f64> {
         require(1, self.n)?;
-        Ok(match (self.sq_err == 0.0, self.y_m2 == 0.0) {
+        let ss_res = self.sq_err.value();
+        let ss_tot = ExactSum::centered_squares(self.n, &self.y_sum, &self.y_sq);
+        Ok(match (ss_res == 0.0, ss_tot == 0.0) {
             (true, _) => 1.0,
             (false, true) => 0.0,
-            _ => 1.0 - self.sq_err / self.y_m2,
+            _ => 1.0 - ss_res / ss_tot,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_stored_before_exact_sums_still_read() {
+        let mut now = RegressionMetrics::new();
+        for (y, y_hat) in [(1.0, 2.0), (3.0, 3.0), (5.0, 2.0), (10.0, 9.5)] {
+            now.update(y, y_hat);
+        }
+        // The old form: plain sums, and Welford's mean and m2 of y instead of its sums.
+        let old = r#"{"n":4,"abs_err":4.5,"sq_err":10.25,"pct_err":1.65,"err":-2.5,"y_mean":4.75,"y_m2":44.75,"nonfinite":0}"#;
+        let back: RegressionMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!((back.mae().unwrap(), back.rmse().unwrap()), (now.mae().unwrap(), now.rmse().unwrap()));
+        assert!((back.r2().unwrap() - now.r2().unwrap()).abs() < 1e-12);
+        let json = serde_json::to_string(&now).unwrap();
+        assert!(json.contains("\"y_sum\":19.0") && !json.contains("y_mean"), "{json}");
+        assert_eq!(serde_json::from_str::<RegressionMetrics>(&json).unwrap(), now);
     }
 }

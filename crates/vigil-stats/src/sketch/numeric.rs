@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StatsError};
+use crate::exact::ExactSum;
 
 /// Histogram with quantile edges taken from a reference sample, plus an underflow and an overflow
 /// bin.
@@ -21,10 +22,11 @@ pub struct NumericSketch {
     counts: Vec<u64>,
     nonfinite: u64,
     /// Sums of `x - shift` and `(x - shift)^2`: cheap to update and to merge, and accurate because
-    /// `shift` (the midpoint of the reference range) sits near the data.
+    /// `shift` (the midpoint of the reference range) sits near the data. Exact, so they do not
+    /// depend on how partial states were grouped.
     shift: f64,
-    sum: f64,
-    sum_sq: f64,
+    sum: ExactSum,
+    sum_sq: ExactSum,
     /// Smallest value below `e[0]` and largest above `e[L-1]` (±inf when none): they bound the
     /// under- and overflow bins for the binned Wasserstein distance.
     below: f64,
@@ -39,8 +41,8 @@ struct Repr {
     counts: Vec<u64>,
     nonfinite: u64,
     shift: f64,
-    sum: f64,
-    sum_sq: f64,
+    sum: ExactSum,
+    sum_sq: ExactSum,
     below: Option<f64>,
     above: Option<f64>,
 }
@@ -186,17 +188,19 @@ impl Lut {
 }
 
 /// Adds `xs` to `counts`; a free function so the slices get `noalias` and the optimizer keeps
-/// edges and the table in registers. Returns (nonfinite, sum, sum_sq, below_min, above_max).
+/// edges and the table in registers. Adds to `sum` and `sum_sq`; returns (nonfinite, below_min,
+/// above_max).
 fn accumulate(
     edges: &[f64],
     lut: &Lut,
     counts: &mut [u64],
     shift: f64,
     xs: &[f64],
-) -> (u64, f64, f64, f64, f64) {
+    (sum, sum_sq): (&mut ExactSum, &mut ExactSum),
+) -> (u64, f64, f64) {
     let last = edges.len() - 1;
     let (first_edge, last_edge) = (edges[0], edges[last]);
-    let (mut nonfinite, mut sum, mut sum_sq) = (0u64, 0.0f64, 0.0f64);
+    let mut nonfinite = 0u64;
     let (mut below, mut above) = (f64::INFINITY, f64::NEG_INFINITY);
     for &x in xs {
         if !x.is_finite() {
@@ -218,10 +222,10 @@ fn accumulate(
         };
         counts[i] += 1;
         let d = x - shift;
-        sum += d;
-        sum_sq += d * d;
+        sum.add(d);
+        sum_sq.add(d * d);
     }
-    (nonfinite, sum, sum_sq, below, above)
+    (nonfinite, below, above)
 }
 
 impl NumericSketch {
@@ -272,8 +276,8 @@ impl NumericSketch {
             counts: vec![0; edges.len() + 1],
             nonfinite: 0,
             shift: 0.5 * (edges[0] + edges[edges.len() - 1]),
-            sum: 0.0,
-            sum_sq: 0.0,
+            sum: ExactSum::new(),
+            sum_sq: ExactSum::new(),
             below: f64::INFINITY,
             above: f64::NEG_INFINITY,
             edges,
@@ -305,8 +309,8 @@ impl NumericSketch {
         let n = self.count() as f64;
         if n > 0.0 {
             let d = mean - self.shift;
-            self.sum = n * d;
-            self.sum_sq = m2 + n * d * d;
+            self.sum = ExactSum::from(n * d);
+            self.sum_sq = ExactSum::from(m2 + n * d * d);
             let (first, last) = (self.edges[0], self.edges[self.edges.len() - 1]);
             if min < first {
                 self.below = min;
@@ -336,8 +340,8 @@ impl NumericSketch {
     pub fn clear(&mut self) {
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.nonfinite = 0;
-        self.sum = 0.0;
-        self.sum_sq = 0.0;
+        self.sum = ExactSum::new();
+        self.sum_sq = ExactSum::new();
         self.below = f64::INFINITY;
         self.above = f64::NEG_INFINITY;
     }
@@ -367,11 +371,15 @@ impl NumericSketch {
 
     /// Adds every value of `xs` (the fast path: prefer it to repeated `update`).
     pub fn extend(&mut self, xs: &[f64]) {
-        let (nonfinite, sum, sum_sq, below, above) =
-            accumulate(&self.edges, &self.lut, &mut self.counts, self.shift, xs);
+        let (nonfinite, below, above) = accumulate(
+            &self.edges,
+            &self.lut,
+            &mut self.counts,
+            self.shift,
+            xs,
+            (&mut self.sum, &mut self.sum_sq),
+        );
         self.nonfinite += nonfinite;
-        self.sum += sum;
-        self.sum_sq += sum_sq;
         self.below = self.below.min(below);
         self.above = self.above.max(above);
     }
@@ -387,8 +395,8 @@ impl NumericSketch {
             *a += b;
         }
         self.nonfinite += other.nonfinite;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
+        self.sum.merge(&other.sum);
+        self.sum_sq.merge(&other.sum_sq);
         self.below = self.below.min(other.below);
         self.above = self.above.max(other.above);
         Ok(())
@@ -424,15 +432,15 @@ impl NumericSketch {
     /// Mean of the finite values, if any.
     pub fn mean(&self) -> Option<f64> {
         let n = self.count();
-        (n > 0).then(|| self.shift + self.sum / n as f64)
+        (n > 0).then(|| self.shift + self.sum.value() / n as f64)
     }
 
     /// Population standard deviation (ddof = 0, as `numpy.std`) of the finite values, if any.
     pub fn std(&self) -> Option<f64> {
         let n = self.count() as f64;
         (n > 0.0).then(|| {
-            let m = self.sum / n;
-            (self.sum_sq / n - m * m).max(0.0).sqrt()
+            let m = self.sum.value() / n;
+            (self.sum_sq.value() / n - m * m).max(0.0).sqrt()
         })
     }
 

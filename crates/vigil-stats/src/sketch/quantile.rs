@@ -13,6 +13,7 @@ use super::numeric::NumericSketch;
 use crate::drift::wasserstein::STD_FLOOR;
 use crate::drift::{DriftTest, EMPTY_BIN_EPSILON};
 use crate::error::{require, Result, StatsError};
+use crate::exact::ExactSum;
 
 /// Default relative accuracy: quantile estimates within 1% of the true value.
 pub const DEFAULT_ALPHA: f64 = 0.01;
@@ -35,8 +36,9 @@ const MAX_GAP: i32 = 4;
 /// store of its sign, `g = (1 + alpha) / (1 - alpha)`; bucket `k` holds magnitudes in
 /// `(g^(k-1), g^k]` and is represented by `(1 - alpha) g^k`, within relative `alpha` of every
 /// value in it. Smaller magnitudes count in a zero bucket (represented by 0), NaN and ±inf in
-/// [`QuantileSketch::nonfinite`], never in a bucket. Count, sum, minimum and maximum are exact;
-/// the variance is kept with Welford/Chan updates.
+/// [`QuantileSketch::nonfinite`], never in a bucket. Count, minimum and maximum are exact; the
+/// sum and the sum of squares are kept exactly ([`ExactSum`], squares split error-free), so the
+/// mean and variance are correctly rounded functions of the values, whatever the merge order.
 ///
 /// Size is bounded: each store spans at most `max_buckets` consecutive keys. When a new largest
 /// key would exceed that span, the lowest-magnitude buckets collapse into the lowest kept one;
@@ -58,9 +60,9 @@ pub struct QuantileSketch {
     zero: u64,
     nonfinite: u64,
     count: u64,
-    sum: f64,
-    /// Sum of squared deviations from the mean (Welford).
-    m2: f64,
+    sum: ExactSum,
+    /// Sum of the squares, each added exactly as `x*x` plus its rounding error.
+    sum_sq: ExactSum,
     min: f64,
     max: f64,
 }
@@ -97,8 +99,8 @@ impl QuantileSketch {
             zero: 0,
             nonfinite: 0,
             count: 0,
-            sum: 0.0,
-            m2: 0.0,
+            sum: ExactSum::new(),
+            sum_sq: ExactSum::new(),
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
         })
@@ -141,15 +143,9 @@ impl QuantileSketch {
             };
             store.add(key, 1, cap);
         }
-        let n0 = self.count as f64;
-        let delta = if self.count == 0 {
-            0.0
-        } else {
-            x - self.sum / n0
-        };
         self.count += 1;
-        self.sum += x;
-        self.m2 += delta * delta * n0 / (n0 + 1.0);
+        self.sum.add(x);
+        self.sum_sq.add_square(x);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
     }
@@ -160,7 +156,7 @@ impl QuantileSketch {
     }
 
     /// Adds `other`'s values: afterwards the buckets equal those of one sketch fed both inputs
-    /// (count, min and max exactly; sum and variance up to summation order). `Incompatible`
+    /// (count, min, max, sum and sum of squares exactly). `Incompatible`
     /// unless both have the same `alpha` and `max_buckets`.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.alpha != other.alpha || self.max_buckets != other.max_buckets {
@@ -174,15 +170,9 @@ impl QuantileSketch {
         self.zero += other.zero;
         self.nonfinite += other.nonfinite;
         if other.count > 0 {
-            let (na, nb) = (self.count as f64, other.count as f64);
-            let delta = if self.count == 0 {
-                0.0
-            } else {
-                other.sum / nb - self.sum / na
-            };
-            self.m2 += other.m2 + delta * delta * na * nb / (na + nb);
             self.count += other.count;
-            self.sum += other.sum;
+            self.sum.merge(&other.sum);
+            self.sum_sq.merge(&other.sum_sq);
             self.min = self.min.min(other.min);
             self.max = self.max.max(other.max);
         }
@@ -207,9 +197,14 @@ impl QuantileSketch {
         self.nonfinite
     }
 
-    /// Exact sum of the finite values (up to summation order).
+    /// Sum of the finite values, correctly rounded.
     pub fn sum(&self) -> f64 {
-        self.sum
+        self.sum.value()
+    }
+
+    /// Sum of squared deviations from the mean of the finite values, from the exact sums.
+    fn m2(&self) -> f64 {
+        ExactSum::centered_squares(self.count, &self.sum, &self.sum_sq)
     }
 
     /// Exact smallest finite value, if any.
@@ -224,12 +219,12 @@ impl QuantileSketch {
 
     /// Mean of the finite values, if any.
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
+        (self.count > 0).then(|| self.sum.value() / self.count as f64)
     }
 
     /// Population standard deviation (ddof = 0) of the finite values, if any.
     pub fn std(&self) -> Option<f64> {
-        (self.count > 0).then(|| (self.m2 / self.count as f64).max(0.0).sqrt())
+        (self.count > 0).then(|| (self.m2() / self.count as f64).max(0.0).sqrt())
     }
 
     /// Values whose bucket collapsed to keep the size bound: their estimates may miss the
@@ -454,7 +449,7 @@ impl QuantileSketch {
         sketch.set_parts(
             counts,
             self.nonfinite,
-            (mean, self.m2),
+            (mean, self.m2()),
             (self.min, self.max),
         )?;
         Ok(Rebinned {
@@ -848,8 +843,13 @@ struct Repr {
     zero: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     nonfinite: u64,
-    sum: f64,
-    m2: f64,
+    sum: ExactSum,
+    /// Absent in states written before the sums were exact: derived from `m2` then.
+    #[serde(default)]
+    sum_sq: Option<ExactSum>,
+    /// Welford's sum of squared deviations, as older states stored it (read, never written).
+    #[serde(default, skip_serializing)]
+    m2: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -884,7 +884,15 @@ impl TryFrom<Repr> for QuantileSketch {
                 StatsError::InvalidArgument("quantile sketch: count overflows".into())
             })?;
         s.sum = r.sum;
-        s.m2 = r.m2;
+        s.sum_sq = match (r.sum_sq, r.m2) {
+            (Some(sum_sq), _) => sum_sq,
+            // sum x^2 = m2 + sum^2 / n, as near as the old state allows.
+            (None, Some(m2)) if s.count > 0 => {
+                let total = s.sum.value();
+                ExactSum::from(m2 + total * total / s.count as f64)
+            }
+            (None, _) => ExactSum::new(),
+        };
         match (r.min, r.max) {
             (Some(min), Some(max)) if s.count > 0 && min <= max => {
                 s.min = min;
@@ -903,15 +911,17 @@ impl TryFrom<Repr> for QuantileSketch {
 
 impl From<QuantileSketch> for Repr {
     fn from(s: QuantileSketch) -> Self {
+        let (min, max) = (s.min(), s.max());
         Repr {
             alpha: s.alpha,
             max_buckets: s.max_buckets,
             zero: s.zero,
             nonfinite: s.nonfinite,
             sum: s.sum,
-            m2: s.m2,
-            min: s.min(),
-            max: s.max(),
+            sum_sq: Some(s.sum_sq),
+            m2: None,
+            min,
+            max,
             pos: s.pos.runs(),
             neg: s.neg.runs(),
             pos_collapsed: s.pos.collapsed,

@@ -1,12 +1,13 @@
 //! `vigil reference`: build a model version's reference profile from a file and store it
-//! (`upload`), and see the stored ones (`list`, `show`). Reading the file is vigil-offline's,
-//! building the profile vigil-monitor's, storing it vigil-store's.
+//! (`upload`) or from a time range of its stored live traffic (`capture`), and see the stored
+//! ones (`list`, `show`). Reading the file is vigil-offline's, building the profile
+//! vigil-monitor's, storing (and reading stored windows) vigil-store's.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use vigil_monitor::reference::{BuiltReference, ReferenceBuilder};
+use vigil_monitor::reference::{BuiltReference, CaptureBuilder, ReferenceBuilder};
 use vigil_offline::reference::{grouped, read_reference, Progress, ReadOptions, ReadReport, Role};
 use vigil_store::{ReferenceRow, Store};
 
@@ -23,6 +24,10 @@ enum Command {
     /// Build a model version's reference profile from a CSV or Avro file and store it; the
     /// monitor then tests the version's windows against it instead of a live baseline.
     Upload(UploadArgs),
+    /// Make a model version's reference profile from its own live traffic over a time range:
+    /// the windows the monitor stored and closed there, merged; the monitor then tests the
+    /// version's windows against it instead of a live baseline.
+    Capture(CaptureArgs),
     /// Stored references: model, version, id, source, events, content hash, created, in use.
     List(ListArgs),
     /// One reference and what it holds per feature: by id, or a version's reference in use.
@@ -48,6 +53,27 @@ struct UploadArgs {
 }
 
 #[derive(clap::Args)]
+struct CaptureArgs {
+    /// The model id, as the serving app sends it.
+    #[arg(long)]
+    model: String,
+    /// The model version whose traffic makes the reference (and that is tested against it).
+    #[arg(long)]
+    version: String,
+    /// Windows starting at or after this time: UTC as 2025-11-24T16:00:00Z, or seconds since
+    /// the Unix epoch.
+    #[arg(long, value_parser = super::replay::parse_time)]
+    from: u32,
+    /// Windows starting before this time (UTC or epoch seconds). Every window in the range
+    /// must have closed.
+    #[arg(long, value_parser = super::replay::parse_time)]
+    to: u32,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
 struct ListArgs {
     /// Only this model's references.
     #[arg(long)]
@@ -67,11 +93,16 @@ struct ShowArgs {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    if let Command::Capture(capture) = &args.command {
+        // Before touching the database: these need none.
+        capture.check(unix_seconds())?;
+    }
     let store = Store::new(config.store_config());
     // Idempotent: a fresh or older database gets the tables this command reads and writes.
     store.migrate().await.with_context(|| format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url))?;
     match args.command {
         Command::Upload(args) => upload(&store, args).await,
+        Command::Capture(args) => capture(config, &store, args).await,
         Command::List(args) => list(&store, args).await,
         Command::Show(args) => show(config, &store, args).await,
     }
@@ -108,13 +139,24 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
     let after = in_use(store, &model, &version).await?;
 
     print_warnings(&report, &built, &model, &version);
-    println!("stored reference {} for {model} {version}", built.reference_id);
+    let note = known.map(|k| format!("the same data was stored before ({}); this upload makes it the newest", utc(k.created_at)));
+    print_stored(&built, &row, "the stored state", note);
+    print_in_use(&built, &model, &version, before, after)
+}
+
+/// What was stored: id, source, profile, content hash (of `hashed`) and a note.
+fn print_stored(built: &BuiltReference, row: &ReferenceRow, hashed: &str, note: Option<String>) {
+    println!("stored reference {} for {} {}", built.reference_id, built.model_id, built.model_version);
     println!("  source        {}", row.source);
-    println!("  profile       {}", profile(&built));
-    println!("  content hash  {} (FNV-1a 64 of the stored state, {} bytes)", built.content_hash, grouped(built.json.len() as u64));
-    if let Some(known) = known {
-        println!("  note          the same data was stored before ({}); this upload makes it the newest", utc(known.created_at));
+    println!("  profile       {}", profile(built));
+    println!("  content hash  {} (FNV-1a 64 of {hashed}, {} bytes)", built.content_hash, grouped(built.json.len() as u64));
+    if let Some(note) = note {
+        println!("  note          {note}");
     }
+}
+
+/// Whether the stored reference is the one the monitor now uses for (model, version).
+fn print_in_use(built: &BuiltReference, model: &str, version: &str, before: Option<String>, after: Option<String>) -> anyhow::Result<()> {
     match after {
         Some(id) if id == built.reference_id => {
             let replaced = before.filter(|b| *b != built.reference_id).map_or(String::new(), |b| format!(", instead of {b}"));
@@ -125,6 +167,94 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
         None => anyhow::bail!("the reference was stored but does not read back for {model} {version}"),
     }
     Ok(())
+}
+
+/// Windows merged per store query: bounds memory and paces the progress lines.
+const CAPTURE_CHUNK_WINDOWS: usize = 60;
+
+impl CaptureArgs {
+    /// `[from, to)` as people read it.
+    fn range(&self) -> String {
+        format!("[{}, {}) UTC", super::quickstart::format_utc(self.from), super::quickstart::format_utc(self.to))
+    }
+
+    /// What can be refused without the database: empty names, an empty range, and a range that
+    /// ends after `now` (windows still to come, or still filling, would be missing).
+    fn check(&self, now: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.model.trim().is_empty() && !self.version.trim().is_empty(), "--model and --version must not be empty");
+        anyhow::ensure!(self.from < self.to, "--from must be before --to: the range {} is empty", self.range());
+        anyhow::ensure!(
+            self.to <= now,
+            "the range {} ends in the future: its later windows have not happened yet. Choose --to at or before the end of the last closed window",
+            self.range()
+        );
+        Ok(())
+    }
+}
+
+async fn capture(config: &Config, store: &Store, args: CaptureArgs) -> anyhow::Result<()> {
+    let (model, version) = (args.model.as_str(), args.version.as_str());
+    let (range, now) = (args.range(), unix_seconds());
+    let windows = store.stored_windows(model, version, args.from, args.to).await.context("reading window_partials")?;
+    if windows.is_empty() {
+        let span = store.stored_window_span(model, version).await.context("reading window_partials")?;
+        let retention = match config.clickhouse.retention_days {
+            0 => "retention is off (clickhouse.retention_days = 0)".to_owned(),
+            days => format!("partials older than clickhouse.retention_days ({days} days) are dropped (on ClickHouse 20.3 and later)"),
+        };
+        match span {
+            None => anyhow::bail!("no stored windows of {model} {version} at all: is that the model id and version the serving app sends, and has the monitor written its windows to {}?", config.clickhouse.database),
+            Some((first, last)) => anyhow::bail!(
+                "no stored windows of {model} {version} start in {range}: its stored windows start from {} to {} UTC; {retention}",
+                super::quickstart::format_utc(first),
+                super::quickstart::format_utc(last)
+            ),
+        }
+    }
+    // Open windows would make a reference that differs from what the monitor reports for them.
+    let open: Vec<u32> = windows.iter().filter(|w| !w.closed).map(|w| w.window_start).collect();
+    if let Some(first) = open.first() {
+        anyhow::bail!(
+            "{} of the {} windows in {range} have not closed yet (the first starts {} UTC): the monitor closes a window once \
+             event time passes its end plus monitor.allowed_lateness_seconds. Wait, or end the range with --to {first}",
+            open.len(),
+            windows.len(),
+            super::quickstart::format_utc(*first)
+        );
+    }
+
+    let total_events: u64 = windows.iter().map(|w| w.events).sum();
+    let chunks: Vec<&[vigil_store::StoredWindow]> = windows.chunks(CAPTURE_CHUNK_WINDOWS).collect();
+    let mut builder = CaptureBuilder::new();
+    for chunk in &chunks {
+        let (first, last) = (chunk[0].window_start, chunk[chunk.len() - 1].window_start);
+        let partials = store.partials_between(model, version, "", first, last + 1).await.context("reading window_partials")?;
+        // Parsing and merging is CPU work: off the async reactor.
+        builder = tokio::task::spawn_blocking(move || -> anyhow::Result<CaptureBuilder> {
+            for p in &partials {
+                builder.add_partial(p.window_start, &p.state).with_context(|| format!("a stored partial of the window at {}", p.window_start))?;
+            }
+            Ok(builder)
+        })
+        .await??;
+        if !args.quiet && chunks.len() > 1 {
+            eprintln!("merged {} of {} windows ({} of {} events)", builder.windows(), windows.len(), grouped(builder.events()), grouped(total_events));
+        }
+    }
+    let (count, events) = (builder.windows(), builder.events());
+    let built = builder.finish(model, version, args.from, args.to)?.context("the stored windows hold no events")?;
+
+    let before = in_use(store, model, version).await?;
+    let known = store.reference(&built.reference_id).await.context("reading reference_profiles_v2")?;
+    let source = format!("live traffic: {count} windows starting in {range}, {} events", grouped(events));
+    let row = built.row(source, now);
+    store.insert_reference(&row).await.context("storing the reference in reference_profiles_v2")?;
+    let after = in_use(store, model, version).await?;
+
+    print_feature_warnings(&built);
+    let note = known.map(|k| format!("this range was captured before ({}); the new capture replaces it", utc(k.created_at)));
+    print_stored(&built, &row, "the stored state without outcomes", note);
+    print_in_use(&built, model, version, before, after)
 }
 
 /// The id of the reference the monitor uses for (model, version), if any.
@@ -167,6 +297,20 @@ fn print_warnings(report: &ReadReport, built: &BuiltReference, model: &str, vers
     if !empty.is_empty() {
         eprintln!("warning: columns without any value, left out: {}", empty.join(", "));
     }
+    print_feature_warnings(built);
+    let others: Vec<String> = report
+        .event_versions
+        .iter()
+        .filter(|((m, v), _)| m != model || v != version)
+        .map(|((m, v), n)| format!("{m} {v} ({})", grouped(*n)))
+        .collect();
+    if !others.is_empty() {
+        eprintln!("note: the file holds events of {}; all of them make the reference of {model} {version}", others.join(", "));
+    }
+}
+
+/// Features the reference cannot test well: without values, or beyond the category cap.
+fn print_feature_warnings(built: &BuiltReference) {
     let missing = built.features_without_values();
     if !missing.is_empty() {
         eprintln!("warning: numeric features with no finite value (their drift cannot be tested): {}", missing.join(", "));
@@ -179,15 +323,6 @@ fn print_warnings(report: &ReadReport, built: &BuiltReference, model: &str, vers
             vigil_monitor::reference::OTHER,
             capped.join(", ")
         );
-    }
-    let others: Vec<String> = report
-        .event_versions
-        .iter()
-        .filter(|((m, v), _)| m != model || v != version)
-        .map(|((m, v), n)| format!("{m} {v} ({})", grouped(*n)))
-        .collect();
-    if !others.is_empty() {
-        eprintln!("note: the file holds events of {}; all of them make the reference of {model} {version}", others.join(", "));
     }
 }
 

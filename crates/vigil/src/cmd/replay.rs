@@ -124,11 +124,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
     let named: BTreeSet<&str> = stored_metrics.iter().map(|m| m.reference_id.as_str()).filter(|id| !id.is_empty()).collect();
     for id in named {
         let Some(reference) = store.reference(id).await.with_context(context)? else { continue };
-        let hash = vigil_monitor::reference::content_hash(&reference.state);
-        if hash != reference.content_hash {
+        let state: WindowState = serde_json::from_str(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
+        // Live references hash their state without the joined outcomes (older ones, and uploads,
+        // the stored JSON as is).
+        let hash = vigil_monitor::reference::state_content_hash(&state)?;
+        if hash != reference.content_hash && vigil_monitor::reference::content_hash(&reference.state) != reference.content_hash {
             notes.push(format!("reference {id} does not match its content hash ({} stored, {hash} computed)", reference.content_hash));
         }
-        let state = serde_json::from_str(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
         references.insert(reference.reference_id, state);
     }
 
@@ -372,7 +374,7 @@ impl Progress {
 
 /// Seconds since the Unix epoch, from themselves or from a UTC time such as
 /// `2025-11-24T16:00:00Z` (also with a space, without seconds, or a date alone).
-fn parse_time(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_time(text: &str) -> Result<u32, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u32>() {
         return Ok(seconds);

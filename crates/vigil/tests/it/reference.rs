@@ -1,6 +1,6 @@
 //! `vigil reference` end to end through the binary, on the real ClickHouse (and Kafka for the
-//! monitor): upload, list, idempotency, precedence over live baselines, and drift measured
-//! against an uploaded reference.
+//! monitor): upload, list, idempotency, precedence over live baselines, drift measured against
+//! an uploaded reference, and a reference captured from a range of stored live windows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -207,3 +207,107 @@ async fn the_monitor_measures_drift_against_the_uploaded_reference() {
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
+    let env = TestEnv::new("reference_capture");
+    let capture = |from: String, to: String| {
+        let env = &env;
+        async move { vigil(env, &["reference", "capture", "--model", "model-1", "--version", "v1", "--from", &from, "--to", &to]).await }
+    };
+    let out = capture("1764000100".into(), "2025-11-24T16:01:40Z".into()).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("--from must be before --to"), "{}", text(&out.stderr));
+    let out = capture("1764000000".into(), "1764000060".into()).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("no stored windows of model-1 v1 at all"), "{}", text(&out.stderr));
+
+    // Five-second windows closed a second after their end; a baseline from the first window.
+    let mut monitor = env.spawn_monitor_with(&[
+        ("VIGIL__MONITOR__WINDOW_SECONDS", "5"),
+        ("VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS", "1"),
+        ("VIGIL__MONITOR__BASELINE_MIN_EVENTS", "500"),
+    ]);
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    let out = vigil(&env, &["loadgen", "--models", "1", "--versions", "1", "--rate", "1000", "--duration", "23s"]).await;
+    assert!(out.status.success(), "loadgen: {}", text(&out.stderr));
+
+    let store = env.store();
+    let started = Instant::now();
+    let closed = loop {
+        let metrics = store.window_metrics().await.unwrap_or_default();
+        let closed: Vec<u32> = metrics.iter().filter(|m| m.model_id == "model-1" && m.segment.is_empty()).map(|m| m.window_start).collect();
+        if closed.len() >= 4 || started.elapsed() > Duration::from_secs(60) {
+            break closed;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(closed.len() >= 4, "windows closed: {closed:?}");
+    let baseline = store.references_in_use().await.unwrap().into_iter().find(|r| r.model_id == "model-1").expect("a live baseline");
+    assert!(baseline.reference_id.starts_with("baseline:model-1:v1:"), "{}", baseline.reference_id);
+
+    // The closed windows but the first (the baseline's) and the last.
+    let (from, to) = (closed[1], closed[closed.len() - 1]);
+    let out = capture(from.to_string(), vigil_alerts::rfc3339(i64::from(to) * 1000)).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "capture failed: {}{stdout}", text(&out.stderr));
+    let id = format!("capture:model-1:v1:{from}-{to}");
+    assert_eq!(stdout.lines().next(), Some(format!("stored reference {id} for model-1 v1").as_str()), "{stdout}");
+    assert!(stdout.contains("in use        yes") && stdout.contains(&format!("instead of {}", baseline.reference_id)), "{stdout}");
+
+    let stored = store.reference(&id).await.unwrap().expect("the captured reference is stored");
+    let in_range: u64 = store
+        .window_count_totals()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.model_id == "model-1" && t.model_version == "v1" && t.segment.is_empty() && (from..to).contains(&t.window_start))
+        .map(|t| t.events)
+        .sum();
+    assert!(in_range >= 2 * 4_000, "about 5,000 events per window: {in_range}");
+    assert_eq!(stored.events, in_range, "the events of the stored windows in the range");
+    let state: vigil_monitor::WindowState = serde_json::from_str(&stored.state).unwrap();
+    assert_eq!(state.events, in_range);
+    assert_eq!(state.numeric.len(), 20);
+    assert_eq!(stored.content_hash, vigil_monitor::reference::state_content_hash(&state).unwrap());
+    assert!(stored.source.contains(&format!("{} windows", (to - from) / 5)), "{}", stored.source);
+    let in_use = store.references_in_use().await.unwrap().into_iter().find(|r| r.model_id == "model-1").unwrap();
+    assert_eq!(in_use.reference_id, id, "a capture comes before live baselines");
+
+    // Ranges it refuses: one that has not ended, one older than anything stored.
+    let out = capture(from.to_string(), (u32::MAX - 1).to_string()).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("ends in the future"), "{}", text(&out.stderr));
+    let out = capture("1000000000".into(), "1000000060".into()).await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("no stored windows of model-1 v1 start in") && err.contains("retention_days"), "{err}");
+
+    // More traffic: windows closed once the monitor has taken the capture up name it.
+    let taken_up = unix_now();
+    let mut loadgen = ChildGuard(
+        env.vigil_command(&["loadgen", "--models", "1", "--versions", "1", "--rate", "500", "--duration", "75s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("loadgen starts"),
+    );
+    let started = Instant::now();
+    let named = loop {
+        let drift = store.feature_drift().await.unwrap_or_default();
+        let named: Vec<_> = drift.into_iter().filter(|r| r.model_id == "model-1" && r.segment.is_empty() && r.window_start > taken_up && r.reference_id == id).collect();
+        if !named.is_empty() || started.elapsed() > Duration::from_secs(90) {
+            break named;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(!named.is_empty(), "no drift row names {id} within 90 s");
+    let later: Vec<_> = store.window_metrics().await.unwrap().into_iter().filter(|m| m.model_id == "model-1" && m.window_start > named[0].window_start).collect();
+    assert!(later.iter().all(|m| m.reference_id == id), "once taken up it stays: {later:?}");
+
+    let _ = terminate(&mut loadgen.0, Duration::from_secs(10));
+    let status = terminate(&mut monitor.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    env.cleanup().await;
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32
+}
+
