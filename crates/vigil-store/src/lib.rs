@@ -542,7 +542,7 @@ impl Store {
 
     /// Every partial of the panes starting in `[from, to)` written from `partition` (predictions
     /// and outcomes), pane by pane in write order: the input of closing the window `[from, to)`.
-    pub async fn partials_between(&self, partition: u32, from: u32, to: u32) -> Result<Vec<KeyedPartial>, StoreError> {
+    pub async fn partials_on_partition(&self, partition: u32, from: u32, to: u32) -> Result<Vec<KeyedPartial>, StoreError> {
         self.db
             .query(
                 "SELECT model_id, model_version, segment, events, state FROM window_partials \
@@ -795,15 +795,16 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
-    /// A version's stored windows (all traffic, segment `""`) starting in `[from, to)`, oldest
-    /// first, with their partial and event counts and whether they have closed (have a
-    /// `window_metrics` row). Windows with outcomes only (no predictions) are left out.
+    /// A version's stored panes (all traffic, segment `""`) starting in `[from, to)`, oldest
+    /// first, with their partial and event counts and whether they have closed: a closed window
+    /// of the version ends at or after them (windows close in order of their end). Panes with
+    /// outcomes only (no predictions) are left out.
     pub async fn stored_windows(&self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Vec<StoredWindow>, StoreError> {
         self.db
             .query(
                 // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
                 "SELECT toUInt32(window_start) AS start_s, count() AS partial_rows, sum(events) AS total, \
-                 window_start IN (SELECT window_start FROM window_metrics \
+                 toUInt32(window_start) < (SELECT max(toUInt32(window_start) + window_seconds) FROM window_metrics \
                    WHERE model_id = ? AND model_version = ? AND segment = '') AS is_closed \
                  FROM window_partials \
                  WHERE model_id = ? AND model_version = ? AND segment = '' AND state != '' \
