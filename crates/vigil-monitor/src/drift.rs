@@ -114,7 +114,7 @@ mod tests {
         let current = state(&normalish(500, 3, 0.0), &normalish(500, 4, 1.0));
         let (results, skipped) = numeric_drift(&reference, &current, &DriftPolicy::default());
         assert!(skipped.is_empty(), "{skipped:?}");
-        let by_name = |name: &str| results.iter().find(|r| r.feature == name).unwrap().result.clone();
+        let by_name = |name: &str| results.iter().find(|r| r.feature == name).unwrap().result;
         let (stable, shifted) = (by_name("stable"), by_name("shifted"));
         assert_eq!(stable.test, DriftTest::Ks, "500 values: the small-window test");
         assert!(!stable.drifted && stable.statistic < 0.1, "{stable:?}");

@@ -213,7 +213,7 @@ impl Pipeline {
     async fn reload(&mut self) -> Result<(), MonitorError> {
         self.segments.admit_stored(self.store.stored_segments().await?);
         for reference in self.store.references_in_use().await? {
-            let state: WindowState = serde_json::from_str(&reference.state)?;
+            let state = WindowState::decode(&reference.state)?;
             self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
         }
         let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
@@ -241,7 +241,7 @@ impl Pipeline {
                 continue;
             }
             let Some(row) = self.store.reference(&info.reference_id).await? else { continue };
-            let state: WindowState = serde_json::from_str(&row.state)?;
+            let state = WindowState::decode(&row.state)?;
             tracing::info!(model_id = %key.0, model_version = %key.1, reference_id = %info.reference_id, source = %info.source, "reference changed: later windows are tested against it");
             self.missing_reference_noted.remove(&key);
             self.references.insert(key, (info.reference_id, state));
@@ -446,7 +446,7 @@ impl Pipeline {
         let partials = self.store.partials_at(partition as u32, window_start).await?;
         let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
         for p in partials {
-            let state: WindowState = serde_json::from_str(&p.state)?;
+            let state = WindowState::decode(&p.state)?;
             merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
         }
         Ok(merged)
@@ -669,8 +669,8 @@ impl Pipeline {
 
     /// Makes `state` (a version's first closed window with enough events) its reference.
     async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
-        let json = serde_json::to_string(state)?;
-        let content_hash = vigil_events::fnv1a64(json.as_bytes());
+        let encoded = state.encode()?;
+        let content_hash = vigil_events::fnv1a64(&encoded);
         let reference_id = format!("baseline:{model_id}:{model_version}:{window_start}");
         self.store
             .insert_reference(&vigil_store::ReferenceRow {
@@ -680,7 +680,7 @@ impl Pipeline {
                 content_hash: format!("{content_hash:016x}"),
                 source: format!("live baseline: window {window_start}, {} events", state.events),
                 events: state.events,
-                state: json,
+                state: encoded,
                 created_at: now,
             })
             .await?;

@@ -5,13 +5,14 @@
 //! compare like with like. Pure: the caller reads the file.
 //!
 //! Ids and hashes: a reference's content hash is FNV-1a 64 ([`vigil_events::fnv1a64`]) of its
-//! state's JSON, as for live baselines; an uploaded reference's id is
-//! `upload:<model>:<version>:<content hash>`, so uploading the same data again gives the same id.
+//! stored state ([`WindowState::encode`]; JSON for references stored before that encoding), as
+//! for live baselines; an uploaded reference's id is `upload:<model>:<version>:<content hash>`, so
+//! uploading the same data again gives the same id.
 
 use vigil_events::PredictionView;
 use vigil_store::{ReferenceRow, UPLOAD_REFERENCE_PREFIX};
 
-use crate::window::WindowState;
+use crate::window::{StateCodecError, WindowState};
 pub use crate::window::{CATEGORY_CAP, OTHER};
 
 /// Accumulates rows into a reference state.
@@ -36,19 +37,19 @@ impl ReferenceBuilder {
     }
 
     /// The finished reference of `model_id`'s `model_version`; `None` without rows.
-    pub fn finish(self, model_id: &str, model_version: &str) -> Result<Option<BuiltReference>, serde_json::Error> {
+    pub fn finish(self, model_id: &str, model_version: &str) -> Result<Option<BuiltReference>, StateCodecError> {
         if self.state.events == 0 {
             return Ok(None);
         }
-        let json = serde_json::to_string(&self.state)?;
-        let content_hash = content_hash(&json);
+        let encoded = self.state.encode()?;
+        let content_hash = content_hash(&encoded);
         Ok(Some(BuiltReference {
             reference_id: format!("{UPLOAD_REFERENCE_PREFIX}{model_id}:{model_version}:{content_hash}"),
             model_id: model_id.to_owned(),
             model_version: model_version.to_owned(),
             content_hash,
             state: self.state,
-            json,
+            encoded,
         }))
     }
 }
@@ -59,11 +60,11 @@ pub struct BuiltReference {
     pub reference_id: String,
     pub model_id: String,
     pub model_version: String,
-    /// FNV-1a 64 of `json`, 16 hex digits.
+    /// FNV-1a 64 of `encoded`, 16 hex digits.
     pub content_hash: String,
     pub state: WindowState,
-    /// `state` as stored.
-    pub json: String,
+    /// `state` as stored ([`WindowState::encode`]).
+    pub encoded: Vec<u8>,
 }
 
 impl BuiltReference {
@@ -87,15 +88,15 @@ impl BuiltReference {
             content_hash: self.content_hash.clone(),
             source,
             events: self.state.events,
-            state: self.json.clone(),
+            state: self.encoded.clone(),
             created_at,
         }
     }
 }
 
-/// FNV-1a 64 of a reference state's JSON, as 16 hex digits: the content hash of every reference.
-pub fn content_hash(state_json: &str) -> String {
-    format!("{:016x}", vigil_events::fnv1a64(state_json.as_bytes()))
+/// FNV-1a 64 of a reference's stored state, as 16 hex digits: the content hash of every reference.
+pub fn content_hash(stored_state: &[u8]) -> String {
+    format!("{:016x}", vigil_events::fnv1a64(stored_state))
 }
 
 #[cfg(test)]
@@ -157,7 +158,7 @@ mod tests {
         for (i, x) in xs.iter().enumerate() {
             live.add(&decode_prediction_view(&encode(&event(i, *x))).unwrap(), false);
         }
-        assert_eq!(reference.json, serde_json::to_string(&live).unwrap(), "byte for byte the state of the same live events");
+        assert_eq!(reference.encoded, live.encode().unwrap(), "byte for byte the state of the same live events");
         assert_eq!(reference.state.events, 1000);
         assert_eq!(reference.features_without_values(), ["gap"]);
         assert!(reference.capped_features().is_empty());
@@ -168,10 +169,10 @@ mod tests {
         let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 2, 0.0)));
         assert_eq!((&a.reference_id, &a.content_hash), (&again.reference_id, &again.content_hash), "same rows, same id");
         assert_ne!(a.content_hash, other.content_hash);
-        assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(a.json.as_bytes())));
+        assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(&a.encoded)));
         assert_eq!(a.reference_id, format!("upload:m:v1:{}", a.content_hash));
         let row = a.row("file a.csv".into(), 1_764_000_000);
-        assert_eq!((row.events, row.state.as_str(), row.reference_id.as_str()), (500, a.json.as_str(), a.reference_id.as_str()));
+        assert_eq!((row.events, row.state.as_slice(), row.reference_id.as_str()), (500, a.encoded.as_slice(), a.reference_id.as_str()));
         assert!(ReferenceBuilder::new().finish("m", "v1").unwrap().is_none(), "no rows, no reference");
     }
 

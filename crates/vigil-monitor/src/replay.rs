@@ -758,7 +758,7 @@ mod tests {
         let mut windows: BTreeMap<RowKey, WindowState> = BTreeMap::new();
         for row in partials.into_iter().filter(|r| !r.state.is_empty()) {
             let key = RowKey { model_id: row.model_id, model_version: row.model_version, segment: row.segment, window_start: row.window_start };
-            windows.entry(key).or_default().merge(&serde_json::from_str(&row.state).unwrap()).unwrap();
+            windows.entry(key).or_default().merge(&WindowState::decode(&row.state).unwrap()).unwrap();
         }
         windows
     }

@@ -111,7 +111,7 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
     println!("stored reference {} for {model} {version}", built.reference_id);
     println!("  source        {}", row.source);
     println!("  profile       {}", profile(&built));
-    println!("  content hash  {} (FNV-1a 64 of the stored state, {} bytes)", built.content_hash, grouped(built.json.len() as u64));
+    println!("  content hash  {} (FNV-1a 64 of the stored state, {} bytes)", built.content_hash, grouped(built.encoded.len() as u64));
     if let Some(known) = known {
         println!("  note          the same data was stored before ({}); this upload makes it the newest", utc(known.created_at));
     }
@@ -274,8 +274,7 @@ async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<
 /// A reference's identity, then one line per feature.
 fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let state: vigil_monitor::WindowState =
-        serde_json::from_str(&reference.state).with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
+    let state = vigil_monitor::WindowState::decode(&reference.state).with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
     let mut out = String::new();
     writeln!(out, "reference     {}", reference.reference_id)?;
     writeln!(out, "model         {} {}", reference.model_id, reference.model_version)?;

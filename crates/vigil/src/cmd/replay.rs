@@ -128,7 +128,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         if hash != reference.content_hash {
             notes.push(format!("reference {id} does not match its content hash ({} stored, {hash} computed)", reference.content_hash));
         }
-        let state = serde_json::from_str(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
+        let state = WindowState::decode(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
         references.insert(reference.reference_id, state);
     }
 

@@ -28,11 +28,11 @@ struct Expected {
 /// Every third prediction never gets an outcome; every fifth outcome says the model was wrong,
 /// and so does every outcome of model-1 v1 in the second window (its accuracy collapses).
 fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         return None;
     }
     let predicted = p.prediction.label.clone().unwrap();
-    let wrong = i % 5 == 0 || (p.model_id == "model-1" && p.model_version == "v1" && i % 2 == 1);
+    let wrong = i.is_multiple_of(5) || (p.model_id == "model-1" && p.model_version == "v1" && i % 2 == 1);
     let truth = if wrong { if predicted == "1" { "0" } else { "1" } } else { predicted.as_str() };
     Some(OutcomeEvent {
         event_id: format!("o-{}", p.prediction_id),
