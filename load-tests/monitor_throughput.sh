@@ -10,6 +10,9 @@
 # Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3] load-tests/monitor_throughput.sh [N]
 #   (default N 1000000; needs a release build: cargo build --release -p vigil)
 # Memory at scale: MODELS=1000 VERSIONS=3 load-tests/monitor_throughput.sh 600000
+# Also prints the monitor's CPU seconds (user + system) per million predictions, the figure to
+# compare when other work shares the machine. PERF_DATA=file records a call-graph profile of the
+# monitor while it works (perf record -g, or PERF_ARGS, e.g. "--call-graph dwarf -F 200").
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +57,11 @@ echo "[load] starting the monitor on the backlog ..."
 t0="$(now)"
 "$vigil" monitor &
 monitor_pid=$!
+perf_pid=""
+if [[ -n "${PERF_DATA:-}" ]]; then
+  perf record ${PERF_ARGS:--g} -o "$PERF_DATA" -p "$monitor_pid" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
 stored=0
 while (( stored < n )); do
   sleep 0.5
@@ -62,8 +70,12 @@ while (( stored < n )); do
 done
 t1="$(now)"
 rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$monitor_pid/status")"
-awk -v n="$n" -v a="$t0" -v b="$t1" -v rss="$rss_kb" 'BEGIN {
-  printf "[load] monitor stored %d predictions in %.2f s: %.0f predictions/s (peak RSS %.0f MiB)\n", n, b - a, n / (b - a), rss / 1024 }'
+# utime + stime (fields 14 and 15 of /proc/PID/stat, after the parenthesised command name).
+cpu_ticks="$(sed 's/^.*) //' "/proc/$monitor_pid/stat" | awk '{print $12 + $13}')"
+[[ -n "$perf_pid" ]] && kill -INT "$perf_pid" && wait "$perf_pid" || true
+awk -v n="$n" -v a="$t0" -v b="$t1" -v rss="$rss_kb" -v ticks="$cpu_ticks" -v hz="$(getconf CLK_TCK)" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+  printf "[load] monitor stored %d predictions in %.2f s: %.0f predictions/s (peak RSS %.0f MiB)\n", n, b - a, n / (b - a), rss / 1024
+  printf "[load] monitor CPU %.1f s: %.1f CPU s per million predictions (load average %s)\n", ticks / hz, ticks / hz / n * 1e6, load }'
 [[ "$stored" == "$n" ]] || { echo "MISMATCH: stored $stored of $n" >&2; exit 1; }
 
 # Close latency: quantiles of the histogram's buckets, interpolated within a bucket as

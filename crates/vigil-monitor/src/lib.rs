@@ -35,7 +35,7 @@ pub use policy::{
     check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement, LatencyPolicySettings,
     PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
 };
-pub use window::{WindowState, WindowSummary};
+pub use window::{StateCodecError, WindowState, WindowSummary};
 pub use windowing::{Window, WindowSpec, Windowing};
 
 /// What `run` needs, already validated by the caller.
@@ -106,8 +106,8 @@ pub enum MonitorError {
     Store(#[from] vigil_store::StoreError),
     #[error("window state: {0}")]
     Stats(#[from] vigil_stats::StatsError),
-    #[error("window state does not serialize: {0}")]
-    State(#[from] serde_json::Error),
+    #[error("stored window state: {0}")]
+    State(#[from] window::StateCodecError),
     #[error("configuration: {0}")]
     Config(String),
     #[error("metrics: {0}")]

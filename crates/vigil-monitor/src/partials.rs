@@ -9,7 +9,7 @@ use vigil_events::PredictionView;
 use vigil_store::WindowPartialRow;
 
 use crate::join::Matched;
-use crate::window::{WindowState, OTHER};
+use crate::window::{StateCodecError, WindowState, OTHER};
 
 /// The topic a message came from. Outcomes share partition numbers with predictions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -204,14 +204,14 @@ impl PendingPartials {
     /// One row per (source, partition, model, version, segment, window); a partition with no
     /// state gets one empty row so its position is stored all the same. `topics` names the
     /// predictions and the outcomes topic.
-    pub fn rows(&self, topics: [&str; 2], written_at: u32) -> Result<Vec<WindowPartialRow>, serde_json::Error> {
+    pub fn rows(&self, topics: [&str; 2], written_at: u32) -> Result<Vec<WindowPartialRow>, StateCodecError> {
         let mut rows = Vec::new();
         for (&(source, partition), batch) in &self.partitions {
             let topic = match source {
                 Source::Predictions => topics[0],
                 Source::Outcomes => topics[1],
             };
-            let row = |model: &str, version: &str, segment: &str, window_start: u32, events: u64, state: String| WindowPartialRow {
+            let row = |model: &str, version: &str, segment: &str, window_start: u32, events: u64, state: Vec<u8>| WindowPartialRow {
                 model_id: model.to_owned(),
                 model_version: version.to_owned(),
                 segment: segment.to_owned(),
@@ -229,13 +229,13 @@ impl PendingPartials {
                 for (version, segments) in versions {
                     for (segment, windows) in segments {
                         for (window, state) in windows {
-                            rows.push(row(model, version, segment, *window, state.events, serde_json::to_string(state)?));
+                            rows.push(row(model, version, segment, *window, state.events, state.encode()?));
                         }
                     }
                 }
             }
             if rows.len() == before {
-                rows.push(row("", "", "", 0, 0, String::new()));
+                rows.push(row("", "", "", 0, 0, Vec::new()));
             }
         }
         Ok(rows)
@@ -330,7 +330,7 @@ mod tests {
                 (1, "", "", 0, 0, 8),
             ]
         );
-        let state: WindowState = serde_json::from_str(&rows[0].state).unwrap();
+        let state = WindowState::decode(&rows[0].state).unwrap();
         assert_eq!(state.events, 2);
     }
 
@@ -378,7 +378,7 @@ mod tests {
         rows.sort_by(|a, b| a.segment.cmp(&b.segment));
         let keyed: Vec<_> = rows.iter().map(|r| (r.source_topic.as_str(), r.source_partition, r.segment.as_str(), r.window_start, r.events, r.source_end_offset)).collect();
         assert_eq!(keyed, vec![("o", 2, "", 120, 0, 41), ("o", 2, "country=DE", 120, 0, 41)]);
-        let state: WindowState = serde_json::from_str(&rows[0].state).unwrap();
+        let state = WindowState::decode(&rows[0].state).unwrap();
         assert_eq!(state.performance.unwrap().labeled, 1);
         assert_eq!(p.panes_with_outcomes().into_iter().collect::<Vec<_>>(), vec![(2, "fraud".to_owned(), 120)]);
     }

@@ -214,7 +214,7 @@ impl Pipeline {
     async fn reload(&mut self) -> Result<(), MonitorError> {
         self.segments.admit_stored(self.store.stored_segments().await?);
         for reference in self.store.references_in_use().await? {
-            let state: WindowState = serde_json::from_str(&reference.state)?;
+            let state = WindowState::decode(&reference.state)?;
             self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
         }
         let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
@@ -271,7 +271,7 @@ impl Pipeline {
                 continue;
             }
             let Some(row) = self.store.reference(&info.reference_id).await? else { continue };
-            let state: WindowState = serde_json::from_str(&row.state)?;
+            let state = WindowState::decode(&row.state)?;
             tracing::info!(model_id = %key.0, model_version = %key.1, reference_id = %info.reference_id, source = %info.source, "reference changed: later windows are tested against it");
             self.missing_reference_noted.remove(&key);
             self.references.insert(key, (info.reference_id, state));
@@ -468,7 +468,7 @@ impl Pipeline {
             if !self.settings.windows.for_model(&p.model_id).has(window) {
                 continue;
             }
-            let state: WindowState = serde_json::from_str(&p.state)?;
+            let state = WindowState::decode(&p.state)?;
             merged.entry((p.model_id, p.model_version, p.segment)).or_default().merge(&state)?;
         }
         Ok(merged)
@@ -698,7 +698,7 @@ impl Pipeline {
         // Drift is tested against the events; the outcomes joined by now depend on arrival
         // timing (the baseline's accuracy is its window_performance row).
         let state = &WindowState { performance: None, ..state.clone() };
-        let json = serde_json::to_string(state)?;
+        let encoded = state.encode()?;
         let content_hash = crate::reference::state_content_hash(state)?;
         let reference_id = format!("baseline:{model_id}:{model_version}:{window_start}");
         self.store
@@ -709,7 +709,7 @@ impl Pipeline {
                 content_hash,
                 source: format!("live baseline: window {window_start}, {} events", state.events),
                 events: state.events,
-                state: json,
+                state: encoded,
                 created_at: now,
             })
             .await?;

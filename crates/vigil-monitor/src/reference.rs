@@ -9,7 +9,8 @@
 //! merge that closes windows, so it holds what those windows held.
 //!
 //! Ids and hashes: a reference's content hash is FNV-1a 64 ([`vigil_events::fnv1a64`]) of its
-//! state's JSON (without `performance` for states from live windows: [`state_content_hash`]); an
+//! state's canonical JSON without `performance` ([`state_content_hash`]), whatever encoding the
+//! state is stored in ([`WindowState::encode`]), so an id does not change with the encoding; an
 //! uploaded reference's id is `upload:<model>:<version>:<content hash>`, so uploading the same
 //! data again gives the same id; a captured one's `capture:<model>:<version>:<from>-<to>`.
 
@@ -20,7 +21,7 @@ use vigil_store::{ReferenceRow, CAPTURE_REFERENCE_PREFIX, UPLOAD_REFERENCE_PREFI
 
 use crate::MonitorError;
 
-use crate::window::WindowState;
+use crate::window::{StateCodecError, WindowState};
 pub use crate::window::{CATEGORY_CAP, OTHER};
 
 /// Accumulates rows into a reference state.
@@ -45,24 +46,24 @@ impl ReferenceBuilder {
     }
 
     /// The finished reference of `model_id`'s `model_version`; `None` without rows.
-    pub fn finish(self, model_id: &str, model_version: &str) -> Result<Option<BuiltReference>, serde_json::Error> {
+    pub fn finish(self, model_id: &str, model_version: &str) -> Result<Option<BuiltReference>, StateCodecError> {
         if self.state.events == 0 {
             return Ok(None);
         }
-        let json = serde_json::to_string(&self.state)?;
-        let content_hash = content_hash(&json);
+        let encoded = self.state.encode()?;
+        let content_hash = state_content_hash(&self.state)?;
         Ok(Some(BuiltReference {
             reference_id: format!("{UPLOAD_REFERENCE_PREFIX}{model_id}:{model_version}:{content_hash}"),
             model_id: model_id.to_owned(),
             model_version: model_version.to_owned(),
             content_hash,
             state: self.state,
-            json,
+            encoded,
         }))
     }
 }
 
-/// Merges stored partial window states (JSON, as in `window_partials.state`) into a reference.
+/// Merges stored partial window states (as in `window_partials.state`) into a reference.
 #[derive(Debug, Default)]
 pub struct CaptureBuilder {
     state: WindowState,
@@ -75,8 +76,8 @@ impl CaptureBuilder {
     }
 
     /// Merges one stored partial of the window starting at `window_start`.
-    pub fn add_partial(&mut self, window_start: u32, state_json: &str) -> Result<(), MonitorError> {
-        let partial: WindowState = serde_json::from_str(state_json)?;
+    pub fn add_partial(&mut self, window_start: u32, stored_state: &[u8]) -> Result<(), MonitorError> {
+        let partial = WindowState::decode(stored_state)?;
         self.state.merge(&partial)?;
         if partial.events > 0 {
             self.windows.insert(window_start);
@@ -96,18 +97,17 @@ impl CaptureBuilder {
 
     /// The reference of `model_id`'s `model_version` over windows starting in `[from, to)`
     /// (seconds since the Unix epoch); `None` without events.
-    pub fn finish(self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Option<BuiltReference>, serde_json::Error> {
+    pub fn finish(self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Option<BuiltReference>, StateCodecError> {
         if self.state.events == 0 {
             return Ok(None);
         }
-        let json = serde_json::to_string(&self.state)?;
         Ok(Some(BuiltReference {
             reference_id: capture_id(model_id, model_version, from, to),
             model_id: model_id.to_owned(),
             model_version: model_version.to_owned(),
             content_hash: state_content_hash(&self.state)?,
+            encoded: self.state.encode()?,
             state: self.state,
-            json,
         }))
     }
 }
@@ -124,11 +124,11 @@ pub struct BuiltReference {
     pub reference_id: String,
     pub model_id: String,
     pub model_version: String,
-    /// FNV-1a 64 of `json` (without `performance`: [`state_content_hash`]), 16 hex digits.
+    /// [`state_content_hash`] of `state`, 16 hex digits.
     pub content_hash: String,
     pub state: WindowState,
-    /// `state` as stored.
-    pub json: String,
+    /// `state` as stored ([`WindowState::encode`]).
+    pub encoded: Vec<u8>,
 }
 
 impl BuiltReference {
@@ -152,28 +152,34 @@ impl BuiltReference {
             content_hash: self.content_hash.clone(),
             source,
             events: self.state.events,
-            state: self.json.clone(),
+            state: self.encoded.clone(),
             created_at,
         }
     }
 }
 
-/// FNV-1a 64 of a reference state's JSON, as 16 hex digits: the content hash of every reference.
-pub fn content_hash(state_json: &str) -> String {
-    format!("{:016x}", vigil_events::fnv1a64(state_json.as_bytes()))
+/// FNV-1a 64 of `bytes`, as 16 hex digits.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:016x}", vigil_events::fnv1a64(bytes))
 }
 
-/// The content hash of a reference built from live windows (a baseline, a captured range): that
-/// of its state's JSON without `performance`. The outcomes joined by the time the windows closed
-/// depend on arrival timing, not on the events; everything else is a canonical function of the
-/// events (sorted maps, exact sums), so the hash is the same however flushes split the windows.
-/// Equals [`content_hash`] of the JSON for a state without outcomes (an upload).
-pub fn state_content_hash(state: &WindowState) -> Result<String, serde_json::Error> {
+/// The content hash of every reference: [`content_hash`] of its state's JSON without
+/// `performance`. The outcomes joined by the time live windows closed depend on arrival timing,
+/// not on the events; everything else is a canonical function of the events (sorted maps, exact
+/// sums), so the hash is the same however flushes split the windows, and whatever encoding the
+/// state is stored in.
+pub fn state_content_hash(state: &WindowState) -> Result<String, StateCodecError> {
     let json = match &state.performance {
         None => serde_json::to_string(state)?,
         Some(_) => serde_json::to_string(&WindowState { performance: None, ..state.clone() })?,
     };
-    Ok(content_hash(&json))
+    Ok(content_hash(json.as_bytes()))
+}
+
+/// Whether a stored reference matches its content hash: of its state as read back, or, for one
+/// stored before states were hashed that way, of its stored bytes.
+pub fn matches_content_hash(stored_state: &[u8], stored_hash: &str) -> bool {
+    content_hash(stored_state) == stored_hash || WindowState::decode(stored_state).ok().and_then(|s| state_content_hash(&s).ok()).is_some_and(|h| h == stored_hash)
 }
 
 #[cfg(test)]
@@ -235,7 +241,7 @@ mod tests {
         for (i, x) in xs.iter().enumerate() {
             live.add(&decode_prediction_view(&encode(&event(i, *x))).unwrap(), false);
         }
-        assert_eq!(reference.json, serde_json::to_string(&live).unwrap(), "byte for byte the state of the same live events");
+        assert_eq!(reference.encoded, live.encode().unwrap(), "byte for byte the state of the same live events");
         assert_eq!(reference.state.events, 1000);
         assert_eq!(reference.features_without_values(), ["gap"]);
         assert!(reference.capped_features().is_empty());
@@ -264,24 +270,24 @@ mod tests {
         let (predicted, observed) = (crate::performance::Predicted { label: Some("1".into()), ..Default::default() }, crate::performance::Observed { label: Some("0".into()), value: None });
         with_outcomes.add_outcome(&predicted, &observed, "1");
         assert_eq!(state_content_hash(&with_outcomes).unwrap(), state_content_hash(&whole).unwrap());
-        assert_eq!(state_content_hash(&whole).unwrap(), content_hash(&serde_json::to_string(&whole).unwrap()));
+        assert_eq!(state_content_hash(&whole).unwrap(), content_hash(serde_json::to_string(&whole).unwrap().as_bytes()));
     }
 
     #[test]
     fn a_capture_merges_stored_partials_like_closing_windows() {
         let xs = spread(300, 1, 0.0);
-        let state_of = |range| serde_json::to_string(&live_state(&xs, range)).unwrap();
+        let state_of = |range| live_state(&xs, range).encode().unwrap();
         let mut capture = CaptureBuilder::new();
         capture.add_partial(1_764_000_000, &state_of(0..100)).unwrap();
         capture.add_partial(1_764_000_000, &state_of(100..120)).unwrap();
         capture.add_partial(1_764_000_060, &state_of(120..300)).unwrap();
-        capture.add_partial(1_764_000_120, &serde_json::to_string(&WindowState::default()).unwrap()).unwrap();
+        capture.add_partial(1_764_000_120, &WindowState::default().encode().unwrap()).unwrap();
         assert_eq!((capture.events(), capture.windows()), (300, 2), "an outcome-only partial adds no window");
         let built = capture.finish("m", "v1", 1_764_000_000, 1_764_000_180).unwrap().unwrap();
         assert_eq!(built.reference_id, "capture:m:v1:1764000000-1764000180");
-        assert_eq!(built.json, state_of(0..300), "the state of all the events");
-        assert_eq!(built.content_hash, content_hash(&built.json));
-        assert!(CaptureBuilder::new().add_partial(0, "{").is_err());
+        assert_eq!(built.encoded, state_of(0..300), "the state of all the events");
+        assert_eq!(built.content_hash, state_content_hash(&live_state(&xs, 0..300)).unwrap());
+        assert!(CaptureBuilder::new().add_partial(0, b"{").is_err());
         assert!(CaptureBuilder::new().finish("m", "v1", 0, 60).unwrap().is_none());
     }
 
@@ -292,10 +298,12 @@ mod tests {
         assert_ne!(a.content_hash, other.content_hash);
         // The same values in another order: sums are exact, so the state and id are the same.
         assert_eq!(built(&spread(500, 2, 0.0)).reference_id, a.reference_id);
-        assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(a.json.as_bytes())));
+        assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(serde_json::to_string(&a.state).unwrap().as_bytes())), "the JSON's hash, not the encoding's");
+        assert!(matches_content_hash(&a.encoded, &a.content_hash));
+        assert!(!matches_content_hash(&other.encoded, &a.content_hash));
         assert_eq!(a.reference_id, format!("upload:m:v1:{}", a.content_hash));
         let row = a.row("file a.csv".into(), 1_764_000_000);
-        assert_eq!((row.events, row.state.as_str(), row.reference_id.as_str()), (500, a.json.as_str(), a.reference_id.as_str()));
+        assert_eq!((row.events, row.state.as_slice(), row.reference_id.as_str()), (500, a.encoded.as_slice(), a.reference_id.as_str()));
         assert!(ReferenceBuilder::new().finish("m", "v1").unwrap().is_none(), "no rows, no reference");
     }
 

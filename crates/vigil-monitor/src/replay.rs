@@ -760,7 +760,7 @@ mod tests {
         let mut windows: BTreeMap<RowKey, WindowState> = BTreeMap::new();
         // As closing does: each window merges the partials of its panes.
         for row in partials.into_iter().filter(|r| !r.state.is_empty()) {
-            let state: WindowState = serde_json::from_str(&row.state).unwrap();
+            let state = WindowState::decode(&row.state).unwrap();
             for window in settings.windows.for_model(&row.model_id).windows_containing(u64::from(row.window_start)) {
                 let key = RowKey { model_id: row.model_id.clone(), model_version: row.model_version.clone(), segment: row.segment.clone(), window_start: window.start };
                 windows.entry(key).or_default().merge(&state).unwrap();

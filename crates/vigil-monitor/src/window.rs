@@ -52,12 +52,7 @@ impl WindowState {
         if let Some(label) = event.label {
             count_capped(&mut self.predicted_labels, label);
         }
-        for (name, x) in &event.numeric_features {
-            match self.numeric.get_mut(*name) {
-                Some(sketch) => sketch.update(*x),
-                None => self.numeric.entry((*name).to_owned()).or_default().update(*x),
-            }
-        }
+        add_numeric(&mut self.numeric, &event.numeric_features);
         for (name, value) in &event.categorical_features {
             let counts = match self.categorical.get_mut(*name) {
                 Some(c) => c,
@@ -94,6 +89,49 @@ impl WindowState {
     }
 }
 
+/// First byte of [`WindowState::encode`]'s output: MessagePack of the serde form follows, structs
+/// as maps with field names (so `#[serde(default)]` and skipped fields work as in JSON). States
+/// written before it are JSON objects and start with `{`; both decode.
+const MSGPACK_V1: u8 = 0x01;
+
+/// A stored window state that does not decode (or, rarely, a state that does not encode).
+#[derive(Debug, thiserror::Error)]
+pub enum StateCodecError {
+    #[error("empty window state")]
+    Empty,
+    #[error("window state in an unknown format (first byte {0:#04x})")]
+    UnknownFormat(u8),
+    #[error("window state (JSON): {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("window state (MessagePack) does not encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("window state (MessagePack): {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+impl WindowState {
+    /// The bytes stored for a state (partials, references): a format byte, then MessagePack of
+    /// the serde form, so every field the sketches serialize travels, bit-exact (floats as
+    /// float64), in about half of JSON's bytes and parse time. The one way states are written;
+    /// [`Self::decode`] the one way they are read.
+    pub fn encode(&self) -> Result<Vec<u8>, StateCodecError> {
+        let mut out = Vec::with_capacity(4096);
+        out.push(MSGPACK_V1);
+        self.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map())?;
+        Ok(out)
+    }
+
+    /// Reads what [`Self::encode`] wrote, or a state stored as JSON by an earlier version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateCodecError> {
+        match bytes.first() {
+            None => Err(StateCodecError::Empty),
+            Some(&MSGPACK_V1) => Ok(rmp_serde::from_slice(&bytes[1..])?),
+            Some(b'{') => Ok(serde_json::from_slice(bytes)?),
+            Some(&other) => Err(StateCodecError::UnknownFormat(other)),
+        }
+    }
+}
+
 /// The numbers a closed window reports, derived from its merged state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSummary {
@@ -117,6 +155,40 @@ impl WindowState {
             predicted_labels: self.predicted_labels.clone(),
             feature_means: self.numeric.iter().filter_map(|(k, m)| Some((k.clone(), m.mean()?))).collect(),
             features_missing: self.numeric.values().map(QuantileSketch::nonfinite).sum(),
+        }
+    }
+}
+
+/// Adds each value to its feature's sketch, each sketch taking its values in the event's order.
+/// Events of a model list the same features, sorted by name when the Rust SDK sent them: one
+/// pass alongside the state's sorted map then pairs each with one comparison instead of a tree
+/// search per feature (string compares were a tenth of the per-event cost). What the pass cannot
+/// pair (a feature new to the state, another order) is looked up after it, in order.
+fn add_numeric(numeric: &mut BTreeMap<String, QuantileSketch>, features: &[(&str, f64)]) {
+    let mut unpaired = Vec::new();
+    let mut sketches = numeric.iter_mut().peekable();
+    for (i, &(name, x)) in features.iter().enumerate() {
+        loop {
+            match sketches.peek_mut() {
+                Some((key, _)) if key.as_str() < name => {
+                    sketches.next();
+                }
+                Some((key, sketch)) if key.as_str() == name => {
+                    sketch.update(x);
+                    break;
+                }
+                _ => {
+                    unpaired.push(i);
+                    break;
+                }
+            }
+        }
+    }
+    for i in unpaired {
+        let (name, x) = features[i];
+        match numeric.get_mut(name) {
+            Some(sketch) => sketch.update(x),
+            None => numeric.entry(name.to_owned()).or_default().update(x),
         }
     }
 }
@@ -226,6 +298,81 @@ mod tests {
         assert_eq!(back.events, 50);
         assert_eq!(back.categorical, state.categorical);
         assert_eq!(back.latency_us.unwrap().quantile(0.5).unwrap(), state.latency_us.unwrap().quantile(0.5).unwrap());
+    }
+
+    /// What a state's serde form says, as JSON: equal JSON means equal fields, bit for bit
+    /// (serde_json writes floats so that they read back exactly).
+    fn fields(state: &WindowState) -> String {
+        serde_json::to_string(state).unwrap()
+    }
+
+    fn with_outcomes(mut state: WindowState) -> WindowState {
+        for i in 0..30 {
+            let predicted = Predicted { label: Some((i % 2).to_string()), score: Some(f64::from(i) / 31.0), value: Some(f64::from(i)) };
+            let observed = Observed { label: Some((i % 3 % 2).to_string()), value: Some(f64::from(i) * 1.1) };
+            state.add_outcome(&predicted, &observed, "1");
+        }
+        state
+    }
+
+    #[test]
+    fn encoded_states_decode_to_the_same_fields_and_merge_the_same() {
+        let state = with_outcomes(state_of(0..500));
+        let bytes = state.encode().unwrap();
+        assert_eq!(bytes[0], MSGPACK_V1);
+        let back = WindowState::decode(&bytes).unwrap();
+        assert_eq!(fields(&back), fields(&state));
+        assert_eq!(back.encode().unwrap(), bytes, "encoding is deterministic");
+        assert_eq!(back.summary(), state.summary());
+        let json = fields(&state);
+        assert!(bytes.len() < json.len(), "{} bytes encoded against {} of JSON", bytes.len(), json.len());
+
+        let (mut a, mut b) = (state_of(0..37), state_of(0..37));
+        let other = with_outcomes(state_of(37..100));
+        a.merge(&other).unwrap();
+        b.merge(&WindowState::decode(&other.encode().unwrap()).unwrap()).unwrap();
+        assert_eq!(fields(&a), fields(&b));
+        assert_eq!(fields(&WindowState::decode(&WindowState::default().encode().unwrap()).unwrap()), fields(&WindowState::default()));
+    }
+
+    #[test]
+    fn states_stored_as_json_still_decode() {
+        let state = with_outcomes(state_of(0..200));
+        let json = serde_json::to_string(&state).unwrap();
+        let back = WindowState::decode(json.as_bytes()).unwrap();
+        assert_eq!(fields(&back), json);
+        assert!(matches!(WindowState::decode(b""), Err(StateCodecError::Empty)));
+        assert!(matches!(WindowState::decode(b"\x07abc"), Err(StateCodecError::UnknownFormat(7))));
+        assert!(matches!(WindowState::decode(&[MSGPACK_V1, 0xc1]), Err(StateCodecError::Decode(_))));
+    }
+
+    #[test]
+    fn features_in_any_order_feed_the_same_sketches() {
+        let features = |i: u32| -> Vec<(String, f64)> {
+            let mut f: Vec<(String, f64)> = (0..12).map(|k| (format!("f{k:02}"), f64::from(i * 31 + k) * 0.37 - 40.0)).collect();
+            f.push(("f03".into(), f64::from(i) * 1.5)); // a repeated name: both values count, in order
+            f
+        };
+        let (mut sorted, mut lookups) = (BTreeMap::new(), BTreeMap::<String, QuantileSketch>::new());
+        for i in 0..300u32 {
+            let mut f = features(i);
+            // Shuffled in varying ways, with features that come and go.
+            let turn = (i as usize * 7) % f.len();
+            f.rotate_left(turn);
+            if i.is_multiple_of(3) {
+                f.reverse();
+            }
+            if i.is_multiple_of(5) {
+                f.push((format!("late{}", i % 4), f64::from(i)));
+            }
+            let view: Vec<(&str, f64)> = f.iter().map(|(n, x)| (n.as_str(), *x)).collect();
+            add_numeric(&mut sorted, &view);
+            for (name, x) in &view {
+                lookups.entry((*name).to_owned()).or_default().update(*x);
+            }
+        }
+        assert_eq!(serde_json::to_string(&sorted).unwrap(), serde_json::to_string(&lookups).unwrap());
+        assert_eq!(sorted["f03"].count(), 600);
     }
 
     #[test]

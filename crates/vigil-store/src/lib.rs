@@ -36,8 +36,10 @@ pub struct WindowPartialRow {
     pub window_start: u32,
     pub window_seconds: u32,
     pub events: u64,
-    /// The partial window state (mergeable sketches) as JSON; empty for position-only rows.
-    pub state: String,
+    /// The partial window state (mergeable sketches), encoded by the monitor (a ClickHouse
+    /// `String` holds any bytes); empty for position-only rows.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
     pub source_topic: String,
     pub source_partition: u32,
     /// The next offset to read on that partition once this row is stored.
@@ -87,8 +89,9 @@ pub struct ReferenceRow {
     /// Where the data came from (a file and its rows, live windows), for people.
     pub source: String,
     pub events: u64,
-    /// The window state (mergeable sketches) as JSON.
-    pub state: String,
+    /// The window state (mergeable sketches), encoded by the monitor.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
     pub created_at: u32,
 }
 
@@ -332,7 +335,8 @@ pub struct KeyedPartial {
     pub model_version: String,
     pub segment: String,
     pub events: u64,
-    pub state: String,
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -383,7 +387,8 @@ pub struct StoredWindow {
 pub struct RangePartial {
     pub window_start: u32,
     pub events: u64,
-    pub state: String,
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -397,7 +402,8 @@ struct WindowSpan {
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct StoredPartial {
     pub events: u64,
-    pub state: String,
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
 }
 
 #[derive(Debug, Row, Deserialize)]

@@ -82,6 +82,8 @@ struct Repr {
     high: u64,
     sigfig: u8,
     clamped: u64,
+    /// A byte string in binary formats; JSON keeps writing (and reading) an array of numbers.
+    #[serde(with = "serde_bytes")]
     v2: Vec<u8>,
 }
 
@@ -109,9 +111,14 @@ impl<'de> Deserialize<'de> for LatencySketch {
             .deserialize(&mut r.v2.as_slice())
             .map_err(|e| D::Error::custom(format!("{e:?}")))?;
         let mut s = LatencySketch::new(r.high, r.sigfig).map_err(D::Error::custom)?;
-        s.hist
-            .add(&decoded)
-            .map_err(|e| D::Error::custom(format!("{e:?}")))?;
+        if (decoded.low(), decoded.high(), decoded.sigfig()) == (s.hist.low(), s.hist.high(), s.hist.sigfig()) {
+            // The same layout: the decoded histogram is what adding it to an empty one gives.
+            s.hist = decoded;
+        } else {
+            s.hist
+                .add(&decoded)
+                .map_err(|e| D::Error::custom(format!("{e:?}")))?;
+        }
         s.clamped = r.clamped;
         Ok(s)
     }

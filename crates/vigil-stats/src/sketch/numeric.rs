@@ -112,15 +112,24 @@ struct Cell {
 impl Lut {
     fn new(edges: &[f64]) -> Self {
         let mut lut = Self::with_cells_per_edge(edges, 8);
+        // The outer edges lie outside the grid (see `with_cells_per_edge`), so they share the
+        // first and last cell with their neighbours at any resolution: only inner edges tell
+        // whether a finer table helps (counting the outer ones built all three tables, 2,688
+        // cells for 20 bins, for every sketch).
+        let (first, end) = if edges.len() >= 4 {
+            (1, edges.len() - 1)
+        } else {
+            (0, edges.len())
+        };
         for per_edge in [32, 128] {
             // Edges sharing a cell with another edge take the slower binary-search path.
-            let crowded: u32 = lut
+            let crowded: usize = lut
                 .cells
                 .iter()
-                .filter(|c| c.end - c.start > 1)
-                .map(|c| c.end - c.start)
+                .map(|c| (c.end as usize).min(end).saturating_sub((c.start as usize).max(first)))
+                .filter(|&n| n > 1)
                 .sum();
-            if crowded as usize * 10 <= edges.len() {
+            if crowded * 10 <= edges.len() {
                 break;
             }
             lut = Self::with_cells_per_edge(edges, per_edge);
@@ -494,6 +503,18 @@ mod tests {
         assert_eq!(s.counts(), &[1, 10, 1]);
         assert_eq!(s.nonfinite(), 2);
         assert!((s.std().unwrap() - (1.0f64 / 6.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn evenly_spread_edges_build_only_the_coarsest_table() {
+        let edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+        let s = NumericSketch::with_edges(edges.clone()).unwrap();
+        assert_eq!(s.lut.cells.len(), 8 * edges.len());
+        for i in 0..=1000 {
+            let x = i as f64 / 1000.0;
+            let p = edges.partition_point(|&v| v <= x);
+            assert_eq!(s.bin_index(x), if p == edges.len() { p - 1 } else { p }, "x = {x}");
+        }
     }
 
     #[test]

@@ -741,7 +741,11 @@ impl Store {
         if key < self.offset {
             let new_offset = (key - pad).max(self.hi - (cap - 1)).min(key);
             let grow = (self.offset - new_offset) as usize;
-            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            // One copy into a new buffer (what `splice` at the front costs several times over).
+            let mut counts = Vec::with_capacity(grow + self.counts.len());
+            counts.resize(grow, 0);
+            counts.extend_from_slice(&self.counts);
+            self.counts = counts;
             self.offset = new_offset;
         } else if key - self.offset >= self.counts.len() as i32 {
             self.counts

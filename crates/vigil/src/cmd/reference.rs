@@ -140,7 +140,7 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
 
     print_warnings(&report, &built, &model, &version);
     let note = known.map(|k| format!("the same data was stored before ({}); this upload makes it the newest", utc(k.created_at)));
-    print_stored(&built, &row, "the stored state", note);
+    print_stored(&built, &row, "the state", note);
     print_in_use(&built, &model, &version, before, after)
 }
 
@@ -149,7 +149,7 @@ fn print_stored(built: &BuiltReference, row: &ReferenceRow, hashed: &str, note: 
     println!("stored reference {} for {} {}", built.reference_id, built.model_id, built.model_version);
     println!("  source        {}", row.source);
     println!("  profile       {}", profile(built));
-    println!("  content hash  {} (FNV-1a 64 of {hashed}, {} bytes)", built.content_hash, grouped(built.json.len() as u64));
+    println!("  content hash  {} (FNV-1a 64 of {hashed} as JSON; {} bytes stored)", built.content_hash, grouped(built.encoded.len() as u64));
     if let Some(note) = note {
         println!("  note          {note}");
     }
@@ -409,8 +409,7 @@ async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<
 /// A reference's identity, then one line per feature.
 fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let state: vigil_monitor::WindowState =
-        serde_json::from_str(&reference.state).with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
+    let state = vigil_monitor::WindowState::decode(&reference.state).with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
     let mut out = String::new();
     writeln!(out, "reference     {}", reference.reference_id)?;
     writeln!(out, "model         {} {}", reference.model_id, reference.model_version)?;

@@ -124,11 +124,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
     let named: BTreeSet<&str> = stored_metrics.iter().map(|m| m.reference_id.as_str()).filter(|id| !id.is_empty()).collect();
     for id in named {
         let Some(reference) = store.reference(id).await.with_context(context)? else { continue };
-        let state: WindowState = serde_json::from_str(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
-        // Live references hash their state without the joined outcomes (older ones, and uploads,
-        // the stored JSON as is).
-        let hash = vigil_monitor::reference::state_content_hash(&state)?;
-        if hash != reference.content_hash && vigil_monitor::reference::content_hash(&reference.state) != reference.content_hash {
+        let state = WindowState::decode(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
+        if !vigil_monitor::reference::matches_content_hash(&reference.state, &reference.content_hash) {
+            let hash = vigil_monitor::reference::state_content_hash(&state)?;
             notes.push(format!("reference {id} does not match its content hash ({} stored, {hash} computed)", reference.content_hash));
         }
         references.insert(reference.reference_id, state);

@@ -213,9 +213,27 @@ async fn dump(database: &str, table: &str) -> Dump {
         .unwrap();
     let columns: Vec<String> = names.lines().filter(|c| !WALL_CLOCK.contains(c)).map(str::to_owned).collect();
     assert!(!columns.is_empty(), "{database}.{table} has no columns");
-    let list = columns.join(", ");
+    // Window states are binary (WindowState::encode): read as hex, compared as their JSON.
+    let list = columns.iter().map(|c| if c == "state" { "hex(state)" } else { c.as_str() }).collect::<Vec<_>>().join(", ");
     let body = query(&format!("SELECT {list} FROM {database}.{table} FINAL ORDER BY {list} FORMAT TabSeparated")).await.unwrap();
-    Dump { columns, rows: body.lines().map(str::to_owned).collect() }
+    let state = columns.iter().position(|c| c == "state");
+    let rows = body
+        .lines()
+        .map(|line| match state {
+            Some(i) => line.split('\t').enumerate().map(|(j, cell)| if j == i { state_as_json(cell) } else { cell.to_owned() }).collect::<Vec<_>>().join("\t"),
+            None => line.to_owned(),
+        })
+        .collect();
+    Dump { columns, rows }
+}
+
+/// A state cell read as hex, as the JSON of the decoded state (the hex when it does not decode).
+fn state_as_json(hex: &str) -> String {
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+    bytes
+        .and_then(|b| vigil_monitor::WindowState::decode(&b).ok())
+        .and_then(|state| serde_json::to_string(&state).ok())
+        .unwrap_or_else(|| hex.to_owned())
 }
 
 /// The tables a closed window writes, and the references (whichever reference tables the

@@ -100,7 +100,7 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let state = env.store().partials_of("model-1", "v1", "", *windows.iter().next().unwrap()).await.unwrap();
     assert!(!state.is_empty());
     let merged = state.iter().fold(vigil_monitor::WindowState::default(), |mut acc, p| {
-        acc.merge(&serde_json::from_str(&p.state).unwrap()).unwrap();
+        acc.merge(&vigil_monitor::WindowState::decode(&p.state).unwrap()).unwrap();
         acc
     });
     assert_eq!(merged.events, state.iter().map(|p| p.events).sum::<u64>());

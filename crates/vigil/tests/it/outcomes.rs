@@ -219,7 +219,7 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
             window_start: W0,
             window_seconds: 60,
             events: 0,
-            state: serde_json::to_string(&late).unwrap(),
+            state: late.encode().unwrap(),
             source_topic: env.outcomes.clone(),
             source_partition: partition,
             source_end_offset: position,

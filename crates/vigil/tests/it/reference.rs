@@ -72,9 +72,10 @@ async fn an_uploaded_reference_is_stored_once_listed_and_preferred_to_baselines(
     let store = env.store();
     let stored = store.reference(&id).await.unwrap().expect("the uploaded reference is stored");
     assert_eq!(stored.events, 5_000);
-    assert_eq!(stored.content_hash, format!("{:016x}", vigil_events::fnv1a64(stored.state.as_bytes())), "the hash is of the stored state");
     assert!(stored.source.contains("reference.csv") && stored.source.contains("5,000 rows"), "{}", stored.source);
-    let state: vigil_monitor::WindowState = serde_json::from_str(&stored.state).unwrap();
+    let state = vigil_monitor::WindowState::decode(&stored.state).unwrap();
+    let json = serde_json::to_string(&state).unwrap();
+    assert_eq!(stored.content_hash, format!("{:016x}", vigil_events::fnv1a64(json.as_bytes())), "the hash is of the state's JSON");
     assert_eq!((state.numeric.len(), state.categorical.len()), (20, 1), "f00..f19 and device; id skipped, score apart");
     assert_eq!(state.scores.as_ref().unwrap().count(), 5_000);
 
@@ -264,7 +265,7 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
         .sum();
     assert!(in_range >= 2 * 4_000, "about 5,000 events per window: {in_range}");
     assert_eq!(stored.events, in_range, "the events of the stored windows in the range");
-    let state: vigil_monitor::WindowState = serde_json::from_str(&stored.state).unwrap();
+    let state = vigil_monitor::WindowState::decode(&stored.state).unwrap();
     assert_eq!(state.events, in_range);
     assert_eq!(state.numeric.len(), 20);
     assert_eq!(stored.content_hash, vigil_monitor::reference::state_content_hash(&state).unwrap());
