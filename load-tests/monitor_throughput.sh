@@ -7,7 +7,8 @@
 # Prints producer events/s, monitor predictions/s (decode, window state, outcome join, store and
 # close, broker and ClickHouse on the same box), peak RSS, and the p50/p99 of the time from a
 # window becoming due to its rows being in ClickHouse (from the monitor's histogram).
-# Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3] load-tests/monitor_throughput.sh [N]
+# Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3 WINDOW_SECONDS=5 SLIDE_SECONDS=5] load-tests/monitor_throughput.sh [N]
+#   (SLIDE_SECONDS below WINDOW_SECONDS: sliding windows, e.g. WINDOW_SECONDS=20 SLIDE_SECONDS=5)
 #   (default N 1000000; needs a release build: cargo build --release -p vigil)
 # Memory at scale: MODELS=1000 VERSIONS=3 load-tests/monitor_throughput.sh 600000
 # Also prints the monitor's CPU seconds (user + system) per million predictions, the figure to
@@ -34,7 +35,8 @@ export VIGIL__TOPICS__REMEDIATIONS="loadtest.$run.remediations"
 export VIGIL__CLICKHOUSE__URL="$ch"
 export VIGIL__CLICKHOUSE__DATABASE="$run"
 export VIGIL__MONITOR__GROUP_ID="loadtest-$run"
-export VIGIL__MONITOR__WINDOW_SECONDS=5
+export VIGIL__MONITOR__WINDOW_SECONDS="${WINDOW_SECONDS:-5}"
+export VIGIL__MONITOR__SLIDE_SECONDS="${SLIDE_SECONDS:-${WINDOW_SECONDS:-5}}"
 export VIGIL__MONITOR__ALLOWED_LATENESS_SECONDS=1
 export VIGIL__HTTP__LISTEN="127.0.0.1:$port"
 export RUST_LOG="${RUST_LOG:-warn}"
