@@ -119,6 +119,14 @@ pub fn partition_count(consumer: &MonitorConsumer, topic: &str) -> Result<usize,
     Ok(metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
 }
 
+/// The offset after a partition's last message (its high watermark).
+pub fn log_end(consumer: &MonitorConsumer, topic: &str, partition: i32) -> Result<i64, MonitorError> {
+    let (_, end) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| MonitorError::Kafka { action: "fetch watermarks", source: e })?;
+    Ok(end)
+}
+
 /// A stretch of one partition to read again: from the first message at or after `from_ms`
 /// (Kafka timestamp) up to `end_offset`, exclusive.
 #[derive(Debug, Clone, PartialEq)]

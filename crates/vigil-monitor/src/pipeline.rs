@@ -225,6 +225,7 @@ impl Pipeline {
         self.reopen_unclosed(&assigned, &newest).await?;
         self.restore_policy_state(&newest).await?;
         let stored = self.stored_positions().await?;
+        self.check_positions_within_topics(&assigned, &stored)?;
         self.rebuild_join(&assigned, &stored, &newest).await?;
         self.stored = Some(stored);
         Ok(())
@@ -295,6 +296,30 @@ impl Pipeline {
         for row in self.store.baseline_performance().await? {
             let summary = crate::performance::PerformanceSummary { labeled: row.labeled, accuracy: row.accuracy, mae: row.mae, ..Default::default() };
             self.reference_performance.insert(row.reference_id, summary);
+        }
+        Ok(())
+    }
+
+    /// A stored position past the end of its partition means the positions belong to another
+    /// log: the topic was deleted and created again, or the database served another cluster.
+    /// Resuming there would skip every message below it, so the monitor stops and says so.
+    fn check_positions_within_topics(&self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
+        for (source, key, topic) in [
+            (Source::Predictions, "topics.predictions", &self.settings.predictions_topic),
+            (Source::Outcomes, "topics.outcomes", &self.settings.outcomes_topic),
+        ] {
+            for &partition in assigned {
+                let Some(&position) = stored.get(&(source, partition as u32)) else { continue };
+                let end = kafka::log_end(&self.consumer, topic, partition)?;
+                if position > end {
+                    return Err(MonitorError::Config(format!(
+                        "{key} {topic:?} partition {partition} ends at offset {end}, but ClickHouse holds a stored position of {position} for it: \
+                         the topic was deleted and created again, or clickhouse.database was filled from another Kafka cluster. \
+                         Resuming would skip every message below {position}: point clickhouse.database at a new database \
+                         (or drop this one) to start over"
+                    )));
+                }
+            }
         }
         Ok(())
     }

@@ -274,3 +274,41 @@ async fn a_monitor_killed_mid_stream_and_restarted_neither_loses_nor_double_coun
     assert!(status.success(), "{status}");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_stored_past_the_end_of_a_recreated_topic_stop_the_monitor_with_the_fix() {
+    let env = TestEnv::new("recreated");
+    let migrate = env.vigil_command(&["migrate"]).status().expect("vigil runs");
+    assert!(migrate.success());
+    // What a monitor stored before the topic was deleted and created again: positions far
+    // past the new, empty topic's end.
+    let stale: Vec<vigil_store::WindowPartialRow> = (0..4)
+        .map(|partition| vigil_store::WindowPartialRow {
+            model_id: String::new(),
+            model_version: String::new(),
+            segment: String::new(),
+            window_start: 0,
+            window_seconds: 60,
+            events: 0,
+            state: Vec::new(),
+            source_topic: env.predictions.clone(),
+            source_partition: partition,
+            source_end_offset: 250_000,
+            written_at: 0,
+        })
+        .collect();
+    env.store().insert_window_partials(&stale).await.unwrap();
+
+    let mut command = env.vigil_command(&["monitor"]);
+    command.stderr(std::process::Stdio::piped());
+    let monitor = command.spawn().expect("vigil binary starts");
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    let producer = sdk(&env);
+    producer.log_prediction(generator(3).next_prediction(1_764_000_000_000)).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let output = tokio::task::spawn_blocking(move || monitor.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the monitor must stop rather than skip the new topic's messages");
+    assert!(stderr.contains("topics.predictions") && stderr.contains("stored position of 250000") && stderr.contains("clickhouse.database"), "{stderr}");
+    env.cleanup().await;
+}
