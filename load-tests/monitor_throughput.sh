@@ -86,6 +86,8 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
   /^vigil_monitor_window_close_latency_seconds_bucket/ {
     match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); les[++k] = le; counts[k] = $2 }
   /^vigil_monitor_outcomes_matched_total/ { matched = $2 }
+  /^vigil_monitor_outcomes_decoded_total/ { outcomes = $2 }
+  /^vigil_monitor_join_evicted_total/ { evicted = $2 }
   END {
     total = counts[k]
     if (total == 0) { print "[load] no window closed"; exit }
@@ -102,5 +104,5 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
         prev_le = les[j]; prev_c = counts[j]
       }
     }
-    printf "[load] outcomes matched: %d\n", matched
+    printf "[load] outcomes matched: %d of %d read so far (the outcomes topic may still be catching up); join entries evicted: %d\n", matched, outcomes, evicted
   }'
