@@ -677,6 +677,9 @@ def test_panel_query_on_clickhouse_18_16(q, run, variables):
     check_result(q, run_on_server(sql, run.database), sql)
 
 
+BINARY_STATE_TABLES = {"window_partials", "reference_profiles", "reference_profiles_v2"}
+
+
 @pytest.fixture(scope="module")
 def current_clickhouse(run, tmp_path_factory):
     """chdb (current ClickHouse) with the schema `vigil migrate` makes on a current server and the
@@ -690,7 +693,11 @@ def current_clickhouse(run, tmp_path_factory):
         s.query(statement)
     s.query("USE vigil")
     for table in clickhouse("SHOW TABLES", run.database).split():
-        rows = clickhouse(f"SELECT * FROM {table} FORMAT JSONEachRow", run.database,
+        columns = [line.split("\t")[0] for line in clickhouse(f"DESCRIBE TABLE {table}", run.database).splitlines()]
+        # Window states are binary (MessagePack), not text JSON can carry, and no panel reads them:
+        # they stay empty in the copy.
+        selected = ", ".join(c for c in columns if not (c == "state" and table in BINARY_STATE_TABLES))
+        rows = clickhouse(f"SELECT {selected} FROM {table} FORMAT JSONEachRow", run.database,
                           output_format_json_quote_64bit_integers=0)
         if rows.strip():
             # The local server runs in UTC (deploy/local/clickhouse), so its DateTime text is UTC.
