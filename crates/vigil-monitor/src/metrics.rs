@@ -42,6 +42,7 @@ pub struct MonitorMetrics {
     pub join_duplicates: IntCounter,
     pub join_waiting_predictions: IntGauge,
     pub join_waiting_outcomes: IntGauge,
+    pub outcomes_paused_partitions: IntGauge,
     pub performance_rows: IntCounter,
     pub latest: LatestGauges,
 }
@@ -190,6 +191,10 @@ impl MonitorMetrics {
             join_duplicates: counter("join_duplicates_total", "Predictions or outcomes whose prediction id was already waiting (ignored)")?,
             join_waiting_predictions: gauge("join_waiting_predictions", "Predictions waiting for their outcome")?,
             join_waiting_outcomes: gauge("join_waiting_outcomes", "Outcomes waiting for their prediction")?,
+            outcomes_paused_partitions: gauge(
+                "outcomes_paused_partitions",
+                "Outcome partitions paused because their event time ran ahead of their predictions' (catching up a backlog)",
+            )?,
             performance_rows: counter("performance_rows_total", "Window performance rows written (at close and after late outcomes)")?,
             consumed: counter("messages_consumed_total", "Messages read from Kafka")?,
             decoded: counter("events_decoded_total", "Messages decoded into valid events")?,

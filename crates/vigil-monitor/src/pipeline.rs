@@ -67,6 +67,10 @@ struct Pipeline {
     notes: Arc<std::sync::Mutex<kafka::RebalanceNotes>>,
     /// When references were last compared with the store (uploads take effect without a restart).
     references_checked: Instant,
+    /// Newest event time (s) read per (topic, partition), and the outcome partitions paused
+    /// until their predictions catch up ([`Self::align_topics`]).
+    newest_read_s: HashMap<(Source, i32), u64>,
+    paused_outcomes: std::collections::BTreeSet<i32>,
 }
 
 /// How often the references in use are compared with the store.
@@ -133,6 +137,8 @@ pub async fn run(
         stored: None,
         local: LocalCounts::default(),
         references_checked: Instant::now(),
+        newest_read_s: HashMap::new(),
+        paused_outcomes: Default::default(),
         notes,
     };
     let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
@@ -375,6 +381,7 @@ impl Pipeline {
         let event = decode_prediction_view(payload)?;
         self.local.decoded += 1;
         let pane = self.pending.pane_start(event.event_time_ms);
+        note_newest(&mut self.newest_read_s, (Source::Predictions, partition), event.event_time_ms);
         let late = self.clock.observe(partition, self.settings.windows.for_model(event.model_id), event.event_time_ms);
         self.local.late += u64::from(late);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.segment_names);
@@ -387,6 +394,7 @@ impl Pipeline {
     fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
         let outcome = decode::<OutcomeEvent>(payload)?;
         self.local.outcomes += 1;
+        note_newest(&mut self.newest_read_s, (Source::Outcomes, partition), outcome.event_time_ms);
         self.pending.record_other(Source::Outcomes, partition, offset);
         if let Some(matched) = self.join_outcome(partition, &outcome) {
             self.pending.record_matched(Source::Outcomes, partition, &matched);
@@ -434,6 +442,65 @@ impl Pipeline {
         self.clock = WindowClock::new(self.settings.allowed_lateness.as_secs() as u32).with_idle_timeout(self.settings.idle_timeout);
         self.join.revoke(revoked);
         self.stored = None;
+        self.newest_read_s.clear();
+        let paused = std::mem::take(&mut self.paused_outcomes);
+        self.metrics.outcomes_paused_partitions.set(0);
+        if !paused.is_empty() {
+            // Partitions still owned flow again; revoked ones answer with an error, ignored.
+            let _ = self.consumer.resume(&self.outcome_partitions(&paused));
+        }
+    }
+
+    /// Event-time alignment of the two topics, for catching up a backlog: read in parallel, the
+    /// outcomes topic (small messages) runs far ahead of the predictions topic, its outcomes
+    /// wait in the join, and the predictions that will never get one push them out (evicted at
+    /// `join_capacity`) before their own predictions arrive. An outcome partition whose newest
+    /// event time is more than a second ahead of its predictions' pauses while the predictions
+    /// partition still has messages to read, and resumes once they have caught up.
+    fn align_topics(&mut self) {
+        let Ok(assigned) = self.consumer.assignment() else { return };
+        let partitions: std::collections::BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        let (mut pause, mut resume) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+        for partition in partitions {
+            let outcomes = self.newest_read_s.get(&(Source::Outcomes, partition)).copied().unwrap_or(0);
+            let predictions = self.newest_read_s.get(&(Source::Predictions, partition)).copied().unwrap_or(0);
+            let paused = self.paused_outcomes.contains(&partition);
+            if !paused && outcomes > predictions + 1 && self.has_unread_predictions(partition) {
+                pause.insert(partition);
+            } else if paused && (outcomes <= predictions || !self.has_unread_predictions(partition)) {
+                resume.insert(partition);
+            }
+        }
+        if !pause.is_empty() && self.consumer.pause(&self.outcome_partitions(&pause)).is_ok() {
+            tracing::debug!(?pause, "outcomes ahead of their predictions in event time: paused");
+            self.paused_outcomes.extend(pause);
+        }
+        if !resume.is_empty() && self.consumer.resume(&self.outcome_partitions(&resume)).is_ok() {
+            tracing::debug!(?resume, "predictions caught up: outcomes resumed");
+            self.paused_outcomes.retain(|p| !resume.contains(p));
+        }
+        self.metrics.outcomes_paused_partitions.set(self.paused_outcomes.len() as i64);
+    }
+
+    /// Whether the predictions partition has messages this consumer has not read yet.
+    fn has_unread_predictions(&self, partition: i32) -> bool {
+        let topic = &self.settings.predictions_topic;
+        let Ok((_, end)) = self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(1)) else { return false };
+        let next = self.consumer.position().ok().and_then(|list| match list.find_partition(topic, partition)?.offset() {
+            Offset::Offset(next) => Some(next),
+            _ => None,
+        });
+        // Nothing read yet (no position): not known to be behind, so outcomes never wait on a
+        // partition that may have nothing to deliver.
+        next.is_some_and(|next| next < end)
+    }
+
+    fn outcome_partitions(&self, partitions: &std::collections::BTreeSet<i32>) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(&self.settings.outcomes_topic, *partition);
+        }
+        list
     }
 
     async fn flush(&mut self) -> Result<(), MonitorError> {
@@ -459,6 +526,7 @@ impl Pipeline {
         self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         self.commit(CommitMode::Async);
         self.pending.clear();
+        self.align_topics();
         if self.references_checked.elapsed() >= REFERENCE_REFRESH {
             self.references_checked = Instant::now();
             if let Err(error) = self.refresh_references().await {
@@ -912,6 +980,12 @@ impl Pipeline {
 
 fn serde_json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn note_newest(newest: &mut HashMap<(Source, i32), u64>, key: (Source, i32), event_time_ms: i64) {
+    let seconds = (event_time_ms / 1000).max(0) as u64;
+    let entry = newest.entry(key).or_insert(seconds);
+    *entry = (*entry).max(seconds);
 }
 
 fn unix_seconds() -> u32 {
