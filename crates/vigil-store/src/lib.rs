@@ -83,8 +83,9 @@ pub struct ReferenceRow {
     /// range of stored windows, `vigil reference capture`) or
     /// `baseline:<model>:<version>:<window start>`.
     pub reference_id: String,
-    /// FNV-1a 64 of `state` (for references from live windows, of `state` without
-    /// `performance`), 16 hex digits.
+    /// FNV-1a 64 of the state's JSON without `performance`, whatever `state`'s encoding
+    /// (`vigil_monitor::reference::state_content_hash`; references stored before that: of the
+    /// stored bytes), 16 hex digits.
     pub content_hash: String,
     /// Where the data came from (a file and its rows, live windows), for people.
     pub source: String,
