@@ -24,7 +24,9 @@ fn decode_prediction(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("decode_prediction_{}_bytes", bytes.len()));
     group.throughput(Throughput::Elements(1));
     group.bench_function("vigil_codec", |b| b.iter(|| decode::<PredictionEvent>(black_box(&bytes)).unwrap()));
-    group.bench_function("vigil_codec_borrowed", |b| b.iter(|| decode_prediction_view(black_box(&bytes)).unwrap().numeric_features.len()));
+    group.bench_function("vigil_codec_borrowed", |b| {
+        b.iter(|| decode_prediction_view(black_box(&bytes)).unwrap().numeric_features.len())
+    });
     group.bench_function("apache_avro_value", |b| {
         b.iter(|| reader.read_value(&mut black_box(&bytes[HEADER_LEN..])).unwrap())
     });

@@ -15,9 +15,7 @@ fn normalish(n: usize, seed: u64, shift: f64, scale: f64) -> Vec<f64> {
         s ^= s << 17;
         (s >> 11) as f64 / (1u64 << 53) as f64
     };
-    (0..n)
-        .map(|_| (u() + u() + u() + u() - 2.0) * 1.7 * scale + shift)
-        .collect()
+    (0..n).map(|_| (u() + u() + u() + u() - 2.0) * 1.7 * scale + shift).collect()
 }
 
 fn quantile(c: &mut Criterion) {
@@ -25,11 +23,7 @@ fn quantile(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantile");
     g.throughput(Throughput::Elements(values.len() as u64));
     g.bench_function("update_1e6_normal", |b| {
-        b.iter_batched_ref(
-            QuantileSketch::default,
-            |s| s.extend(black_box(&values)),
-            BatchSize::LargeInput,
-        )
+        b.iter_batched_ref(QuantileSketch::default, |s| s.extend(black_box(&values)), BatchSize::LargeInput)
     });
     let lognormal: Vec<f64> = values.iter().map(|x| x.exp()).collect();
     g.bench_function("update_1e6_lognormal", |b| {
@@ -43,16 +37,10 @@ fn quantile(c: &mut Criterion) {
     let a = QuantileSketch::of(&normalish(10_000, 1, 0.0, 1.0));
     let b10k = QuantileSketch::of(&normalish(10_000, 2, 0.1, 1.0));
     g.bench_function("merge_two_10k", |b| {
-        b.iter_batched_ref(
-            || a.clone(),
-            |s| s.merge(black_box(&b10k)).unwrap(),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched_ref(|| a.clone(), |s| s.merge(black_box(&b10k)).unwrap(), BatchSize::SmallInput)
     });
     let reference = QuantileSketch::of(&normalish(100_000, 3, 0.0, 1.0));
-    g.bench_function("edges_100_of_100k", |b| {
-        b.iter(|| black_box(&reference).edges(100).unwrap())
-    });
+    g.bench_function("edges_100_of_100k", |b| b.iter(|| black_box(&reference).edges(100).unwrap()));
     let edges = reference.edges(100).unwrap();
     g.bench_function("rebin_10k_to_100_bins", |b| {
         b.iter(|| black_box(&b10k).rebin(black_box(&edges)).unwrap())

@@ -27,7 +27,12 @@ fn now_ms() -> i64 {
 }
 
 /// Times up to `BURST` calls of `log` on prebuilt events; the time scaled to `iters` calls.
-fn burst(producer: &Producer, next: &mut impl FnMut() -> PredictionEvent, iters: u64, log: impl Fn(&Producer, Vec<PredictionEvent>) -> Vec<PredictionEvent>) -> Duration {
+fn burst(
+    producer: &Producer,
+    next: &mut impl FnMut() -> PredictionEvent,
+    iters: u64,
+    log: impl Fn(&Producer, Vec<PredictionEvent>) -> Vec<PredictionEvent>,
+) -> Duration {
     let n = iters.clamp(1, BURST);
     let events: Vec<PredictionEvent> = (0..n).map(|_| next()).collect();
     producer.flush(Duration::from_secs(120)).expect("the broker takes the last burst");

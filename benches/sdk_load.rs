@@ -79,13 +79,21 @@ fn stat_cpu(stat: &str) -> Option<(String, f64)> {
 fn thread_cpu(broker_pid: Option<u32>) -> Vec<(String, f64)> {
     let mut threads: Vec<(String, f64)> = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let Some((name, cpu)) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(stat_cpu) else { continue };
+        let Some((name, cpu)) =
+            std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(stat_cpu)
+        else {
+            continue;
+        };
         match threads.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += cpu,
             None => threads.push((name, cpu)),
         }
     }
-    if let Some((_, cpu)) = broker_pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()).as_deref().and_then(stat_cpu) {
+    if let Some((_, cpu)) = broker_pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .as_deref()
+        .and_then(stat_cpu)
+    {
         threads.push(("kafka broker".to_owned(), cpu));
     }
     threads
@@ -102,7 +110,9 @@ fn cpu_delta(before: &[(String, f64)], after: &[(String, f64)]) -> String {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn producer(args: &Args, topic: &str) -> Producer {
@@ -219,10 +229,17 @@ fn main() {
         }
         h
     };
-    println!("timer overhead (Instant pair, included in each figure below): median {} ns, p99 {} ns",
-        calibration.value_at_quantile(0.5), calibration.value_at_quantile(0.99));
+    println!(
+        "timer overhead (Instant pair, included in each figure below): median {} ns, p99 {} ns",
+        calibration.value_at_quantile(0.5),
+        calibration.value_at_quantile(0.99)
+    );
 
-    let per_call_phases = if args.only.is_some() { &[][..] } else { &[("log_prediction(event) [moved]", false), ("log_prediction(&event) [lent]", true)][..] };
+    let per_call_phases = if args.only.is_some() {
+        &[][..]
+    } else {
+        &[("log_prediction(event) [moved]", false), ("log_prediction(&event) [lent]", true)][..]
+    };
     for &(name, borrowed) in per_call_phases {
         let before = thread_cpu(args.broker_pid);
         let h = per_call(&producer, &args, borrowed, if borrowed { args.calls } else { 0 });
@@ -241,7 +258,8 @@ fn main() {
             continue;
         }
         let before = thread_cpu(args.broker_pid);
-        let (rate, queue_full) = throughput(&producer, &args, source, 2 * args.calls + n as u64 * args.events);
+        let (rate, queue_full) =
+            throughput(&producer, &args, source, 2 * args.calls + n as u64 * args.events);
         println!("throughput, events {name}: {} events, all delivered, at {rate:.0} events/s; queue-full drops {queue_full}", args.events);
         println!("  cpu: {}", cpu_delta(&before, &thread_cpu(args.broker_pid)));
     }

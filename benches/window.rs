@@ -57,7 +57,11 @@ fn state_codec(c: &mut Criterion) {
         let state = state_of(&encoded[..n]);
         let stored = state.encode().unwrap();
         let json = serde_json::to_vec(&state).unwrap();
-        eprintln!("state of {n} events, 20 features: {} bytes encoded, {} bytes of JSON", stored.len(), json.len());
+        eprintln!(
+            "state of {n} events, 20 features: {} bytes encoded, {} bytes of JSON",
+            stored.len(),
+            json.len()
+        );
         let mut group = c.benchmark_group(format!("state_codec_{n}_events"));
         group.throughput(Throughput::Elements(1));
         group.bench_function("encode", |b| b.iter(|| black_box(&state).encode().unwrap()));
@@ -68,10 +72,18 @@ fn state_codec(c: &mut Criterion) {
         let mut cbor = Vec::new();
         ciborium::into_writer(&state, &mut cbor).unwrap();
         eprintln!("  CBOR: {} bytes", cbor.len());
-        group.bench_function("encode_cbor", |b| b.iter(|| ciborium::into_writer(black_box(&state), Vec::new()).unwrap()));
-        group.bench_function("decode_cbor", |b| b.iter(|| ciborium::from_reader::<WindowState, _>(black_box(&cbor[..])).unwrap()));
+        group.bench_function("encode_cbor", |b| {
+            b.iter(|| ciborium::into_writer(black_box(&state), Vec::new()).unwrap())
+        });
+        group.bench_function("decode_cbor", |b| {
+            b.iter(|| ciborium::from_reader::<WindowState, _>(black_box(&cbor[..])).unwrap())
+        });
         group.bench_function("merge_decoded", |b| {
-            b.iter_batched_ref(WindowState::default, |acc| acc.merge(&WindowState::decode(black_box(&stored)).unwrap()).unwrap(), BatchSize::SmallInput)
+            b.iter_batched_ref(
+                WindowState::default,
+                |acc| acc.merge(&WindowState::decode(black_box(&stored)).unwrap()).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
         group.finish();
     }

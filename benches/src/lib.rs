@@ -31,7 +31,9 @@ pub fn realistic_prediction(i: u64, event_time_ms: i64) -> PredictionEvent {
             ("country".to_owned(), pick(10, &["DE", "US", "BR", "IN", "FR"])),
             ("channel".to_owned(), pick(11, &["web", "ios", "android"])),
         ]),
-        numeric_features: (0..20u64).map(|f| (format!("feature_{f:02}"), unit(f + 12) * 100.0 - 50.0)).collect(),
+        numeric_features: (0..20u64)
+            .map(|f| (format!("feature_{f:02}"), unit(f + 12) * 100.0 - 50.0))
+            .collect(),
         categorical_features: BTreeMap::from([
             ("device".to_owned(), pick(32, &["iphone", "pixel", "galaxy", "desktop"])),
             ("plan".to_owned(), pick(33, &["free", "pro", "enterprise"])),
@@ -56,7 +58,8 @@ pub fn delete_topics(brokers: &str, topics: &[&str]) {
             Ok(admin) => admin,
             Err(error) => return eprintln!("cannot delete {topics:?}: {error}"),
         };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     if let Err(error) = runtime.block_on(admin.delete_topics(topics, &AdminOptions::new())) {
         eprintln!("cannot delete {topics:?}: {error}");
     }

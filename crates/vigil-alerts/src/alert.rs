@@ -76,16 +76,9 @@ impl Alert {
         let mut details = BTreeMap::new();
         details.insert(
             "window".to_owned(),
-            format!(
-                "[{}, {})",
-                rfc3339(r.window_start_ms),
-                rfc3339(r.window_end_ms)
-            ),
+            format!("[{}, {})", rfc3339(r.window_start_ms), rfc3339(r.window_end_ms)),
         );
-        details.insert(
-            "action".to_owned(),
-            format!("{:?}", r.action).to_lowercase(),
-        );
+        details.insert("action".to_owned(), format!("{:?}", r.action).to_lowercase());
         details.insert("config_hash".to_owned(), r.config_hash.clone());
         if let Some(reference) = &r.reference_id {
             details.insert("reference_id".to_owned(), reference.clone());
@@ -109,10 +102,7 @@ impl Alert {
             model_id: r.model_id.clone(),
             model_version: r.model_version.clone(),
             policy: r.policy.clone(),
-            summary: format!(
-                "{} {} breached policy {}{first}",
-                r.model_id, r.model_version, r.policy
-            ),
+            summary: format!("{} {} breached policy {}{first}", r.model_id, r.model_version, r.policy),
             details,
             remediation_id: Some(r.remediation_id.clone()),
             starts_at_ms: r.window_end_ms,
@@ -123,11 +113,7 @@ impl Alert {
 
     /// The same alert, resolved at `at_ms` (the policy is healthy again).
     pub fn resolved(&self, at_ms: i64) -> Self {
-        Self {
-            state: AlertState::Resolved,
-            ends_at_ms: Some(at_ms),
-            ..self.clone()
-        }
+        Self { state: AlertState::Resolved, ends_at_ms: Some(at_ms), ..self.clone() }
     }
 }
 

@@ -98,10 +98,7 @@ pub enum ReceiverKind {
 impl ReceiverKind {
     /// Whether this receiver takes serving-platform updates (and no alerts).
     pub fn takes_traffic(&self) -> bool {
-        matches!(
-            self,
-            ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. }
-        )
+        matches!(self, ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. })
     }
 }
 
@@ -168,11 +165,7 @@ impl AlertsConfig {
     /// Checks everything and reports every problem at once, each naming its key under `prefix`.
     pub fn validate(&self, prefix: &str) -> Result<(), AlertError> {
         let mut problems = Vec::new();
-        check_receivers(
-            &self.receivers,
-            &|i| format!("{prefix}.receivers[{i}]"),
-            &mut problems,
-        );
+        check_receivers(&self.receivers, &|i| format!("{prefix}.receivers[{i}]"), &mut problems);
         if self.outbox_dir.as_os_str().is_empty() {
             problems.push(format!("{prefix}.outbox_dir must not be empty"));
         }
@@ -181,19 +174,14 @@ impl AlertsConfig {
             problems.push(format!("{prefix}.delivery.max_attempts must be at least 1"));
         }
         if d.request_timeout.is_zero() {
-            problems.push(format!(
-                "{prefix}.delivery.request_timeout_ms must be above 0"
-            ));
+            problems.push(format!("{prefix}.delivery.request_timeout_ms must be above 0"));
         }
         if d.initial_backoff > d.max_backoff {
-            problems.push(format!(
-                "{prefix}.delivery.initial_backoff_ms must not exceed max_backoff_ms"
-            ));
+            problems.push(format!("{prefix}.delivery.initial_backoff_ms must not exceed max_backoff_ms"));
         }
         if self.queue_capacity == 0 || d.lane_capacity == 0 {
-            problems.push(format!(
-                "{prefix}.queue_capacity and {prefix}.delivery.lane_capacity must be above 0"
-            ));
+            problems
+                .push(format!("{prefix}.queue_capacity and {prefix}.delivery.lane_capacity must be above 0"));
         }
         if problems.is_empty() {
             Ok(())
@@ -214,10 +202,7 @@ pub fn check_receivers(
     for (i, receiver) in receivers.iter().enumerate() {
         let key = key(i);
         if receiver.name.is_empty()
-            || !receiver
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !receiver.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             problems.push(format!(
                 "{key}.name must be non-empty letters, digits, '-', '_' or '.', got {:?}",
@@ -237,9 +222,7 @@ pub fn check_receivers(
             ReceiverKind::Slack { webhook_url } => ("webhook_url", webhook_url),
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            problems.push(format!(
-                "{key}.{field} must be an http:// or https:// URL, got {url:?}"
-            ));
+            problems.push(format!("{key}.{field} must be an http:// or https:// URL, got {url:?}"));
         }
         let secret = match &receiver.kind {
             ReceiverKind::Pagerduty { routing_key, .. } => Some(("routing_key", routing_key)),
@@ -252,16 +235,8 @@ pub fn check_receivers(
         if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
             problems.push(format!("{key}.{field} must not be empty"));
         }
-        if let ReceiverKind::Mlflow {
-            production_alias,
-            canary_alias,
-            ..
-        } = &receiver.kind
-        {
-            if production_alias.is_empty()
-                || canary_alias.is_empty()
-                || production_alias == canary_alias
-            {
+        if let ReceiverKind::Mlflow { production_alias, canary_alias, .. } = &receiver.kind {
+            if production_alias.is_empty() || canary_alias.is_empty() || production_alias == canary_alias {
                 problems.push(format!(
                     "{key}.production_alias and canary_alias must be two different non-empty names, got {production_alias:?} and {canary_alias:?}"
                 ));

@@ -7,17 +7,11 @@ pub enum AlertError {
     #[error("invalid alerts configuration: {}", .0.join("; "))]
     Config(Vec<String>),
     #[error("receiver answered {status}")]
-    Status {
-        status: u16,
-        retry_after: Option<std::time::Duration>,
-    },
+    Status { status: u16, retry_after: Option<std::time::Duration> },
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("outbox {path}: {source}")]
-    Outbox {
-        path: String,
-        source: std::io::Error,
-    },
+    Outbox { path: String, source: std::io::Error },
     #[error("the alert queue is full; alert dropped")]
     QueueFull,
     #[error("the notifier has stopped")]

@@ -169,19 +169,12 @@ pub fn start_with_audit(
         tasks.spawn(lane.run(rx));
     }
     if !recovered.pending.is_empty() {
-        tracing::info!(
-            pending = recovered.pending.len(),
-            "alert outbox: resending undelivered alerts"
-        );
+        tracing::info!(pending = recovered.pending.len(), "alert outbox: resending undelivered alerts");
     }
     let (queue, messages) = mpsc::channel(config.queue_capacity);
     let open: OpenAlerts = Arc::new(Mutex::new(recovered.open));
     let dispatcher = Dispatcher {
-        receivers: config
-            .receivers
-            .iter()
-            .map(|r| (r.name.clone(), r.kind.takes_traffic()))
-            .collect(),
+        receivers: config.receivers.iter().map(|r| (r.name.clone(), r.kind.takes_traffic())).collect(),
         lanes,
         seen: recovered.seen,
         open: open.clone(),
@@ -229,10 +222,7 @@ impl Dispatcher {
                 },
             };
             if let Message::Alert(alert) = &message {
-                track_open(
-                    &mut self.open.lock().unwrap_or_else(|p| p.into_inner()),
-                    alert,
-                );
+                track_open(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()), alert);
             }
             let traffic = matches!(message, Message::Traffic(_));
             let (key, mark) = (message.key(), message.mark());
@@ -246,11 +236,7 @@ impl Dispatcher {
                     continue;
                 }
                 self.seen.insert(slot, mark.clone());
-                let delivery = Delivery {
-                    id: self.next_id,
-                    receiver,
-                    message: message.clone(),
-                };
+                let delivery = Delivery { id: self.next_id, receiver, message: message.clone() };
                 self.next_id += 1;
                 // Recorded before it is attempted, so a crash cannot lose it.
                 record(&self.outbox, |o| o.enqueued(&delivery));
@@ -277,9 +263,7 @@ impl Dispatcher {
 /// Outbox trouble (a full disk) must not stop alerting: the alert still goes out, it is only
 /// not durable, and the error is logged.
 fn record(outbox: &SharedOutbox, write: impl FnOnce(&mut Outbox) -> Result<(), AlertError>) {
-    let mut outbox = outbox
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut outbox = outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Err(error) = write(&mut outbox) {
         tracing::error!(%error, "alert outbox write failed");
     }
@@ -321,12 +305,7 @@ impl Lane {
         let key = delivery.message.key();
         let mut accepted = 0;
         for attempt in 1..=self.delivery.max_attempts {
-            let requests = payload::build(
-                &self.receiver.kind,
-                &delivery.message,
-                delivery.id,
-                now_ms(),
-            );
+            let requests = payload::build(&self.receiver.kind, &delivery.message, delivery.id, now_ms());
             let sent = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return None,
@@ -348,10 +327,9 @@ impl Lane {
                 return Some(false);
             }
             let wait = match &error {
-                AlertError::Status {
-                    retry_after: Some(after),
-                    ..
-                } => (*after).min(self.delivery.max_retry_after),
+                AlertError::Status { retry_after: Some(after), .. } => {
+                    (*after).min(self.delivery.max_retry_after)
+                }
                 _ => full_jitter(&self.delivery, attempt),
             };
             self.audit(delivery, attempt, AttemptOutcome::Retrying, Err(&error));
@@ -415,9 +393,7 @@ async fn send(client: &reqwest::Client, request: &WebhookRequest) -> Result<u16,
         "DELETE" => reqwest::Method::DELETE,
         _ => reqwest::Method::POST,
     };
-    let mut builder = client
-        .request(method, &request.url)
-        .body(request.body.clone());
+    let mut builder = client.request(method, &request.url).body(request.body.clone());
     for (name, value) in &request.headers {
         builder = builder.header(*name, value);
     }
@@ -432,26 +408,19 @@ async fn send(client: &reqwest::Client, request: &WebhookRequest) -> Result<u16,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    Err(AlertError::Status {
-        status: status.as_u16(),
-        retry_after,
-    })
+    Err(AlertError::Status { status: status.as_u16(), retry_after })
 }
 
 /// A random wait in [0, min(max_backoff, initial_backoff * 2^(attempt-1))] ("full jitter"):
 /// spreads retries of many senders instead of synchronising them.
 fn full_jitter(config: &DeliveryConfig, attempt: u32) -> Duration {
-    let ceiling = config
-        .initial_backoff
-        .saturating_mul(1u32 << (attempt - 1).min(20))
-        .min(config.max_backoff);
+    let ceiling =
+        config.initial_backoff.saturating_mul(1u32 << (attempt - 1).min(20)).min(config.max_backoff);
     Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64))
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

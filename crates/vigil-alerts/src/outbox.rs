@@ -67,10 +67,7 @@ impl Outbox {
     /// Opens (creating `dir` if needed), recovers, and compacts the outbox.
     pub fn open(dir: &Path) -> Result<(Self, Recovered), AlertError> {
         let path = dir.join("outbox.jsonl");
-        let io = |source| AlertError::Outbox {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| AlertError::Outbox { path: path.display().to_string(), source };
         fs::create_dir_all(dir).map_err(io)?;
         let recovered = match File::open(&path) {
             Ok(file) => recover(BufReader::new(file)),
@@ -79,9 +76,7 @@ impl Outbox {
         };
         // Compact into a temporary file, then rename over: a crash leaves one whole file.
         let tmp = dir.join("outbox.jsonl.tmp");
-        let mut lines = vec![Record::NextId {
-            id: recovered.next_id,
-        }];
+        let mut lines = vec![Record::NextId { id: recovered.next_id }];
         let mut seen: Vec<_> = recovered.seen.iter().collect();
         seen.sort_by(|a, b| a.0.cmp(b.0));
         for ((receiver, key), state) in seen {
@@ -96,12 +91,7 @@ impl Outbox {
                     .map(|alert| Box::new(alert.clone())),
             });
         }
-        lines.extend(
-            recovered
-                .pending
-                .iter()
-                .map(|d| Record::Enqueued(Box::new(d.clone()))),
-        );
+        lines.extend(recovered.pending.iter().map(|d| Record::Enqueued(Box::new(d.clone()))));
         let mut out = File::create(&tmp).map_err(io)?;
         for record in &lines {
             write_line(&mut out, record).map_err(io)?;
@@ -123,10 +113,7 @@ impl Outbox {
     /// Alerts are rare, so each record is synced at once rather than batched.
     fn append(&mut self, record: &Record) -> Result<(), AlertError> {
         let result = write_line(&mut self.file, record).and_then(|()| self.file.sync_data());
-        result.map_err(|source| AlertError::Outbox {
-            path: self.path.display().to_string(),
-            source,
-        })
+        result.map_err(|source| AlertError::Outbox { path: self.path.display().to_string(), source })
     }
 }
 
@@ -146,10 +133,7 @@ fn recover(reader: impl BufRead) -> Recovered {
         match serde_json::from_str::<Record>(&line) {
             Ok(Record::Enqueued(delivery)) => {
                 next_id = next_id.max(delivery.id + 1);
-                seen.insert(
-                    (delivery.receiver.clone(), delivery.message.key()),
-                    delivery.message.mark(),
-                );
+                seen.insert((delivery.receiver.clone(), delivery.message.key()), delivery.message.mark());
                 if let Message::Alert(alert) = &delivery.message {
                     track_open(&mut open, alert);
                 }
@@ -158,12 +142,7 @@ fn recover(reader: impl BufRead) -> Recovered {
             Ok(Record::Done { id, .. }) => {
                 pending.remove(&id);
             }
-            Ok(Record::Seen {
-                receiver,
-                key,
-                state,
-                alert,
-            }) => {
+            Ok(Record::Seen { receiver, key, state, alert }) => {
                 if let Some(alert) = alert {
                     track_open(&mut open, &alert);
                 }
@@ -173,12 +152,7 @@ fn recover(reader: impl BufRead) -> Recovered {
             Err(error) => tracing::warn!(line = number + 1, %error, "outbox line skipped"),
         }
     }
-    Recovered {
-        pending: pending.into_values().collect(),
-        seen,
-        open,
-        next_id,
-    }
+    Recovered { pending: pending.into_values().collect(), seen, open, next_id }
 }
 
 /// A firing alert opens its key (the newest copy wins), a resolved one closes it.
@@ -199,14 +173,8 @@ mod tests {
     use crate::payload::fixtures::alert;
 
     fn temp_dir(test: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        std::env::temp_dir().join(format!(
-            "vigil-alerts-{test}-{}-{nanos}",
-            std::process::id()
-        ))
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        std::env::temp_dir().join(format!("vigil-alerts-{test}-{}-{nanos}", std::process::id()))
     }
 
     #[test]
@@ -214,21 +182,10 @@ mod tests {
         let dir = temp_dir("reopen");
         let (mut outbox, recovered) = Outbox::open(&dir).unwrap();
         assert!(recovered.pending.is_empty());
-        let firing = Delivery {
-            id: 0,
-            receiver: "pd".into(),
-            message: Message::Alert(alert()),
-        };
-        let resolved = Delivery {
-            id: 1,
-            receiver: "pd".into(),
-            message: Message::Alert(alert().resolved(5)),
-        };
-        let slack = Delivery {
-            id: 2,
-            receiver: "slack".into(),
-            message: Message::Alert(alert()),
-        };
+        let firing = Delivery { id: 0, receiver: "pd".into(), message: Message::Alert(alert()) };
+        let resolved =
+            Delivery { id: 1, receiver: "pd".into(), message: Message::Alert(alert().resolved(5)) };
+        let slack = Delivery { id: 2, receiver: "slack".into(), message: Message::Alert(alert()) };
         for d in [&firing, &resolved, &slack] {
             outbox.enqueued(d).unwrap();
         }
@@ -256,13 +213,7 @@ mod tests {
         let (mut outbox, again) = Outbox::open(&dir).unwrap();
         assert_eq!(again.pending, vec![resolved]);
         assert_eq!((again.seen.len(), again.next_id), (2, 3));
-        assert_eq!(
-            fs::read_to_string(dir.join("outbox.jsonl"))
-                .unwrap()
-                .lines()
-                .count(),
-            4
-        );
+        assert_eq!(fs::read_to_string(dir.join("outbox.jsonl")).unwrap().lines().count(), 4);
         outbox.done(1, true).unwrap();
         drop(outbox);
         let (_, finished) = Outbox::open(&dir).unwrap();

@@ -118,14 +118,8 @@ mod tests {
 
     #[test]
     fn weights_give_production_the_rest() {
-        assert_eq!(
-            traffic().weights(),
-            vec![("v1".to_owned(), 0.8), ("v2".to_owned(), 0.2)]
-        );
-        let rolled_back = TrafficUpdate {
-            canary: None,
-            ..traffic()
-        };
+        assert_eq!(traffic().weights(), vec![("v1".to_owned(), 0.8), ("v2".to_owned(), 0.2)]);
+        let rolled_back = TrafficUpdate { canary: None, ..traffic() };
         assert_eq!(rolled_back.weights(), vec![("v1".to_owned(), 1.0)]);
     }
 

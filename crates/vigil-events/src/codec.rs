@@ -148,10 +148,7 @@ impl<'a> Reader<'a> {
     /// Index of a union branch or enum symbol, checked against the number of branches.
     pub fn index(&mut self, branches: usize) -> Result<usize, CodecError> {
         let index = self.long()?;
-        usize::try_from(index)
-            .ok()
-            .filter(|i| *i < branches)
-            .ok_or(CodecError::BadIndex { index, branches })
+        usize::try_from(index).ok().filter(|i| *i < branches).ok_or(CodecError::BadIndex { index, branches })
     }
 
     pub fn optional<T>(
@@ -224,7 +221,13 @@ mod tests {
     #[test]
     fn longs_use_zigzag_varints_as_in_the_spec() {
         // Examples from the Avro specification's table.
-        for (value, bytes) in [(0i64, vec![0x00u8]), (-1, vec![0x01]), (1, vec![0x02]), (-64, vec![0x7f]), (64, vec![0x80, 0x01])] {
+        for (value, bytes) in [
+            (0i64, vec![0x00u8]),
+            (-1, vec![0x01]),
+            (1, vec![0x02]),
+            (-64, vec![0x7f]),
+            (64, vec![0x80, 0x01]),
+        ] {
             let mut w = Writer::default();
             w.long(value);
             assert_eq!(w.into_bytes(), bytes, "encoding {value}");

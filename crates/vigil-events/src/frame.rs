@@ -4,8 +4,8 @@
 
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
-use crate::schema::AvroRecord;
 use crate::prediction::PredictionView;
+use crate::schema::AvroRecord;
 use crate::{LifecycleEvent, OutcomeEvent, PredictionEvent, RemediationEvent};
 
 pub const MAGIC: [u8; 2] = [0xc3, 0x01];

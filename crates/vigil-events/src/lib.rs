@@ -26,15 +26,14 @@ mod validate;
 
 pub use codec::{Reader, Writer};
 pub use error::{CodecError, DecodeError, ValidationError};
-pub use hash::fnv1a64;
 pub use frame::{decode, decode_prediction_view, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
+pub use hash::fnv1a64;
 pub use lifecycle::{LifecycleEvent, Stage};
 pub use outcome::OutcomeEvent;
 pub use prediction::{Prediction, PredictionEvent, PredictionView};
 pub use remediation::{Evidence, RemediationAction, RemediationEvent, Severity};
 pub use schema::{
-    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA,
-    REMEDIATION_SCHEMA,
+    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA, REMEDIATION_SCHEMA,
 };
 
 /// Topic names, versioned with the schemas' namespace.

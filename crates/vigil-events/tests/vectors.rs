@@ -56,7 +56,10 @@ fn predictions() -> Vec<(&'static str, PredictionEvent)> {
             ("tiny".into(), 5e-324),
             ("huge".into(), 1.7976931348623157e308),
         ]),
-        categorical_features: BTreeMap::from([("merchant_category".into(), "electronics".into()), ("device".into(), "ios".into())]),
+        categorical_features: BTreeMap::from([
+            ("merchant_category".into(), "electronics".into()),
+            ("device".into(), "ios".into()),
+        ]),
         prediction: Prediction {
             label: Some("fraud".into()),
             probabilities: Some(BTreeMap::from([("fraud".into(), 0.87), ("legit".into(), 0.13)])),
@@ -83,7 +86,12 @@ fn predictions() -> Vec<(&'static str, PredictionEvent)> {
         categorical_features: BTreeMap::from([("".into(), "empty key".into())]),
         ..minimal.clone()
     };
-    vec![("minimal", minimal), ("classifier", classifier), ("regressor_20_features", regressor), ("unicode", unicode)]
+    vec![
+        ("minimal", minimal),
+        ("classifier", classifier),
+        ("regressor_20_features", regressor),
+        ("unicode", unicode),
+    ]
 }
 
 fn outcomes() -> Vec<(&'static str, OutcomeEvent)> {
@@ -140,7 +148,8 @@ fn shared_vectors_match_the_committed_file() {
     if std::env::var_os("VIGIL_UPDATE_VECTORS").is_some() {
         std::fs::write(path, &current).unwrap();
     }
-    let committed = std::fs::read_to_string(path).expect("schemas/testdata/vectors.json exists (VIGIL_UPDATE_VECTORS=1 writes it)");
+    let committed = std::fs::read_to_string(path)
+        .expect("schemas/testdata/vectors.json exists (VIGIL_UPDATE_VECTORS=1 writes it)");
     assert!(committed == current, "encoding changed: the bytes in {path} no longer match; if intended, rerun with VIGIL_UPDATE_VECTORS=1 and update every SDK");
 }
 

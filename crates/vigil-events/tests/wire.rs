@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use apache_avro::types::Value;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use proptest::prelude::*;
@@ -151,7 +151,12 @@ fn bad_input_gets_a_reason() {
     unknown[2] ^= 0xff;
     assert_eq!(decode::<PredictionEvent>(&unknown).unwrap_err().reason(), "unknown_schema");
 
-    let outcome = OutcomeEvent { prediction_id: "p".into(), model_id: "m".into(), label: Some("x".into()), ..Default::default() };
+    let outcome = OutcomeEvent {
+        prediction_id: "p".into(),
+        model_id: "m".into(),
+        label: Some("x".into()),
+        ..Default::default()
+    };
     let err = decode::<PredictionEvent>(&encode(&outcome)).unwrap_err();
     assert_eq!(err, DecodeError::WrongEventType { schema: "vigil.v1.OutcomeEvent" });
 
@@ -178,7 +183,9 @@ fn nan_features_are_kept_as_missing_values() {
     assert!(decoded.numeric_features["f00"].is_nan());
 }
 
-fn arb_map<V: std::fmt::Debug>(value: impl Strategy<Value = V>) -> impl Strategy<Value = BTreeMap<String, V>> {
+fn arb_map<V: std::fmt::Debug>(
+    value: impl Strategy<Value = V>,
+) -> impl Strategy<Value = BTreeMap<String, V>> {
     prop::collection::btree_map("[a-z_]{1,8}", value, 0..6)
 }
 

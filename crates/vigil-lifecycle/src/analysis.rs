@@ -24,8 +24,8 @@ use vigil_store::{Store, StoreError, WindowSample, WindowVerdict};
 use crate::engine::Command;
 use crate::kafka::{lock, Request, SharedEngine};
 use crate::{
-    metric_source, policy_verdict, relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep,
-    RelativeCheck, Sample, Verdict,
+    metric_source, policy_verdict, relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep, RelativeCheck,
+    Sample, Verdict,
 };
 
 /// One canary under analysis.
@@ -81,10 +81,7 @@ pub fn evidence_by_window(
             let Some(window) = windows.get_mut(&row.window_start) else {
                 continue;
             };
-            let sample = row.value.map(|value| Sample {
-                value,
-                samples: row.samples,
-            });
+            let sample = row.value.map(|value| Sample { value, samples: row.samples });
             if row.model_version == canary {
                 window.samples[i].0 = sample;
             } else {
@@ -112,11 +109,7 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
         }
         let canaries = analysed_canaries(&engine);
-        tracked.retain(|key, _| {
-            canaries
-                .iter()
-                .any(|c| (&c.model_id, &c.canary) == (&key.0, &key.1))
-        });
+        tracked.retain(|key, _| canaries.iter().any(|c| (&c.model_id, &c.canary) == (&key.0, &key.1)));
         for canary in canaries {
             let key = (canary.model_id.clone(), canary.canary.clone());
             let state = tracked.entry(key).or_insert_with(|| Tracked {
@@ -200,9 +193,7 @@ async fn judge(
     state: &mut Tracked,
 ) -> Result<Vec<(u32, CanaryStep)>, StoreError> {
     let versions = [canary.canary.as_str(), canary.production.as_str()];
-    let verdicts = store
-        .window_verdicts(&canary.model_id, versions, state.next_window)
-        .await?;
+    let verdicts = store.window_verdicts(&canary.model_id, versions, state.next_window).await?;
     let mut samples = Vec::with_capacity(canary.config.checks.len());
     for check in &canary.config.checks {
         // Validated with the configuration.
@@ -212,22 +203,14 @@ async fn judge(
         };
         samples.push(
             store
-                .window_samples(
-                    (table, &check.metric, count),
-                    &canary.model_id,
-                    versions,
-                    state.next_window,
-                )
+                .window_samples((table, &check.metric, count), &canary.model_id, versions, state.next_window)
                 .await?,
         );
     }
     // The monitor stores a window's policy checks before its metrics: a window is judged once
     // both versions' metrics rows are there, or its samples could still be missing.
-    let complete: std::collections::HashSet<(String, u32)> = store
-        .closed_windows_of(&canary.model_id, versions, state.next_window)
-        .await?
-        .into_iter()
-        .collect();
+    let complete: std::collections::HashSet<(String, u32)> =
+        store.closed_windows_of(&canary.model_id, versions, state.next_window).await?.into_iter().collect();
     let mut steps = Vec::new();
     for (window_start, evidence) in evidence_by_window(&canary.canary, &verdicts, &samples) {
         // A window production has not been checked for yet may still get its checks.
@@ -266,12 +249,7 @@ mod tests {
     }
 
     fn sample(version: &str, window_start: u32, value: f64) -> WindowSample {
-        WindowSample {
-            model_version: version.into(),
-            window_start,
-            value: Some(value),
-            samples: 500,
-        }
+        WindowSample { model_version: version.into(), window_start, value: Some(value), samples: 500 }
     }
 
     #[test]
@@ -301,10 +279,8 @@ mod tests {
             sample("v2", 180, 10.0),
         ]];
         let windows = evidence_by_window("v2", &verdicts, &samples);
-        let judged: Vec<(u32, Verdict)> = windows
-            .iter()
-            .map(|(w, e)| (*w, window_verdict(std::slice::from_ref(&latency), e)))
-            .collect();
+        let judged: Vec<(u32, Verdict)> =
+            windows.iter().map(|(w, e)| (*w, window_verdict(std::slice::from_ref(&latency), e))).collect();
         assert_eq!(
             judged,
             [

@@ -71,22 +71,10 @@ fn api_routes() -> Vec<Route> {
         (Method::GET, "/api/v1/models", get(list_models)),
         (Method::GET, "/api/v1/models/{model}", get(get_model)),
         (Method::GET, "/api/v1/models/{model}/history", get(history)),
-        (
-            Method::POST,
-            "/api/v1/models/{model}/versions",
-            post(register),
-        ),
-        (
-            Method::POST,
-            "/api/v1/models/{model}/versions/{version}/rollback",
-            post(rollback),
-        ),
+        (Method::POST, "/api/v1/models/{model}/versions", post(register)),
+        (Method::POST, "/api/v1/models/{model}/versions/{version}/rollback", post(rollback)),
         (Method::GET, "/api/v1/approvals", get(list_approvals)),
-        (
-            Method::POST,
-            "/api/v1/approvals/{id}/approve",
-            post(approve),
-        ),
+        (Method::POST, "/api/v1/approvals/{id}/approve", post(approve)),
         (Method::POST, "/api/v1/approvals/{id}/reject", post(reject)),
     ]
 }
@@ -104,11 +92,7 @@ fn public_routes() -> Vec<Route> {
 
 /// Every (method, path) the router serves, API routes first.
 pub fn routes() -> Vec<(Method, &'static str)> {
-    api_routes()
-        .into_iter()
-        .chain(public_routes())
-        .map(|(method, path, _)| (method, path))
-        .collect()
+    api_routes().into_iter().chain(public_routes()).map(|(method, path, _)| (method, path)).collect()
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -123,9 +107,7 @@ pub fn router(state: ApiState) -> Router {
     for (_, path, handler) in public_routes() {
         public = public.route(path, handler);
     }
-    api.merge(public)
-        .layer(middleware::from_fn_with_state(state.clone(), count))
-        .with_state(state)
+    api.merge(public).layer(middleware::from_fn_with_state(state.clone(), count)).with_state(state)
 }
 
 /// Binds `addr` now (so a taken port fails the start) and serves until `shutdown`.
@@ -136,14 +118,10 @@ pub async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>, LifecycleError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| LifecycleError::Http {
-            addr: addr.to_string(),
-            source,
-        })?;
+        .map_err(|source| LifecycleError::Http { addr: addr.to_string(), source })?;
     tracing::info!(addr = %addr, "serving the lifecycle api, /metrics and /health");
     Ok(tokio::spawn(async move {
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(%error, "http server stopped");
         }
@@ -164,17 +142,13 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer <lifecycle.api.token>)",
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"vigil\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
         return response;
     }
     if !state.readiness.running.load(Ordering::Relaxed) {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the lifecycle log is still being replayed",
-        );
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the lifecycle log is still being replayed");
     }
     next.run(request).await
 }
@@ -185,24 +159,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Counts every request by route template, method and status.
 async fn count(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| {
-            // Templates come from the router, so the label set is bounded.
-            routes()
-                .into_iter()
-                .map(|(_, path)| path)
-                .find(|path| *path == p.as_str())
-                .unwrap_or("unmatched")
-        });
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| {
+        // Templates come from the router, so the label set is bounded.
+        routes().into_iter().map(|(_, path)| path).find(|path| *path == p.as_str()).unwrap_or("unmatched")
+    });
     let method = request.method().clone();
     let response = next.run(request).await;
-    state
-        .metrics
-        .api_requests
-        .with_label_values(&[route, method.as_str(), response.status().as_str()])
-        .inc();
+    state.metrics.api_requests.with_label_values(&[route, method.as_str(), response.status().as_str()]).inc();
     response
 }
 
@@ -219,36 +182,20 @@ pub struct ErrorBody {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    json(
-        status,
-        &ErrorBody {
-            error: message.to_owned(),
-        },
-    )
+    json(status, &ErrorBody { error: message.to_owned() })
 }
 
 /// The body as `T`, refusing unknown fields; the answer to give otherwise (400 with serde's
 /// message, 415 for another content type).
-fn body<T: for<'de> Deserialize<'de>>(
-    headers: &HeaderMap,
-    bytes: &Bytes,
-) -> Result<T, (StatusCode, String)> {
+fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, (StatusCode, String)> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.starts_with("application/json"));
     if !json_type {
-        return Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as application/json".into(),
-        ));
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body as application/json".into()));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {e}"),
-        )
-    })
+    serde_json::from_slice(bytes).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
 }
 
 async fn list_models(State(state): State<ApiState>) -> Response {
@@ -276,10 +223,7 @@ async fn history(State(state): State<ApiState>, Path(model): Path<String>) -> Re
     match engine.registry.model(&model) {
         Some(m) => json(
             StatusCode::OK,
-            &History {
-                model_id: model.clone(),
-                events: m.history.iter().map(event_view).collect(),
-            },
+            &History { model_id: model.clone(), events: m.history.iter().map(event_view).collect() },
         ),
         None => error(StatusCode::NOT_FOUND, &format!("no model {model:?}")),
     }
@@ -325,10 +269,7 @@ async fn register(
     let Some(stage) = stage_from_name(&request.stage) else {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!(
-                "stage {:?}: must be candidate, canary or production",
-                request.stage
-            ),
+            &format!("stage {:?}: must be candidate, canary or production", request.stage),
         );
     };
     let command = Command::Register {
@@ -402,12 +343,7 @@ async fn approve(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    decision(&state, &headers, &bytes, |d| Command::Approve {
-        id,
-        actor: d.actor,
-        reason: d.reason,
-    })
-    .await
+    decision(&state, &headers, &bytes, |d| Command::Approve { id, actor: d.actor, reason: d.reason }).await
 }
 
 async fn reject(
@@ -416,38 +352,18 @@ async fn reject(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    decision(&state, &headers, &bytes, |d| Command::Reject {
-        id,
-        actor: d.actor,
-        reason: d.reason,
-    })
-    .await
+    decision(&state, &headers, &bytes, |d| Command::Reject { id, actor: d.actor, reason: d.reason }).await
 }
 
 /// Hands a command to the consumer task and answers with the events it published.
 async fn run(state: &ApiState, command: Command, success: StatusCode) -> Response {
     let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the lifecycle consumer is not running",
-        )
-    };
-    if state
-        .commands
-        .send(EngineRequest { command, reply })
-        .await
-        .is_err()
-    {
+    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "the lifecycle consumer is not running");
+    if state.commands.send(EngineRequest { command, reply }).await.is_err() {
         return unavailable();
     }
     match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
-        Ok(Ok(Ok(events))) => json(
-            success,
-            &Published {
-                events: events.iter().map(event_view).collect(),
-            },
-        ),
+        Ok(Ok(Ok(events))) => json(success, &Published { events: events.iter().map(event_view).collect() }),
         Ok(Ok(Err(refused))) => command_error(&refused),
         Ok(Err(_)) | Err(_) => unavailable(),
     }
@@ -464,18 +380,10 @@ fn command_error(refused: &CommandError) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    state
-        .metrics
-        .pending_approvals
-        .set(lock(&state.engine).approvals.len() as i64);
+    state.metrics.pending_approvals.set(lock(&state.engine).approvals.len() as i64);
     let mut body = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            body,
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -493,12 +401,7 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 }
 
 async fn openapi() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// `%XX` escapes and `+` of a query value.
@@ -533,21 +436,14 @@ mod tests {
     #[test]
     fn every_route_is_in_the_openapi_document_and_nothing_else() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
-        assert!(
-            doc["openapi"].as_str().unwrap().starts_with("3."),
-            "OpenAPI 3"
-        );
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "OpenAPI 3");
         let paths = doc["paths"].as_object().unwrap();
         let api: Vec<_> = api_routes().into_iter().map(|(m, p, _)| (m, p)).collect();
         for (method, path) in routes() {
-            let operation = &paths
-                .get(path)
-                .unwrap_or_else(|| panic!("{path} is not in docs/openapi/lifecycle.json"))
-                [method.as_str().to_lowercase()];
-            assert!(
-                operation.is_object(),
-                "{method} {path} is not in docs/openapi/lifecycle.json"
-            );
+            let operation =
+                &paths.get(path).unwrap_or_else(|| panic!("{path} is not in docs/openapi/lifecycle.json"))
+                    [method.as_str().to_lowercase()];
+            assert!(operation.is_object(), "{method} {path} is not in docs/openapi/lifecycle.json");
             let protected = api.contains(&(method.clone(), path));
             let responses = operation["responses"].as_object().unwrap();
             assert_eq!(
@@ -563,12 +459,7 @@ mod tests {
         }
         let served = routes();
         for (path, item) in paths {
-            for method in item
-                .as_object()
-                .unwrap()
-                .keys()
-                .filter(|k| *k != "parameters")
-            {
+            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
                 let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 assert!(
                     served.contains(&(method.clone(), path.as_str())),

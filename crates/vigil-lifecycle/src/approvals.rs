@@ -46,20 +46,14 @@ impl Approvals {
     /// created with the first proposal.
     pub fn open(dir: &Path) -> Result<Self, LifecycleError> {
         let path = dir.join("approvals.json");
-        let io = |source| LifecycleError::StateFile {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| LifecycleError::StateFile { path: path.display().to_string(), source };
         let pending: Vec<Pending> = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        Ok(Self {
-            pending: pending.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            path: Some(path),
-        })
+        Ok(Self { pending: pending.into_iter().map(|p| (p.id.clone(), p)).collect(), path: Some(path) })
     }
 
     pub fn list(&self) -> impl Iterator<Item = &Pending> {
@@ -99,12 +93,7 @@ impl Approvals {
 
     /// Keeps the proposals `keep` accepts; the ids of those dropped.
     pub fn retain(&mut self, mut keep: impl FnMut(&Pending) -> bool) -> Vec<String> {
-        let dropped: Vec<String> = self
-            .pending
-            .values()
-            .filter(|p| !keep(p))
-            .map(|p| p.id.clone())
-            .collect();
+        let dropped: Vec<String> = self.pending.values().filter(|p| !keep(p)).map(|p| p.id.clone()).collect();
         for id in &dropped {
             self.pending.remove(id);
         }
@@ -153,24 +142,14 @@ mod tests {
 
     #[test]
     fn proposals_survive_reopening_until_decided() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("vigil-approvals-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("vigil-approvals-{}-{nanos}", std::process::id()));
         let mut approvals = Approvals::open(&dir).unwrap();
         assert!(approvals.insert(pending("r1")));
-        assert!(
-            !approvals.insert(pending("r1")),
-            "a second proposal with one id is the same"
-        );
+        assert!(!approvals.insert(pending("r1")), "a second proposal with one id is the same");
         assert!(approvals.insert(pending("r2")));
         let mut reopened = Approvals::open(&dir).unwrap();
-        assert_eq!(
-            reopened.list().map(|p| p.id.as_str()).collect::<Vec<_>>(),
-            ["r1", "r2"]
-        );
+        assert_eq!(reopened.list().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
         assert_eq!(reopened.remove("r1").map(|p| p.id), Some("r1".into()));
         assert_eq!(reopened.retain(|p| p.id != "r2"), ["r2"]);
         assert!(Approvals::open(&dir).unwrap().is_empty());

@@ -40,10 +40,7 @@ pub fn lifecycle_row(
         actor: event.actor.clone(),
         remediation_id: event.remediation_id.clone(),
         event_time_ms: event.event_time_ms,
-        event_date: event
-            .event_time_ms
-            .div_euclid(86_400_000)
-            .clamp(0, i64::from(u16::MAX)) as u16,
+        event_date: event.event_time_ms.div_euclid(86_400_000).clamp(0, i64::from(u16::MAX)) as u16,
         source_partition: partition,
         source_offset: offset,
         written_at,
@@ -53,8 +50,7 @@ pub fn lifecycle_row(
 /// The `alert_deliveries` row of one attempt. A serving-platform update is recorded with state
 /// `traffic`, its idempotency key (the lifecycle event id) as the key, and no policy.
 pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
-    let (alert_key, state, severity, model_version, policy, remediation_id) = match &attempt.message
-    {
+    let (alert_key, state, severity, model_version, policy, remediation_id) = match &attempt.message {
         Message::Alert(alert) => (
             alert.key.clone(),
             alert.state.as_str(),
@@ -116,10 +112,7 @@ impl Auditor {
     pub fn send(&self, row: AuditRow) {
         let table = row.table();
         if self.rows.try_send(row).is_err() {
-            self.metrics
-                .audit_rows
-                .with_label_values(&[table, "dropped"])
-                .inc();
+            self.metrics.audit_rows.with_label_values(&[table, "dropped"]).inc();
         }
     }
 
@@ -167,11 +160,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (Auditor, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(capacity);
-    let writer = Writer {
-        store,
-        metrics: metrics.clone(),
-        health,
-    };
+    let writer = Writer { store, metrics: metrics.clone(), health };
     let task = tokio::spawn(writer.run(rx, shutdown));
     (Auditor { rows: tx, metrics }, task)
 }
@@ -217,10 +206,7 @@ impl Writer {
         }
         if !batch.is_empty() {
             let never = CancellationToken::new();
-            if tokio::time::timeout(FINAL_FLUSH, self.write(batch, &never))
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(FINAL_FLUSH, self.write(batch, &never)).await.is_err() {
                 tracing::warn!("audit rows not written before shutdown");
             }
         }
@@ -317,10 +303,7 @@ impl Writer {
 
     fn count(&self, table: &str, result: &str, rows: usize) {
         if rows > 0 {
-            self.metrics
-                .audit_rows
-                .with_label_values(&[table, result])
-                .inc_by(rows as u64);
+            self.metrics.audit_rows.with_label_values(&[table, result]).inc_by(rows as u64);
         }
     }
 }
@@ -347,10 +330,7 @@ mod tests {
             event_time_ms: 1_795_727_340_000,
         };
         let row = lifecycle_row(&event, 2, 41, 1_795_727_341);
-        assert_eq!(
-            (row.stage.as_str(), row.event_date, row.source_offset),
-            ("ROLLED_BACK", 20_783, 41)
-        );
+        assert_eq!((row.stage.as_str(), row.event_date, row.source_offset), ("ROLLED_BACK", 20_783, 41));
     }
 
     #[test]
@@ -392,9 +372,6 @@ mod tests {
             ),
             ("r1:ROLLED_BACK:v2", "traffic", "v2", Some("r1"))
         );
-        assert_eq!(
-            (row.outcome.as_str(), row.http_status, row.at),
-            ("retrying", 0, 1_795_727_340)
-        );
+        assert_eq!((row.outcome.as_str(), row.http_status, row.at), ("retrying", 0, 1_795_727_340));
     }
 }

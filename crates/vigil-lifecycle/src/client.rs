@@ -26,15 +26,8 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| LifecycleError::ApiUnreachable {
-                url: base.to_owned(),
-                source,
-            })?;
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            http,
-        })
+            .map_err(|source| LifecycleError::ApiUnreachable { url: base.to_owned(), source })?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
     }
 
     pub async fn approvals(
@@ -90,24 +83,12 @@ impl Client {
         actor: &str,
         reason: &str,
     ) -> Result<Vec<EventView>, LifecycleError> {
-        let path = format!(
-            "/api/v1/models/{}/versions/{}/rollback",
-            segment(model),
-            segment(version)
-        );
+        let path = format!("/api/v1/models/{}/versions/{}/rollback", segment(model), segment(version));
         self.decide(&path, actor, reason).await
     }
 
-    async fn decide(
-        &self,
-        path: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Vec<EventView>, LifecycleError> {
-        let body = DecisionBody {
-            actor: actor.to_owned(),
-            reason: reason.to_owned(),
-        };
+    async fn decide(&self, path: &str, actor: &str, reason: &str) -> Result<Vec<EventView>, LifecycleError> {
+        let body = DecisionBody { actor: actor.to_owned(), reason: reason.to_owned() };
         let answer: Published = self.call(reqwest::Method::POST, path, Some(&body)).await?;
         Ok(answer.events)
     }
@@ -119,10 +100,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, LifecycleError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |source| LifecycleError::ApiUnreachable {
-            url: url.clone(),
-            source,
-        };
+        let unreachable = |source| LifecycleError::ApiUnreachable { url: url.clone(), source };
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request
@@ -136,10 +114,7 @@ impl Client {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(LifecycleError::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(LifecycleError::Api { status: status.as_u16(), message });
         }
         serde_json::from_slice(&bytes).map_err(|e| LifecycleError::Api {
             status: status.as_u16(),

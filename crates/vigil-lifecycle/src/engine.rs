@@ -7,8 +7,8 @@ use vigil_events::{LifecycleEvent, RemediationEvent, Stage};
 use crate::approvals::{Approvals, Pending};
 use crate::view::{event_view, to_event};
 use crate::{
-    approve, decide, decide_canary, reject, rollback_events, stage_name, CanaryStep, Cause,
-    Decision, LifecyclePolicy, Outcome, Registry, AUTOMATION_ACTOR,
+    approve, decide, decide_canary, reject, rollback_events, stage_name, CanaryStep, Cause, Decision,
+    LifecyclePolicy, Outcome, Registry, AUTOMATION_ACTOR,
 };
 
 /// A change a person asks for. Every one names its actor and reason, which the events record
@@ -86,10 +86,7 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(kind: CommandErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 
@@ -103,19 +100,11 @@ impl Engine {
     /// Drops the proposals the registry has answered meanwhile (approved or rejected elsewhere,
     /// or from a log replayed after the file was written).
     pub fn new(registry: Registry, mut approvals: Approvals, policy: LifecyclePolicy) -> Self {
-        let dropped = approvals.retain(|p| {
-            p.remediation_id
-                .as_deref()
-                .is_none_or(|r| !registry.acted_on(r))
-        });
+        let dropped = approvals.retain(|p| p.remediation_id.as_deref().is_none_or(|r| !registry.acted_on(r)));
         if !dropped.is_empty() {
             tracing::info!(?dropped, "pending approvals already answered in the log");
         }
-        Self {
-            registry,
-            approvals,
-            policy,
-        }
+        Self { registry, approvals, policy }
     }
 
     /// Decides on a remediation and applies the decision; a manual gate's proposal joins the
@@ -169,50 +158,31 @@ impl Engine {
 
     /// Carries out a command: the events are checked together against the registry, then
     /// applied; on any error nothing changes.
-    pub fn command(
-        &mut self,
-        command: &Command,
-        now_ms: i64,
-    ) -> Result<Vec<LifecycleEvent>, CommandError> {
+    pub fn command(&mut self, command: &Command, now_ms: i64) -> Result<Vec<LifecycleEvent>, CommandError> {
         use CommandErrorKind::{Conflict, Invalid, NotFound};
         let (actor, reason) = match command {
-            Command::Register { actor, reason, .. } => {
-                (actor.as_str(), reason.as_deref().unwrap_or("-"))
-            }
+            Command::Register { actor, reason, .. } => (actor.as_str(), reason.as_deref().unwrap_or("-")),
             Command::Rollback { actor, reason, .. }
             | Command::Approve { actor, reason, .. }
             | Command::Reject { actor, reason, .. } => (actor.as_str(), reason.as_str()),
             Command::CanaryStep { .. } => (AUTOMATION_ACTOR, "canary analysis"),
         };
         if actor.trim().is_empty() || reason.trim().is_empty() {
-            return Err(CommandError::new(
-                Invalid,
-                "actor and reason must not be empty",
-            ));
+            return Err(CommandError::new(Invalid, "actor and reason must not be empty"));
         }
         let events = match command {
-            Command::Register {
-                model_id,
-                version,
-                stage,
-                traffic_weight,
-                actor,
-                reason,
-            } => vec![self.register_event(
-                model_id,
-                version,
-                *stage,
-                *traffic_weight,
-                actor,
-                reason,
-                now_ms,
-            )?],
-            Command::Rollback {
-                model_id,
-                version,
-                actor,
-                reason,
-            } => {
+            Command::Register { model_id, version, stage, traffic_weight, actor, reason } => {
+                vec![self.register_event(
+                    model_id,
+                    version,
+                    *stage,
+                    *traffic_weight,
+                    actor,
+                    reason,
+                    now_ms,
+                )?]
+            }
+            Command::Rollback { model_id, version, actor, reason } => {
                 let prefix = format!("manual:{model_id}:{now_ms}");
                 let by = Cause {
                     id_prefix: &prefix,
@@ -231,49 +201,37 @@ impl Engine {
                 decision.events
             }
             Command::Approve { id, actor, reason } => {
-                let pending = self.approvals.get(id).ok_or_else(|| {
-                    CommandError::new(NotFound, format!("no pending approval {id:?}"))
-                })?;
-                let proposed: Vec<LifecycleEvent> =
-                    pending.proposed.iter().filter_map(to_event).collect();
+                let pending = self
+                    .approvals
+                    .get(id)
+                    .ok_or_else(|| CommandError::new(NotFound, format!("no pending approval {id:?}")))?;
+                let proposed: Vec<LifecycleEvent> = pending.proposed.iter().filter_map(to_event).collect();
                 approve(&proposed, actor, reason, now_ms)
             }
             Command::Reject { id, actor, reason } => {
-                let pending = self.approvals.get(id).ok_or_else(|| {
-                    CommandError::new(NotFound, format!("no pending approval {id:?}"))
-                })?;
+                let pending = self
+                    .approvals
+                    .get(id)
+                    .ok_or_else(|| CommandError::new(NotFound, format!("no pending approval {id:?}")))?;
                 let by = Cause {
                     id_prefix: id,
                     actor,
                     remediation_id: pending.remediation_id.as_deref(),
                     why: reason,
                 };
-                match reject(
-                    &self.registry,
-                    &pending.model_id,
-                    &pending.model_version,
-                    &by,
-                    now_ms,
-                ) {
+                match reject(&self.registry, &pending.model_id, &pending.model_version, &by, now_ms) {
                     Some(keep) => vec![keep],
                     None => {
                         let id = id.clone();
                         self.approvals.remove(&id);
                         return Err(CommandError::new(
                             Conflict,
-                            format!(
-                                "approval {id:?} is stale: its version no longer serves; dropped"
-                            ),
+                            format!("approval {id:?} is stale: its version no longer serves; dropped"),
                         ));
                     }
                 }
             }
-            Command::CanaryStep {
-                model_id,
-                version,
-                window_end_ms,
-                step,
-            } => {
+            Command::CanaryStep { model_id, version, window_end_ms, step } => {
                 let decision = decide_canary(
                     &self.registry,
                     model_id,
@@ -341,9 +299,7 @@ impl Engine {
             model_version: version.to_owned(),
             stage,
             traffic_weight,
-            reason: reason
-                .clone()
-                .unwrap_or_else(|| format!("registered by {actor}")),
+            reason: reason.clone().unwrap_or_else(|| format!("registered by {actor}")),
             actor: actor.to_owned(),
             remediation_id: None,
             event_time_ms: now_ms,
@@ -351,10 +307,7 @@ impl Engine {
     }
 }
 
-fn apply_all(
-    registry: &mut Registry,
-    events: &[LifecycleEvent],
-) -> Result<(), crate::LifecycleError> {
+fn apply_all(registry: &mut Registry, events: &[LifecycleEvent]) -> Result<(), crate::LifecycleError> {
     events.iter().try_for_each(|e| registry.apply(e))
 }
 
@@ -387,21 +340,11 @@ mod tests {
             lifecycle("e2", "fraud", "v2", Stage::Canary, Some(0.2)),
         ])
         .unwrap();
-        Engine::new(
-            registry,
-            Approvals::in_memory(),
-            manual_rollback_for_fraud(),
-        )
+        Engine::new(registry, Approvals::in_memory(), manual_rollback_for_fraud())
     }
 
     fn critical(id: &str) -> RemediationEvent {
-        remediation(
-            id,
-            "fraud",
-            "v2",
-            Severity::Critical,
-            RemediationAction::Rollback,
-        )
+        remediation(id, "fraud", "v2", Severity::Critical, RemediationAction::Rollback)
     }
 
     #[test]
@@ -409,57 +352,23 @@ mod tests {
         let mut engine = gated();
         let decision = engine.remediation(&critical("r1"), 10);
         assert!(decision.events.is_empty());
-        assert_eq!(
-            engine
-                .approvals
-                .list()
-                .map(|p| p.id.as_str())
-                .collect::<Vec<_>>(),
-            ["r1"]
-        );
+        assert_eq!(engine.approvals.list().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["r1"]);
         engine.remediation(&critical("r1"), 11);
-        assert_eq!(
-            engine.approvals.len(),
-            1,
-            "a redelivery proposes the same thing"
-        );
+        assert_eq!(engine.approvals.len(), 1, "a redelivery proposes the same thing");
 
-        let approve = Command::Approve {
-            id: "r1".into(),
-            actor: "alice".into(),
-            reason: "confirmed".into(),
-        };
+        let approve = Command::Approve { id: "r1".into(), actor: "alice".into(), reason: "confirmed".into() };
         let events = engine.command(&approve, 20).unwrap();
         assert_eq!(events.len(), 1);
         let e = &events[0];
         assert_eq!(
-            (
-                e.event_id.as_str(),
-                e.stage,
-                e.actor.as_str(),
-                e.remediation_id.as_deref(),
-                e.event_time_ms
-            ),
-            (
-                "r1:ROLLED_BACK:v2",
-                Stage::RolledBack,
-                "alice",
-                Some("r1"),
-                20
-            )
+            (e.event_id.as_str(), e.stage, e.actor.as_str(), e.remediation_id.as_deref(), e.event_time_ms),
+            ("r1:ROLLED_BACK:v2", Stage::RolledBack, "alice", Some("r1"), 20)
         );
-        assert!(
-            e.reason.contains("approved by alice: confirmed"),
-            "{}",
-            e.reason
-        );
+        assert!(e.reason.contains("approved by alice: confirmed"), "{}", e.reason);
         assert!(engine.approvals.is_empty());
         let again = engine.command(&approve, 21).unwrap_err();
         assert_eq!(again.kind, CommandErrorKind::NotFound);
-        assert_eq!(
-            engine.remediation(&critical("r1"), 22).outcome,
-            Outcome::Duplicate
-        );
+        assert_eq!(engine.remediation(&critical("r1"), 22).outcome, Outcome::Duplicate);
     }
 
     #[test]
@@ -476,10 +385,7 @@ mod tests {
                 30,
             )
             .unwrap();
-        assert_eq!(
-            (events[0].stage, events[0].traffic_weight),
-            (Stage::Canary, Some(0.2))
-        );
+        assert_eq!((events[0].stage, events[0].traffic_weight), (Stage::Canary, Some(0.2)));
         let v2 = engine.registry.version("fraud", "v2").unwrap();
         assert_eq!(
             (v2.stage, v2.last_actor.as_str(), v2.held_by.as_deref()),
@@ -503,14 +409,7 @@ mod tests {
         assert_eq!(events[0].event_id, "manual:fraud:15:ROLLED_BACK:v2");
         let before = engine.registry.clone();
         let error = engine
-            .command(
-                &Command::Approve {
-                    id: "r1".into(),
-                    actor: "alice".into(),
-                    reason: "ok".into(),
-                },
-                20,
-            )
+            .command(&Command::Approve { id: "r1".into(), actor: "alice".into(), reason: "ok".into() }, 20)
             .unwrap_err();
         assert_eq!(error.kind, CommandErrorKind::Conflict, "{error}");
         assert_eq!(engine.registry, before);
@@ -575,11 +474,7 @@ mod tests {
             ),
         ];
         for (command, kind) in cases {
-            assert_eq!(
-                engine.command(&command, 1).unwrap_err().kind,
-                kind,
-                "{command:?}"
-            );
+            assert_eq!(engine.command(&command, 1).unwrap_err().kind, kind, "{command:?}");
         }
         assert_eq!(engine.registry, before);
         let events = engine

@@ -8,37 +8,17 @@ pub enum LifecycleError {
     #[error("lifecycle event {event_id:?} is invalid: {reason}")]
     InvalidEvent { event_id: String, reason: String },
     #[error("model {model_id:?} version {version:?}: {from} -> {} is not allowed: {why}", crate::stage_name(*to))]
-    IllegalTransition {
-        model_id: String,
-        version: String,
-        from: &'static str,
-        to: Stage,
-        why: &'static str,
-    },
+    IllegalTransition { model_id: String, version: String, from: &'static str, to: Stage, why: &'static str },
     #[error("invalid lifecycle configuration: {}", .0.join("; "))]
     Config(Vec<String>),
     #[error("kafka: could not {action}: {source}")]
-    Kafka {
-        action: &'static str,
-        source: rdkafka::error::KafkaError,
-    },
+    Kafka { action: &'static str, source: rdkafka::error::KafkaError },
     #[error("{topic} partition {partition} offset {offset}: {source}")]
-    Decode {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        source: vigil_events::DecodeError,
-    },
+    Decode { topic: String, partition: i32, offset: i64, source: vigil_events::DecodeError },
     #[error("lifecycle state file {path}: {source}")]
-    StateFile {
-        path: String,
-        source: std::io::Error,
-    },
+    StateFile { path: String, source: std::io::Error },
     #[error("http api on {addr}: {source}")]
-    Http {
-        addr: String,
-        source: std::io::Error,
-    },
+    Http { addr: String, source: std::io::Error },
     #[error(transparent)]
     Alerts(#[from] vigil_alerts::AlertError),
     #[error("lifecycle api answered {status}: {message}")]
@@ -50,9 +30,6 @@ pub enum LifecycleError {
 impl LifecycleError {
     /// Broker or network trouble may pass; a bad event, transition or configuration never does.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            LifecycleError::Kafka { .. } | LifecycleError::ApiUnreachable { .. }
-        )
+        matches!(self, LifecycleError::Kafka { .. } | LifecycleError::ApiUnreachable { .. })
     }
 }

@@ -118,9 +118,7 @@ pub trait Observer: Send {
 pub type SharedEngine = Arc<Mutex<Engine>>;
 
 pub fn lock(engine: &SharedEngine) -> MutexGuard<'_, Engine> {
-    engine
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A command for the consumer task and where its answer goes: the events it published, or why
@@ -132,12 +130,8 @@ pub struct Request {
 
 /// Reads the lifecycle log from its beginning to its end as of the call, folding it into a
 /// registry. Blocking librdkafka calls run on a blocking thread.
-pub async fn replay(
-    settings: &LifecycleSettings,
-) -> Result<(Registry, ReplayStats), LifecycleError> {
-    replay_logged(settings)
-        .await
-        .map(|(registry, stats, _)| (registry, stats))
+pub async fn replay(settings: &LifecycleSettings) -> Result<(Registry, ReplayStats), LifecycleError> {
+    replay_logged(settings).await.map(|(registry, stats, _)| (registry, stats))
 }
 
 /// [`replay`], with every event it applied and its position.
@@ -149,10 +143,7 @@ pub async fn replay_logged(
         Ok(replayed) => replayed,
         Err(join) => {
             tracing::error!(%join, "replay task died");
-            Err(LifecycleError::Kafka {
-                action: "replay lifecycle log",
-                source: KafkaError::Canceled,
-            })
+            Err(LifecycleError::Kafka { action: "replay lifecycle log", source: KafkaError::Canceled })
         }
     }
 }
@@ -190,15 +181,11 @@ fn replay_blocking(
         .set("group.id", format!("{}.replay", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = settings
-        .finish(config)
-        .create()
-        .map_err(kafka("create replay consumer"))?;
+    let consumer: BaseConsumer = settings.finish(config).create().map_err(kafka("create replay consumer"))?;
     let topic = settings.lifecycle_topic.as_str();
     let timeout = settings.replay_timeout;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(kafka("read lifecycle topic metadata"))?;
+    let metadata =
+        consumer.fetch_metadata(Some(topic), timeout).map_err(kafka("read lifecycle topic metadata"))?;
     let mut stats = ReplayStats::default();
     // Partitions with messages still to read, and the end to read them to.
     let mut pending = BTreeMap::new();
@@ -214,18 +201,13 @@ fn replay_blocking(
                 .map_err(kafka("assign lifecycle partitions"))?;
         }
     }
-    consumer
-        .assign(&assignment)
-        .map_err(kafka("assign lifecycle partitions"))?;
+    consumer.assign(&assignment).map_err(kafka("assign lifecycle partitions"))?;
     let mut registry = Registry::new();
     let mut logged = Vec::new();
     let started = Instant::now();
     while !pending.is_empty() {
         if started.elapsed() > timeout {
-            tracing::error!(
-                ?pending,
-                "lifecycle replay did not reach the end of the log in time"
-            );
+            tracing::error!(?pending, "lifecycle replay did not reach the end of the log in time");
             return Err(LifecycleError::Kafka {
                 action: "replay lifecycle log in time",
                 source: KafkaError::Canceled,
@@ -243,19 +225,11 @@ fn replay_blocking(
             message.offset(),
             message.payload(),
         ));
-        if pending
-            .get(&message.partition())
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
+        if pending.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
             pending.remove(&message.partition());
         }
     }
-    tracing::info!(
-        topic,
-        applied = stats.applied,
-        rejected = stats.rejected,
-        "lifecycle log replayed"
-    );
+    tracing::info!(topic, applied = stats.applied, rejected = stats.rejected, "lifecycle log replayed");
     Ok((registry, stats, logged))
 }
 
@@ -270,12 +244,7 @@ fn apply_message(
 ) -> Option<Logged> {
     stats.positions.insert(partition, offset + 1);
     let applied = decode::<LifecycleEvent>(payload.unwrap_or_default())
-        .map_err(|source| LifecycleError::Decode {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            source,
-        })
+        .map_err(|source| LifecycleError::Decode { topic: topic.to_owned(), partition, offset, source })
         .and_then(|event| {
             let new = !registry.contains_event(&event.event_id);
             registry.apply(&event).map(|()| new.then_some(event))
@@ -283,11 +252,7 @@ fn apply_message(
     match applied {
         Ok(event) => {
             stats.applied += 1;
-            event.map(|event| Logged {
-                event,
-                partition,
-                offset,
-            })
+            event.map(|event| Logged { event, partition, offset })
         }
         Err(error) => {
             stats.rejected += 1;
@@ -321,20 +286,10 @@ pub async fn run_with_hook(
             (self.0)(remediation, decision)
         }
     }
-    let engine: SharedEngine = Arc::new(Mutex::new(Engine::new(
-        Registry::new(),
-        Approvals::in_memory(),
-        settings.policy.clone(),
-    )));
+    let engine: SharedEngine =
+        Arc::new(Mutex::new(Engine::new(Registry::new(), Approvals::in_memory(), settings.policy.clone())));
     let (_commands, requests) = mpsc::channel(1);
-    run_engine(
-        settings,
-        engine.clone(),
-        requests,
-        &mut Hook(on_decision),
-        shutdown,
-    )
-    .await?;
+    run_engine(settings, engine.clone(), requests, &mut Hook(on_decision), shutdown).await?;
     let registry = lock(&engine).registry.clone();
     Ok(registry)
 }
@@ -360,13 +315,9 @@ pub async fn run_engine(
     }
 
     let mut config = settings.client_config();
-    config
-        .set("group.id", format!("{}.tail", settings.group_id))
-        .set("enable.auto.commit", "false");
-    let tail: StreamConsumer = settings
-        .finish(config)
-        .create()
-        .map_err(kafka("create lifecycle tail consumer"))?;
+    config.set("group.id", format!("{}.tail", settings.group_id)).set("enable.auto.commit", "false");
+    let tail: StreamConsumer =
+        settings.finish(config).create().map_err(kafka("create lifecycle tail consumer"))?;
     let mut from = TopicPartitionList::new();
     for (partition, next) in &stats.positions {
         from.add_partition_offset(&settings.lifecycle_topic, *partition, Offset::Offset(*next))
@@ -379,13 +330,9 @@ pub async fn run_engine(
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
-    let remediations: StreamConsumer = settings
-        .finish(config)
-        .create()
-        .map_err(kafka("create remediation consumer"))?;
-    remediations
-        .subscribe(&[&settings.remediations_topic])
-        .map_err(kafka("subscribe to remediations"))?;
+    let remediations: StreamConsumer =
+        settings.finish(config).create().map_err(kafka("create remediation consumer"))?;
+    remediations.subscribe(&[&settings.remediations_topic]).map_err(kafka("subscribe to remediations"))?;
 
     let producer = producer(&settings)?;
     tracing::info!(remediations = %settings.remediations_topic, lifecycle = %settings.lifecycle_topic, "lifecycle consumer running");
@@ -502,17 +449,11 @@ async fn command(
 /// The idempotent producer (`acks=all`) every lifecycle event goes out with.
 fn producer(settings: &LifecycleSettings) -> Result<FutureProducer, LifecycleError> {
     let mut config = settings.client_config();
-    config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "0");
+    config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "0");
     settings
         .finish(config)
         .create()
-        .map_err(|source| LifecycleError::Kafka {
-            action: "create lifecycle producer",
-            source,
-        })
+        .map_err(|source| LifecycleError::Kafka { action: "create lifecycle producer", source })
 }
 
 /// Publishes `events` in order, keyed by model, each acknowledged before the next is sent; their
@@ -525,21 +466,12 @@ async fn send(
     let mut logged = Vec::with_capacity(events.len());
     for event in events {
         let payload = encode(event);
-        let record = FutureRecord::to(&settings.lifecycle_topic)
-            .key(&event.model_id)
-            .payload(&payload);
+        let record = FutureRecord::to(&settings.lifecycle_topic).key(&event.model_id).payload(&payload);
         let delivery = producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(source, _)| LifecycleError::Kafka {
-                action: "publish lifecycle event",
-                source,
-            })?;
-        logged.push(Logged {
-            event: event.clone(),
-            partition: delivery.partition,
-            offset: delivery.offset,
-        });
+            .map_err(|(source, _)| LifecycleError::Kafka { action: "publish lifecycle event", source })?;
+        logged.push(Logged { event: event.clone(), partition: delivery.partition, offset: delivery.offset });
     }
     Ok(logged)
 }
@@ -547,9 +479,6 @@ async fn send(
 /// Appends `events` to the lifecycle log as they are, for callers outside the consumer (a human
 /// registering a version, an approval). Check them against a replayed [`Registry`] first: the
 /// log keeps whatever is sent, and a replay skips an illegal event.
-pub async fn publish(
-    settings: &LifecycleSettings,
-    events: &[LifecycleEvent],
-) -> Result<(), LifecycleError> {
+pub async fn publish(settings: &LifecycleSettings, events: &[LifecycleEvent]) -> Result<(), LifecycleError> {
     send(settings, &producer(settings)?, events).await.map(drop)
 }

@@ -23,8 +23,8 @@ pub mod view;
 
 pub use error::LifecycleError;
 pub use registry::canary::{
-    metric_source, policy_verdict, relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep,
-    Direction, RelativeCheck, Sample, Verdict, WINDOW_METRICS,
+    metric_source, policy_verdict, relative_verdict, CanaryAnalysis, CanaryConfig, CanaryStep, Direction,
+    RelativeCheck, Sample, Verdict, WINDOW_METRICS,
 };
 pub use registry::decide::{
     approve, decide, decide_canary, reject, rollback_events, Cause, Decision, Outcome,
@@ -46,7 +46,5 @@ pub fn stage_name(stage: vigil_events::Stage) -> &'static str {
 
 /// Milliseconds since the Unix epoch, for event times (the pure parts take the time as input).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -125,11 +125,7 @@ mod tests {
         let resolved = resolutions(&open, &verdicts);
         assert_eq!(resolved.len(), 1, "{resolved:?}");
         assert_eq!(
-            (
-                resolved[0].model_version.as_str(),
-                resolved[0].state,
-                resolved[0].ends_at_ms
-            ),
+            (resolved[0].model_version.as_str(), resolved[0].state, resolved[0].ends_at_ms),
             ("v1", AlertState::Resolved, Some(185_000))
         );
         assert!(resolved[0].details["resolved_by"].contains("healthy"));

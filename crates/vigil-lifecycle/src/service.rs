@@ -52,19 +52,13 @@ pub struct ServiceSettings {
 const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs everything until `shutdown` or the first fatal error (which stops the rest too).
-pub async fn run(
-    settings: ServiceSettings,
-    shutdown: CancellationToken,
-) -> Result<(), LifecycleError> {
+pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Result<(), LifecycleError> {
     let registry = prometheus::Registry::new();
     let metrics = LifecycleMetrics::register(&registry)
         .map_err(|e| LifecycleError::Config(vec![format!("metrics: {e}")]))?;
     let approvals = Approvals::open(&settings.state_dir)?;
-    let engine: SharedEngine = Arc::new(Mutex::new(Engine::new(
-        Registry::new(),
-        approvals,
-        settings.kafka.policy.clone(),
-    )));
+    let engine: SharedEngine =
+        Arc::new(Mutex::new(Engine::new(Registry::new(), approvals, settings.kafka.policy.clone())));
 
     // The audit outlives the webhooks (their last attempts are audited too).
     let audit_shutdown = CancellationToken::new();
@@ -90,8 +84,7 @@ pub async fn run(
         let (attempts_tx, attempts) = mpsc::channel(1024);
         let (notifier, tasks) =
             vigil_alerts::start_with_audit(config, webhooks_shutdown.clone(), Some(attempts_tx))?;
-        let attempts_task =
-            tokio::spawn(count_attempts(attempts, metrics.clone(), auditor.clone()));
+        let attempts_task = tokio::spawn(count_attempts(attempts, metrics.clone(), auditor.clone()));
         let platform = config.receivers.iter().any(|r| r.kind.takes_traffic());
         tracing::info!(receivers = config.receivers.len(), platform, "webhooks on");
         webhooks = Some((notifier, tasks, attempts_task, platform));
@@ -99,10 +92,7 @@ pub async fn run(
     let notifier = webhooks.as_ref().map(|(n, _, _, _)| n.clone());
     let platform = webhooks.as_ref().is_some_and(|(_, _, _, p)| *p);
 
-    let readiness = Readiness {
-        running: Arc::new(AtomicBool::new(false)),
-        store: store_health,
-    };
+    let readiness = Readiness { running: Arc::new(AtomicBool::new(false)), store: store_health };
     let (commands, requests) = mpsc::channel(16);
     let state = ApiState {
         engine: engine.clone(),
@@ -143,14 +133,8 @@ pub async fn run(
         metrics: metrics.clone(),
         running: readiness.running.clone(),
     };
-    let result = kafka::run_engine(
-        settings.kafka.clone(),
-        engine,
-        requests,
-        &mut wiring,
-        shutdown.clone(),
-    )
-    .await;
+    let result =
+        kafka::run_engine(settings.kafka.clone(), engine, requests, &mut wiring, shutdown.clone()).await;
     readiness.running.store(false, Ordering::Relaxed);
     // The first fatal error stops everything else too.
     shutdown.cancel();
@@ -184,10 +168,7 @@ async fn count_attempts(
     auditor: Option<Auditor>,
 ) {
     while let Some(attempt) = attempts.recv().await {
-        metrics
-            .deliveries
-            .with_label_values(&[attempt.receiver.as_str(), attempt.outcome.as_str()])
-            .inc();
+        metrics.deliveries.with_label_values(&[attempt.receiver.as_str(), attempt.outcome.as_str()]).inc();
         if let Some(auditor) = &auditor {
             auditor.send(AuditRow::Delivery(audit::delivery_row(&attempt)));
         }
@@ -206,10 +187,7 @@ struct Wiring {
 
 impl Observer for Wiring {
     fn applied(&mut self, registry: &Registry, events: &[Logged], origin: Origin) {
-        self.metrics
-            .events_applied
-            .with_label_values(&[origin.as_str()])
-            .inc_by(events.len() as u64);
+        self.metrics.events_applied.with_label_values(&[origin.as_str()]).inc_by(events.len() as u64);
         if let Some(auditor) = &self.auditor {
             auditor.events(events);
         }
@@ -221,15 +199,9 @@ impl Observer for Wiring {
         let mut models: Vec<&str> = events.iter().map(|l| l.event.model_id.as_str()).collect();
         models.dedup();
         for model in models {
-            let changes: Vec<_> = events
-                .iter()
-                .filter(|l| l.event.model_id == model)
-                .map(|l| event_view(&l.event))
-                .collect();
-            let last = changes
-                .last()
-                .map(|c| c.event_id.clone())
-                .unwrap_or_default();
+            let changes: Vec<_> =
+                events.iter().filter(|l| l.event.model_id == model).map(|l| event_view(&l.event)).collect();
+            let last = changes.last().map(|c| c.event_id.clone()).unwrap_or_default();
             if let Some(update) = traffic_update(registry, model, last, changes) {
                 self.send_traffic(update);
             }
@@ -248,18 +220,14 @@ impl Observer for Wiring {
             let Some(last) = state.history.last() else {
                 continue;
             };
-            if let Some(update) = traffic_update(registry, model, last.event_id.clone(), Vec::new())
-            {
+            if let Some(update) = traffic_update(registry, model, last.event_id.clone(), Vec::new()) {
                 self.send_traffic(update);
             }
         }
     }
 
     fn decided(&mut self, remediation: &RemediationEvent, decision: &Decision) {
-        self.metrics
-            .decisions
-            .with_label_values(&[outcome_label(&decision.outcome)])
-            .inc();
+        self.metrics.decisions.with_label_values(&[outcome_label(&decision.outcome)]).inc();
         if let Some(notifier) = &self.notifier {
             alert(notifier, remediation, decision);
         }
@@ -286,10 +254,7 @@ pub fn traffic_update(
     let model = registry.model(model_id)?;
     let canary = model.canary.as_ref().and_then(|c| {
         let weight = model.versions.get(c)?.traffic_weight?;
-        Some(CanarySplit {
-            model_version: c.clone(),
-            traffic_weight: weight,
-        })
+        Some(CanarySplit { model_version: c.clone(), traffic_weight: weight })
     });
     Some(TrafficUpdate {
         model_id: model_id.to_owned(),
@@ -308,9 +273,7 @@ fn alert(notifier: &Notifier, remediation: &RemediationEvent, decision: &Decisio
         return;
     }
     let mut alert = Alert::from_remediation(remediation);
-    alert
-        .details
-        .insert("lifecycle".into(), describe(&decision.outcome));
+    alert.details.insert("lifecycle".into(), describe(&decision.outcome));
     if let Err(error) = notifier.notify(alert) {
         tracing::error!(%error, remediation = %remediation.remediation_id, "alert not queued");
     }
@@ -332,10 +295,8 @@ pub fn describe(outcome: &Outcome) -> String {
         Outcome::CanaryWeight { version, weight } => format!("canary {version} at weight {weight}"),
         Outcome::Promoted { version } => format!("{version} promoted to production"),
         Outcome::AwaitingApproval { proposed } => {
-            let steps: Vec<String> = proposed
-                .iter()
-                .map(|e| format!("{} {}", e.model_version, stage_name(e.stage)))
-                .collect();
+            let steps: Vec<String> =
+                proposed.iter().map(|e| format!("{} {}", e.model_version, stage_name(e.stage))).collect();
             format!("awaiting approval: {}", steps.join(", "))
         }
     }
@@ -356,10 +317,7 @@ mod tests {
         ])
         .unwrap();
         let update = traffic_update(&registry, "fraud", "e2".into(), Vec::new()).unwrap();
-        assert_eq!(
-            update.weights(),
-            vec![("v1".to_owned(), 0.75), ("v2".to_owned(), 0.25)]
-        );
+        assert_eq!(update.weights(), vec![("v1".to_owned(), 0.75), ("v2".to_owned(), 0.25)]);
         assert_eq!(update.event_id, "e2");
         assert!(traffic_update(&registry, "other", "x".into(), Vec::new()).is_none());
     }

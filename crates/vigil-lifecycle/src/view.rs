@@ -41,15 +41,9 @@ pub fn to_event(view: &EventView) -> Option<LifecycleEvent> {
 
 /// The stage of an Avro symbol (`ROLLED_BACK`), or of its lowercase form (`rolled_back`).
 pub fn stage_from_name(name: &str) -> Option<Stage> {
-    [
-        Stage::Candidate,
-        Stage::Canary,
-        Stage::Production,
-        Stage::Retired,
-        Stage::RolledBack,
-    ]
-    .into_iter()
-    .find(|s| stage_name(*s).eq_ignore_ascii_case(name))
+    [Stage::Candidate, Stage::Canary, Stage::Production, Stage::Retired, Stage::RolledBack]
+        .into_iter()
+        .find(|s| stage_name(*s).eq_ignore_ascii_case(name))
 }
 
 /// Every model with its versions.
@@ -81,12 +75,7 @@ pub struct VersionView {
 
 impl StateView {
     pub fn of(registry: &Registry) -> Self {
-        Self {
-            models: registry
-                .models()
-                .map(|(id, model)| ModelView::of(id, model))
-                .collect(),
-        }
+        Self { models: registry.models().map(|(id, model)| ModelView::of(id, model)).collect() }
     }
 }
 
@@ -120,13 +109,7 @@ mod tests {
 
     #[test]
     fn stage_names_round_trip() {
-        for stage in [
-            Stage::Candidate,
-            Stage::Canary,
-            Stage::Production,
-            Stage::Retired,
-            Stage::RolledBack,
-        ] {
+        for stage in [Stage::Candidate, Stage::Canary, Stage::Production, Stage::Retired, Stage::RolledBack] {
             assert_eq!(stage_from_name(stage_name(stage)), Some(stage));
         }
         assert_eq!(stage_from_name("rolled_back"), Some(Stage::RolledBack));

@@ -187,7 +187,12 @@ impl LoadReport {
 
 /// Publishes at `spec.rate` in 10 ms slices until the duration passes, `max_events` are sent or
 /// `stop` is set; then flushes the producer. Blocking: run it on its own thread.
-pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop: &AtomicBool) -> Result<LoadReport, SdkError> {
+pub fn run(
+    producer: &Producer,
+    generator: &mut Synthetic,
+    spec: &LoadSpec,
+    stop: &AtomicBool,
+) -> Result<LoadReport, SdkError> {
     const SLICE: Duration = Duration::from_millis(10);
     let started = Instant::now();
     let mut report = LoadReport::default();
@@ -213,7 +218,11 @@ pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop
             report.outcomes_sent += 1;
         }
         if started.elapsed() >= next_progress {
-            tracing::info!(sent = report.sent, rate = (report.sent as f64 / started.elapsed().as_secs_f64()) as u64, "loadgen progress");
+            tracing::info!(
+                sent = report.sent,
+                rate = (report.sent as f64 / started.elapsed().as_secs_f64()) as u64,
+                "loadgen progress"
+            );
             next_progress += spec.progress_every;
         }
         if spec.rate > 0 {
@@ -232,7 +241,10 @@ pub fn run(producer: &Producer, generator: &mut Synthetic, spec: &LoadSpec, stop
 
 /// Sends until the SDK's queue takes the event: a load generator wants every event delivered,
 /// so it backs off rather than drops.
-fn retry_full(report: &mut LoadReport, mut send: impl FnMut() -> Result<(), SdkError>) -> Result<(), SdkError> {
+fn retry_full(
+    report: &mut LoadReport,
+    mut send: impl FnMut() -> Result<(), SdkError>,
+) -> Result<(), SdkError> {
     loop {
         match send() {
             Ok(()) => return Ok(()),
@@ -263,7 +275,8 @@ mod tests {
 
     #[test]
     fn drift_shifts_only_the_chosen_version_and_features_once_active() {
-        let drift = Drift { model: "a".into(), version: "v1".into(), features: 2, shift: 10.0, active: false };
+        let drift =
+            Drift { model: "a".into(), version: "v1".into(), features: 2, shift: 10.0, active: false };
         let mut g = generator(3).with_drift(Some(drift));
         let mean_of = |g: &mut Synthetic, feature: &str, model: &str, version: &str| {
             let xs: Vec<f64> = (0..4000)
@@ -311,7 +324,10 @@ mod tests {
         assert!((900..1100).contains(&outcomes.len()), "{} of 2000 labelled at rate 0.5", outcomes.len());
         for o in &outcomes {
             let p = &ids[&o.prediction_id];
-            assert_eq!((o.model_id.as_str(), o.event_time_ms), (p.model_id.as_str(), p.event_time_ms + 1_000));
+            assert_eq!(
+                (o.model_id.as_str(), o.event_time_ms),
+                (p.model_id.as_str(), p.event_time_ms + 1_000)
+            );
             use vigil_events::AvroRecord;
             o.validate().unwrap();
         }

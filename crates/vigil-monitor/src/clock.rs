@@ -117,7 +117,9 @@ impl WindowClock {
         for (&partition, clock) in &mut self.partitions {
             let Some(newest) = clock.newest_event_s else { continue };
             let idle = match (self.idle_after, clock.advanced_at) {
-                (Some(after), Some(at)) if now.duration_since(at) >= after => now.duration_since(at).as_secs(),
+                (Some(after), Some(at)) if now.duration_since(at) >= after => {
+                    now.duration_since(at).as_secs()
+                }
                 _ => 0,
             };
             let watermark = (newest + idle).saturating_sub(lateness);
@@ -154,7 +156,11 @@ mod tests {
         let mut clock = WindowClock::new(0).with_idle_timeout(Some(Duration::from_millis(1)));
         clock.observe(0, second, 100_500);
         std::thread::sleep(Duration::from_millis(1_100));
-        assert_eq!(windows(clock.take_closable()), vec![(0, 100)], "a second of wall clock moved the idle partition's watermark");
+        assert_eq!(
+            windows(clock.take_closable()),
+            vec![(0, 100)],
+            "a second of wall clock moved the idle partition's watermark"
+        );
         assert!(!clock.observe(0, second, 100_600), "lateness is still judged by event time alone");
         let mut strict = WindowClock::new(0);
         strict.observe(0, second, 100_500);
@@ -219,9 +225,16 @@ mod tests {
         clock.reopen(1, Window { start: 0, length: 60 });
         clock.reopen(1, Window { start: 60, length: 60 });
         clock.resume(1, 120);
-        assert_eq!(windows(clock.take_closable()), vec![(1, 0)], "watermark 90: [0, 60) closes, [60, 120) waits");
+        assert_eq!(
+            windows(clock.take_closable()),
+            vec![(1, 0)],
+            "watermark 90: [0, 60) closes, [60, 120) waits"
+        );
         clock.resume(1, 0);
-        assert!(!clock.observe(1, MINUTE, 70_000), "resume only sets a clock that has none; 70 s is on time for [60, 120)");
+        assert!(
+            !clock.observe(1, MINUTE, 70_000),
+            "resume only sets a clock that has none; 70 s is on time for [60, 120)"
+        );
     }
 
     #[test]
@@ -236,7 +249,10 @@ mod tests {
         let due: Vec<_> = clock.take_closable().into_iter().map(|(_, w, _)| (w.start, w.length)).collect();
         assert_eq!(due, vec![(0, 180), (120, 60)], "both end at 180; [60, 240) and [120, 300) wait");
         assert!(clock.is_open(0, Window { start: 60, length: 180 }));
-        assert!(clock.observe(0, sliding, 130_500), "[0, 180) had closed: late, though [60, 240) still holds it");
+        assert!(
+            clock.observe(0, sliding, 130_500),
+            "[0, 180) had closed: late, though [60, 240) still holds it"
+        );
         assert_eq!(windows(clock.take_closable()), vec![(0, 0)], "[0, 180) closes again with it");
         clock.observe(0, MINUTE, 400_000);
         assert!(clock.observe(0, sliding, 130_600), "every window holding 130 s has closed");

@@ -23,7 +23,11 @@ pub struct FeatureDrift {
 
 /// Drift of every numeric feature present in both states; a feature whose test cannot run
 /// (e.g. no finite values on one side) is returned in the second list with the reason.
-pub fn numeric_drift(reference: &WindowState, current: &WindowState, policy: &DriftPolicy) -> (Vec<FeatureDrift>, Vec<(String, StatsError)>) {
+pub fn numeric_drift(
+    reference: &WindowState,
+    current: &WindowState,
+    policy: &DriftPolicy,
+) -> (Vec<FeatureDrift>, Vec<(String, StatsError)>) {
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for (feature, current_sketch) in &current.numeric {
@@ -33,7 +37,11 @@ pub fn numeric_drift(reference: &WindowState, current: &WindowState, policy: &Dr
             let r = reference_sketch.rebin_with_bounds(&edges)?;
             let c = current_sketch.rebin_with_bounds(&edges)?;
             let choice = policy.choose(FeatureKind::Numeric, current_sketch.count());
-            let mut result = run_numeric(choice, NumericData { sketch: &r.sketch, exact: None }, NumericData { sketch: &c.sketch, exact: None })?;
+            let mut result = run_numeric(
+                choice,
+                NumericData { sketch: &r.sketch, exact: None },
+                NumericData { sketch: &c.sketch, exact: None },
+            )?;
             // The binned test's own bound covers binning; add what re-binning the sketches may move.
             let rebin_bound = r.error_bound(choice.test, &c).ok();
             result.error_bound = match (result.error_bound, rebin_bound) {
@@ -43,7 +51,11 @@ pub fn numeric_drift(reference: &WindowState, current: &WindowState, policy: &Dr
             Ok(result)
         };
         match run() {
-            Ok(result) => results.push(FeatureDrift { feature: feature.clone(), result, current_count: current_sketch.count() }),
+            Ok(result) => results.push(FeatureDrift {
+                feature: feature.clone(),
+                result,
+                current_count: current_sketch.count(),
+            }),
             Err(error) => skipped.push((feature.clone(), error)),
         }
     }
@@ -51,7 +63,11 @@ pub fn numeric_drift(reference: &WindowState, current: &WindowState, policy: &Dr
 }
 
 /// Drift of every categorical feature present in both states.
-pub fn categorical_drift(reference: &WindowState, current: &WindowState, policy: &DriftPolicy) -> (Vec<FeatureDrift>, Vec<(String, StatsError)>) {
+pub fn categorical_drift(
+    reference: &WindowState,
+    current: &WindowState,
+    policy: &DriftPolicy,
+) -> (Vec<FeatureDrift>, Vec<(String, StatsError)>) {
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for (feature, current_counts) in &current.categorical {
@@ -65,12 +81,18 @@ pub fn categorical_drift(reference: &WindowState, current: &WindowState, policy:
             for (value, n) in current_counts {
                 c.add_count(value, *n);
             }
-            let kind = if r.vocabulary().len() == 2 && c.other() == 0 { FeatureKind::Binary } else { FeatureKind::Categorical };
+            let kind = if r.vocabulary().len() == 2 && c.other() == 0 {
+                FeatureKind::Binary
+            } else {
+                FeatureKind::Categorical
+            };
             let choice = policy.choose(kind, c.count());
             Ok((run_categorical(choice, &r, &c)?, c.count()))
         };
         match run() {
-            Ok((result, current_count)) => results.push(FeatureDrift { feature: feature.clone(), result, current_count }),
+            Ok((result, current_count)) => {
+                results.push(FeatureDrift { feature: feature.clone(), result, current_count })
+            }
             Err(error) => skipped.push((feature.clone(), error)),
         }
     }
@@ -147,9 +169,15 @@ mod tests {
         let (results, skipped) = categorical_drift(&reference, &same, &policy);
         assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!(results[0].result.test, DriftTest::ChiSquare);
-        let two_sample = DriftPolicy { categorical_small: vigil_stats::TestChoice::of(DriftTest::ChiSquare2Samp), ..DriftPolicy::default() };
+        let two_sample = DriftPolicy {
+            categorical_small: vigil_stats::TestChoice::of(DriftTest::ChiSquare2Samp),
+            ..DriftPolicy::default()
+        };
         let (results_2samp, _) = categorical_drift(&reference, &same, &two_sample);
-        assert!(results_2samp[0].result.p_value > results[0].result.p_value, "the reference's own noise widens the test");
+        assert!(
+            results_2samp[0].result.p_value > results[0].result.p_value,
+            "the reference's own noise widens the test"
+        );
         assert!(!results[0].result.drifted, "{results:?}");
         // A category the reference never saw pools into "other" and drives the drift.
         let shifted = devices(&[("ios", 100), ("android", 50), ("web", 50), ("tv", 100)]);
@@ -173,4 +201,3 @@ mod tests {
         assert!((shifted.result.statistic - 0.5).abs() < 0.1 && shifted.result.drifted, "{shifted:?}");
     }
 }
-

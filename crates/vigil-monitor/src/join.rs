@@ -48,7 +48,11 @@ impl WaitingPrediction {
             model_version: event.model_version.to_owned(),
             segments: segments.to_vec(),
             window_start,
-            predicted: Predicted { label: event.label.map(str::to_owned), score: event.score, value: event.value },
+            predicted: Predicted {
+                label: event.label.map(str::to_owned),
+                score: event.score,
+                value: event.value,
+            },
             event_time_s: (event.event_time_ms / 1000) as u64,
         }
     }
@@ -97,7 +101,13 @@ impl OutcomeJoin {
     }
 
     /// A prediction arrived: returns the pair if its outcome was waiting.
-    pub fn on_prediction(&mut self, partition: i32, model_id: &str, prediction_id: &str, prediction: WaitingPrediction) -> Option<Matched> {
+    pub fn on_prediction(
+        &mut self,
+        partition: i32,
+        model_id: &str,
+        prediction_id: &str,
+        prediction: WaitingPrediction,
+    ) -> Option<Matched> {
         let key = join_key(model_id, prediction_id);
         let time = prediction.event_time_s;
         let join = self.partitions.entry(partition).or_default();
@@ -129,7 +139,14 @@ impl OutcomeJoin {
     }
 
     /// An outcome arrived: returns the pair if its prediction was waiting.
-    pub fn on_outcome(&mut self, partition: i32, model_id: &str, prediction_id: &str, observed: Observed, event_time_s: u64) -> Option<Matched> {
+    pub fn on_outcome(
+        &mut self,
+        partition: i32,
+        model_id: &str,
+        prediction_id: &str,
+        observed: Observed,
+        event_time_s: u64,
+    ) -> Option<Matched> {
         let key = join_key(model_id, prediction_id);
         let join = self.partitions.entry(partition).or_default();
         join.newest_s = join.newest_s.max(event_time_s);
@@ -270,7 +287,11 @@ mod tests {
         j.on_prediction(0, "m", "new", prediction(100, 110));
         assert_eq!(j.waiting(), (2, 1), "within the horizon of the newest event (110)");
         j.on_prediction(0, "m", "newer", prediction(120, 125));
-        assert_eq!(j.waiting(), (2, 0), "the orphan outcome (20 + 100 < 125) and old prediction (10 + 100 < 125) expired");
+        assert_eq!(
+            j.waiting(),
+            (2, 0),
+            "the orphan outcome (20 + 100 < 125) and old prediction (10 + 100 < 125) expired"
+        );
         let counts = j.take_counts();
         assert_eq!((counts.expired_predictions, counts.expired_outcomes), (1, 1));
         assert!(j.on_outcome(0, "m", "old", outcome("1"), 126).is_none(), "too late to match");
@@ -297,7 +318,11 @@ mod tests {
         j.on_outcome(0, "m", "q", outcome("0"), 3);
         let counts = j.take_counts();
         assert_eq!((counts.duplicate_predictions, counts.duplicate_outcomes), (1, 1));
-        assert_eq!(j.on_outcome(0, "m", "p1", outcome("1"), 4).unwrap().window_start, 0, "the first one counts");
+        assert_eq!(
+            j.on_outcome(0, "m", "p1", outcome("1"), 4).unwrap().window_start,
+            0,
+            "the first one counts"
+        );
     }
 
     #[test]

@@ -9,13 +9,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::MonitorError;
 
@@ -158,13 +158,21 @@ pub async fn read_history(
         .map_err(kafka("create history consumer"))?;
     let mut query = TopicPartitionList::new();
     for r in ranges {
-        query.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_ms)).map_err(kafka("look up history offsets"))?;
+        query
+            .add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from_ms))
+            .map_err(kafka("look up history offsets"))?;
     }
-    let starts = consumer.offsets_for_times(query, Duration::from_secs(30)).map_err(kafka("look up history offsets"))?;
+    let starts = consumer
+        .offsets_for_times(query, Duration::from_secs(30))
+        .map_err(kafka("look up history offsets"))?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = HashMap::new();
     for start in starts.elements() {
-        let Some(range) = ranges.iter().find(|r| r.topic == start.topic() && r.partition == start.partition()) else { continue };
+        let Some(range) =
+            ranges.iter().find(|r| r.topic == start.topic() && r.partition == start.partition())
+        else {
+            continue;
+        };
         // `End`: no message at or after the timestamp, nothing to read.
         let first = match start.offset() {
             Offset::Offset(o) => o,
@@ -172,7 +180,9 @@ pub async fn read_history(
             _ => 0,
         };
         if first < range.end_offset {
-            assignment.add_partition_offset(&range.topic, range.partition, Offset::Offset(first)).map_err(kafka("assign history"))?;
+            assignment
+                .add_partition_offset(&range.topic, range.partition, Offset::Offset(first))
+                .map_err(kafka("assign history"))?;
             remaining.insert((range.topic.clone(), range.partition), range.end_offset);
         }
     }
@@ -221,14 +231,20 @@ pub fn log_extents(settings: &KafkaSettings, topics: &[&str]) -> Result<Vec<Part
     let timeout = Duration::from_secs(30);
     let mut extents = Vec::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka("fetch topic metadata"))?;
-        let partitions: Vec<i32> =
-            metadata.topics().iter().filter(|t| t.name() == *topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        let metadata =
+            consumer.fetch_metadata(Some(topic), timeout).map_err(kafka("fetch topic metadata"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == *topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
         if partitions.is_empty() {
             return Err(MonitorError::Config(format!("topic {topic:?} does not exist or has no partitions")));
         }
         for partition in partitions {
-            let (start, end) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka("fetch watermarks"))?;
+            let (start, end) =
+                consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka("fetch watermarks"))?;
             extents.push(PartitionExtent { topic: (*topic).to_owned(), partition, start, end });
         }
     }
@@ -261,7 +277,9 @@ pub async fn read_retained(
     let mut assignment = TopicPartitionList::new();
     let mut remaining = HashMap::new();
     for e in extents.iter().filter(|e| e.start < e.end) {
-        assignment.add_partition_offset(&e.topic, e.partition, Offset::Offset(e.start)).map_err(kafka("assign log reader"))?;
+        assignment
+            .add_partition_offset(&e.topic, e.partition, Offset::Offset(e.start))
+            .map_err(kafka("assign log reader"))?;
         remaining.insert((e.topic.clone(), e.partition), e.end);
     }
     if remaining.is_empty() {
@@ -314,7 +332,11 @@ pub fn take_rebalance(notes: &Mutex<RebalanceNotes>) -> (bool, Vec<i32>) {
 }
 
 /// Creates missing topics; an existing topic is left as it is.
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str], partitions: i32) -> Result<(), MonitorError> {
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), MonitorError> {
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config()
         .create()
@@ -368,7 +390,13 @@ impl DeadLetters {
     }
 
     /// Queues the original bytes with the reason in headers; [`Self::settle`] awaits delivery.
-    pub async fn send(&mut self, origin: Origin<'_>, payload: &[u8], reason: &str, detail: &str) -> Result<(), MonitorError> {
+    pub async fn send(
+        &mut self,
+        origin: Origin<'_>,
+        payload: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), MonitorError> {
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
         let headers = OwnedHeaders::new()
@@ -392,7 +420,9 @@ impl DeadLetters {
                     record = returned;
                     self.settle().await?;
                 }
-                Err((error, _)) => return Err(MonitorError::Kafka { action: "send dead letter", source: error }),
+                Err((error, _)) => {
+                    return Err(MonitorError::Kafka { action: "send dead letter", source: error })
+                }
             }
         }
     }
@@ -403,8 +433,15 @@ impl DeadLetters {
         for delivery in self.in_flight.drain(..) {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(MonitorError::Kafka { action: "deliver dead letter", source: error }),
-                Err(_) => return Err(MonitorError::Kafka { action: "deliver dead letter", source: KafkaError::Canceled }),
+                Ok(Err((error, _))) => {
+                    return Err(MonitorError::Kafka { action: "deliver dead letter", source: error })
+                }
+                Err(_) => {
+                    return Err(MonitorError::Kafka {
+                        action: "deliver dead letter",
+                        source: KafkaError::Canceled,
+                    })
+                }
             }
         }
         Ok(())

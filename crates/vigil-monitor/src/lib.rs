@@ -4,8 +4,8 @@
 
 mod clock;
 mod drift;
-mod join;
 mod http;
+mod join;
 mod kafka;
 mod metrics;
 mod partials;
@@ -22,18 +22,18 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
-pub use partials::{PendingPartials, Segmenter, Source};
-pub use performance::{Observed, PerformanceState, PerformanceSummary, Predicted};
 pub use clock::WindowClock;
 pub use drift::{categorical_drift, numeric_drift, FeatureDrift};
 pub use http::{serve, Readiness};
+pub use join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::{LatestGauges, LatestWindow, MonitorMetrics, MAX_LATEST_VERSIONS};
+pub use partials::{PendingPartials, Segmenter, Source};
+pub use performance::{Observed, PerformanceState, PerformanceSummary, Predicted};
 pub use pipeline::run;
 pub use policy::{
-    check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement, LatencyPolicySettings,
-    PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
+    check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement,
+    LatencyPolicySettings, PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
 };
 pub use window::{StateCodecError, WindowState, WindowSummary};
 pub use windowing::{Window, WindowSpec, Windowing};

@@ -85,11 +85,27 @@ impl LatestGauges {
         registry.register(Box::new(dropped.clone()))?;
         Ok(Self {
             events: vec("window_events", "Predictions in the latest closed window", version)?,
-            drifted_features: vec("drifted_features", "Features drifted in the latest tested window", version)?,
-            latency_p99_ms: vec("latency_p99_ms", "p99 serving latency of the latest closed window, ms", version)?,
+            drifted_features: vec(
+                "drifted_features",
+                "Features drifted in the latest tested window",
+                version,
+            )?,
+            latency_p99_ms: vec(
+                "latency_p99_ms",
+                "p99 serving latency of the latest closed window, ms",
+                version,
+            )?,
             accuracy: vec("accuracy", "Accuracy of the latest window with outcomes", version)?,
-            coverage: vec("label_coverage", "Share of the latest window's predictions with an outcome so far", version)?,
-            breach: vec("breach", "1 while the latest check of the policy breached", &["model", "version", "policy"])?,
+            coverage: vec(
+                "label_coverage",
+                "Share of the latest window's predictions with an outcome so far",
+                version,
+            )?,
+            breach: vec(
+                "breach",
+                "1 while the latest check of the policy breached",
+                &["model", "version", "policy"],
+            )?,
             admitted: Arc::default(),
             dropped,
         })
@@ -148,13 +164,19 @@ impl MonitorMetrics {
             Ok(c)
         };
         let deadlettered = IntCounterVec::new(
-            Opts::new("vigil_monitor_deadlettered_total", "Messages sent to the dead-letter topic, by reason"),
+            Opts::new(
+                "vigil_monitor_deadlettered_total",
+                "Messages sent to the dead-letter topic, by reason",
+            ),
             &["reason"],
         )?;
         registry.register(Box::new(deadlettered.clone()))?;
         let flush_seconds = Histogram::with_opts(
-            HistogramOpts::new("vigil_monitor_flush_duration_seconds", "Time to store one flush in ClickHouse")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "vigil_monitor_flush_duration_seconds",
+                "Time to store one flush in ClickHouse",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )?;
         registry.register(Box::new(flush_seconds.clone()))?;
         let close_latency_seconds = Histogram::with_opts(

@@ -105,7 +105,12 @@ pub struct PendingPartials {
 impl PendingPartials {
     pub fn new(pane_seconds: u32, positive_label: &str) -> Self {
         assert!(pane_seconds > 0, "window lengths are validated at config load");
-        Self { pane_seconds, partitions: BTreeMap::new(), messages: 0, positive_label: positive_label.to_owned() }
+        Self {
+            pane_seconds,
+            partitions: BTreeMap::new(),
+            messages: 0,
+            positive_label: positive_label.to_owned(),
+        }
     }
 
     /// The pane an event time (ms since the epoch, validated non-negative) falls in.
@@ -146,10 +151,11 @@ impl PendingPartials {
         let versions = get_or_insert(&mut batch.states, &matched.model_id);
         let segments_of_version = get_or_insert(versions, &matched.model_version);
         for segment in std::iter::once("").chain(matched.segments.iter().map(String::as_str)) {
-            get_or_insert(segments_of_version, segment)
-                .entry(matched.window_start)
-                .or_default()
-                .add_outcome(&matched.predicted, &matched.observed, &self.positive_label);
+            get_or_insert(segments_of_version, segment).entry(matched.window_start).or_default().add_outcome(
+                &matched.predicted,
+                &matched.observed,
+                &self.positive_label,
+            );
         }
     }
 
@@ -211,7 +217,12 @@ impl PendingPartials {
                 Source::Predictions => topics[0],
                 Source::Outcomes => topics[1],
             };
-            let row = |model: &str, version: &str, segment: &str, window_start: u32, events: u64, state: Vec<u8>| WindowPartialRow {
+            let row = |model: &str,
+                       version: &str,
+                       segment: &str,
+                       window_start: u32,
+                       events: u64,
+                       state: Vec<u8>| WindowPartialRow {
                 model_id: model.to_owned(),
                 model_version: version.to_owned(),
                 segment: segment.to_owned(),
@@ -257,7 +268,14 @@ impl PendingPartials {
                 for (version, segments) in versions {
                     for (segment, windows) in segments {
                         for (window, state) in windows {
-                            taken.push((partition, model.clone(), version.clone(), segment.clone(), window, state));
+                            taken.push((
+                                partition,
+                                model.clone(),
+                                version.clone(),
+                                segment.clone(),
+                                window,
+                                state,
+                            ));
                         }
                     }
                 }
@@ -315,10 +333,25 @@ mod tests {
         assert_eq!(p.messages(), 4);
 
         let mut rows = p.rows(["t", "o"], 99).unwrap();
-        rows.sort_by(|a, b| (a.source_partition, &a.model_version, &a.segment).cmp(&(b.source_partition, &b.model_version, &b.segment)));
+        rows.sort_by(|a, b| {
+            (a.source_partition, &a.model_version, &a.segment).cmp(&(
+                b.source_partition,
+                &b.model_version,
+                &b.segment,
+            ))
+        });
         let summary: Vec<_> = rows
             .iter()
-            .map(|r| (r.source_partition, r.model_version.as_str(), r.segment.as_str(), r.window_start, r.events, r.source_end_offset))
+            .map(|r| {
+                (
+                    r.source_partition,
+                    r.model_version.as_str(),
+                    r.segment.as_str(),
+                    r.window_start,
+                    r.events,
+                    r.source_end_offset,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -376,10 +409,25 @@ mod tests {
         p.record_matched(Source::Outcomes, 2, &matched);
         let mut rows = p.rows(["t", "o"], 0).unwrap();
         rows.sort_by(|a, b| a.segment.cmp(&b.segment));
-        let keyed: Vec<_> = rows.iter().map(|r| (r.source_topic.as_str(), r.source_partition, r.segment.as_str(), r.window_start, r.events, r.source_end_offset)).collect();
+        let keyed: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.source_topic.as_str(),
+                    r.source_partition,
+                    r.segment.as_str(),
+                    r.window_start,
+                    r.events,
+                    r.source_end_offset,
+                )
+            })
+            .collect();
         assert_eq!(keyed, vec![("o", 2, "", 120, 0, 41), ("o", 2, "country=DE", 120, 0, 41)]);
         let state = WindowState::decode(&rows[0].state).unwrap();
         assert_eq!(state.performance.unwrap().labeled, 1);
-        assert_eq!(p.panes_with_outcomes().into_iter().collect::<Vec<_>>(), vec![(2, "fraud".to_owned(), 120)]);
+        assert_eq!(
+            p.panes_with_outcomes().into_iter().collect::<Vec<_>>(),
+            vec![(2, "fraud".to_owned(), 120)]
+        );
     }
 }

@@ -123,7 +123,8 @@ impl PerformanceState {
                     (m.precision, m.recall, m.f1)
                 }
             };
-            (summary.precision, summary.recall, summary.f1) = (Some(averages.0), Some(averages.1), Some(averages.2));
+            (summary.precision, summary.recall, summary.f1) =
+                (Some(averages.0), Some(averages.1), Some(averages.2));
         }
         summary.auc = self.scores.as_ref().and_then(|s| s.roc_auc().ok()).map(|b| b.value);
         if let Some(p) = &self.probability {
@@ -162,7 +163,10 @@ impl PerformanceState {
 }
 
 /// The row of true label `truth`, or of [`OTHER`] once [`CATEGORY_CAP`] labels have rows.
-fn confusion_row<'m>(confusion: &'m mut BTreeMap<String, BTreeMap<String, u64>>, truth: &str) -> &'m mut BTreeMap<String, u64> {
+fn confusion_row<'m>(
+    confusion: &'m mut BTreeMap<String, BTreeMap<String, u64>>,
+    truth: &str,
+) -> &'m mut BTreeMap<String, u64> {
     let key = if confusion.contains_key(truth) || confusion.len() < CATEGORY_CAP { truth } else { OTHER };
     if !confusion.contains_key(key) {
         confusion.insert(key.to_owned(), BTreeMap::new());
@@ -233,7 +237,8 @@ mod tests {
 
     #[test]
     fn multiclass_uses_macro_averages() {
-        let pairs: Vec<_> = [("a", "a"), ("b", "a"), ("c", "c"), ("c", "b")].iter().map(|(p, t)| pair(p, 2.0, t)).collect();
+        let pairs: Vec<_> =
+            [("a", "a"), ("b", "a"), ("c", "c"), ("c", "b")].iter().map(|(p, t)| pair(p, 2.0, t)).collect();
         let s = state_of(&pairs).summary("1");
         assert_eq!(s.accuracy, Some(0.5));
         // Precision per class a 1/1, b 0/1, c 1/2; recall a 1/2, b 0/1, c 1/1: sklearn macro.
@@ -246,7 +251,11 @@ mod tests {
     fn regression_outcomes_give_errors() {
         let mut state = PerformanceState::default();
         for (y_hat, y) in [(1.0, 2.0), (3.0, 3.0), (5.0, 2.0)] {
-            state.add(&Predicted { value: Some(y_hat), ..Default::default() }, &Observed { value: Some(y), label: None }, "1");
+            state.add(
+                &Predicted { value: Some(y_hat), ..Default::default() },
+                &Observed { value: Some(y), label: None },
+                "1",
+            );
         }
         let s = state.summary("1");
         assert_eq!(s.mae, Some(4.0 / 3.0));

@@ -20,16 +20,16 @@ use tokio_util::sync::CancellationToken;
 use vigil_events::{decode, decode_prediction_view, OutcomeEvent};
 use vigil_store::Store;
 
-use crate::join::{Matched, OutcomeJoin, WaitingPrediction};
-use crate::partials::{PendingPartials, Segmenter, Source};
-use crate::performance::Observed;
 use crate::clock::WindowClock;
 use crate::http::Readiness;
-use crate::window::WindowState;
-use crate::windowing::Window;
+use crate::join::{Matched, OutcomeJoin, WaitingPrediction};
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
+use crate::partials::{PendingPartials, Segmenter, Source};
+use crate::performance::Observed;
 use crate::policy::{self, Escalation, Judgement, Streaks, Verdict};
 use crate::rows;
+use crate::window::WindowState;
+use crate::windowing::Window;
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
 struct Pipeline {
@@ -93,7 +93,8 @@ pub async fn run(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), MonitorError> {
-    let (consumer, notes) = kafka::consumer(&settings.kafka, &settings.group_id, metrics.consumer_lag.clone())?;
+    let (consumer, notes) =
+        kafka::consumer(&settings.kafka, &settings.group_id, metrics.consumer_lag.clone())?;
     let consumer = Arc::new(consumer);
     let (predictions, outcomes) = (
         kafka::partition_count(&consumer, &settings.predictions_topic)?,
@@ -119,7 +120,8 @@ pub async fn run(
         join: OutcomeJoin::new(settings.join),
         segment_names: Vec::new(),
         segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
-        clock: WindowClock::new(settings.allowed_lateness.as_secs() as u32).with_idle_timeout(settings.idle_timeout),
+        clock: WindowClock::new(settings.allowed_lateness.as_secs() as u32)
+            .with_idle_timeout(settings.idle_timeout),
         config_hash: settings.config_hash(),
         references: HashMap::new(),
         drift_policy: rows::drift_policy(),
@@ -178,7 +180,10 @@ pub async fn run(
             let drain = pipeline.settings.drain_timeout;
             match tokio::time::timeout(drain, pipeline.flush()).await {
                 Ok(flushed) => flushed?,
-                Err(_) => tracing::warn!(?drain, "final flush timed out; the next start re-reads from the stored position"),
+                Err(_) => tracing::warn!(
+                    ?drain,
+                    "final flush timed out; the next start re-reads from the stored position"
+                ),
             }
             pipeline.commit(CommitMode::Sync);
             Ok(())
@@ -191,7 +196,11 @@ impl Pipeline {
     async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MonitorError> {
         self.local.consumed += 1;
         let (partition, offset) = (message.partition(), message.offset());
-        let source = if message.topic() == self.settings.predictions_topic { Source::Predictions } else { Source::Outcomes };
+        let source = if message.topic() == self.settings.predictions_topic {
+            Source::Predictions
+        } else {
+            Source::Outcomes
+        };
         if self.stored.is_none() {
             self.reload().await?;
         }
@@ -221,7 +230,8 @@ impl Pipeline {
         self.segments.admit_stored(self.store.stored_segments().await?);
         for reference in self.store.references_in_use().await? {
             let state = WindowState::decode(&reference.state)?;
-            self.references.insert((reference.model_id, reference.model_version), (reference.reference_id, state));
+            self.references
+                .insert((reference.model_id, reference.model_version), (reference.reference_id, state));
         }
         let assigned: std::collections::BTreeSet<i32> = match self.consumer.assignment() {
             Ok(list) => list.elements().iter().map(|e| e.partition()).collect(),
@@ -240,18 +250,26 @@ impl Pipeline {
     /// How far back (event time) from a partition's newest pane a restart looks for work: windows
     /// still to close and windows outcomes can still reach.
     fn lookback_seconds(&self) -> u64 {
-        u64::from(self.settings.windows.longest()) + self.settings.allowed_lateness.as_secs() + self.settings.join.horizon_seconds
+        u64::from(self.settings.windows.longest())
+            + self.settings.allowed_lateness.as_secs()
+            + self.settings.join.horizon_seconds
     }
 
     /// Reopens, on the assigned partitions, every window with partials stored since it was last
     /// closed, or never closed: the previous owner's next flush would have (re)closed it. That
     /// covers late events and late outcomes stored just before a crash. Partials written in the
     /// second of the close count as newer: closing again is idempotent.
-    async fn reopen_unclosed(&mut self, assigned: &std::collections::BTreeSet<i32>, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
+    async fn reopen_unclosed(
+        &mut self,
+        assigned: &std::collections::BTreeSet<i32>,
+        newest: &HashMap<u32, u32>,
+    ) -> Result<(), MonitorError> {
         for (partition, pane) in newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))) {
             self.clock.resume(*partition as i32, u64::from(*pane));
         }
-        let Some(oldest_newest) = newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))).map(|(_, w)| u64::from(*w)).min() else {
+        let Some(oldest_newest) =
+            newest.iter().filter(|(p, _)| assigned.contains(&(**p as i32))).map(|(_, w)| u64::from(*w)).min()
+        else {
             return Ok(());
         };
         let since = oldest_newest.saturating_sub(self.lookback_seconds()) as u32;
@@ -261,7 +279,10 @@ impl Pipeline {
                 continue;
             }
             for window in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
-                if closed.get(&(partition, window.start, window.length)).is_none_or(|closed_at| written_at >= *closed_at) {
+                if closed
+                    .get(&(partition, window.start, window.length))
+                    .is_none_or(|closed_at| written_at >= *closed_at)
+                {
                     self.clock.reopen(partition as i32, window);
                 }
             }
@@ -289,18 +310,35 @@ impl Pipeline {
     /// Streaks, decided windows and reference performance as stored, so a restart continues them.
     async fn restore_policy_state(&mut self, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
         for decision in self.store.latest_decisions().await? {
-            self.streaks.restore(&decision.model_id, &decision.model_version, &decision.policy, decision.window_start, decision.streak);
-            self.metrics.latest.verdict(&decision.model_id, &decision.model_version, &decision.policy, decision.verdict == Verdict::Breach.name());
+            self.streaks.restore(
+                &decision.model_id,
+                &decision.model_version,
+                &decision.policy,
+                decision.window_start,
+                decision.streak,
+            );
+            self.metrics.latest.verdict(
+                &decision.model_id,
+                &decision.model_version,
+                &decision.policy,
+                decision.verdict == Verdict::Breach.name(),
+            );
         }
         // Performance is judged when a window first has enough outcomes, not in window order:
         // the windows outcomes can still reach keep their own record.
-        let since = newest.values().min().map_or(0, |w| u64::from(*w).saturating_sub(self.lookback_seconds()) as u32);
+        let since =
+            newest.values().min().map_or(0, |w| u64::from(*w).saturating_sub(self.lookback_seconds()) as u32);
         let policy = self.settings.policies.default.performance.escalation.name.clone();
         for (model_id, model_version, window_start) in self.store.decided_windows(&policy, since).await? {
             self.performance_decided.insert(WindowKey { model_id, model_version, window_start });
         }
         for row in self.store.baseline_performance().await? {
-            let summary = crate::performance::PerformanceSummary { labeled: row.labeled, accuracy: row.accuracy, mae: row.mae, ..Default::default() };
+            let summary = crate::performance::PerformanceSummary {
+                labeled: row.labeled,
+                accuracy: row.accuracy,
+                mae: row.mae,
+                ..Default::default()
+            };
             self.reference_performance.insert(row.reference_id, summary);
         }
         Ok(())
@@ -309,7 +347,11 @@ impl Pipeline {
     /// A stored position past the end of its partition means the positions belong to another
     /// log: the topic was deleted and created again, or the database served another cluster.
     /// Resuming there would skip every message below it, so the monitor stops and says so.
-    fn check_positions_within_topics(&self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>) -> Result<(), MonitorError> {
+    fn check_positions_within_topics(
+        &self,
+        assigned: &std::collections::BTreeSet<i32>,
+        stored: &HashMap<(Source, u32), i64>,
+    ) -> Result<(), MonitorError> {
         for (source, key, topic) in [
             (Source::Predictions, "topics.predictions", &self.settings.predictions_topic),
             (Source::Outcomes, "topics.outcomes", &self.settings.outcomes_topic),
@@ -332,7 +374,10 @@ impl Pipeline {
 
     async fn stored_positions(&self) -> Result<HashMap<(Source, u32), i64>, MonitorError> {
         let mut stored = HashMap::new();
-        for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
+        for (source, topic) in [
+            (Source::Predictions, &self.settings.predictions_topic),
+            (Source::Outcomes, &self.settings.outcomes_topic),
+        ] {
             for (partition, next) in self.store.stored_positions(topic).await? {
                 stored.insert((source, partition), next);
             }
@@ -344,15 +389,30 @@ impl Pipeline {
     /// allowed lateness) before them into the join only: predictions and outcomes still waiting
     /// at the stored positions wait again; pairs that matched there match again and are dropped,
     /// their numbers being stored already.
-    async fn rebuild_join(&mut self, assigned: &std::collections::BTreeSet<i32>, stored: &HashMap<(Source, u32), i64>, newest: &HashMap<u32, u32>) -> Result<(), MonitorError> {
+    async fn rebuild_join(
+        &mut self,
+        assigned: &std::collections::BTreeSet<i32>,
+        stored: &HashMap<(Source, u32), i64>,
+        newest: &HashMap<u32, u32>,
+    ) -> Result<(), MonitorError> {
         let back = self.settings.join.horizon_seconds + self.settings.allowed_lateness.as_secs();
         let mut ranges = Vec::new();
         for partition in assigned {
             let Some(window) = newest.get(&(*partition as u32)) else { continue };
-            let from_ms = (i64::from(*window) + i64::from(self.settings.windows.pane_seconds()) - back as i64).max(0) * 1000;
-            for (source, topic) in [(Source::Predictions, &self.settings.predictions_topic), (Source::Outcomes, &self.settings.outcomes_topic)] {
+            let from_ms =
+                (i64::from(*window) + i64::from(self.settings.windows.pane_seconds()) - back as i64).max(0)
+                    * 1000;
+            for (source, topic) in [
+                (Source::Predictions, &self.settings.predictions_topic),
+                (Source::Outcomes, &self.settings.outcomes_topic),
+            ] {
                 if let Some(&end_offset) = stored.get(&(source, *partition as u32)) {
-                    ranges.push(kafka::HistoryRange { topic: topic.clone(), partition: *partition, from_ms, end_offset });
+                    ranges.push(kafka::HistoryRange {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        from_ms,
+                        end_offset,
+                    });
                 }
             }
         }
@@ -373,25 +433,57 @@ impl Pipeline {
         .await?;
         self.join.take_counts();
         let (predictions, outcomes) = self.join.waiting();
-        tracing::info!(read, predictions, outcomes, seconds = started.elapsed().as_secs_f64(), "outcome join rebuilt from the log");
+        tracing::info!(
+            read,
+            predictions,
+            outcomes,
+            seconds = started.elapsed().as_secs_f64(),
+            "outcome join rebuilt from the log"
+        );
         Ok(())
     }
 
-    fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
+    fn take_prediction(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> Result<(), vigil_events::DecodeError> {
         let event = decode_prediction_view(payload)?;
         self.local.decoded += 1;
         let pane = self.pending.pane_start(event.event_time_ms);
         note_newest(&mut self.newest_read_s, (Source::Predictions, partition), event.event_time_ms);
-        let late = self.clock.observe(partition, self.settings.windows.for_model(event.model_id), event.event_time_ms);
+        let late = self.clock.observe(
+            partition,
+            self.settings.windows.for_model(event.model_id),
+            event.event_time_ms,
+        );
         self.local.late += u64::from(late);
-        self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.segment_names);
-        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &self.segment_names)) {
+        self.pending.record_event(
+            partition,
+            offset,
+            &event,
+            late,
+            &mut self.segments,
+            &mut self.segment_names,
+        );
+        if let Some(matched) = self.join.on_prediction(
+            partition,
+            event.model_id,
+            event.prediction_id,
+            WaitingPrediction::of(&event, pane, &self.segment_names),
+        ) {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
         Ok(())
     }
 
-    fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<(), vigil_events::DecodeError> {
+    fn take_outcome(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> Result<(), vigil_events::DecodeError> {
         let outcome = decode::<OutcomeEvent>(payload)?;
         self.local.outcomes += 1;
         note_newest(&mut self.newest_read_s, (Source::Outcomes, partition), outcome.event_time_ms);
@@ -403,7 +495,11 @@ impl Pipeline {
     }
 
     /// The join alone, for a prediction re-read while rebuilding.
-    fn join_prediction(&mut self, partition: i32, payload: &[u8]) -> Result<Option<Matched>, vigil_events::DecodeError> {
+    fn join_prediction(
+        &mut self,
+        partition: i32,
+        payload: &[u8],
+    ) -> Result<Option<Matched>, vigil_events::DecodeError> {
         let event = decode_prediction_view(payload)?;
         let pane = self.pending.pane_start(event.event_time_ms);
         self.segment_names.clear();
@@ -413,7 +509,12 @@ impl Pipeline {
                 names.push(segment.to_owned());
             }
         });
-        Ok(self.join.on_prediction(partition, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &self.segment_names)))
+        Ok(self.join.on_prediction(
+            partition,
+            event.model_id,
+            event.prediction_id,
+            WaitingPrediction::of(&event, pane, &self.segment_names),
+        ))
     }
 
     fn join_outcome(&mut self, partition: i32, outcome: &OutcomeEvent) -> Option<Matched> {
@@ -439,7 +540,8 @@ impl Pipeline {
         self.pending.revoke(revoked);
         // Windows of partitions owned elsewhere must not stay open here: reload reopens those of
         // the current assignment only.
-        self.clock = WindowClock::new(self.settings.allowed_lateness.as_secs() as u32).with_idle_timeout(self.settings.idle_timeout);
+        self.clock = WindowClock::new(self.settings.allowed_lateness.as_secs() as u32)
+            .with_idle_timeout(self.settings.idle_timeout);
         self.join.revoke(revoked);
         self.stored = None;
         self.newest_read_s.clear();
@@ -459,7 +561,8 @@ impl Pipeline {
     /// partition still has messages to read, and resumes once they have caught up.
     fn align_topics(&mut self) {
         let Ok(assigned) = self.consumer.assignment() else { return };
-        let partitions: std::collections::BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        let partitions: std::collections::BTreeSet<i32> =
+            assigned.elements().iter().map(|e| e.partition()).collect();
         let (mut pause, mut resume) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
         for partition in partitions {
             let outcomes = self.newest_read_s.get(&(Source::Outcomes, partition)).copied().unwrap_or(0);
@@ -485,10 +588,14 @@ impl Pipeline {
     /// Whether the predictions partition has messages this consumer has not read yet.
     fn has_unread_predictions(&self, partition: i32) -> bool {
         let topic = &self.settings.predictions_topic;
-        let Ok((_, end)) = self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(1)) else { return false };
-        let next = self.consumer.position().ok().and_then(|list| match list.find_partition(topic, partition)?.offset() {
-            Offset::Offset(next) => Some(next),
-            _ => None,
+        let Ok((_, end)) = self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(1)) else {
+            return false;
+        };
+        let next = self.consumer.position().ok().and_then(|list| {
+            match list.find_partition(topic, partition)?.offset() {
+                Offset::Offset(next) => Some(next),
+                _ => None,
+            }
         });
         // Nothing read yet (no position): not known to be behind, so outcomes never wait on a
         // partition that may have nothing to deliver.
@@ -522,7 +629,9 @@ impl Pipeline {
         let with_outcomes = self.pending.panes_with_outcomes();
         self.metrics.flushes.inc();
         self.metrics.rows_written.inc_by(rows.len() as u64);
-        self.metrics.events_written.inc_by(rows.iter().filter(|r| r.segment.is_empty()).map(|r| r.events).sum());
+        self.metrics
+            .events_written
+            .inc_by(rows.iter().filter(|r| r.segment.is_empty()).map(|r| r.events).sum());
         self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         self.commit(CommitMode::Async);
         self.pending.clear();
@@ -554,9 +663,15 @@ impl Pipeline {
     }
 
     /// The states of the models that cut `window`, merged from the partials of its panes.
-    async fn merged_partials(&self, partition: i32, window: Window) -> Result<std::collections::BTreeMap<(String, String, String), WindowState>, MonitorError> {
-        let partials = self.store.partials_on_partition(partition as u32, window.start, window.end() as u32).await?;
-        let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> = Default::default();
+    async fn merged_partials(
+        &self,
+        partition: i32,
+        window: Window,
+    ) -> Result<std::collections::BTreeMap<(String, String, String), WindowState>, MonitorError> {
+        let partials =
+            self.store.partials_on_partition(partition as u32, window.start, window.end() as u32).await?;
+        let mut merged: std::collections::BTreeMap<(String, String, String), WindowState> =
+            Default::default();
         for p in partials {
             if !self.settings.windows.for_model(&p.model_id).has(window) {
                 continue;
@@ -578,7 +693,11 @@ impl Pipeline {
             .collect();
         let mut checks = Vec::new();
         for row in rows.iter().filter(|r| r.segment.is_empty()) {
-            let key = WindowKey { model_id: row.model_id.clone(), model_version: row.model_version.clone(), window_start };
+            let key = WindowKey {
+                model_id: row.model_id.clone(),
+                model_version: row.model_version.clone(),
+                window_start,
+            };
             let summary = merged[&(row.model_id.clone(), row.model_version.clone(), String::new())]
                 .performance
                 .as_ref()
@@ -595,9 +714,18 @@ impl Pipeline {
     }
 
     /// Latest verdicts and performance (all traffic) to the Prometheus gauges.
-    fn export_latest(&self, checks: &[vigil_store::PolicyCheckRow], performance: &[vigil_store::WindowPerformanceRow]) {
+    fn export_latest(
+        &self,
+        checks: &[vigil_store::PolicyCheckRow],
+        performance: &[vigil_store::WindowPerformanceRow],
+    ) {
         for c in checks.iter().filter(|c| c.verdict != Verdict::InsufficientData.name()) {
-            self.metrics.latest.verdict(&c.model_id, &c.model_version, &c.policy, c.verdict == Verdict::Breach.name());
+            self.metrics.latest.verdict(
+                &c.model_id,
+                &c.model_version,
+                &c.policy,
+                c.verdict == Verdict::Breach.name(),
+            );
         }
         for p in performance.iter().filter(|p| p.segment.is_empty() && p.labeled > 0) {
             self.metrics.latest.performance(&p.model_id, &p.model_version, p.accuracy, p.coverage);
@@ -605,8 +733,16 @@ impl Pipeline {
     }
 
     /// Keeps the performance of a version's baseline window as the yardstick for later ones.
-    fn note_reference_performance(&mut self, window: &WindowKey, summary: &crate::performance::PerformanceSummary) {
-        let Some((reference_id, _)) = self.references.get(&(window.model_id.clone(), window.model_version.clone())) else { return };
+    fn note_reference_performance(
+        &mut self,
+        window: &WindowKey,
+        summary: &crate::performance::PerformanceSummary,
+    ) {
+        let Some((reference_id, _)) =
+            self.references.get(&(window.model_id.clone(), window.model_version.clone()))
+        else {
+            return;
+        };
         if reference_id.ends_with(&format!(":{}", window.window_start)) {
             self.reference_performance.insert(reference_id.clone(), summary.clone());
         }
@@ -623,12 +759,31 @@ impl Pipeline {
     }
 
     fn reference_id(&self, model_id: &str, model_version: &str) -> String {
-        self.references.get(&(model_id.to_owned(), model_version.to_owned())).map(|(id, _)| id.clone()).unwrap_or_default()
+        self.references
+            .get(&(model_id.to_owned(), model_version.to_owned()))
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default()
     }
 
-    fn performance_row(&self, (model_id, model_version, segment): &(String, String, String), window: Window, state: &WindowState, computed_at: u32) -> vigil_store::WindowPerformanceRow {
-        let key = rows::RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start: window.start };
-        rows::performance(&self.row_context(window.length, computed_at), &key, state, &self.reference_id(model_id, model_version))
+    fn performance_row(
+        &self,
+        (model_id, model_version, segment): &(String, String, String),
+        window: Window,
+        state: &WindowState,
+        computed_at: u32,
+    ) -> vigil_store::WindowPerformanceRow {
+        let key = rows::RowKey {
+            model_id: model_id.clone(),
+            model_version: model_version.clone(),
+            segment: segment.clone(),
+            window_start: window.start,
+        };
+        rows::performance(
+            &self.row_context(window.length, computed_at),
+            &key,
+            state,
+            &self.reference_id(model_id, model_version),
+        )
     }
 
     /// Closes the windows the watermark has passed, now that their partials are stored: merges
@@ -651,9 +806,21 @@ impl Pipeline {
     }
 
     /// Checks the drift policy for one closed window, unless an earlier close decided it.
-    async fn evaluate_drift(&mut self, window: &WindowKey, reference_id: &str, events: u64, results: &[crate::drift::FeatureDrift], now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
+    async fn evaluate_drift(
+        &mut self,
+        window: &WindowKey,
+        reference_id: &str,
+        events: u64,
+        results: &[crate::drift::FeatureDrift],
+        now: u32,
+    ) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
         let settings = self.settings.policies.for_model(&window.model_id).drift.clone();
-        if self.streaks.decided(&window.model_id, &window.model_version, &settings.escalation.name, window.window_start) {
+        if self.streaks.decided(
+            &window.model_id,
+            &window.model_version,
+            &settings.escalation.name,
+            window.window_start,
+        ) {
             return Ok(None);
         }
         let check = policy::check(&settings, events, results);
@@ -663,7 +830,11 @@ impl Pipeline {
             .map(|r| vigil_events::Evidence {
                 metric: format!("drift.{}", r.result.test.name()),
                 value: r.result.p_value.unwrap_or(r.result.statistic),
-                threshold: if r.result.p_value.is_some() { check.corrected_alpha } else { r.result.threshold },
+                threshold: if r.result.p_value.is_some() {
+                    check.corrected_alpha
+                } else {
+                    r.result.threshold
+                },
                 feature: Some(r.feature.clone()),
             })
             .collect();
@@ -673,8 +844,15 @@ impl Pipeline {
             check.tested,
             check.corrected_alpha
         );
-        let judgement = Judgement { verdict: check.verdict, value: check.drifted.len() as f64, threshold: settings.min_drifted_features as f64, evidence };
-        Ok(Some(self.decide(window, &settings.escalation, judgement, detail, reference_id, events, now).await?))
+        let judgement = Judgement {
+            verdict: check.verdict,
+            value: check.drifted.len() as f64,
+            threshold: settings.min_drifted_features as f64,
+            evidence,
+        };
+        Ok(Some(
+            self.decide(window, &settings.escalation, judgement, detail, reference_id, events, now).await?,
+        ))
     }
 
     /// Records one policy's verdict on a window: extends or resets the streak and, on a breach
@@ -691,16 +869,25 @@ impl Pipeline {
         now: u32,
     ) -> Result<vigil_store::PolicyCheckRow, MonitorError> {
         let WindowKey { model_id, model_version, window_start } = window;
-        let streak = self.streaks.record(model_id, model_version, &escalation.name, *window_start, judgement.verdict);
+        let streak =
+            self.streaks.record(model_id, model_version, &escalation.name, *window_start, judgement.verdict);
         let mut remediation_id = String::new();
         if judgement.verdict == Verdict::Breach && streak >= escalation.consecutive_windows {
-            remediation_id = policy::remediation_id(model_id, model_version, *window_start, &escalation.name, &self.config_hash);
+            remediation_id = policy::remediation_id(
+                model_id,
+                model_version,
+                *window_start,
+                &escalation.name,
+                &self.config_hash,
+            );
             let event = vigil_events::RemediationEvent {
                 remediation_id: remediation_id.clone(),
                 model_id: model_id.clone(),
                 model_version: model_version.clone(),
                 window_start_ms: i64::from(*window_start) * 1000,
-                window_end_ms: (i64::from(*window_start) + i64::from(self.settings.windows.for_model(model_id).length)) * 1000,
+                window_end_ms: (i64::from(*window_start)
+                    + i64::from(self.settings.windows.for_model(model_id).length))
+                    * 1000,
                 severity: escalation.severity,
                 action: escalation.action,
                 policy: escalation.name.clone(),
@@ -735,16 +922,34 @@ impl Pipeline {
     /// Judges a window's performance once it has enough outcomes: a window is decided once (the
     /// first time it has `min_labeled`), so late outcomes do not re-run its streak. Before that,
     /// its check is stored as insufficient data. `events` on performance checks counts outcomes.
-    async fn evaluate_performance(&mut self, window: &WindowKey, summary: &crate::performance::PerformanceSummary, now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
+    async fn evaluate_performance(
+        &mut self,
+        window: &WindowKey,
+        summary: &crate::performance::PerformanceSummary,
+        now: u32,
+    ) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
         if self.performance_decided.contains(window) {
             return Ok(None);
         }
         let settings = self.settings.policies.for_model(&window.model_id).performance.clone();
-        let reference = self.references.get(&(window.model_id.clone(), window.model_version.clone())).map(|(id, _)| id.clone()).unwrap_or_default();
-        let judgement = policy::check_performance(&settings, summary, self.reference_performance.get(&reference));
+        let reference = self
+            .references
+            .get(&(window.model_id.clone(), window.model_version.clone()))
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
+        let judgement =
+            policy::check_performance(&settings, summary, self.reference_performance.get(&reference));
         if judgement.verdict == Verdict::InsufficientData {
-            let detail = format!("{{\"labeled\":{},\"min_labeled\":{}}}", summary.labeled, settings.min_labeled);
-            return Ok(Some(self.insufficient_row(window, &settings.escalation.name, detail, &reference, summary.labeled, now)));
+            let detail =
+                format!("{{\"labeled\":{},\"min_labeled\":{}}}", summary.labeled, settings.min_labeled);
+            return Ok(Some(self.insufficient_row(
+                window,
+                &settings.escalation.name,
+                detail,
+                &reference,
+                summary.labeled,
+                now,
+            )));
         }
         self.performance_decided.insert(window.clone());
         let detail = format!(
@@ -753,11 +958,22 @@ impl Pipeline {
             json_number(summary.accuracy),
             json_number(self.reference_performance.get(&reference).and_then(|r| r.accuracy))
         );
-        Ok(Some(self.decide(window, &settings.escalation, judgement, detail, &reference, summary.labeled, now).await?))
+        Ok(Some(
+            self.decide(window, &settings.escalation, judgement, detail, &reference, summary.labeled, now)
+                .await?,
+        ))
     }
 
     /// A check row that changes no streak.
-    fn insufficient_row(&self, window: &WindowKey, policy: &str, detail: String, reference_id: &str, events: u64, now: u32) -> vigil_store::PolicyCheckRow {
+    fn insufficient_row(
+        &self,
+        window: &WindowKey,
+        policy: &str,
+        detail: String,
+        reference_id: &str,
+        events: u64,
+        now: u32,
+    ) -> vigil_store::PolicyCheckRow {
         vigil_store::PolicyCheckRow {
             model_id: window.model_id.clone(),
             model_version: window.model_version.clone(),
@@ -776,9 +992,22 @@ impl Pipeline {
         }
     }
 
-    async fn evaluate_latency(&mut self, window: &WindowKey, events: u64, p99_ms: Option<f64>, now: u32) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
+    async fn evaluate_latency(
+        &mut self,
+        window: &WindowKey,
+        events: u64,
+        p99_ms: Option<f64>,
+        now: u32,
+    ) -> Result<Option<vigil_store::PolicyCheckRow>, MonitorError> {
         let settings = self.settings.policies.for_model(&window.model_id).latency.clone();
-        if settings.max_p99_ms.is_none() || self.streaks.decided(&window.model_id, &window.model_version, &settings.escalation.name, window.window_start) {
+        if settings.max_p99_ms.is_none()
+            || self.streaks.decided(
+                &window.model_id,
+                &window.model_version,
+                &settings.escalation.name,
+                window.window_start,
+            )
+        {
             return Ok(None);
         }
         let judgement = policy::check_latency(&settings, events, p99_ms);
@@ -787,7 +1016,14 @@ impl Pipeline {
     }
 
     /// Makes `state` (a version's first closed window with enough events) its reference.
-    async fn create_baseline(&mut self, model_id: &str, model_version: &str, window_start: u32, state: &WindowState, now: u32) -> Result<(), MonitorError> {
+    async fn create_baseline(
+        &mut self,
+        model_id: &str,
+        model_version: &str,
+        window_start: u32,
+        state: &WindowState,
+        now: u32,
+    ) -> Result<(), MonitorError> {
         // Drift is tested against the events; the outcomes joined by now depend on arrival
         // timing (the baseline's accuracy is its window_performance row).
         let state = &WindowState { performance: None, ..state.clone() };
@@ -806,9 +1042,16 @@ impl Pipeline {
                 created_at: now,
             })
             .await?;
-        tracing::info!(model_id, model_version, reference_id, events = state.events, "baseline reference created");
+        tracing::info!(
+            model_id,
+            model_version,
+            reference_id,
+            events = state.events,
+            "baseline reference created"
+        );
         self.metrics.references_created.inc();
-        self.references.insert((model_id.to_owned(), model_version.to_owned()), (reference_id, state.clone()));
+        self.references
+            .insert((model_id.to_owned(), model_version.to_owned()), (reference_id, state.clone()));
         Ok(())
     }
 
@@ -829,21 +1072,33 @@ impl Pipeline {
                 continue;
             }
             let reference_key = (model_id.clone(), model_version.clone());
-            if !self.references.contains_key(&reference_key) && segment.is_empty() && state.events >= self.settings.baseline_min_events {
+            if !self.references.contains_key(&reference_key)
+                && segment.is_empty()
+                && state.events >= self.settings.baseline_min_events
+            {
                 self.create_baseline(&model_id, &model_version, window_start, &state, computed_at).await?;
             }
             let key = rows::RowKey { model_id, model_version, segment, window_start };
             let ctx = self.row_context(window.length, computed_at);
             let reference_id = match self.references.get(&reference_key) {
                 Some((id, reference)) => {
-                    let (results, rows, skipped) = rows::drift(&ctx, &key, &state, &rows::ReferenceRef { id, state: reference });
+                    let (results, rows, skipped) =
+                        rows::drift(&ctx, &key, &state, &rows::ReferenceRef { id, state: reference });
                     for (feature, error) in skipped {
                         tracing::debug!(%error, feature, model_id = %key.model_id, "drift test skipped");
                     }
                     self.metrics.drift_tests.inc_by(results.len() as u64);
-                    self.metrics.features_drifted.inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
+                    self.metrics
+                        .features_drifted
+                        .inc_by(results.iter().filter(|r| r.result.drifted).count() as u64);
                     if key.segment.is_empty() && !results.is_empty() {
-                        policy_inputs.push((key.model_id.clone(), key.model_version.clone(), id.clone(), state.events, results));
+                        policy_inputs.push((
+                            key.model_id.clone(),
+                            key.model_version.clone(),
+                            id.clone(),
+                            state.events,
+                            results,
+                        ));
                     }
                     drift_rows.extend(rows);
                     id.clone()
@@ -858,8 +1113,16 @@ impl Pipeline {
             let metrics_row = rows::metrics(&ctx, &key, &state, &reference_id, partition as u32);
             performance_rows.push(rows::performance(&ctx, &key, &state, &reference_id));
             if key.segment.is_empty() {
-                let performance = state.performance.as_ref().map(|p| p.summary(&self.settings.positive_label)).unwrap_or_default();
-                let window = WindowKey { model_id: key.model_id.clone(), model_version: key.model_version.clone(), window_start };
+                let performance = state
+                    .performance
+                    .as_ref()
+                    .map(|p| p.summary(&self.settings.positive_label))
+                    .unwrap_or_default();
+                let window = WindowKey {
+                    model_id: key.model_id.clone(),
+                    model_version: key.model_version.clone(),
+                    window_start,
+                };
                 budget_inputs.push((window, state.events, metrics_row.latency_p99_ms, performance));
             }
             rows.push(metrics_row);
@@ -879,7 +1142,9 @@ impl Pipeline {
             }
         }
         for row in rows.iter().filter(|r| r.segment.is_empty()) {
-            let drifted = drift_rows.iter().filter(|d| d.segment.is_empty() && d.model_id == row.model_id && d.model_version == row.model_version);
+            let drifted = drift_rows.iter().filter(|d| {
+                d.segment.is_empty() && d.model_id == row.model_id && d.model_version == row.model_version
+            });
             let tested = drifted.clone().count();
             let window = crate::metrics::LatestWindow {
                 events: row.events,
@@ -929,7 +1194,11 @@ impl Pipeline {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
             if let Ok(stored) = self.stored_positions().await {
-                if self.pending.positions().all(|(source, p, next)| stored.get(&(source, p as u32)).is_some_and(|s| *s >= next)) {
+                if self
+                    .pending
+                    .positions()
+                    .all(|(source, p, next)| stored.get(&(source, p as u32)).is_some_and(|s| *s >= next))
+                {
                     tracing::info!(attempt, "the failed write had landed");
                     self.readiness.set(true);
                     return Ok(());

@@ -133,7 +133,11 @@ impl Judgement {
 
 /// Judges a window's performance against the budgets and, for the drop, the reference window's
 /// accuracy (when the reference has enough outcomes itself).
-pub fn check_performance(settings: &PerformancePolicySettings, window: &PerformanceSummary, reference: Option<&PerformanceSummary>) -> Judgement {
+pub fn check_performance(
+    settings: &PerformancePolicySettings,
+    window: &PerformanceSummary,
+    reference: Option<&PerformanceSummary>,
+) -> Judgement {
     if window.labeled < settings.min_labeled {
         return Judgement::insufficient();
     }
@@ -167,14 +171,18 @@ pub fn check_performance(settings: &PerformancePolicySettings, window: &Performa
 
 pub fn check_latency(settings: &LatencyPolicySettings, events: u64, p99_ms: Option<f64>) -> Judgement {
     match (settings.max_p99_ms, p99_ms) {
-        (Some(ceiling), Some(p99)) if events >= settings.min_events => judge(vec![("latency.p99_ms", p99, ceiling, p99 > ceiling)]),
+        (Some(ceiling), Some(p99)) if events >= settings.min_events => {
+            judge(vec![("latency.p99_ms", p99, ceiling, p99 > ceiling)])
+        }
         _ => Judgement::insufficient(),
     }
 }
 
 /// Healthy when every check passes, a breach when any fails; nothing to check is insufficient.
 fn judge(checks: Vec<(&str, f64, f64, bool)>) -> Judgement {
-    let Some(&(_, first_value, first_threshold, _)) = checks.first() else { return Judgement::insufficient() };
+    let Some(&(_, first_value, first_threshold, _)) = checks.first() else {
+        return Judgement::insufficient();
+    };
     let failed: Vec<_> = checks.iter().filter(|c| c.3).collect();
     let (value, threshold) = failed.first().map_or((first_value, first_threshold), |c| (c.1, c.2));
     Judgement {
@@ -183,7 +191,12 @@ fn judge(checks: Vec<(&str, f64, f64, bool)>) -> Judgement {
         threshold,
         evidence: failed
             .iter()
-            .map(|(metric, value, threshold, _)| Evidence { metric: (*metric).to_owned(), value: *value, threshold: *threshold, feature: None })
+            .map(|(metric, value, threshold, _)| Evidence {
+                metric: (*metric).to_owned(),
+                value: *value,
+                threshold: *threshold,
+                feature: None,
+            })
             .collect(),
     }
 }
@@ -256,7 +269,8 @@ pub fn check(settings: &DriftPolicySettings, events: u64, results: &[FeatureDrif
         })
         .map(|r| r.feature.clone())
         .collect();
-    let verdict = if drifted.len() >= settings.min_drifted_features { Verdict::Breach } else { Verdict::Healthy };
+    let verdict =
+        if drifted.len() >= settings.min_drifted_features { Verdict::Breach } else { Verdict::Healthy };
     PolicyCheck { verdict, drifted, tested, corrected_alpha }
 }
 
@@ -288,11 +302,20 @@ impl Streaks {
     /// closed again (late events, another group member, a restart) keeps its first verdict,
     /// and an old window does not re-enter a streak that has moved on.
     pub fn decided(&self, model: &str, version: &str, policy: &str, window_start: u32) -> bool {
-        self.decided_up_to.get(&(model.to_owned(), version.to_owned(), policy.to_owned())).is_some_and(|w| window_start <= *w)
+        self.decided_up_to
+            .get(&(model.to_owned(), version.to_owned(), policy.to_owned()))
+            .is_some_and(|w| window_start <= *w)
     }
 
     /// Records a verdict on `window_start`; returns the streak length after it.
-    pub fn record(&mut self, model: &str, version: &str, policy: &str, window_start: u32, verdict: Verdict) -> u32 {
+    pub fn record(
+        &mut self,
+        model: &str,
+        version: &str,
+        policy: &str,
+        window_start: u32,
+        verdict: Verdict,
+    ) -> u32 {
         let key = (model.to_owned(), version.to_owned(), policy.to_owned());
         if verdict != Verdict::InsufficientData {
             let up_to = self.decided_up_to.entry(key.clone()).or_insert(window_start);
@@ -314,7 +337,13 @@ impl Streaks {
 }
 
 /// A remediation id that only depends on what was decided, so a replay yields the same id.
-pub fn remediation_id(model: &str, version: &str, window_start: u32, policy: &str, config_hash: &str) -> String {
+pub fn remediation_id(
+    model: &str,
+    version: &str,
+    window_start: u32,
+    policy: &str,
+    config_hash: &str,
+) -> String {
     let text = format!("{model}\u{1f}{version}\u{1f}{window_start}\u{1f}{policy}\u{1f}{config_hash}");
     format!("rem-{:016x}", vigil_events::fnv1a64(text.as_bytes()))
 }
@@ -346,7 +375,9 @@ mod tests {
                 prediction_id: "p".into(),
                 model_id: "m".into(),
                 model_version: "v".into(),
-                numeric_features: (0..features).map(|f| (format!("f{f:02}"), rng.normal() + if f == 0 { shift } else { 0.0 })).collect(),
+                numeric_features: (0..features)
+                    .map(|f| (format!("f{f:02}"), rng.normal() + if f == 0 { shift } else { 0.0 }))
+                    .collect(),
                 ..Default::default()
             };
             state.add(&decode_prediction_view(&encode(&e)).unwrap(), false);
@@ -415,22 +446,38 @@ mod tests {
     fn performance_is_judged_against_floor_and_reference_once_labelled_enough() {
         let settings = PerformancePolicySettings { min_accuracy: Some(0.7), ..Default::default() };
         let reference = summary(500, 0.85);
-        assert_eq!(check_performance(&settings, &summary(99, 0.1), Some(&reference)).verdict, Verdict::InsufficientData);
+        assert_eq!(
+            check_performance(&settings, &summary(99, 0.1), Some(&reference)).verdict,
+            Verdict::InsufficientData
+        );
         let healthy = check_performance(&settings, &summary(200, 0.82), Some(&reference));
         assert_eq!((healthy.verdict, healthy.evidence.len()), (Verdict::Healthy, 0));
         let dropped = check_performance(&settings, &summary(400, 0.75), Some(&reference));
         assert_eq!(dropped.verdict, Verdict::Breach);
-        assert_eq!(dropped.evidence.iter().map(|e| e.metric.as_str()).collect::<Vec<_>>(), vec!["performance.accuracy_drop"]);
+        assert_eq!(
+            dropped.evidence.iter().map(|e| e.metric.as_str()).collect::<Vec<_>>(),
+            vec!["performance.accuracy_drop"]
+        );
         assert!((dropped.value - 0.10).abs() < 1e-12 && dropped.threshold == 0.05);
         let both = check_performance(&settings, &summary(200, 0.6), Some(&reference));
         assert_eq!(both.evidence.len(), 2, "floor and drop");
         // 38 outcomes at 0.71 against 42 at 0.81 (a drop of 10 points) is noise: p = 0.15.
-        let noisy = check_performance(&PerformancePolicySettings { min_labeled: 20, ..Default::default() }, &summary(38, 0.71), Some(&summary(42, 0.81)));
+        let noisy = check_performance(
+            &PerformancePolicySettings { min_labeled: 20, ..Default::default() },
+            &summary(38, 0.71),
+            Some(&summary(42, 0.81)),
+        );
         assert_eq!(noisy.verdict, Verdict::Healthy, "{noisy:?}");
         // A reference without enough outcomes of its own is no yardstick.
-        assert_eq!(check_performance(&settings, &summary(200, 0.75), Some(&summary(20, 0.99))).verdict, Verdict::Healthy);
+        assert_eq!(
+            check_performance(&settings, &summary(200, 0.75), Some(&summary(20, 0.99))).verdict,
+            Verdict::Healthy
+        );
         let no_thresholds = PerformancePolicySettings { max_accuracy_drop: None, ..Default::default() };
-        assert_eq!(check_performance(&no_thresholds, &summary(200, 0.1), None).verdict, Verdict::InsufficientData);
+        assert_eq!(
+            check_performance(&no_thresholds, &summary(200, 0.1), None).verdict,
+            Verdict::InsufficientData
+        );
     }
 
     #[test]
@@ -439,13 +486,19 @@ mod tests {
         assert_eq!(check_latency(&settings, 1_000, Some(40.0)).verdict, Verdict::Healthy);
         assert_eq!(check_latency(&settings, 1_000, Some(60.0)).verdict, Verdict::Breach);
         assert_eq!(check_latency(&settings, 10, Some(60.0)).verdict, Verdict::InsufficientData);
-        assert_eq!(check_latency(&LatencyPolicySettings::default(), 1_000, Some(1e9)).verdict, Verdict::InsufficientData);
+        assert_eq!(
+            check_latency(&LatencyPolicySettings::default(), 1_000, Some(1e9)).verdict,
+            Verdict::InsufficientData
+        );
     }
 
     #[test]
     fn per_model_policies_replace_the_default() {
         let mut book = PolicyBook::default();
-        let strict = Policies { latency: LatencyPolicySettings { max_p99_ms: Some(5.0), ..Default::default() }, ..Default::default() };
+        let strict = Policies {
+            latency: LatencyPolicySettings { max_p99_ms: Some(5.0), ..Default::default() },
+            ..Default::default()
+        };
         book.per_model.insert("fraud".into(), strict.clone());
         assert_eq!(book.for_model("fraud"), &strict);
         assert_eq!(book.for_model("churn"), &Policies::default());

@@ -46,7 +46,11 @@ impl ReferenceBuilder {
     }
 
     /// The finished reference of `model_id`'s `model_version`; `None` without rows.
-    pub fn finish(self, model_id: &str, model_version: &str) -> Result<Option<BuiltReference>, StateCodecError> {
+    pub fn finish(
+        self,
+        model_id: &str,
+        model_version: &str,
+    ) -> Result<Option<BuiltReference>, StateCodecError> {
         if self.state.events == 0 {
             return Ok(None);
         }
@@ -97,7 +101,13 @@ impl CaptureBuilder {
 
     /// The reference of `model_id`'s `model_version` over windows starting in `[from, to)`
     /// (seconds since the Unix epoch); `None` without events.
-    pub fn finish(self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Option<BuiltReference>, StateCodecError> {
+    pub fn finish(
+        self,
+        model_id: &str,
+        model_version: &str,
+        from: u32,
+        to: u32,
+    ) -> Result<Option<BuiltReference>, StateCodecError> {
         if self.state.events == 0 {
             return Ok(None);
         }
@@ -140,7 +150,12 @@ impl BuiltReference {
     /// Categorical features whose values reached the category cap: later values were pooled as
     /// [`OTHER`], and live values beyond the kept ones test as "other".
     pub fn capped_features(&self) -> Vec<&str> {
-        self.state.categorical.iter().filter(|(_, counts)| counts.contains_key(OTHER)).map(|(name, _)| name.as_str()).collect()
+        self.state
+            .categorical
+            .iter()
+            .filter(|(_, counts)| counts.contains_key(OTHER))
+            .map(|(name, _)| name.as_str())
+            .collect()
     }
 
     /// The `reference_profiles` row; `source` says where the rows came from.
@@ -179,7 +194,11 @@ pub fn state_content_hash(state: &WindowState) -> Result<String, StateCodecError
 /// Whether a stored reference matches its content hash: of its state as read back, or, for one
 /// stored before states were hashed that way, of its stored bytes.
 pub fn matches_content_hash(stored_state: &[u8], stored_hash: &str) -> bool {
-    content_hash(stored_state) == stored_hash || WindowState::decode(stored_state).ok().and_then(|s| state_content_hash(&s).ok()).is_some_and(|h| h == stored_hash)
+    content_hash(stored_state) == stored_hash
+        || WindowState::decode(stored_state)
+            .ok()
+            .and_then(|s| state_content_hash(&s).ok())
+            .is_some_and(|h| h == stored_hash)
 }
 
 #[cfg(test)]
@@ -202,7 +221,11 @@ mod tests {
             model_version: "v1".into(),
             numeric_features: [("x".to_owned(), x), ("gap".to_owned(), f64::NAN)].into(),
             categorical_features: [("device".to_owned(), ["ios", "web", "tv"][i % 3].to_owned())].into(),
-            prediction: Prediction { label: Some((i % 2).to_string()), score: Some((i % 10) as f64 / 10.0), ..Default::default() },
+            prediction: Prediction {
+                label: Some((i % 2).to_string()),
+                score: Some((i % 10) as f64 / 10.0),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -220,7 +243,11 @@ mod tests {
                 event_time_ms: 0,
                 segment: vec![],
                 numeric_features: e.numeric_features.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
-                categorical_features: e.categorical_features.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                categorical_features: e
+                    .categorical_features
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
                 label: e.prediction.label.as_deref(),
                 probabilities: None,
                 score: e.prediction.score,
@@ -241,7 +268,11 @@ mod tests {
         for (i, x) in xs.iter().enumerate() {
             live.add(&decode_prediction_view(&encode(&event(i, *x))).unwrap(), false);
         }
-        assert_eq!(reference.encoded, live.encode().unwrap(), "byte for byte the state of the same live events");
+        assert_eq!(
+            reference.encoded,
+            live.encode().unwrap(),
+            "byte for byte the state of the same live events"
+        );
         assert_eq!(reference.state.events, 1000);
         assert_eq!(reference.features_without_values(), ["gap"]);
         assert!(reference.capped_features().is_empty());
@@ -264,13 +295,23 @@ mod tests {
         let mut merged = state_of(200..300);
         merged.merge(&state_of(0..77)).unwrap();
         merged.merge(&state_of(77..200)).unwrap();
-        assert_eq!(serde_json::to_string(&merged).unwrap(), serde_json::to_string(&whole).unwrap(), "exact sums: byte for byte");
+        assert_eq!(
+            serde_json::to_string(&merged).unwrap(),
+            serde_json::to_string(&whole).unwrap(),
+            "exact sums: byte for byte"
+        );
         // Outcomes joined by close time do not change the hash; without any it is the JSON's.
         let mut with_outcomes = merged.clone();
-        let (predicted, observed) = (crate::performance::Predicted { label: Some("1".into()), ..Default::default() }, crate::performance::Observed { label: Some("0".into()), value: None });
+        let (predicted, observed) = (
+            crate::performance::Predicted { label: Some("1".into()), ..Default::default() },
+            crate::performance::Observed { label: Some("0".into()), value: None },
+        );
         with_outcomes.add_outcome(&predicted, &observed, "1");
         assert_eq!(state_content_hash(&with_outcomes).unwrap(), state_content_hash(&whole).unwrap());
-        assert_eq!(state_content_hash(&whole).unwrap(), content_hash(serde_json::to_string(&whole).unwrap().as_bytes()));
+        assert_eq!(
+            state_content_hash(&whole).unwrap(),
+            content_hash(serde_json::to_string(&whole).unwrap().as_bytes())
+        );
     }
 
     #[test]
@@ -293,17 +334,29 @@ mod tests {
 
     #[test]
     fn the_id_and_hash_follow_the_content() {
-        let (a, again, other) = (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.5)));
-        assert_eq!((&a.reference_id, &a.content_hash), (&again.reference_id, &again.content_hash), "same rows, same id");
+        let (a, again, other) =
+            (built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.0)), built(&spread(500, 1, 0.5)));
+        assert_eq!(
+            (&a.reference_id, &a.content_hash),
+            (&again.reference_id, &again.content_hash),
+            "same rows, same id"
+        );
         assert_ne!(a.content_hash, other.content_hash);
         // The same values in another order: sums are exact, so the state and id are the same.
         assert_eq!(built(&spread(500, 2, 0.0)).reference_id, a.reference_id);
-        assert_eq!(a.content_hash, format!("{:016x}", vigil_events::fnv1a64(serde_json::to_string(&a.state).unwrap().as_bytes())), "the JSON's hash, not the encoding's");
+        assert_eq!(
+            a.content_hash,
+            format!("{:016x}", vigil_events::fnv1a64(serde_json::to_string(&a.state).unwrap().as_bytes())),
+            "the JSON's hash, not the encoding's"
+        );
         assert!(matches_content_hash(&a.encoded, &a.content_hash));
         assert!(!matches_content_hash(&other.encoded, &a.content_hash));
         assert_eq!(a.reference_id, format!("upload:m:v1:{}", a.content_hash));
         let row = a.row("file a.csv".into(), 1_764_000_000);
-        assert_eq!((row.events, row.state.as_slice(), row.reference_id.as_str()), (500, a.encoded.as_slice(), a.reference_id.as_str()));
+        assert_eq!(
+            (row.events, row.state.as_slice(), row.reference_id.as_str()),
+            (500, a.encoded.as_slice(), a.reference_id.as_str())
+        );
         assert!(ReferenceBuilder::new().finish("m", "v1").unwrap().is_none(), "no rows, no reference");
     }
 

@@ -45,9 +45,9 @@ use vigil_events::{decode, decode_prediction_view, OutcomeEvent};
 use vigil_stats::StatsError;
 use vigil_store::{FeatureDriftRow, WindowMetricsRow, WindowPerformanceRow};
 
-pub use crate::kafka::{log_extents, read_retained, PartitionExtent, RetainedMessage};
 use crate::clock::WindowClock;
 use crate::join::{JoinCounts, JoinSettings, OutcomeJoin, WaitingPrediction};
+pub use crate::kafka::{log_extents, read_retained, PartitionExtent, RetainedMessage};
 use crate::partials::{PendingPartials, Segmenter, Source};
 use crate::performance::Observed;
 use crate::rows::{self, ReferenceRef, RowContext, RowKey};
@@ -223,7 +223,11 @@ impl Replay {
         // Without a timestamp a message keeps its place after the one before it.
         let timestamp_ms = message.timestamp_ms.unwrap_or(lane.last_timestamp_ms[side]);
         lane.last_timestamp_ms[side] = timestamp_ms;
-        lane.queued[side].push_back(Queued { offset: message.offset, timestamp_ms, payload: message.payload.to_vec() });
+        lane.queued[side].push_back(Queued {
+            offset: message.offset,
+            timestamp_ms,
+            payload: message.payload.to_vec(),
+        });
         self.drain(message.partition);
     }
 
@@ -256,7 +260,10 @@ impl Replay {
             Source::Predictions => self.take_prediction(partition, message.offset, &message.payload),
             Source::Outcomes => self.take_outcome(partition, message.offset, &message.payload),
         };
-        let first = self.first.entry((source, partition)).or_insert(FirstSeen { offset: message.offset, event_time_ms: None });
+        let first = self
+            .first
+            .entry((source, partition))
+            .or_insert(FirstSeen { offset: message.offset, event_time_ms: None });
         if first.event_time_ms.is_none() {
             first.event_time_ms = event_time_ms;
         }
@@ -274,13 +281,19 @@ impl Replay {
         };
         self.counts.predictions += 1;
         let pane = self.pending.pane_start(event.event_time_ms);
-        let late = self.clock.observe(partition, self.settings.windows.for_model(event.model_id), event.event_time_ms);
+        let late = self.clock.observe(
+            partition,
+            self.settings.windows.for_model(event.model_id),
+            event.event_time_ms,
+        );
         self.counts.late_events += u64::from(late);
         let newest = self.newest_s.entry(partition).or_default();
         *newest = (*newest).max((event.event_time_ms / 1000) as u64);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
         let waiting = WaitingPrediction::of(&event, pane, &self.named);
-        if let Some(matched) = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting) {
+        if let Some(matched) =
+            self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting)
+        {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
         Some(event.event_time_ms)
@@ -295,7 +308,9 @@ impl Replay {
         self.counts.outcomes += 1;
         let observed = Observed { label: outcome.label.clone(), value: outcome.value };
         let time_s = (outcome.event_time_ms / 1000) as u64;
-        if let Some(matched) = self.join.on_outcome(partition, &outcome.model_id, &outcome.prediction_id, observed, time_s) {
+        if let Some(matched) =
+            self.join.on_outcome(partition, &outcome.model_id, &outcome.prediction_id, observed, time_s)
+        {
             self.pending.record_matched(Source::Outcomes, partition, &matched);
         }
         Some(outcome.event_time_ms)
@@ -305,12 +320,23 @@ impl Replay {
     /// a window's partials.
     fn collect(&mut self) {
         for (partition, model_id, model_version, segment, pane, state) in self.pending.take_states() {
-            for Window { start, length } in self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane)) {
+            for Window { start, length } in
+                self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane))
+            {
                 if !self.selection.contains(&model_id, &model_version, start) {
                     continue;
                 }
-                let key = RowKey { model_id: model_id.clone(), model_version: model_version.clone(), segment: segment.clone(), window_start: start };
-                let window = self.windows.entry(key).or_insert_with(|| ReplayedWindow { partition, length, state: WindowState::default() });
+                let key = RowKey {
+                    model_id: model_id.clone(),
+                    model_version: model_version.clone(),
+                    segment: segment.clone(),
+                    window_start: start,
+                };
+                let window = self.windows.entry(key).or_insert_with(|| ReplayedWindow {
+                    partition,
+                    length,
+                    state: WindowState::default(),
+                });
                 if let Err(error) = window.state.merge(&state) {
                     self.error.get_or_insert(error);
                 }
@@ -369,7 +395,9 @@ impl Replayed {
     /// `window`: the monitor closes such a window at its next flush (an idle partition's may
     /// close earlier).
     pub fn closed_by_watermark(&self, partition: i32, window: Window) -> bool {
-        self.newest_s.get(&partition).is_some_and(|newest| window.end() + u64::from(self.lateness_seconds) <= *newest)
+        self.newest_s
+            .get(&partition)
+            .is_some_and(|newest| window.end() + u64::from(self.lateness_seconds) <= *newest)
     }
 
     /// Where `partition`'s windows can be compared. A topic partition read from offset 0 covers
@@ -381,7 +409,8 @@ impl Replayed {
         let from = |source: Source| -> u32 {
             let first = self.first.get(&(source, partition));
             // Where the log starts: as the reader said, else where the replay started.
-            let start = self.log_starts.get(&(source, partition)).copied().or(first.map(|f| f.offset)).unwrap_or(0);
+            let start =
+                self.log_starts.get(&(source, partition)).copied().or(first.map(|f| f.offset)).unwrap_or(0);
             match first {
                 _ if start == 0 => 0,
                 Some(FirstSeen { event_time_ms: Some(ms), .. }) => {
@@ -408,7 +437,12 @@ pub struct WindowRows {
 
 /// A replayed window's rows against `reference` (none: no drift rows, as for a window closed
 /// before its version had a reference).
-pub fn window_rows(ctx: &RowContext<'_>, key: &RowKey, window: &ReplayedWindow, reference: Option<&ReferenceRef<'_>>) -> WindowRows {
+pub fn window_rows(
+    ctx: &RowContext<'_>,
+    key: &RowKey,
+    window: &ReplayedWindow,
+    reference: Option<&ReferenceRef<'_>>,
+) -> WindowRows {
     let reference_id = reference.map_or("", |r| r.id);
     let drift = reference.map(|r| rows::drift(ctx, key, &window.state, r).1).unwrap_or_default();
     WindowRows {
@@ -463,7 +497,10 @@ pub struct Comparison {
 
 impl Comparison {
     pub fn new() -> Self {
-        Self { tallies: [WINDOW_METRICS, WINDOW_PERFORMANCE, FEATURE_DRIFT].map(|t| (t, Tally::default())), differences: Vec::new() }
+        Self {
+            tallies: [WINDOW_METRICS, WINDOW_PERFORMANCE, FEATURE_DRIFT].map(|t| (t, Tally::default())),
+            differences: Vec::new(),
+        }
     }
 
     pub fn is_identical(&self) -> bool {
@@ -473,7 +510,13 @@ impl Comparison {
     /// Compares one stored window with its rows recomputed (`None`: the replay has no such
     /// window). `performance_compared`: whether the window's outcomes were all in the log.
     /// `feature_drift` counts only windows with drift rows on either side.
-    pub fn window(&mut self, key: &RowKey, stored: StoredWindow<'_>, recomputed: Option<&WindowRows>, performance_compared: bool) {
+    pub fn window(
+        &mut self,
+        key: &RowKey,
+        stored: StoredWindow<'_>,
+        recomputed: Option<&WindowRows>,
+        performance_compared: bool,
+    ) {
         let before = self.differences.len();
         self.rows(WINDOW_METRICS, key, None, Some(stored.metrics), recomputed.map(|r| &r.metrics));
         self.tally(0, before);
@@ -483,7 +526,8 @@ impl Comparison {
             self.tally(1, before);
         }
         let before = self.differences.len();
-        let stored_drift: BTreeMap<&str, &FeatureDriftRow> = stored.drift.iter().map(|r| (r.feature.as_str(), r)).collect();
+        let stored_drift: BTreeMap<&str, &FeatureDriftRow> =
+            stored.drift.iter().map(|r| (r.feature.as_str(), r)).collect();
         let recomputed_drift: BTreeMap<&str, &FeatureDriftRow> =
             recomputed.map(|r| r.drift.iter().map(|d| (d.feature.as_str(), d)).collect()).unwrap_or_default();
         let features: BTreeSet<&str> = stored_drift.keys().chain(recomputed_drift.keys()).copied().collect();
@@ -492,7 +536,13 @@ impl Comparison {
             return;
         }
         for feature in features {
-            self.rows(FEATURE_DRIFT, key, Some(feature), stored_drift.get(feature).copied(), recomputed_drift.get(feature).copied());
+            self.rows(
+                FEATURE_DRIFT,
+                key,
+                Some(feature),
+                stored_drift.get(feature).copied(),
+                recomputed_drift.get(feature).copied(),
+            );
         }
         self.tally(2, before);
     }
@@ -507,9 +557,23 @@ impl Comparison {
         }
     }
 
-    fn rows<T: Serialize>(&mut self, table: &'static str, key: &RowKey, feature: Option<&str>, stored: Option<&T>, recomputed: Option<&T>) {
+    fn rows<T: Serialize>(
+        &mut self,
+        table: &'static str,
+        key: &RowKey,
+        feature: Option<&str>,
+        stored: Option<&T>,
+        recomputed: Option<&T>,
+    ) {
         let mut differ = |column: String, stored: String, recomputed: String| {
-            self.differences.push(Difference { table, key: key.clone(), feature: feature.map(str::to_owned), column, stored, recomputed });
+            self.differences.push(Difference {
+                table,
+                key: key.clone(),
+                feature: feature.map(str::to_owned),
+                column,
+                stored,
+                recomputed,
+            });
         };
         let (stored, recomputed) = match (stored, recomputed) {
             (None, None) => return,
@@ -536,10 +600,17 @@ fn to_object<T: Serialize>(row: &T) -> serde_json::Map<String, Value> {
 
 /// Compares two column values: numbers within the tolerance, strings holding a JSON object key
 /// by key (a window's feature means, predicted label counts), anything else exactly.
-fn compare_values(column: &str, stored: &Value, recomputed: &Value, differ: &mut impl FnMut(String, String, String)) {
+fn compare_values(
+    column: &str,
+    stored: &Value,
+    recomputed: &Value,
+    differ: &mut impl FnMut(String, String, String),
+) {
     if let (Value::String(s), Value::String(r)) = (stored, recomputed) {
         if s.starts_with('{') && r.starts_with('{') {
-            if let (Ok(Value::Object(s)), Ok(Value::Object(r))) = (serde_json::from_str::<Value>(s), serde_json::from_str::<Value>(r)) {
+            if let (Ok(Value::Object(s)), Ok(Value::Object(r))) =
+                (serde_json::from_str::<Value>(s), serde_json::from_str::<Value>(r))
+            {
                 let keys: BTreeSet<&String> = s.keys().chain(r.keys()).collect();
                 for key in keys {
                     let (sv, rv) = (s.get(key).unwrap_or(&Value::Null), r.get(key).unwrap_or(&Value::Null));
@@ -603,7 +674,8 @@ pub fn write_header(out: &mut impl Write) -> io::Result<()> {
 /// Kafka timestamp in ms (i64, `i64::MIN` for none), payload length (u32) and payload; integers
 /// big-endian.
 pub fn write_record(out: &mut impl Write, message: &RetainedMessage<'_>) -> io::Result<()> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} too long for the log file"));
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} too long for the log file"));
     let topic_len = u16::try_from(message.topic.len()).map_err(|_| invalid("topic name"))?;
     let payload_len = u32::try_from(message.payload.len()).map_err(|_| invalid("payload"))?;
     out.write_all(&topic_len.to_be_bytes())?;
@@ -635,7 +707,8 @@ pub fn read_record(input: &mut impl Read) -> io::Result<Option<LogRecord>> {
     }
     let mut topic = vec![0u8; usize::from(u16::from_be_bytes(topic_len))];
     input.read_exact(&mut topic)?;
-    let topic = String::from_utf8(topic).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "topic name is not UTF-8"))?;
+    let topic = String::from_utf8(topic)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "topic name is not UTF-8"))?;
     let mut fixed = [0u8; 24];
     input.read_exact(&mut fixed)?;
     let partition = i32::from_be_bytes(fixed[0..4].try_into().expect("4 bytes"));
@@ -644,7 +717,13 @@ pub fn read_record(input: &mut impl Read) -> io::Result<Option<LogRecord>> {
     let payload_len = u32::from_be_bytes(fixed[20..24].try_into().expect("4 bytes"));
     let mut payload = vec![0u8; payload_len as usize];
     input.read_exact(&mut payload)?;
-    Ok(Some(LogRecord { topic, partition, offset, timestamp_ms: (timestamp != NO_TIMESTAMP).then_some(timestamp), payload }))
+    Ok(Some(LogRecord {
+        topic,
+        partition,
+        offset,
+        timestamp_ms: (timestamp != NO_TIMESTAMP).then_some(timestamp),
+        payload,
+    }))
 }
 
 #[cfg(test)]
@@ -675,7 +754,11 @@ mod tests {
             segment: [("country".to_owned(), country.to_owned())].into(),
             numeric_features: [("x".to_owned(), (i % 17) as f64 * 0.37)].into(),
             categorical_features: [("device".to_owned(), ["ios", "web", "android"][i % 3].to_owned())].into(),
-            prediction: Prediction { label: Some((i % 2).to_string()), score: Some((i % 10) as f64 / 10.0), ..Default::default() },
+            prediction: Prediction {
+                label: Some((i % 2).to_string()),
+                score: Some((i % 10) as f64 / 10.0),
+                ..Default::default()
+            },
             serving_latency_ms: Some((i % 7) as f64 + 0.5),
             ..Default::default()
         })
@@ -720,7 +803,11 @@ mod tests {
 
     /// What the monitor does with the same log, taken in the same order: the pipeline's steps,
     /// a flush (partials) every `flush_every` messages, windows merged from the partials.
-    fn live(log: &[(Source, i64, Vec<u8>)], settings: &ReplaySettings, flush_every: usize) -> BTreeMap<RowKey, WindowState> {
+    fn live(
+        log: &[(Source, i64, Vec<u8>)],
+        settings: &ReplaySettings,
+        flush_every: usize,
+    ) -> BTreeMap<RowKey, WindowState> {
         let mut pending = PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label);
         let mut segments = Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model);
         let mut clock = WindowClock::new(settings.lateness_seconds);
@@ -735,9 +822,15 @@ mod tests {
                 Source::Predictions => match decode_prediction_view(payload) {
                     Ok(event) => {
                         let pane = pending.pane_start(event.event_time_ms);
-                        let late = clock.observe(0, settings.windows.for_model(event.model_id), event.event_time_ms);
+                        let late =
+                            clock.observe(0, settings.windows.for_model(event.model_id), event.event_time_ms);
                         pending.record_event(0, offset, &event, late, &mut segments, &mut named);
-                        if let Some(m) = join.on_prediction(0, event.model_id, event.prediction_id, WaitingPrediction::of(&event, pane, &named)) {
+                        if let Some(m) = join.on_prediction(
+                            0,
+                            event.model_id,
+                            event.prediction_id,
+                            WaitingPrediction::of(&event, pane, &named),
+                        ) {
                             pending.record_matched(Source::Predictions, 0, &m);
                         }
                     }
@@ -747,7 +840,13 @@ mod tests {
                     let o: OutcomeEvent = decode(payload).unwrap();
                     pending.record_other(Source::Outcomes, 0, offset);
                     let observed = Observed { label: o.label.clone(), value: o.value };
-                    if let Some(m) = join.on_outcome(0, &o.model_id, &o.prediction_id, observed, (o.event_time_ms / 1000) as u64) {
+                    if let Some(m) = join.on_outcome(
+                        0,
+                        &o.model_id,
+                        &o.prediction_id,
+                        observed,
+                        (o.event_time_ms / 1000) as u64,
+                    ) {
                         pending.record_matched(Source::Outcomes, 0, &m);
                     }
                 }
@@ -761,8 +860,15 @@ mod tests {
         // As closing does: each window merges the partials of its panes.
         for row in partials.into_iter().filter(|r| !r.state.is_empty()) {
             let state = WindowState::decode(&row.state).unwrap();
-            for window in settings.windows.for_model(&row.model_id).windows_containing(u64::from(row.window_start)) {
-                let key = RowKey { model_id: row.model_id.clone(), model_version: row.model_version.clone(), segment: row.segment.clone(), window_start: window.start };
+            for window in
+                settings.windows.for_model(&row.model_id).windows_containing(u64::from(row.window_start))
+            {
+                let key = RowKey {
+                    model_id: row.model_id.clone(),
+                    model_version: row.model_version.clone(),
+                    segment: row.segment.clone(),
+                    window_start: window.start,
+                };
                 windows.entry(key).or_default().merge(&state).unwrap();
             }
         }
@@ -771,10 +877,19 @@ mod tests {
 
     /// Feeds the log topic by topic (each in offset order), the two topics' messages arriving
     /// in chunks of `chunk`, as a reader sees them.
-    fn replay(log: &[(Source, i64, Vec<u8>)], settings: &ReplaySettings, selection: Selection, chunk: usize) -> Replayed {
+    fn replay(
+        log: &[(Source, i64, Vec<u8>)],
+        settings: &ReplaySettings,
+        selection: Selection,
+        chunk: usize,
+    ) -> Replayed {
         let mut engine = Replay::new(settings.clone(), selection);
         let by_source = |s: Source| -> Vec<(i64, i64, &[u8])> {
-            log.iter().filter(|(source, ..)| *source == s).enumerate().map(|(o, (_, t, p))| (o as i64, *t, p.as_slice())).collect()
+            log.iter()
+                .filter(|(source, ..)| *source == s)
+                .enumerate()
+                .map(|(o, (_, t, p))| (o as i64, *t, p.as_slice()))
+                .collect()
         };
         let (predictions, outcomes) = (by_source(Source::Predictions), by_source(Source::Outcomes));
         let mut queues = [predictions.chunks(chunk), outcomes.chunks(chunk * 3)];
@@ -784,7 +899,13 @@ mod tests {
                 match queues[side].next() {
                     Some(messages) => {
                         for (offset, timestamp, payload) in messages {
-                            engine.push(LogMessage { source, partition: 0, offset: *offset, timestamp_ms: Some(*timestamp), payload });
+                            engine.push(LogMessage {
+                                source,
+                                partition: 0,
+                                offset: *offset,
+                                timestamp_ms: Some(*timestamp),
+                                payload,
+                            });
                         }
                     }
                     None if live[side] => {
@@ -800,19 +921,42 @@ mod tests {
 
     fn assert_same_states(live: &BTreeMap<RowKey, WindowState>, replayed: &Replayed) {
         assert_eq!(live.keys().collect::<Vec<_>>(), replayed.windows.keys().collect::<Vec<_>>());
-        let ctx = RowContext { window_seconds: 60, config_hash: "h", positive_label: "1", drift_policy: &monitor_drift_policy(), computed_at: 0 };
+        let ctx = RowContext {
+            window_seconds: 60,
+            config_hash: "h",
+            positive_label: "1",
+            drift_policy: &monitor_drift_policy(),
+            computed_at: 0,
+        };
         let reference_state = live.values().next().unwrap();
         let reference = ReferenceRef { id: "upload:r", state: reference_state };
         let mut comparison = Comparison::new();
         for (key, state) in live {
             let window = &replayed.windows[key];
             let (s, r) = (state, &window.state);
-            assert_eq!((s.events, s.late_events, &s.predicted_labels, &s.categorical), (r.events, r.late_events, &r.predicted_labels, &r.categorical), "{key:?}");
-            assert_eq!(s.performance.as_ref().map(|p| (p.labeled, &p.confusion)), r.performance.as_ref().map(|p| (p.labeled, &p.confusion)), "{key:?}");
-            let live_rows = window_rows(&ctx, key, &ReplayedWindow { partition: 0, length: 60, state: state.clone() }, Some(&reference));
+            assert_eq!(
+                (s.events, s.late_events, &s.predicted_labels, &s.categorical),
+                (r.events, r.late_events, &r.predicted_labels, &r.categorical),
+                "{key:?}"
+            );
+            assert_eq!(
+                s.performance.as_ref().map(|p| (p.labeled, &p.confusion)),
+                r.performance.as_ref().map(|p| (p.labeled, &p.confusion)),
+                "{key:?}"
+            );
+            let live_rows = window_rows(
+                &ctx,
+                key,
+                &ReplayedWindow { partition: 0, length: 60, state: state.clone() },
+                Some(&reference),
+            );
             let replayed_rows = window_rows(&ctx, key, window, Some(&reference));
             assert!(!live_rows.drift.is_empty());
-            let stored = StoredWindow { metrics: &live_rows.metrics, performance: Some(&live_rows.performance), drift: &live_rows.drift };
+            let stored = StoredWindow {
+                metrics: &live_rows.metrics,
+                performance: Some(&live_rows.performance),
+                drift: &live_rows.drift,
+            };
             comparison.window(key, stored, Some(&replayed_rows), true);
         }
         assert!(comparison.is_identical(), "{:#?}", comparison.differences);
@@ -831,12 +975,20 @@ mod tests {
         assert_eq!(counts.join.matched, 400, "outcomes before and after their predictions all match");
         let segments: BTreeSet<&str> = replayed.windows.keys().map(|k| k.segment.as_str()).collect();
         assert!(segments.contains("country=__other__"), "{segments:?}");
-        let labeled: u64 = replayed.windows.iter().filter(|(k, _)| k.segment.is_empty()).map(|(_, w)| w.state.performance.as_ref().map_or(0, |p| p.labeled)).sum();
+        let labeled: u64 = replayed
+            .windows
+            .iter()
+            .filter(|(k, _)| k.segment.is_empty())
+            .map(|(_, w)| w.state.performance.as_ref().map_or(0, |p| p.labeled))
+            .sum();
         assert_eq!(labeled, 400);
         assert_eq!(replayed.coverage(0), Coverage { metrics_from: 0, performance_from: 0 });
         // The last prediction is at T0 + 239.6 s: with 30 s lateness windows up to T0 + 180 s closed.
         let minute = |start| Window { start, length: 60 };
-        assert!(replayed.closed_by_watermark(0, minute(1_764_000_120)) && !replayed.closed_by_watermark(0, minute(1_764_000_180)));
+        assert!(
+            replayed.closed_by_watermark(0, minute(1_764_000_120))
+                && !replayed.closed_by_watermark(0, minute(1_764_000_180))
+        );
         assert!(!replayed.closed_by_watermark(1, minute(0)), "a partition without predictions");
     }
 
@@ -845,19 +997,33 @@ mod tests {
         let log = log();
         let mut settings = settings(3);
         // Model a: 2-minute windows every 30 s; the others: tumbling 90 s. Panes are 30 s.
-        let per_model = std::collections::HashMap::from([("a".to_owned(), crate::windowing::WindowSpec { length: 120, slide: 30 })]);
+        let per_model = std::collections::HashMap::from([(
+            "a".to_owned(),
+            crate::windowing::WindowSpec { length: 120, slide: 30 },
+        )]);
         settings.windows = Windowing::new(crate::windowing::WindowSpec::tumbling(90), per_model);
         let live = live(&log, &settings, 97);
         let replayed = replay(&log, &settings, Selection::default(), 41);
         assert_same_states(&live, &replayed);
-        let a: Vec<_> = replayed.windows.iter().filter(|(k, _)| k.model_id == "a" && k.segment.is_empty()).collect();
-        assert!(a.len() >= 8 && a.iter().all(|(k, w)| w.length == 120 && k.window_start % 30 == 0), "{:?}", a.iter().map(|(k, _)| k.window_start).collect::<Vec<_>>());
+        let a: Vec<_> =
+            replayed.windows.iter().filter(|(k, _)| k.model_id == "a" && k.segment.is_empty()).collect();
+        assert!(
+            a.len() >= 8 && a.iter().all(|(k, w)| w.length == 120 && k.window_start % 30 == 0),
+            "{:?}",
+            a.iter().map(|(k, _)| k.window_start).collect::<Vec<_>>()
+        );
         let in_windows: u64 = a.iter().map(|(_, w)| w.state.events).sum();
         let tumbling = replay(&log, &self::settings(3), Selection::default(), 41);
-        let predictions_of_a: u64 = tumbling.windows.iter().filter(|(k, _)| k.model_id == "a" && k.segment.is_empty()).map(|(_, w)| w.state.events).sum();
+        let predictions_of_a: u64 = tumbling
+            .windows
+            .iter()
+            .filter(|(k, _)| k.model_id == "a" && k.segment.is_empty())
+            .map(|(_, w)| w.state.events)
+            .sum();
         assert!(predictions_of_a > 100);
         assert_eq!(in_windows, 4 * predictions_of_a, "every prediction is in 120 / 30 = 4 windows");
-        let b_starts: BTreeSet<u32> = replayed.windows.keys().filter(|k| k.model_id != "a").map(|k| k.window_start).collect();
+        let b_starts: BTreeSet<u32> =
+            replayed.windows.keys().filter(|k| k.model_id != "a").map(|k| k.window_start).collect();
         assert!(b_starts.iter().all(|s| s % 90 == 0), "{b_starts:?}");
     }
 
@@ -865,9 +1031,16 @@ mod tests {
     fn a_selection_keeps_only_its_windows_and_changes_none_of_them() {
         let log = log();
         let settings = settings(3);
-        let selection = Selection { model: Some("a".into()), version: Some("v1".into()), from: Some(1_764_000_060), to: Some(1_764_000_180) };
-        let live: BTreeMap<RowKey, WindowState> =
-            live(&log, &settings, 1_000).into_iter().filter(|(k, _)| selection.contains(&k.model_id, &k.model_version, k.window_start)).collect();
+        let selection = Selection {
+            model: Some("a".into()),
+            version: Some("v1".into()),
+            from: Some(1_764_000_060),
+            to: Some(1_764_000_180),
+        };
+        let live: BTreeMap<RowKey, WindowState> = live(&log, &settings, 1_000)
+            .into_iter()
+            .filter(|(k, _)| selection.contains(&k.model_id, &k.model_version, k.window_start))
+            .collect();
         let replayed = replay(&log, &settings, selection, 7);
         assert!(live.len() > 3, "{:?}", live.keys());
         assert_same_states(&live, &replayed);
@@ -877,7 +1050,13 @@ mod tests {
     fn a_tampered_row_is_reported_by_table_key_and_column() {
         let log = log();
         let replayed = replay(&log, &settings(3), Selection::default(), 50);
-        let ctx = RowContext { window_seconds: 60, config_hash: "h", positive_label: "1", drift_policy: &monitor_drift_policy(), computed_at: 7 };
+        let ctx = RowContext {
+            window_seconds: 60,
+            config_hash: "h",
+            positive_label: "1",
+            drift_policy: &monitor_drift_policy(),
+            computed_at: 7,
+        };
         let (key, window) = replayed.windows.iter().find(|(k, _)| k.segment.is_empty()).unwrap();
         let rows = window_rows(&ctx, key, window, None);
         let mut metrics = rows.metrics.clone();
@@ -889,13 +1068,32 @@ mod tests {
         *means.get_mut("x").unwrap() += 1.0;
         metrics.feature_means = serde_json::to_string(&means).unwrap();
         let mut comparison = Comparison::new();
-        comparison.window(key, StoredWindow { metrics: &metrics, performance: Some(&nudged), drift: &[] }, Some(&rows), true);
-        let mut columns: Vec<(&str, &str)> = comparison.differences.iter().map(|d| (d.table, d.column.as_str())).collect();
+        comparison.window(
+            key,
+            StoredWindow { metrics: &metrics, performance: Some(&nudged), drift: &[] },
+            Some(&rows),
+            true,
+        );
+        let mut columns: Vec<(&str, &str)> =
+            comparison.differences.iter().map(|d| (d.table, d.column.as_str())).collect();
         columns.sort();
-        assert_eq!(columns, vec![(WINDOW_METRICS, "feature_means.x"), (WINDOW_METRICS, "score_mean")], "computed_at is ignored, 1e-12 is within tolerance");
-        assert_eq!(comparison.tallies.map(|(_, t)| (t.compared, t.differing)), [(1, 1), (1, 0), (0, 0)], "no drift rows on either side");
+        assert_eq!(
+            columns,
+            vec![(WINDOW_METRICS, "feature_means.x"), (WINDOW_METRICS, "score_mean")],
+            "computed_at is ignored, 1e-12 is within tolerance"
+        );
+        assert_eq!(
+            comparison.tallies.map(|(_, t)| (t.compared, t.differing)),
+            [(1, 1), (1, 0), (0, 0)],
+            "no drift rows on either side"
+        );
         let mut missing = Comparison::new();
-        missing.window(key, StoredWindow { metrics: &rows.metrics, performance: Some(&rows.performance), drift: &[] }, None, true);
+        missing.window(
+            key,
+            StoredWindow { metrics: &rows.metrics, performance: Some(&rows.performance), drift: &[] },
+            None,
+            true,
+        );
         assert_eq!(missing.differences[0].column, "(row)");
         assert_eq!(missing.differences[0].recomputed, "missing");
     }
@@ -905,14 +1103,25 @@ mod tests {
         let log = log();
         let settings = settings(100);
         let mut engine = Replay::new(settings.clone(), Selection::default());
-        for (offset, (source, time, payload)) in log.iter().enumerate().filter(|(_, (s, ..))| *s == Source::Predictions).skip(200) {
-            engine.push(LogMessage { source: *source, partition: 0, offset: offset as i64, timestamp_ms: Some(*time), payload });
+        for (offset, (source, time, payload)) in
+            log.iter().enumerate().filter(|(_, (s, ..))| *s == Source::Predictions).skip(200)
+        {
+            engine.push(LogMessage {
+                source: *source,
+                partition: 0,
+                offset: offset as i64,
+                timestamp_ms: Some(*time),
+                payload,
+            });
         }
         engine.log_start(Source::Outcomes, 0, 0);
         engine.log_start(Source::Predictions, 1, 5);
         let replayed = engine.finish().unwrap();
         let coverage = replayed.coverage(0);
-        assert!(coverage.metrics_from > 1_764_000_060 && coverage.metrics_from.is_multiple_of(60), "{coverage:?}");
+        assert!(
+            coverage.metrics_from > 1_764_000_060 && coverage.metrics_from.is_multiple_of(60),
+            "{coverage:?}"
+        );
         assert_eq!(replayed.coverage(1).metrics_from, u32::MAX, "emptied by retention");
         assert_eq!(replayed.coverage(2).metrics_from, 0, "never written");
     }
@@ -931,8 +1140,20 @@ mod tests {
         let mut file = Vec::new();
         write_header(&mut file).unwrap();
         let messages = [
-            RetainedMessage { topic: "vigil.predictions.v1", partition: 3, offset: 41, timestamp_ms: Some(T0), payload: b"abc" },
-            RetainedMessage { topic: "vigil.outcomes.v1", partition: 0, offset: 0, timestamp_ms: None, payload: b"" },
+            RetainedMessage {
+                topic: "vigil.predictions.v1",
+                partition: 3,
+                offset: 41,
+                timestamp_ms: Some(T0),
+                payload: b"abc",
+            },
+            RetainedMessage {
+                topic: "vigil.outcomes.v1",
+                partition: 0,
+                offset: 0,
+                timestamp_ms: None,
+                payload: b"",
+            },
         ];
         for m in &messages {
             write_record(&mut file, m).unwrap();
@@ -940,7 +1161,16 @@ mod tests {
         let mut input = file.as_slice();
         read_header(&mut input).unwrap();
         let first = read_record(&mut input).unwrap().unwrap();
-        assert_eq!((first.topic.as_str(), first.partition, first.offset, first.timestamp_ms, first.payload.as_slice()), ("vigil.predictions.v1", 3, 41, Some(T0), &b"abc"[..]));
+        assert_eq!(
+            (
+                first.topic.as_str(),
+                first.partition,
+                first.offset,
+                first.timestamp_ms,
+                first.payload.as_slice()
+            ),
+            ("vigil.predictions.v1", 3, 41, Some(T0), &b"abc"[..])
+        );
         assert_eq!(read_record(&mut input).unwrap().unwrap().timestamp_ms, None);
         assert!(read_record(&mut input).unwrap().is_none());
         assert!(read_header(&mut &b"PAR1...."[..]).is_err());

@@ -11,7 +11,10 @@ use crate::window::WindowState;
 /// chi-square for small categorical windows, since both sides of a window comparison are samples
 /// (the goodness-of-fit form treats a small reference as exact and over-alarms).
 pub fn drift_policy() -> DriftPolicy {
-    DriftPolicy { categorical_small: vigil_stats::TestChoice::of(vigil_stats::DriftTest::ChiSquare2Samp), ..Default::default() }
+    DriftPolicy {
+        categorical_small: vigil_stats::TestChoice::of(vigil_stats::DriftTest::ChiSquare2Samp),
+        ..Default::default()
+    }
 }
 
 /// What the rows of every window share.
@@ -49,7 +52,12 @@ impl ReferenceRef<'_> {
 /// The drift test of every feature against the reference (none for the reference window itself),
 /// as results for the policy and rows for `feature_drift`. Features whose test could not run are
 /// returned by name with the reason.
-pub fn drift(ctx: &RowContext<'_>, key: &RowKey, state: &WindowState, reference: &ReferenceRef<'_>) -> (Vec<FeatureDrift>, Vec<FeatureDriftRow>, Vec<(String, String)>) {
+pub fn drift(
+    ctx: &RowContext<'_>,
+    key: &RowKey,
+    state: &WindowState,
+    reference: &ReferenceRef<'_>,
+) -> (Vec<FeatureDrift>, Vec<FeatureDriftRow>, Vec<(String, String)>) {
     if reference.is_window(key.window_start) {
         return (vec![], vec![], vec![]);
     }
@@ -82,7 +90,13 @@ pub fn drift(ctx: &RowContext<'_>, key: &RowKey, state: &WindowState, reference:
     (results, rows, skipped)
 }
 
-pub fn metrics(ctx: &RowContext<'_>, key: &RowKey, state: &WindowState, reference_id: &str, source_partition: u32) -> WindowMetricsRow {
+pub fn metrics(
+    ctx: &RowContext<'_>,
+    key: &RowKey,
+    state: &WindowState,
+    reference_id: &str,
+    source_partition: u32,
+) -> WindowMetricsRow {
     let summary = state.summary();
     let [p50, p95, p99] = summary.latency_ms.map_or([None; 3], |l| l.map(Some));
     WindowMetricsRow {
@@ -107,7 +121,12 @@ pub fn metrics(ctx: &RowContext<'_>, key: &RowKey, state: &WindowState, referenc
     }
 }
 
-pub fn performance(ctx: &RowContext<'_>, key: &RowKey, state: &WindowState, reference_id: &str) -> WindowPerformanceRow {
+pub fn performance(
+    ctx: &RowContext<'_>,
+    key: &RowKey,
+    state: &WindowState,
+    reference_id: &str,
+) -> WindowPerformanceRow {
     let summary = state.performance.as_ref().map(|p| p.summary(ctx.positive_label)).unwrap_or_default();
     WindowPerformanceRow {
         model_id: key.model_id.clone(),

@@ -64,7 +64,11 @@ impl WindowState {
 
     /// Adds an outcome joined to one of this window's predictions.
     pub fn add_outcome(&mut self, predicted: &Predicted, observed: &Observed, positive_label: &str) {
-        self.performance.get_or_insert_with(PerformanceState::default).add(predicted, observed, positive_label);
+        self.performance.get_or_insert_with(PerformanceState::default).add(
+            predicted,
+            observed,
+            positive_label,
+        );
     }
 
     pub fn merge(&mut self, other: &Self) -> Result<(), StatsError> {
@@ -241,9 +245,17 @@ mod tests {
             prediction_id: format!("p{i}"),
             model_id: "m".into(),
             model_version: "v1".into(),
-            numeric_features: [("x".to_owned(), f64::from(i)), ("gap".to_owned(), if i.is_multiple_of(5) { f64::NAN } else { 1.0 })].into(),
+            numeric_features: [
+                ("x".to_owned(), f64::from(i)),
+                ("gap".to_owned(), if i.is_multiple_of(5) { f64::NAN } else { 1.0 }),
+            ]
+            .into(),
             categorical_features: [("device".to_owned(), ["ios", "web"][i as usize % 2].to_owned())].into(),
-            prediction: Prediction { label: Some((i % 3).to_string()), score: Some(f64::from(i % 10) / 10.0), ..Default::default() },
+            prediction: Prediction {
+                label: Some((i % 3).to_string()),
+                score: Some(f64::from(i % 10) / 10.0),
+                ..Default::default()
+            },
             serving_latency_ms: Some(f64::from(i % 7) + 0.5),
             ..Default::default()
         }
@@ -283,7 +295,10 @@ mod tests {
         let summary = state_of(0..100).summary();
         let [p50, p95, p99] = summary.latency_ms.unwrap();
         // Latencies are i % 7 + 0.5 ms: the median is 3.5 ms, the tail 6.5 ms (1% sketch error).
-        assert!((p50 - 3.5).abs() < 0.05 && (p95 - 6.5).abs() < 0.07 && (p99 - 6.5).abs() < 0.07, "{p50} {p95} {p99}");
+        assert!(
+            (p50 - 3.5).abs() < 0.05 && (p95 - 6.5).abs() < 0.07 && (p99 - 6.5).abs() < 0.07,
+            "{p50} {p95} {p99}"
+        );
         assert!((summary.score_mean.unwrap() - 0.45).abs() < 1e-12);
         assert_eq!(summary.feature_means["x"], 49.5);
         assert_eq!(summary.features_missing, 20);
@@ -297,7 +312,10 @@ mod tests {
         let back: WindowState = serde_json::from_str(&json).unwrap();
         assert_eq!(back.events, 50);
         assert_eq!(back.categorical, state.categorical);
-        assert_eq!(back.latency_us.unwrap().quantile(0.5).unwrap(), state.latency_us.unwrap().quantile(0.5).unwrap());
+        assert_eq!(
+            back.latency_us.unwrap().quantile(0.5).unwrap(),
+            state.latency_us.unwrap().quantile(0.5).unwrap()
+        );
     }
 
     /// What a state's serde form says, as JSON: equal JSON means equal fields, bit for bit
@@ -308,7 +326,11 @@ mod tests {
 
     fn with_outcomes(mut state: WindowState) -> WindowState {
         for i in 0..30 {
-            let predicted = Predicted { label: Some((i % 2).to_string()), score: Some(f64::from(i) / 31.0), value: Some(f64::from(i)) };
+            let predicted = Predicted {
+                label: Some((i % 2).to_string()),
+                score: Some(f64::from(i) / 31.0),
+                value: Some(f64::from(i)),
+            };
             let observed = Observed { label: Some((i % 3 % 2).to_string()), value: Some(f64::from(i) * 1.1) };
             state.add_outcome(&predicted, &observed, "1");
         }
@@ -332,7 +354,10 @@ mod tests {
         a.merge(&other).unwrap();
         b.merge(&WindowState::decode(&other.encode().unwrap()).unwrap()).unwrap();
         assert_eq!(fields(&a), fields(&b));
-        assert_eq!(fields(&WindowState::decode(&WindowState::default().encode().unwrap()).unwrap()), fields(&WindowState::default()));
+        assert_eq!(
+            fields(&WindowState::decode(&WindowState::default().encode().unwrap()).unwrap()),
+            fields(&WindowState::default())
+        );
     }
 
     #[test]
@@ -349,7 +374,8 @@ mod tests {
     #[test]
     fn features_in_any_order_feed_the_same_sketches() {
         let features = |i: u32| -> Vec<(String, f64)> {
-            let mut f: Vec<(String, f64)> = (0..12).map(|k| (format!("f{k:02}"), f64::from(i * 31 + k) * 0.37 - 40.0)).collect();
+            let mut f: Vec<(String, f64)> =
+                (0..12).map(|k| (format!("f{k:02}"), f64::from(i * 31 + k) * 0.37 - 40.0)).collect();
             f.push(("f03".into(), f64::from(i) * 1.5)); // a repeated name: both values count, in order
             f
         };

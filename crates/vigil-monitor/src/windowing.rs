@@ -108,7 +108,8 @@ impl Windowing {
         if self.per_model.is_empty() && !self.default.is_sliding() {
             return self.default.length.to_string();
         }
-        let mut models: Vec<_> = self.per_model.iter().map(|(m, s)| format!("{m}={}/{}", s.length, s.slide)).collect();
+        let mut models: Vec<_> =
+            self.per_model.iter().map(|(m, s)| format!("{m}={}/{}", s.length, s.slide)).collect();
         models.sort();
         format!("{}/{};{}", self.default.length, self.default.slide, models.join(","))
     }
@@ -139,7 +140,11 @@ mod tests {
     fn sliding_windows_overlap_by_length_over_slide() {
         let spec = WindowSpec { length: 300, slide: 60 };
         assert_eq!(spec.starts_containing(1_000).collect::<Vec<_>>(), vec![720, 780, 840, 900, 960]);
-        assert_eq!(spec.starts_containing(30).collect::<Vec<_>>(), vec![0], "no window starts before the epoch");
+        assert_eq!(
+            spec.starts_containing(30).collect::<Vec<_>>(),
+            vec![0],
+            "no window starts before the epoch"
+        );
         assert_eq!(spec.starts_containing(299).collect::<Vec<_>>(), vec![0, 60, 120, 180, 240]);
         for t in [0u64, 59, 60, 299, 300, 12_345] {
             for s in spec.starts_containing(t) {
@@ -151,7 +156,10 @@ mod tests {
 
     #[test]
     fn the_pane_divides_every_length_and_slide() {
-        let per_model = HashMap::from([("fraud".to_owned(), WindowSpec { length: 3_600, slide: 900 }), ("ads".to_owned(), WindowSpec::tumbling(90))]);
+        let per_model = HashMap::from([
+            ("fraud".to_owned(), WindowSpec { length: 3_600, slide: 900 }),
+            ("ads".to_owned(), WindowSpec::tumbling(90)),
+        ]);
         let w = Windowing::new(WindowSpec::tumbling(60), per_model);
         assert_eq!(w.pane_seconds(), 30);
         assert_eq!(w.for_model("fraud"), WindowSpec { length: 3_600, slide: 900 });

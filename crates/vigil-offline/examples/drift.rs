@@ -6,10 +6,7 @@ use clap::Parser;
 use vigil_offline::{run_drift, DriftArgs};
 
 #[derive(Parser)]
-#[command(
-    name = "drift",
-    about = "Per-column drift between a reference and a current CSV file"
-)]
+#[command(name = "drift", about = "Per-column drift between a reference and a current CSV file")]
 struct Cli {
     #[command(flatten)]
     args: DriftArgs,

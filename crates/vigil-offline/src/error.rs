@@ -7,62 +7,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
-    Csv {
-        path: PathBuf,
-        line: u64,
-        message: String,
-    },
+    Csv { path: PathBuf, line: u64, message: String },
     #[error("{path}: the file is empty (a header row is required)")]
     Empty { path: PathBuf },
     #[error("{path}: line {line}: expected {expected} fields as in the header, found {found}")]
-    Ragged {
-        path: PathBuf,
-        line: u64,
-        expected: usize,
-        found: usize,
-    },
+    Ragged { path: PathBuf, line: u64, expected: usize, found: usize },
     #[error("{path}: header: column {column:?} appears twice")]
     DuplicateColumn { path: PathBuf, column: String },
     #[error("column {column:?} is in {present} but missing from {missing}")]
-    MissingColumn {
-        column: String,
-        present: PathBuf,
-        missing: PathBuf,
-    },
-    #[error(
-        "{path}: line {line}, column {column:?}: {value:?} is not a number (the column is numeric)"
-    )]
-    NotNumeric {
-        path: PathBuf,
-        line: u64,
-        column: String,
-        value: String,
-    },
+    MissingColumn { column: String, present: PathBuf, missing: PathBuf },
+    #[error("{path}: line {line}, column {column:?}: {value:?} is not a number (the column is numeric)")]
+    NotNumeric { path: PathBuf, line: u64, column: String, value: String },
     #[error("{path}: {place}, column {column:?}: {message}")]
-    BadValue {
-        path: PathBuf,
-        place: Place,
-        column: String,
-        message: String,
-    },
+    BadValue { path: PathBuf, place: Place, column: String, message: String },
     #[error("{path}: {place}: {message}")]
-    Avro {
-        path: PathBuf,
-        place: Place,
-        message: String,
-    },
+    Avro { path: PathBuf, place: Place, message: String },
     #[error("{first}\n{}", bad_rows_hint(*.limit))]
     /// The first bad row's error, once more rows were bad than `--max-bad-rows` allows.
-    TooManyBadRows {
-        first: Box<OfflineError>,
-        count: u64,
-        limit: u64,
-    },
+    TooManyBadRows { first: Box<OfflineError>, count: u64, limit: u64 },
     #[error("{path}: no rows to build a reference from{detail}")]
     NoRows { path: PathBuf, detail: String },
     #[error("{flag}: {message}")]
@@ -91,11 +55,10 @@ impl std::fmt::Display for Place {
 
 fn bad_rows_hint(limit: u64) -> String {
     match limit {
-        0 => "fix the row, or let bad rows be skipped (counted and reported) with --max-bad-rows N"
-            .to_owned(),
-        _ => format!(
-            "more than {limit} bad rows (--max-bad-rows {limit}): fix the file or raise the limit"
-        ),
+        0 => {
+            "fix the row, or let bad rows be skipped (counted and reported) with --max-bad-rows N".to_owned()
+        }
+        _ => format!("more than {limit} bad rows (--max-bad-rows {limit}): fix the file or raise the limit"),
     }
 }
 

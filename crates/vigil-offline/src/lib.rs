@@ -15,9 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use vigil_stats::select::{run_categorical, run_numeric, NumericData};
-use vigil_stats::{
-    CategoricalSketch, DriftPolicy, DriftTest, FeatureKind, NumericSketch, TestChoice,
-};
+use vigil_stats::{CategoricalSketch, DriftPolicy, DriftTest, FeatureKind, NumericSketch, TestChoice};
 
 pub use error::{OfflineError, Place};
 pub use report::{ColumnReport, DriftReport};
@@ -80,33 +78,22 @@ fn parse_overrides(args: &DriftArgs) -> Result<Overrides, OfflineError> {
         let mut out = Vec::new();
         for item in items {
             match item.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    out.push((k.trim().to_owned(), v.trim().to_owned()))
-                }
+                Some((k, v)) if !k.trim().is_empty() => out.push((k.trim().to_owned(), v.trim().to_owned())),
                 _ => problems.push(format!("--{flag} {item:?}: expected NAME=VALUE")),
             }
         }
         out
     };
-    let (kinds, tests, thresholds) = (
-        pairs("column", &args.columns),
-        pairs("test", &args.tests),
-        pairs("threshold", &args.thresholds),
-    );
-    let mut o = Overrides {
-        kinds: BTreeMap::new(),
-        tests: BTreeMap::new(),
-        thresholds: BTreeMap::new(),
-    };
+    let (kinds, tests, thresholds) =
+        (pairs("column", &args.columns), pairs("test", &args.tests), pairs("threshold", &args.thresholds));
+    let mut o = Overrides { kinds: BTreeMap::new(), tests: BTreeMap::new(), thresholds: BTreeMap::new() };
     for (k, v) in kinds {
         match v.as_str() {
             "numeric" => o.kinds.insert(k, FeatureKind::Numeric),
             "categorical" => o.kinds.insert(k, FeatureKind::Categorical),
             "binary" => o.kinds.insert(k, FeatureKind::Binary),
             _ => {
-                problems.push(format!(
-                    "--column {k}={v}: type must be numeric, categorical or binary"
-                ));
+                problems.push(format!("--column {k}={v}: type must be numeric, categorical or binary"));
                 None
             }
         };
@@ -132,10 +119,7 @@ fn parse_overrides(args: &DriftArgs) -> Result<Overrides, OfflineError> {
     if problems.is_empty() {
         Ok(o)
     } else {
-        Err(OfflineError::BadArgument {
-            flag: "arguments",
-            message: problems.join("; "),
-        })
+        Err(OfflineError::BadArgument { flag: "arguments", message: problems.join("; ") })
     }
 }
 
@@ -153,12 +137,7 @@ pub fn drift_report(args: &DriftArgs) -> Result<DriftReport, OfflineError> {
             });
         }
     }
-    for name in overrides
-        .kinds
-        .keys()
-        .chain(overrides.tests.keys())
-        .chain(overrides.thresholds.keys())
-    {
+    for name in overrides.kinds.keys().chain(overrides.tests.keys()).chain(overrides.thresholds.keys()) {
         if reference.column(name).is_none() {
             return Err(OfflineError::BadArgument {
                 flag: "column",
@@ -166,19 +145,12 @@ pub fn drift_report(args: &DriftArgs) -> Result<DriftReport, OfflineError> {
             });
         }
     }
-    let policy = DriftPolicy {
-        small_window: args.small_window,
-        ..DriftPolicy::default()
-    };
+    let policy = DriftPolicy { small_window: args.small_window, ..DriftPolicy::default() };
     let mut columns = Vec::with_capacity(reference.header.len());
     for name in &reference.header {
         let ref_cells = reference.column(name).expect("header");
         let cur_cells = current.column(name).expect("checked");
-        let kind = overrides
-            .kinds
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| infer_kind(ref_cells));
+        let kind = overrides.kinds.get(name).copied().unwrap_or_else(|| infer_kind(ref_cells));
         let missing = |cells: &[String]| cells.iter().filter(|c| is_missing(c)).count() as u64;
         let n_cur = cur_cells.len() as u64 - missing(cur_cells);
         let mut choice = policy.choose(kind, n_cur);
@@ -207,13 +179,7 @@ pub fn drift_report(args: &DriftArgs) -> Result<DriftReport, OfflineError> {
             [missing(ref_cells), missing(cur_cells)],
         ));
     }
-    Ok(DriftReport::new(
-        &args.reference,
-        &args.current,
-        reference.rows(),
-        current.rows(),
-        columns,
-    ))
+    Ok(DriftReport::new(&args.reference, &args.current, reference.rows(), current.rows(), columns))
 }
 
 /// Numeric if every non-missing reference cell is a number; binary if at most two distinct
@@ -259,14 +225,8 @@ fn numeric_drift(
     // Offline, both files are in memory: tests that can run exactly do.
     run_numeric(
         choice,
-        NumericData {
-            sketch: &r,
-            exact: Some(reference),
-        },
-        NumericData {
-            sketch: &c,
-            exact: Some(current),
-        },
+        NumericData { sketch: &r, exact: Some(reference) },
+        NumericData { sketch: &c, exact: Some(current) },
     )
 }
 
@@ -276,9 +236,8 @@ fn categorical_drift(
     current: &[String],
     cap: usize,
 ) -> vigil_stats::Result<vigil_stats::DriftResult> {
-    let present = |cells: &[String]| -> Vec<String> {
-        cells.iter().filter(|c| !is_missing(c)).cloned().collect()
-    };
+    let present =
+        |cells: &[String]| -> Vec<String> { cells.iter().filter(|c| !is_missing(c)).cloned().collect() };
     let r = CategoricalSketch::reference(&present(reference), cap)?;
     let mut c = r.empty_like();
     present(current).iter().for_each(|v| c.update(v));

@@ -88,15 +88,7 @@ impl DriftReport {
 
     /// Aligned text table, one row per column, then a summary line.
     pub fn write_table(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let header = [
-            "column",
-            "type",
-            "test",
-            "statistic",
-            "p-value",
-            "threshold",
-            "drifted",
-        ];
+        let header = ["column", "type", "test", "statistic", "p-value", "threshold", "drifted"];
         let rows: Vec<[String; 7]> = self
             .columns
             .iter()
@@ -128,11 +120,7 @@ impl DriftReport {
             }
         }
         let line = |cells: &[&str]| -> String {
-            let padded: Vec<String> = cells
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
+            let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
             padded.join("  ").trim_end().to_owned()
         };
         writeln!(out, "{}", line(&header))?;

@@ -18,31 +18,21 @@ pub struct CsvRows {
 impl CsvRows {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<CsvRows, OfflineError> {
-        let file = File::open(path).map_err(|source| OfflineError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| OfflineError::Io { path: path.into(), source })?;
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(file);
-        let mut rows = CsvRows {
-            path: path.into(),
-            reader,
-            header: Vec::new(),
-            record: csv::StringRecord::new(),
-        };
+        let mut rows =
+            CsvRows { path: path.into(), reader, header: Vec::new(), record: csv::StringRecord::new() };
         if !rows.read_record()? {
             return Err(OfflineError::Empty { path: path.into() });
         }
         let header: Vec<String> = rows.record.iter().map(str::to_owned).collect();
         for (i, h) in header.iter().enumerate() {
             if header[..i].contains(h) {
-                return Err(OfflineError::DuplicateColumn {
-                    path: path.into(),
-                    column: h.clone(),
-                });
+                return Err(OfflineError::DuplicateColumn { path: path.into(), column: h.clone() });
             }
         }
         rows.header = header;
@@ -97,15 +87,8 @@ impl CsvRows {
         self.reader.read_record(&mut self.record).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
             match e.into_kind() {
-                csv::ErrorKind::Io(source) => OfflineError::Io {
-                    path: self.path.clone(),
-                    source,
-                },
-                kind => OfflineError::Csv {
-                    path: self.path.clone(),
-                    line,
-                    message: format!("{kind:?}"),
-                },
+                csv::ErrorKind::Io(source) => OfflineError::Io { path: self.path.clone(), source },
+                kind => OfflineError::Csv { path: self.path.clone(), line, message: format!("{kind:?}") },
             }
         })
     }
@@ -131,19 +114,11 @@ impl Table {
             }
             lines.push(line);
         }
-        Ok(Table {
-            path: path.into(),
-            header: rows.header,
-            columns,
-            lines,
-        })
+        Ok(Table { path: path.into(), header: rows.header, columns, lines })
     }
 
     pub fn column(&self, name: &str) -> Option<&[String]> {
-        self.header
-            .iter()
-            .position(|h| h == name)
-            .map(|i| self.columns[i].as_slice())
+        self.header.iter().position(|h| h == name).map(|i| self.columns[i].as_slice())
     }
 
     pub fn rows(&self) -> usize {

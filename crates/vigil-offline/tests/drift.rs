@@ -6,9 +6,7 @@ use vigil_offline::{drift_report, run_drift, DriftArgs, OfflineError};
 use vigil_stats::{DriftTest, FeatureKind};
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
 }
 
 fn args(reference: &str, current: &str) -> DriftArgs {
@@ -36,10 +34,7 @@ fn report_infers_types_and_flags_the_shifted_columns() {
     assert_eq!(col("income").current_missing, 1);
     assert_eq!(col("city").kind, FeatureKind::Categorical);
     assert_eq!(col("city").test, DriftTest::ChiSquare);
-    assert!(
-        col("city").drifted,
-        "a new city (quoted, with a comma) appeared"
-    );
+    assert!(col("city").drifted, "a new city (quoted, with a comma) appeared");
     assert_eq!(col("churned").kind, FeatureKind::Binary);
     assert_eq!(col("churned").test, DriftTest::ZTest);
     assert!(col("churned").drifted);
@@ -78,50 +73,25 @@ fn overrides_change_type_test_and_threshold() {
     assert_eq!(col("income").threshold, 0.5);
     a.columns = vec!["age=float".into(), "nope".into()];
     let err = drift_report(&a).unwrap_err().to_string();
-    assert!(
-        err.contains("age=float") && err.contains("\"nope\""),
-        "{err}"
-    );
+    assert!(err.contains("age=float") && err.contains("\"nope\""), "{err}");
 }
 
 #[test]
 fn bad_files_name_file_line_and_column() {
     let err = drift_report(&args("reference.csv", "ragged.csv")).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            OfflineError::Ragged {
-                line: 7,
-                expected: 5,
-                found: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, OfflineError::Ragged { line: 7, expected: 5, found: 4, .. }), "{err}");
     assert!(err.to_string().contains("ragged.csv: line 7"), "{err}");
 
-    let err = drift_report(&args("reference.csv", "missing_column.csv"))
-        .unwrap_err()
-        .to_string();
+    let err = drift_report(&args("reference.csv", "missing_column.csv")).unwrap_err().to_string();
     assert!(
-        err.contains("\"note\"")
-            && err.contains("missing from")
-            && err.contains("missing_column.csv"),
+        err.contains("\"note\"") && err.contains("missing from") && err.contains("missing_column.csv"),
         "{err}"
     );
 
-    let err = drift_report(&args("reference.csv", "non_numeric.csv"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("non_numeric.csv: line 8, column \"income\": \"fifty\""),
-        "{err}"
-    );
+    let err = drift_report(&args("reference.csv", "non_numeric.csv")).unwrap_err().to_string();
+    assert!(err.contains("non_numeric.csv: line 8, column \"income\": \"fifty\""), "{err}");
 
-    let err = drift_report(&args("reference.csv", "does_not_exist.csv"))
-        .unwrap_err()
-        .to_string();
+    let err = drift_report(&args("reference.csv", "does_not_exist.csv")).unwrap_err().to_string();
     assert!(err.contains("does_not_exist.csv"), "{err}");
 }
 
@@ -140,22 +110,11 @@ fn constant_and_empty_columns_give_verdicts_or_typed_errors_never_nan() {
     // An all-missing column: a typed "not enough data", reported per column.
     let empty = col("empty");
     assert_eq!(empty.statistic, None);
-    assert!(
-        empty
-            .error
-            .as_deref()
-            .unwrap()
-            .starts_with("not enough data"),
-        "{:?}",
-        empty.error
-    );
+    assert!(empty.error.as_deref().unwrap().starts_with("not enough data"), "{:?}", empty.error);
     let mut a = args("edge_reference.csv", "edge_current.csv");
     a.json = true;
     let mut out = Vec::new();
     run_drift(&a, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(
-        !text.contains("NaN") && text.contains("not enough data"),
-        "{text}"
-    );
+    assert!(!text.contains("NaN") && text.contains("not enough data"), "{text}");
 }

@@ -71,7 +71,9 @@ impl SdkConfig {
         if self.brokers.trim().is_empty() {
             problems.push("brokers must name at least one host:port".to_owned());
         }
-        for (key, topic) in [("predictions_topic", &self.predictions_topic), ("outcomes_topic", &self.outcomes_topic)] {
+        for (key, topic) in
+            [("predictions_topic", &self.predictions_topic), ("outcomes_topic", &self.outcomes_topic)]
+        {
             if topic.is_empty() || topic.contains('\0') {
                 problems.push(format!("{key} must be a non-empty topic name, got {topic:?}"));
             }
@@ -81,10 +83,15 @@ impl SdkConfig {
         }
         // librdkafka's own limit for queue.buffering.max.messages.
         if !(1..=i32::MAX as usize).contains(&self.queue_capacity) {
-            problems.push(format!("queue_capacity must be between 1 and {}, got {}", i32::MAX, self.queue_capacity));
+            problems.push(format!(
+                "queue_capacity must be between 1 and {}, got {}",
+                i32::MAX,
+                self.queue_capacity
+            ));
         }
         if self.linger > Duration::from_secs(900) {
-            problems.push(format!("linger must be at most 900 s (librdkafka linger.ms), got {:?}", self.linger));
+            problems
+                .push(format!("linger must be at most 900 s (librdkafka linger.ms), got {:?}", self.linger));
         }
         if problems.is_empty() {
             Ok(())

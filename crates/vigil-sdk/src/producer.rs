@@ -375,7 +375,9 @@ mod tests {
 
         let mut no_id = prediction("p2");
         no_id.prediction_id.clear();
-        let Err(SdkError::Invalid(ValidationError::Empty { field })) = producer.log_prediction(no_id) else { panic!() };
+        let Err(SdkError::Invalid(ValidationError::Empty { field })) = producer.log_prediction(no_id) else {
+            panic!()
+        };
         assert_eq!(field, "prediction_id");
 
         let mut nan_score = prediction("p3");
@@ -472,7 +474,9 @@ mod tests {
             producer.log_prediction(prediction(&format!("p{i}"))).unwrap();
         }
         let started = Instant::now();
-        let Err(SdkError::FlushTimeout { in_flight: 50 }) = producer.flush(Duration::from_millis(50)) else { panic!() };
+        let Err(SdkError::FlushTimeout { in_flight: 50 }) = producer.flush(Duration::from_millis(50)) else {
+            panic!()
+        };
         assert_eq!(producer.close(Duration::from_millis(50)), 50);
         assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
         let stats = producer.stats();

@@ -26,7 +26,11 @@ pub(crate) enum Item {
     Prediction(PredictionEvent),
     Outcome(OutcomeEvent),
     /// Encoded in the caller's thread (the caller lent the event): the key's bytes, then the value's.
-    Encoded { topic: Topic, key_len: usize, bytes: Vec<u8> },
+    Encoded {
+        topic: Topic,
+        key_len: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Why an event was not queued.
@@ -63,7 +67,8 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn new(capacity: usize, policy: DropPolicy) -> Self {
-        let state = State { items: VecDeque::with_capacity(Self::initial_room(capacity)), ..State::default() };
+        let state =
+            State { items: VecDeque::with_capacity(Self::initial_room(capacity)), ..State::default() };
         Self { state: Mutex::new(state), in_hand: AtomicUsize::new(0), capacity, policy }
     }
 

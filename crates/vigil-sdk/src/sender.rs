@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
+};
 use rdkafka::ClientContext;
 use vigil_events::{AvroRecord, Writer, MAGIC};
 
@@ -42,7 +44,10 @@ impl SenderCounts {
         let now_ms = started.elapsed().as_millis() as u64 + 1000;
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         if now_ms >= last + 1000
-            && self.last_warning_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             tracing::warn!(%error, failed_total = failed, "vigil events not delivered");
         }
@@ -204,7 +209,11 @@ impl Sender {
         queue.take(&mut rest);
         let unsent = (batch.len() + rest.len()) as u64;
         if unsent > 0 {
-            self.shared.counts.add_failed(unsent, self.shared.started, &"producer closed before they were handed to kafka");
+            self.shared.counts.add_failed(
+                unsent,
+                self.shared.started,
+                &"producer closed before they were handed to kafka",
+            );
         }
         batch.clear();
         queue.batch_done();
@@ -251,7 +260,12 @@ mod tests {
         let mut hint = 8;
         assert_eq!(encode_with_hint(&[], &event, &mut hint), encode(&event));
         assert_eq!(hint, encode(&event).len());
-        let outcome = OutcomeEvent { prediction_id: "p".into(), model_id: "m".into(), label: Some("1".into()), ..Default::default() };
+        let outcome = OutcomeEvent {
+            prediction_id: "p".into(),
+            model_id: "m".into(),
+            label: Some("1".into()),
+            ..Default::default()
+        };
         let with_key = encode_with_hint(b"key", &outcome, &mut hint);
         assert_eq!((&with_key[..3], &with_key[3..]), (&b"key"[..], &encode(&outcome)[..]));
     }

@@ -132,7 +132,9 @@ impl ExactSum {
             Some([c0, c1, c2]) => [c0, c1, c2],
             _ => {
                 let at = self.reach(k, 3);
-                let [c0, c1, c2] = &mut self.chunks[at..at + 3] else { unreachable!("reach covers 3 chunks") };
+                let [c0, c1, c2] = &mut self.chunks[at..at + 3] else {
+                    unreachable!("reach covers 3 chunks")
+                };
                 [c0, c1, c2]
             }
         };
@@ -419,11 +421,7 @@ impl From<f64> for ExactSum {
 
 impl Serialize for ExactSum {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let parts = if self.special != 0.0 {
-            vec![self.value()]
-        } else {
-            self.canonical()
-        };
+        let parts = if self.special != 0.0 { vec![self.value()] } else { self.canonical() };
         if serializer.is_human_readable() && parts.len() <= 1 {
             serializer.serialize_f64(parts.first().copied().unwrap_or(0.0))
         } else {
@@ -499,7 +497,10 @@ mod tests {
         assert_eq!(sum_of(&[f64::MAX, 1.0]).value(), f64::MAX);
         assert_eq!(sum_of(&[f64::MAX, f64::MAX]).value(), f64::INFINITY, "beyond the largest double");
         assert_eq!(sum_of(&[f64::MAX, f64::MAX, -f64::MAX]).value(), f64::MAX, "exact in between");
-        assert_eq!(sum_of(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]).value(), f64::MIN_POSITIVE / 2.0);
+        assert_eq!(
+            sum_of(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]).value(),
+            f64::MIN_POSITIVE / 2.0
+        );
     }
 
     #[test]

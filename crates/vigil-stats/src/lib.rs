@@ -24,6 +24,4 @@ pub use drift::{DriftResult, DriftTest, Statistic};
 pub use error::{Result, StatsError};
 pub use exact::ExactSum;
 pub use select::{DriftPolicy, FeatureKind, TestChoice};
-pub use sketch::{
-    CategoricalSketch, LatencySketch, NumericSketch, QuantileSketch, Rebinned, Reservoir,
-};
+pub use sketch::{CategoricalSketch, LatencySketch, NumericSketch, QuantileSketch, Rebinned, Reservoir};

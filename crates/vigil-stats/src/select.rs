@@ -27,10 +27,7 @@ pub struct TestChoice {
 impl TestChoice {
     /// `test` with its default threshold.
     pub fn of(test: DriftTest) -> Self {
-        TestChoice {
-            test,
-            threshold: test.default_threshold(),
-        }
+        TestChoice { test, threshold: test.default_threshold() }
     }
 }
 
@@ -89,11 +86,7 @@ pub struct NumericData<'a> {
 /// the raw values when both sides have them, and on the histograms otherwise (with an error
 /// bound); Cramér-von Mises needs raw values; PSI, Jensen-Shannon, Hellinger and chi-square
 /// compare histogram bins. The Z-test does not apply to numeric features.
-pub fn run_numeric(
-    choice: TestChoice,
-    reference: NumericData,
-    current: NumericData,
-) -> Result<DriftResult> {
+pub fn run_numeric(choice: TestChoice, reference: NumericData, current: NumericData) -> Result<DriftResult> {
     use DriftTest::*;
     let (r, c) = (reference.sketch, current.sketch);
     let exact = reference.exact.zip(current.exact);
@@ -106,9 +99,7 @@ pub fn run_numeric(
         (WassersteinNormed, None) => drift::wasserstein::wasserstein_normed_binned(r, c)?,
         (CramerVonMises, Some((a, b))) => drift::cvm::cramer_von_mises(a, b)?,
         (CramerVonMises, None) => {
-            return Err(StatsError::InvalidArgument(
-                "cramer-von mises needs exact samples".into(),
-            ))
+            return Err(StatsError::InvalidArgument("cramer-von mises needs exact samples".into()))
         }
         (Psi, _) => drift::psi::psi(r, c)?,
         (JensenShannon, _) => drift::js::jensen_shannon(r, c)?,
@@ -121,11 +112,7 @@ pub fn run_numeric(
             r.check_compatible(c)?;
             drift::chisq::chi_square_2samp_counts(r.counts(), c.counts())?
         }
-        (ZTest, _) => {
-            return Err(StatsError::InvalidArgument(
-                "z-test applies to binary features".into(),
-            ))
-        }
+        (ZTest, _) => return Err(StatsError::InvalidArgument("z-test applies to binary features".into())),
     };
     Ok(DriftResult::judge(choice.test, stat, choice.threshold))
 }
@@ -146,10 +133,7 @@ pub fn run_categorical(
         ChiSquare2Samp => drift::chisq::chi_square_2samp(reference, current)?,
         ZTest => drift::ztest::z_test(reference, current)?,
         Ks | Wasserstein | WassersteinNormed | CramerVonMises => {
-            return Err(StatsError::InvalidArgument(format!(
-                "{} needs numeric values",
-                choice.test.name()
-            )))
+            return Err(StatsError::InvalidArgument(format!("{} needs numeric values", choice.test.name())))
         }
     };
     Ok(DriftResult::judge(choice.test, stat, choice.threshold))
@@ -163,18 +147,9 @@ mod tests {
     fn defaults_follow_the_convention() {
         let p = DriftPolicy::default();
         assert_eq!(p.choose(FeatureKind::Numeric, 1000).test, DriftTest::Ks);
-        assert_eq!(
-            p.choose(FeatureKind::Numeric, 1001).test,
-            DriftTest::WassersteinNormed
-        );
-        assert_eq!(
-            p.choose(FeatureKind::Categorical, 10).test,
-            DriftTest::ChiSquare
-        );
-        assert_eq!(
-            p.choose(FeatureKind::Categorical, 5000).test,
-            DriftTest::JensenShannon
-        );
+        assert_eq!(p.choose(FeatureKind::Numeric, 1001).test, DriftTest::WassersteinNormed);
+        assert_eq!(p.choose(FeatureKind::Categorical, 10).test, DriftTest::ChiSquare);
+        assert_eq!(p.choose(FeatureKind::Categorical, 5000).test, DriftTest::JensenShannon);
         assert_eq!(p.choose(FeatureKind::Binary, 5000).test, DriftTest::ZTest);
         assert_eq!(p.choose(FeatureKind::Binary, 5000).threshold, 0.05);
     }
@@ -183,29 +158,14 @@ mod tests {
     fn empty_current_is_not_enough_data() {
         let r = NumericSketch::reference(&[1.0, 2.0, 3.0], 3).unwrap();
         let c = r.empty_like();
-        for test in [
-            DriftTest::Ks,
-            DriftTest::Psi,
-            DriftTest::WassersteinNormed,
-            DriftTest::JensenShannon,
-        ] {
+        for test in [DriftTest::Ks, DriftTest::Psi, DriftTest::WassersteinNormed, DriftTest::JensenShannon] {
             let err = run_numeric(
                 TestChoice::of(test),
-                NumericData {
-                    sketch: &r,
-                    exact: None,
-                },
-                NumericData {
-                    sketch: &c,
-                    exact: None,
-                },
+                NumericData { sketch: &r, exact: None },
+                NumericData { sketch: &c, exact: None },
             )
             .unwrap_err();
-            assert_eq!(
-                err,
-                StatsError::NotEnoughData { needed: 1, got: 0 },
-                "{test:?}"
-            );
+            assert_eq!(err, StatsError::NotEnoughData { needed: 1, got: 0 }, "{test:?}");
         }
     }
 }

@@ -6,8 +6,8 @@
 use serde_json::Value;
 use vigil_stats::drift::{chisq, cvm, hellinger, js, ks, psi, wasserstein, ztest};
 use vigil_stats::perf::{
-    average_precision, roc_auc, ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics,
-    RegressionMetrics, ScoreHistogram,
+    average_precision, roc_auc, ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics, RegressionMetrics,
+    ScoreHistogram,
 };
 use vigil_stats::{CategoricalSketch, ExactSum, NumericSketch, StatsError};
 
@@ -20,18 +20,12 @@ fn load(name: &str) -> Vec<Value> {
 
 /// The elements of a JSON array, each converted by `get` (e.g. `Value::as_f64`).
 fn list<T>(v: &Value, get: impl Fn(&Value) -> Option<T>) -> Vec<T> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| get(x).unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| get(x).unwrap()).collect()
 }
 
 /// The number at JSON pointer `at` (e.g. "/ks/p_value") in `case`.
 fn num(case: &Value, at: &str) -> f64 {
-    case.pointer(at)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("{at} missing"))
+    case.pointer(at).and_then(Value::as_f64).unwrap_or_else(|| panic!("{at} missing"))
 }
 
 /// 1e-9 relative; absolute differences below 1e-15 are rounding noise around zero.
@@ -44,20 +38,13 @@ fn agrees(got: f64, want: f64) -> bool {
 #[track_caller]
 fn check(case: &Value, at: &str, got: f64) {
     let want = num(case, at);
-    assert!(
-        agrees(got, want),
-        "{} {at}: got {got:e}, want {want:e}",
-        case["name"]
-    );
+    assert!(agrees(got, want), "{} {at}: got {got:e}, want {want:e}", case["name"]);
 }
 
 #[test]
 fn numeric_drift_matches_scipy() {
     for case in load("numeric_drift") {
-        let (r, c) = (
-            list(&case["reference"], Value::as_f64),
-            list(&case["current"], Value::as_f64),
-        );
+        let (r, c) = (list(&case["reference"], Value::as_f64), list(&case["current"], Value::as_f64));
         let (stat, method) = ks::ks_2samp_with_method(&r, &c).unwrap();
         check(&case, "/ks/statistic", stat.statistic);
         assert!(
@@ -65,21 +52,10 @@ fn numeric_drift_matches_scipy() {
             "{} ks p ({method:?})",
             case["name"]
         );
-        check(
-            &case,
-            "/wasserstein",
-            wasserstein::wasserstein(&r, &c).unwrap().statistic,
-        );
-        check(
-            &case,
-            "/wasserstein_normed",
-            wasserstein::wasserstein_normed(&r, &c).unwrap().statistic,
-        );
+        check(&case, "/wasserstein", wasserstein::wasserstein(&r, &c).unwrap().statistic);
+        check(&case, "/wasserstein_normed", wasserstein::wasserstein_normed(&r, &c).unwrap().statistic);
         if case["cvm"].is_null() {
-            assert!(matches!(
-                cvm::cramer_von_mises(&r, &c),
-                Err(StatsError::NotEnoughData { .. })
-            ));
+            assert!(matches!(cvm::cramer_von_mises(&r, &c), Err(StatsError::NotEnoughData { .. })));
             continue;
         }
         let got = cvm::cramer_von_mises(&r, &c).unwrap();
@@ -96,24 +72,15 @@ fn numeric_drift_matches_scipy() {
 #[test]
 fn binned_numeric_drift_is_within_its_bound_of_scipy() {
     for case in load("numeric_drift") {
-        let (r, c) = (
-            list(&case["reference"], Value::as_f64),
-            list(&case["current"], Value::as_f64),
-        );
+        let (r, c) = (list(&case["reference"], Value::as_f64), list(&case["current"], Value::as_f64));
         for bins in [10, 100] {
             let rs = NumericSketch::reference(&r, bins).unwrap();
             let mut cs = rs.empty_like();
             cs.extend(&c);
             let checks = [
                 ("/ks/statistic", ks::ks_binned(&rs, &cs).unwrap()),
-                (
-                    "/wasserstein",
-                    wasserstein::wasserstein_binned(&rs, &cs).unwrap(),
-                ),
-                (
-                    "/wasserstein_normed",
-                    wasserstein::wasserstein_normed_binned(&rs, &cs).unwrap(),
-                ),
+                ("/wasserstein", wasserstein::wasserstein_binned(&rs, &cs).unwrap()),
+                ("/wasserstein_normed", wasserstein::wasserstein_normed_binned(&rs, &cs).unwrap()),
             ];
             for (at, got) in checks {
                 let (exact, bound) = (num(&case, at), got.error_bound.unwrap());
@@ -131,21 +98,10 @@ fn binned_numeric_drift_is_within_its_bound_of_scipy() {
 #[test]
 fn count_drift_matches_scipy() {
     for case in load("count_drift") {
-        let (r, c) = (
-            list(&case["reference"], Value::as_u64),
-            list(&case["current"], Value::as_u64),
-        );
+        let (r, c) = (list(&case["reference"], Value::as_u64), list(&case["current"], Value::as_u64));
         check(&case, "/psi", psi::psi_counts(&r, &c).unwrap().statistic);
-        check(
-            &case,
-            "/jensen_shannon",
-            js::jensen_shannon_counts(&r, &c).unwrap().statistic,
-        );
-        check(
-            &case,
-            "/hellinger",
-            hellinger::hellinger_counts(&r, &c).unwrap().statistic,
-        );
+        check(&case, "/jensen_shannon", js::jensen_shannon_counts(&r, &c).unwrap().statistic);
+        check(&case, "/hellinger", hellinger::hellinger_counts(&r, &c).unwrap().statistic);
         let chi = chisq::chi_square_counts(&r, &c).unwrap();
         check(&case, "/chi_square/statistic", chi.statistic);
         check(&case, "/chi_square/p_value", chi.p_value.unwrap());
@@ -161,22 +117,13 @@ fn categorical_drift_matches_scipy() {
         let strs = |v: &Value| list(v, |x| x.as_str().map(str::to_owned));
         let cap = case["cap"].as_u64().unwrap() as usize;
         let rs = CategoricalSketch::reference(&strs(&case["reference"]), cap).unwrap();
-        assert_eq!(
-            rs.vocabulary(),
-            strs(&case["vocabulary"]).as_slice(),
-            "{}",
-            case["name"]
-        );
+        assert_eq!(rs.vocabulary(), strs(&case["vocabulary"]).as_slice(), "{}", case["name"]);
         let mut cs = rs.empty_like();
         strs(&case["current"]).iter().for_each(|v| cs.update(v));
         let chi = chisq::chi_square(&rs, &cs).unwrap();
         check(&case, "/chi_square/statistic", chi.statistic);
         check(&case, "/chi_square/p_value", chi.p_value.unwrap());
-        check(
-            &case,
-            "/jensen_shannon",
-            js::jensen_shannon(&rs, &cs).unwrap().statistic,
-        );
+        check(&case, "/jensen_shannon", js::jensen_shannon(&rs, &cs).unwrap().statistic);
         check(&case, "/psi", psi::psi(&rs, &cs).unwrap().statistic);
     }
 }
@@ -196,14 +143,8 @@ fn classification_matches_sklearn() {
     for case in load("classification") {
         let k = case["n_classes"].as_u64().unwrap() as usize;
         // Build from two halves and merge, so merging is checked against sklearn too.
-        let (t, p) = (
-            list(&case["y_true"], Value::as_u64),
-            list(&case["y_pred"], Value::as_u64),
-        );
-        let (mut a, mut b) = (
-            ConfusionMatrix::new(k).unwrap(),
-            ConfusionMatrix::new(k).unwrap(),
-        );
+        let (t, p) = (list(&case["y_true"], Value::as_u64), list(&case["y_pred"], Value::as_u64));
+        let (mut a, mut b) = (ConfusionMatrix::new(k).unwrap(), ConfusionMatrix::new(k).unwrap());
         for (i, (&t, &p)) in t.iter().zip(&p).enumerate() {
             let m = if i % 2 == 0 { &mut a } else { &mut b };
             m.update(t as usize, p as usize).unwrap();
@@ -220,11 +161,8 @@ fn classification_matches_sklearn() {
             check(&case, &format!("/f1/{c}"), m.f1);
             assert_eq!(m.support, case["support"][c].as_u64().unwrap());
         }
-        for (avg, got) in [
-            ("macro", a.macro_avg()),
-            ("micro", a.micro_avg()),
-            ("weighted", a.weighted_avg()),
-        ] {
+        for (avg, got) in [("macro", a.macro_avg()), ("micro", a.micro_avg()), ("weighted", a.weighted_avg())]
+        {
             check(&case, &format!("/averages/{avg}/precision"), got.precision);
             check(&case, &format!("/averages/{avg}/recall"), got.recall);
             check(&case, &format!("/averages/{avg}/f1"), got.f1);
@@ -235,10 +173,7 @@ fn classification_matches_sklearn() {
 #[test]
 fn ranking_matches_sklearn() {
     for case in load("ranking") {
-        let (s, y) = (
-            list(&case["scores"], Value::as_f64),
-            list(&case["labels"], Value::as_bool),
-        );
+        let (s, y) = (list(&case["scores"], Value::as_f64), list(&case["labels"], Value::as_bool));
         let mut hist = ScoreHistogram::new(100).unwrap();
         s.iter().zip(&y).for_each(|(&s, &y)| hist.update(s, y));
         if case["roc_auc"].is_null() {
@@ -253,23 +188,12 @@ fn ranking_matches_sklearn() {
             );
         }
         if case["average_precision"].is_null() {
-            assert!(matches!(
-                average_precision(&s, &y),
-                Err(StatsError::Undefined(_))
-            ));
+            assert!(matches!(average_precision(&s, &y), Err(StatsError::Undefined(_))));
         } else {
-            check(
-                &case,
-                "/average_precision",
-                average_precision(&s, &y).unwrap(),
-            );
+            check(&case, "/average_precision", average_precision(&s, &y).unwrap());
             let b = hist.average_precision().unwrap();
             let want = num(&case, "/average_precision");
-            assert!(
-                (b.value - want).abs() <= b.error_bound + 1e-12,
-                "{} {b:?}",
-                case["name"]
-            );
+            assert!((b.value - want).abs() <= b.error_bound + 1e-12, "{} {b:?}", case["name"]);
         }
     }
 }
@@ -279,11 +203,8 @@ fn probability_metrics_match_sklearn() {
     for case in load("probability") {
         if let Some(k) = case["n_classes"].as_u64() {
             let mut m = MulticlassLogLoss::new(k as usize).unwrap();
-            for (p, y) in case["probabilities"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(list(&case["y_class"], Value::as_u64))
+            for (p, y) in
+                case["probabilities"].as_array().unwrap().iter().zip(list(&case["y_class"], Value::as_u64))
             {
                 m.update(&list(p, Value::as_f64), y as usize).unwrap();
             }
@@ -291,10 +212,7 @@ fn probability_metrics_match_sklearn() {
             continue;
         }
         let mut m = ProbabilityMetrics::new();
-        for (&p, &y) in list(&case["p"], Value::as_f64)
-            .iter()
-            .zip(&list(&case["y"], Value::as_bool))
-        {
+        for (&p, &y) in list(&case["p"], Value::as_f64).iter().zip(&list(&case["y"], Value::as_bool)) {
             m.update(p, y).unwrap();
         }
         check(&case, "/log_loss", m.log_loss().unwrap());
@@ -306,10 +224,7 @@ fn probability_metrics_match_sklearn() {
 #[test]
 fn regression_metrics_match_sklearn() {
     for case in load("regression") {
-        let (y, yh) = (
-            list(&case["y"], Value::as_f64),
-            list(&case["y_hat"], Value::as_f64),
-        );
+        let (y, yh) = (list(&case["y"], Value::as_f64), list(&case["y_hat"], Value::as_f64));
         // A third in one state, the rest in another, then merged.
         let (mut a, mut b) = (RegressionMetrics::new(), RegressionMetrics::new());
         let third = y.len() / 3;
@@ -338,12 +253,21 @@ fn exact_sums_match_python_fsum_in_any_order_and_grouping() {
             s
         };
         let forward = sum_of(&mut xs.iter().copied());
-        assert_eq!(forward.value().to_bits(), want.to_bits(), "{name}: got {:e}, want {want:e}", forward.value());
+        assert_eq!(
+            forward.value().to_bits(),
+            want.to_bits(),
+            "{name}: got {:e}, want {want:e}",
+            forward.value()
+        );
         let backward = sum_of(&mut xs.iter().rev().copied());
         assert_eq!(backward.value().to_bits(), want.to_bits(), "{name} reversed");
         let mut sorted = xs.clone();
         sorted.sort_by(|a, b| a.abs().total_cmp(&b.abs()));
-        assert_eq!(sum_of(&mut sorted.iter().copied()).value().to_bits(), want.to_bits(), "{name} by magnitude");
+        assert_eq!(
+            sum_of(&mut sorted.iter().copied()).value().to_bits(),
+            want.to_bits(),
+            "{name} by magnitude"
+        );
         // Partial sums of chunks, merged from the last chunk back, as flushes would split them.
         let mut merged = ExactSum::new();
         for chunk in xs.rchunks(7) {

@@ -4,12 +4,9 @@
 use proptest::prelude::*;
 use vigil_stats::drift::{ks, wasserstein};
 use vigil_stats::perf::{
-    ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics, RegressionMetrics, ScoreHistogram,
-    ScoreSample,
+    ConfusionMatrix, MulticlassLogLoss, ProbabilityMetrics, RegressionMetrics, ScoreHistogram, ScoreSample,
 };
-use vigil_stats::{
-    CategoricalSketch, ExactSum, LatencySketch, NumericSketch, QuantileSketch, Reservoir,
-};
+use vigil_stats::{CategoricalSketch, ExactSum, LatencySketch, NumericSketch, QuantileSketch, Reservoir};
 
 fn values() -> impl Strategy<Value = Vec<f64>> {
     prop::collection::vec(

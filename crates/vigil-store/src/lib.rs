@@ -11,7 +11,9 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
-pub use schema::{create_database, is_valid_identifier, migrations, migrations_table, Migration, SchemaOptions};
+pub use schema::{
+    create_database, is_valid_identifier, migrations, migrations_table, Migration, SchemaOptions,
+};
 pub use version::ServerVersion;
 
 /// Where and how to reach ClickHouse.
@@ -458,7 +460,8 @@ impl Store {
     }
 
     pub async fn server_version(&self) -> Result<ServerVersion, StoreError> {
-        let text: String = self.server.query("SELECT version()").fetch_one().await.map_err(|e| self.classify(e))?;
+        let text: String =
+            self.server.query("SELECT version()").fetch_one().await.map_err(|e| self.classify(e))?;
         ServerVersion::parse(&text).ok_or(StoreError::BadVersion(text))
     }
 
@@ -484,7 +487,8 @@ impl Store {
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        let mut report = MigrationReport { server_version: version, applied: vec![], already_applied: vec![] };
+        let mut report =
+            MigrationReport { server_version: version, applied: vec![], already_applied: vec![] };
         for migration in migrations(version, &self.schema_options()) {
             if done.contains(&migration.id) {
                 report.already_applied.push(migration.name);
@@ -549,7 +553,12 @@ impl Store {
 
     /// Every partial of the panes starting in `[from, to)` written from `partition` (predictions
     /// and outcomes), pane by pane in write order: the input of closing the window `[from, to)`.
-    pub async fn partials_on_partition(&self, partition: u32, from: u32, to: u32) -> Result<Vec<KeyedPartial>, StoreError> {
+    pub async fn partials_on_partition(
+        &self,
+        partition: u32,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<KeyedPartial>, StoreError> {
         self.db
             .query(
                 "SELECT model_id, model_version, segment, events, state FROM window_partials \
@@ -734,7 +743,10 @@ impl Store {
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(rows.into_iter().map(|r| ((r.source_partition, r.model_id, r.window_start), r.written_at)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| ((r.source_partition, r.model_id, r.window_start), r.written_at))
+            .collect())
     }
 
     /// Every window from `since` on with metrics stored, as (partition, start, length), and when
@@ -751,7 +763,10 @@ impl Store {
             .fetch_all()
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(rows.into_iter().map(|r| ((r.source_partition, r.window_start, r.window_seconds), r.computed_at)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| ((r.source_partition, r.window_start, r.window_seconds), r.computed_at))
+            .collect())
     }
 
     /// The latest metrics of every closed window, oldest first.
@@ -806,7 +821,13 @@ impl Store {
     /// first, with their partial and event counts and whether they have closed: a closed window
     /// of the version ends at or after them (windows close in order of their end). Panes with
     /// outcomes only (no predictions) are left out.
-    pub async fn stored_windows(&self, model_id: &str, model_version: &str, from: u32, to: u32) -> Result<Vec<StoredWindow>, StoreError> {
+    pub async fn stored_windows(
+        &self,
+        model_id: &str,
+        model_version: &str,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<StoredWindow>, StoreError> {
         self.db
             .query(
                 // Aliases differ from column names: 18.16 substitutes aliases into WHERE.
@@ -831,7 +852,11 @@ impl Store {
 
     /// The first and last window start a version has stored partials for (all traffic), if any:
     /// what retention (`clickhouse.retention_days`) has left.
-    pub async fn stored_window_span(&self, model_id: &str, model_version: &str) -> Result<Option<(u32, u32)>, StoreError> {
+    pub async fn stored_window_span(
+        &self,
+        model_id: &str,
+        model_version: &str,
+    ) -> Result<Option<(u32, u32)>, StoreError> {
         let span: WindowSpan = self
             .db
             .query(
@@ -970,7 +995,11 @@ impl Store {
 
     /// (model, version, window start) of the windows from `since` on with a verdict of `policy`
     /// (not insufficient data).
-    pub async fn decided_windows(&self, policy: &str, since: u32) -> Result<Vec<(String, String, u32)>, StoreError> {
+    pub async fn decided_windows(
+        &self,
+        policy: &str,
+        since: u32,
+    ) -> Result<Vec<(String, String, u32)>, StoreError> {
         let rows: Vec<ModelVersionWindow> = self
             .db
             .query(
@@ -1000,7 +1029,12 @@ impl Store {
 
     /// The stored verdicts of two versions of a model (a canary and production) for windows
     /// starting at or after `since` (seconds), oldest window first.
-    pub async fn window_verdicts(&self, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<WindowVerdict>, StoreError> {
+    pub async fn window_verdicts(
+        &self,
+        model_id: &str,
+        versions: [&str; 2],
+        since: u32,
+    ) -> Result<Vec<WindowVerdict>, StoreError> {
         let query = self.db.query(
             "SELECT model_version, toUInt32(window_start) AS ws, policy, verdict FROM policy_checks FINAL \
              WHERE model_id = ? AND model_version IN (?, ?) AND window_start >= toDateTime(?) \
@@ -1012,7 +1046,12 @@ impl Store {
     /// (version, window start) of the windows of two versions of a model whose metrics row is
     /// stored, from `since` on. The monitor stores a window's metrics row last, so a window listed
     /// here has all its rows.
-    pub async fn closed_windows_of(&self, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<(String, u32)>, StoreError> {
+    pub async fn closed_windows_of(
+        &self,
+        model_id: &str,
+        versions: [&str; 2],
+        since: u32,
+    ) -> Result<Vec<(String, u32)>, StoreError> {
         let query = self.db.query(
             "SELECT DISTINCT model_version, toUInt32(window_start) AS ws FROM window_metrics \
              WHERE model_id = ? AND model_version IN (?, ?) AND segment = '' AND window_start >= toDateTime(?)",
@@ -1033,7 +1072,9 @@ impl Store {
         since: u32,
     ) -> Result<Vec<WindowSample>, StoreError> {
         if ![table, column, samples].iter().all(|name| is_valid_identifier(name)) {
-            return Err(StoreError::Rejected(clickhouse::error::Error::Custom(format!("not identifiers: {table}.{column}, {samples}"))));
+            return Err(StoreError::Rejected(clickhouse::error::Error::Custom(format!(
+                "not identifiers: {table}.{column}, {samples}"
+            ))));
         }
         let query = self.db.query(&format!(
             "SELECT model_version, toUInt32(window_start) AS ws, {column} AS metric_value, toUInt64({samples}) AS metric_samples \
@@ -1044,7 +1085,13 @@ impl Store {
     }
 
     /// Runs a query whose binds are a model, two of its versions and a first window start.
-    async fn of_versions<T>(&self, query: clickhouse::query::Query, model_id: &str, versions: [&str; 2], since: u32) -> Result<Vec<T>, StoreError>
+    async fn of_versions<T>(
+        &self,
+        query: clickhouse::query::Query,
+        model_id: &str,
+        versions: [&str; 2],
+        since: u32,
+    ) -> Result<Vec<T>, StoreError>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
@@ -1068,7 +1115,10 @@ impl Store {
 mod reference_tests {
     #[test]
     fn the_in_use_rule_prefers_ids_without_the_baseline_prefix() {
-        assert_eq!(super::PREFERENCE[0], format!("reference_id NOT LIKE '{}%'", super::BASELINE_REFERENCE_PREFIX));
+        assert_eq!(
+            super::PREFERENCE[0],
+            format!("reference_id NOT LIKE '{}%'", super::BASELINE_REFERENCE_PREFIX)
+        );
         assert_eq!(
             super::in_use(),
             "ORDER BY model_id, model_version, reference_id NOT LIKE 'baseline:%' DESC, created_at DESC, reference_id DESC \

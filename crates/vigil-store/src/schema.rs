@@ -33,16 +33,16 @@ pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migrat
     // Migration 1 (the walking skeleton's `window_counts`) was superseded before any release by
     // `window_partials`; its id stays retired so old test databases are not confused.
     vec![
-    Migration {
-        id: 2,
-        name: "window_partials",
-        // Each row is what one monitor flush added to one (model, version, segment, window): its
-        // event count and its mergeable sketches (`state`, JSON), plus the Kafka position the flush
-        // covered. Data and positions land in one atomic INSERT, so a restarted monitor resumes
-        // exactly behind what is stored (docs/exactly-once.md); a window's numbers are the merge of
-        // its partials (docs/design/monitor-state.md).
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.window_partials (
+        Migration {
+            id: 2,
+            name: "window_partials",
+            // Each row is what one monitor flush added to one (model, version, segment, window): its
+            // event count and its mergeable sketches (`state`, JSON), plus the Kafka position the flush
+            // covered. Data and positions land in one atomic INSERT, so a restarted monitor resumes
+            // exactly behind what is stored (docs/exactly-once.md); a window's numbers are the merge of
+            // its partials (docs/design/monitor-state.md).
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.window_partials (
     model_id {name_type},
     model_version {name_type},
     segment String,
@@ -57,17 +57,17 @@ pub fn migrations(version: ServerVersion, options: &SchemaOptions) -> Vec<Migrat
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, window_start, segment){ttl}"
-        ),
-    },
-    Migration {
-        id: 3,
-        name: "window_metrics",
-        // A closed window's numbers, recomputed from its partials whenever it (re)closes. Late
-        // events only add to a window, so the row with the most events is the newest and
-        // ReplacingMergeTree(events) keeps it (query with FINAL); recomputing the same partials
-        // gives the same row. `source_partition` lets a restarted monitor find unclosed windows.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.window_metrics (
+            ),
+        },
+        Migration {
+            id: 3,
+            name: "window_metrics",
+            // A closed window's numbers, recomputed from its partials whenever it (re)closes. Late
+            // events only add to a window, so the row with the most events is the newest and
+            // ReplacingMergeTree(events) keeps it (query with FINAL); recomputing the same partials
+            // gives the same row. `source_partition` lets a restarted monitor find unclosed windows.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.window_metrics (
     model_id {name_type},
     model_version {name_type},
     segment String,
@@ -89,15 +89,15 @@ ORDER BY (model_id, model_version, window_start, segment){ttl}"
 ) ENGINE = ReplacingMergeTree(events)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start){ttl}"
-        ),
-    },
-    Migration {
-        id: 4,
-        name: "reference_profiles",
-        // What a model version's drift is measured against: a live baseline (its first closed
-        // window with enough events) or, later, an uploaded file. `state` is a window state.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.reference_profiles (
+            ),
+        },
+        Migration {
+            id: 4,
+            name: "reference_profiles",
+            // What a model version's drift is measured against: a live baseline (its first closed
+            // window with enough events) or, later, an uploaded file. `state` is a window state.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.reference_profiles (
     model_id {name_type},
     model_version {name_type},
     reference_id String,
@@ -108,15 +108,15 @@ ORDER BY (model_id, model_version, segment, window_start){ttl}"
     created_at DateTime
 ) ENGINE = ReplacingMergeTree()
 ORDER BY (model_id, model_version)"
-        ),
-    },
-    Migration {
-        id: 5,
-        name: "feature_drift",
-        // One drift test per feature per closed window, every verdict stored (not only breaches).
-        // Like window_metrics, a re-close replaces the row; the most events wins.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.feature_drift (
+            ),
+        },
+        Migration {
+            id: 5,
+            name: "feature_drift",
+            // One drift test per feature per closed window, every verdict stored (not only breaches).
+            // Like window_metrics, a re-close replaces the row; the most events wins.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.feature_drift (
     model_id {name_type},
     model_version {name_type},
     segment String,
@@ -136,15 +136,15 @@ ORDER BY (model_id, model_version)"
 ) ENGINE = ReplacingMergeTree(events)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start, feature){ttl}"
-        ),
-    },
-    Migration {
-        id: 6,
-        name: "policy_checks",
-        // Every policy evaluation at window close, healthy or not: value, threshold, verdict,
-        // and the remediation it emitted, if any.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.policy_checks (
+            ),
+        },
+        Migration {
+            id: 6,
+            name: "policy_checks",
+            // Every policy evaluation at window close, healthy or not: value, threshold, verdict,
+            // and the remediation it emitted, if any.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.policy_checks (
     model_id {name_type},
     model_version {name_type},
     window_start DateTime,
@@ -162,18 +162,18 @@ ORDER BY (model_id, model_version, segment, window_start, feature){ttl}"
 ) ENGINE = ReplacingMergeTree(events)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, window_start, policy){ttl}"
-        ),
-    },
-    Migration {
-        id: 7,
-        name: "window_performance",
-        // A window's performance from the outcomes joined to its predictions so far. Outcomes
-        // arrive late (hours, days), so a window's row is recomputed each time outcomes for it
-        // land; both counts only grow, so `revision` (predictions + labeled) picks the newest row
-        // (query with FINAL). Metrics that do not apply (AUC without scores, MAE for a
-        // classifier) are NULL.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.window_performance (
+            ),
+        },
+        Migration {
+            id: 7,
+            name: "window_performance",
+            // A window's performance from the outcomes joined to its predictions so far. Outcomes
+            // arrive late (hours, days), so a window's row is recomputed each time outcomes for it
+            // land; both counts only grow, so `revision` (predictions + labeled) picks the newest row
+            // (query with FINAL). Metrics that do not apply (AUC without scores, MAE for a
+            // classifier) are NULL.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.window_performance (
     model_id {name_type},
     model_version {name_type},
     segment String,
@@ -200,17 +200,17 @@ ORDER BY (model_id, model_version, window_start, policy){ttl}"
 ) ENGINE = ReplacingMergeTree(revision)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, segment, window_start){ttl}"
-        ),
-    },
-    Migration {
-        id: 8,
-        name: "lifecycle_events",
-        // The audit copy of the lifecycle log (`vigil.lifecycle.v1`): one row per event with the
-        // topic position it was read from. `vigil lifecycle` writes every event it applies, the
-        // replayed ones included, so writing an event again is normal: ReplacingMergeTree keyed
-        // by event id keeps one row (read with FINAL). No TTL: the audit trail is kept.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.lifecycle_events (
+            ),
+        },
+        Migration {
+            id: 8,
+            name: "lifecycle_events",
+            // The audit copy of the lifecycle log (`vigil.lifecycle.v1`): one row per event with the
+            // topic position it was read from. `vigil lifecycle` writes every event it applies, the
+            // replayed ones included, so writing an event again is normal: ReplacingMergeTree keyed
+            // by event id keeps one row (read with FINAL). No TTL: the audit trail is kept.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.lifecycle_events (
     event_id String,
     model_id {name_type},
     model_version {name_type},
@@ -227,16 +227,16 @@ ORDER BY (model_id, model_version, segment, window_start){ttl}"
 ) ENGINE = ReplacingMergeTree(written_at)
 PARTITION BY toYYYYMM(event_date)
 ORDER BY (model_id, event_id)"
-        ),
-    },
-    Migration {
-        id: 9,
-        name: "alert_deliveries",
-        // One row per attempt to deliver an alert or a serving-platform update to one receiver:
-        // outcome `delivered`, `retrying` or `gave_up`, with the HTTP status (0 without an
-        // answer). Attempts are history, so a plain MergeTree; no TTL.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.alert_deliveries (
+            ),
+        },
+        Migration {
+            id: 9,
+            name: "alert_deliveries",
+            // One row per attempt to deliver an alert or a serving-platform update to one receiver:
+            // outcome `delivered`, `retrying` or `gave_up`, with the HTTP status (0 without an
+            // answer). Attempts are history, so a plain MergeTree; no TTL.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.alert_deliveries (
     delivery_id UInt64,
     receiver {name_type},
     alert_key String,
@@ -254,27 +254,28 @@ ORDER BY (model_id, event_id)"
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(at)
 ORDER BY (model_id, alert_key, at)"
-        ),
-    },
-    Migration {
-        id: 10,
-        name: "reference_profiles_v2",
-        // Every reference of a model version, one row per reference id: live baselines and
-        // uploaded files side by side, so an upload never overwrites a baseline (nor the
-        // reverse) and `vigil replay` can find the reference any stored row names.
-        // `reference_profiles` kept one row per (model, version), the last inserted; it is no
-        // longer written, and its rows are copied here. Storing an id again (the same file
-        // uploaded twice) keeps one row, with the newest `created_at` (read with FINAL). Which
-        // reference the monitor uses is `Store::references_in_use`'s rule. 18.16 cannot give a
-        // column list together with AS SELECT: the columns are the select's, as in migration 4.
-        sql: format!(
-            "CREATE TABLE IF NOT EXISTS {db}.reference_profiles_v2
+            ),
+        },
+        Migration {
+            id: 10,
+            name: "reference_profiles_v2",
+            // Every reference of a model version, one row per reference id: live baselines and
+            // uploaded files side by side, so an upload never overwrites a baseline (nor the
+            // reverse) and `vigil replay` can find the reference any stored row names.
+            // `reference_profiles` kept one row per (model, version), the last inserted; it is no
+            // longer written, and its rows are copied here. Storing an id again (the same file
+            // uploaded twice) keeps one row, with the newest `created_at` (read with FINAL). Which
+            // reference the monitor uses is `Store::references_in_use`'s rule. 18.16 cannot give a
+            // column list together with AS SELECT: the columns are the select's, as in migration 4.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.reference_profiles_v2
 ENGINE = ReplacingMergeTree(created_at)
 ORDER BY (model_id, model_version, reference_id)
 AS SELECT model_id, model_version, reference_id, content_hash, source, events, state, created_at
 FROM {db}.reference_profiles"
-        ),
-    }]
+            ),
+        },
+    ]
 }
 
 /// Records which migrations ran; created before any migration.
@@ -350,7 +351,11 @@ mod tests {
         for version in [ServerVersion { major: 18, minor: 16 }, ServerVersion::MODERN] {
             let migrations = migrations(version, &options(Some(30)));
             for (table, fields) in rows {
-                let sql = &migrations.iter().find(|m| m.name == table).unwrap_or_else(|| panic!("no migration {table}")).sql;
+                let sql = &migrations
+                    .iter()
+                    .find(|m| m.name == table)
+                    .unwrap_or_else(|| panic!("no migration {table}"))
+                    .sql;
                 let columns: Vec<&str> = sql
                     .lines()
                     .skip(1)

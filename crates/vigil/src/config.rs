@@ -177,7 +177,12 @@ pub struct ConfigErrors(pub Vec<String>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -221,8 +226,16 @@ impl Config {
             }
         };
         let brokers_ok = !self.kafka.brokers.trim().is_empty()
-            && self.kafka.brokers.split(',').all(|b| b.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
-        check(brokers_ok, format!("kafka.brokers: {:?} is not a host:port list (e.g. \"127.0.0.1:9092\")", self.kafka.brokers));
+            && self.kafka.brokers.split(',').all(|b| {
+                b.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            });
+        check(
+            brokers_ok,
+            format!(
+                "kafka.brokers: {:?} is not a host:port list (e.g. \"127.0.0.1:9092\")",
+                self.kafka.brokers
+            ),
+        );
         check(
             (1..=1000).contains(&self.kafka.topic_partitions),
             format!("kafka.topic_partitions: {} must be between 1 and 1000", self.kafka.topic_partitions),
@@ -238,7 +251,8 @@ impl Config {
         }
         check(
             self.topics.deadletter != self.topics.predictions,
-            "topics.deadletter: must differ from topics.predictions, or dead letters would be consumed again".into(),
+            "topics.deadletter: must differ from topics.predictions, or dead letters would be consumed again"
+                .into(),
         );
         check(
             self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://"),
@@ -246,7 +260,10 @@ impl Config {
         );
         check(
             vigil_store::is_valid_identifier(&self.clickhouse.database),
-            format!("clickhouse.database: {:?} must be letters, digits and '_', not starting with a digit", self.clickhouse.database),
+            format!(
+                "clickhouse.database: {:?} must be letters, digits and '_', not starting with a digit",
+                self.clickhouse.database
+            ),
         );
         let m = &self.monitor;
         check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
@@ -260,22 +277,37 @@ impl Config {
         );
         check(
             (1..=10_000).contains(&m.max_segments_per_model),
-            format!("monitor.max_segments_per_model: {} must be between 1 and 10000", m.max_segments_per_model),
+            format!(
+                "monitor.max_segments_per_model: {} must be between 1 and 10000",
+                m.max_segments_per_model
+            ),
         );
         check(
             m.allowed_lateness_seconds <= 7 * 86_400,
-            format!("monitor.allowed_lateness_seconds: {} must be at most 604800 (a week)", m.allowed_lateness_seconds),
+            format!(
+                "monitor.allowed_lateness_seconds: {} must be at most 604800 (a week)",
+                m.allowed_lateness_seconds
+            ),
         );
         check(m.max_pending_messages > 0, "monitor.max_pending_messages: must be at least 1".into());
         check(
             (1..=30 * 86_400).contains(&m.join_horizon_seconds),
-            format!("monitor.join_horizon_seconds: {} must be between 1 and 2592000 (30 days)", m.join_horizon_seconds),
+            format!(
+                "monitor.join_horizon_seconds: {} must be between 1 and 2592000 (30 days)",
+                m.join_horizon_seconds
+            ),
         );
         check(
             (1..=100_000_000).contains(&m.join_capacity),
-            format!("monitor.join_capacity: {} must be between 1 and 100000000 (about 600 bytes each)", m.join_capacity),
+            format!(
+                "monitor.join_capacity: {} must be between 1 and 100000000 (about 600 bytes each)",
+                m.join_capacity
+            ),
         );
-        check(!m.positive_label.is_empty(), "monitor.positive_label: must not be empty (e.g. \"1\" or \"fraud\")".into());
+        check(
+            !m.positive_label.is_empty(),
+            "monitor.positive_label: must not be empty (e.g. \"1\" or \"fraud\")".into(),
+        );
         check(
             m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
             format!(
@@ -303,7 +335,10 @@ impl Config {
     }
 
     pub fn kafka_settings(&self) -> vigil_monitor::KafkaSettings {
-        vigil_monitor::KafkaSettings { brokers: self.kafka.brokers.clone(), client: self.kafka.client.clone() }
+        vigil_monitor::KafkaSettings {
+            brokers: self.kafka.brokers.clone(),
+            client: self.kafka.client.clone(),
+        }
     }
 
     pub fn store_config(&self) -> vigil_store::StoreConfig {
@@ -333,7 +368,10 @@ impl Config {
             baseline_min_events: m.baseline_min_events,
             remediations_topic: self.topics.remediations.clone(),
             policies: policy::book(m),
-            join: vigil_monitor::JoinSettings { horizon_seconds: m.join_horizon_seconds, capacity: m.join_capacity },
+            join: vigil_monitor::JoinSettings {
+                horizon_seconds: m.join_horizon_seconds,
+                capacity: m.join_capacity,
+            },
             positive_label: m.positive_label.clone(),
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
@@ -368,7 +406,9 @@ fn environment() -> config::Environment {
 }
 
 fn valid_topic(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 249 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !name.is_empty()
+        && name.len() <= 249
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 #[cfg(test)]
@@ -388,7 +428,11 @@ mod tests {
         pub struct TempToml(pub std::path::PathBuf);
         impl TempToml {
             pub fn new(text: &str) -> Self {
-                let path = std::env::temp_dir().join(format!("vigil-config-test-{}-{:?}.toml", std::process::id(), std::thread::current().id()));
+                let path = std::env::temp_dir().join(format!(
+                    "vigil-config-test-{}-{:?}.toml",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
                 std::fs::write(&path, text).unwrap();
                 Self(path)
             }
@@ -410,7 +454,10 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let file = write("[kafka]\nbrokers = \"10.0.0.1:9092\"\n[monitor]\nwindow_seconds = 300\n");
-        let vars = [("VIGIL__KAFKA__BROKERS", "127.0.0.1:19092"), ("VIGIL__MONITOR__SEGMENT_TAGS", "country,channel")];
+        let vars = [
+            ("VIGIL__KAFKA__BROKERS", "127.0.0.1:19092"),
+            ("VIGIL__MONITOR__SEGMENT_TAGS", "country,channel"),
+        ];
         let config = Config::load_from(Some(&file.0), env(&vars)).unwrap();
         assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
         assert_eq!(config.monitor.segment_tags, vec!["country", "channel"]);
@@ -434,7 +481,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = Config::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err().to_string();
+        let err =
+            Config::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/vigil.toml"), "{err}");
     }
 }

@@ -140,7 +140,9 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
 fn logged(result: Result<(), SdkError>) {
     match result {
         Ok(()) | Err(SdkError::QueueFull { .. }) | Err(SdkError::Closed) => {}
-        Err(SdkError::Invalid(error)) => tracing::warn!(reason = error.reason(), %error, "vigil refused an event"),
+        Err(SdkError::Invalid(error)) => {
+            tracing::warn!(reason = error.reason(), %error, "vigil refused an event")
+        }
         Err(error) => tracing::warn!(%error, "vigil did not take an event"),
     }
 }
@@ -168,7 +170,14 @@ impl Ids {
     fn next(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (splitmix64(self.seed ^ n), splitmix64(self.seed.rotate_left(32) ^ n ^ 0x5bd1_e995));
-        format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xffff, b >> 48, b & 0xffff_ffff_ffff)
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
     }
 }
 
@@ -201,7 +210,10 @@ async fn main() -> anyhow::Result<()> {
     let mut config = SdkConfig::new(env("VIGIL_BROKERS", "127.0.0.1:9092"));
     config.predictions_topic = env("VIGIL_PREDICTIONS_TOPIC", &config.predictions_topic);
     config.outcomes_topic = env("VIGIL_OUTCOMES_TOPIC", &config.outcomes_topic);
-    let app = Arc::new(App { vigil: Producer::new(config).context("starting the vigil producer")?, ids: Ids::new() });
+    let app = Arc::new(App {
+        vigil: Producer::new(config).context("starting the vigil producer")?,
+        ids: Ids::new(),
+    });
 
     let router = Router::new()
         .route("/predict", post(predict))
@@ -209,7 +221,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/vigil/stats", get(stats))
         .with_state(app.clone());
     let listen = env("LISTEN_ADDR", "127.0.0.1:8000");
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     println!("listening on {}", listener.local_addr()?);
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
 

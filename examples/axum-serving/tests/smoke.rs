@@ -51,7 +51,9 @@ fn read(topic: &str, expected: usize) -> Vec<Vec<u8>> {
     consumer.subscribe(&[topic]).unwrap();
     let (started, mut last) = (Instant::now(), Instant::now());
     let mut payloads = Vec::new();
-    while started.elapsed() < Duration::from_secs(30) && (payloads.len() < expected || last.elapsed() < Duration::from_secs(1)) {
+    while started.elapsed() < Duration::from_secs(30)
+        && (payloads.len() < expected || last.elapsed() < Duration::from_secs(1))
+    {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             payloads.push(message.unwrap().payload().unwrap().to_vec());
             last = Instant::now();
@@ -62,8 +64,13 @@ fn read(topic: &str, expected: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn predictions_and_outcomes_reach_kafka_and_shutdown_flushes() {
-    let run = format!("{}_{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
-    let (predictions, outcomes) = (format!("it.example.{run}.predictions"), format!("it.example.{run}.outcomes"));
+    let run = format!(
+        "{}_{}",
+        std::process::id(),
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+    );
+    let (predictions, outcomes) =
+        (format!("it.example.{run}.predictions"), format!("it.example.{run}.outcomes"));
     let mut app = Guard(
         Command::new(env!("CARGO_BIN_EXE_axum-serving"))
             .env("VIGIL_BROKERS", brokers())
@@ -77,17 +84,27 @@ fn predictions_and_outcomes_reach_kafka_and_shutdown_flushes() {
     let mut stdout = BufReader::new(app.0.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
 
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (status, body) = http(&addr, "POST", "/predict", &format!(r#"{{"features": {{"amount": {i}.5, "velocity_1h": 3}}, "country": "DE"}}"#));
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/predict",
+            &format!(r#"{{"features": {{"amount": {i}.5, "velocity_1h": 3}}, "country": "DE"}}"#),
+        );
         assert_eq!(status, 200, "{body}");
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         ids.push(answer["prediction_id"].as_str().unwrap().to_owned());
     }
     for id in &ids[..10] {
-        let (status, body) = http(&addr, "POST", "/outcome", &format!(r#"{{"prediction_id": "{id}", "label": "fraud"}}"#));
+        let (status, body) =
+            http(&addr, "POST", "/outcome", &format!(r#"{{"prediction_id": "{id}", "label": "fraud"}}"#));
         assert_eq!(status, 202, "{body}");
     }
     assert_eq!(http(&addr, "POST", "/predict", "not json").0, 400);
@@ -112,13 +129,15 @@ fn predictions_and_outcomes_reach_kafka_and_shutdown_flushes() {
     stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("enqueued=30 delivered=30 failed=0"), "{rest}");
 
-    let logged: Vec<String> = read(&predictions, 20).iter().map(|p| decode::<PredictionEvent>(p).unwrap().prediction_id).collect();
+    let logged: Vec<String> =
+        read(&predictions, 20).iter().map(|p| decode::<PredictionEvent>(p).unwrap().prediction_id).collect();
     let mut expected = ids.clone();
     expected.sort();
     let mut logged_sorted = logged.clone();
     logged_sorted.sort();
     assert_eq!(logged_sorted, expected);
-    let outcome_ids: Vec<String> = read(&outcomes, 10).iter().map(|p| decode::<OutcomeEvent>(p).unwrap().prediction_id).collect();
+    let outcome_ids: Vec<String> =
+        read(&outcomes, 10).iter().map(|p| decode::<OutcomeEvent>(p).unwrap().prediction_id).collect();
     assert_eq!(outcome_ids.len(), 10);
     assert!(outcome_ids.iter().all(|id| ids[..10].contains(id)));
     delete_topics(&[&predictions, &outcomes]);
@@ -127,7 +146,8 @@ fn predictions_and_outcomes_reach_kafka_and_shutdown_flushes() {
 fn delete_topics(topics: &[&str]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _ = runtime.block_on(admin.delete_topics(topics, &AdminOptions::new()));
 }

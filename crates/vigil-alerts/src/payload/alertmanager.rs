@@ -71,8 +71,7 @@ mod tests {
             }])
         );
         let resolved: Value =
-            serde_json::from_slice(&build("http://am:9093", &alert().resolved(now), now + 5).body)
-                .unwrap();
+            serde_json::from_slice(&build("http://am:9093", &alert().resolved(now), now + 5).body).unwrap();
         assert_eq!(resolved[0]["labels"], body[0]["labels"]);
         assert_eq!(resolved[0]["endsAt"], "2026-11-26T21:10:00.000Z");
     }

@@ -33,18 +33,11 @@ pub fn build(url: &str, secret: &str, alert: &Alert, delivery_id: u64) -> Webhoo
 }
 
 /// `body` as JSON to `url`, with `X-Vigil-Signature` over the bytes sent and `X-Vigil-Delivery`.
-pub(super) fn signed(
-    url: &str,
-    secret: &str,
-    body: &serde_json::Value,
-    delivery_id: u64,
-) -> WebhookRequest {
+pub(super) fn signed(url: &str, secret: &str, body: &serde_json::Value, delivery_id: u64) -> WebhookRequest {
     let mut request = WebhookRequest::json(url.to_owned(), body);
     let signature = sign(secret.as_bytes(), &request.body);
     request.headers.push((SIGNATURE_HEADER, signature));
-    request
-        .headers
-        .push(("x-vigil-delivery", delivery_id.to_string()));
+    request.headers.push(("x-vigil-delivery", delivery_id.to_string()));
     request
 }
 
@@ -82,21 +75,11 @@ mod tests {
     #[test]
     fn body_is_signed_as_sent() {
         let request = build("http://hook", "s3cret", &alert(), 7);
-        let signature = &request
-            .headers
-            .iter()
-            .find(|(h, _)| *h == SIGNATURE_HEADER)
-            .unwrap()
-            .1;
+        let signature = &request.headers.iter().find(|(h, _)| *h == SIGNATURE_HEADER).unwrap().1;
         assert_eq!(signature, &sign(b"s3cret", &request.body));
-        assert!(request
-            .headers
-            .contains(&("x-vigil-delivery", "7".to_owned())));
+        assert!(request.headers.contains(&("x-vigil-delivery", "7".to_owned())));
         let body: Value = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(
-            (body["state"].as_str(), body["severity"].as_str()),
-            (Some("firing"), Some("critical"))
-        );
+        assert_eq!((body["state"].as_str(), body["severity"].as_str()), (Some("firing"), Some("critical")));
         assert_eq!(body["ends_at"], Value::Null);
     }
 }

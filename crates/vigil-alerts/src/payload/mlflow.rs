@@ -33,11 +33,7 @@ pub fn build(
     update: &TrafficUpdate,
 ) -> Vec<WebhookRequest> {
     let url = format!("{}{ALIAS_PATH}", base_url.trim_end_matches('/'));
-    let version = |v: &str| {
-        v.strip_prefix(aliases.version_prefix)
-            .unwrap_or(v)
-            .to_owned()
-    };
+    let version = |v: &str| v.strip_prefix(aliases.version_prefix).unwrap_or(v).to_owned();
     let name = &update.model_id;
     let set_or_delete = |alias: &str, target: Option<&str>| {
         let mut request = match target {
@@ -51,18 +47,13 @@ pub fn build(
             },
         };
         if !token.is_empty() {
-            request
-                .headers
-                .push(("authorization", format!("Bearer {token}")));
+            request.headers.push(("authorization", format!("Bearer {token}")));
         }
         request
     };
     vec![
         set_or_delete(aliases.production, update.production.as_deref()),
-        set_or_delete(
-            aliases.canary,
-            update.canary.as_ref().map(|c| c.model_version.as_str()),
-        ),
+        set_or_delete(aliases.canary, update.canary.as_ref().map(|c| c.model_version.as_str())),
     ]
 }
 
@@ -73,22 +64,13 @@ mod tests {
     use super::*;
     use crate::payload::fixtures::traffic;
 
-    const ALIASES: Aliases<'static> = Aliases {
-        production: "production",
-        canary: "canary",
-        version_prefix: "v",
-    };
+    const ALIASES: Aliases<'static> =
+        Aliases { production: "production", canary: "canary", version_prefix: "v" };
 
     fn shape(requests: &[WebhookRequest]) -> Vec<(&str, &str, Value)> {
         requests
             .iter()
-            .map(|r| {
-                (
-                    r.method,
-                    r.url.as_str(),
-                    serde_json::from_slice(&r.body).unwrap(),
-                )
-            })
+            .map(|r| (r.method, r.url.as_str(), serde_json::from_slice(&r.body).unwrap()))
             .collect()
     }
 
@@ -110,17 +92,12 @@ mod tests {
                 ),
             ]
         );
-        assert!(requests
-            .iter()
-            .all(|r| !r.headers.iter().any(|(h, _)| *h == "authorization")));
+        assert!(requests.iter().all(|r| !r.headers.iter().any(|(h, _)| *h == "authorization")));
     }
 
     #[test]
     fn a_rolled_back_canary_loses_its_alias() {
-        let update = TrafficUpdate {
-            canary: None,
-            ..traffic()
-        };
+        let update = TrafficUpdate { canary: None, ..traffic() };
         let requests = build("http://mlflow:5000", "T0KEN", &ALIASES, &update);
         assert_eq!(
             shape(&requests)[1],
@@ -130,8 +107,6 @@ mod tests {
                 json!({"name": "fraud", "alias": "canary"})
             )
         );
-        assert!(requests[1]
-            .headers
-            .contains(&("authorization", "Bearer T0KEN".to_owned())));
+        assert!(requests[1].headers.contains(&("authorization", "Bearer T0KEN".to_owned())));
     }
 }

@@ -47,29 +47,19 @@ pub fn build(
     now_ms: i64,
 ) -> Vec<WebhookRequest> {
     match message {
-        Message::Alert(alert) => build_alert(receiver, alert, delivery_id, now_ms)
-            .into_iter()
-            .collect(),
+        Message::Alert(alert) => build_alert(receiver, alert, delivery_id, now_ms).into_iter().collect(),
         Message::Traffic(update) => match receiver {
             ReceiverKind::Platform { url, secret } => {
                 vec![platform::build(url, secret, update, delivery_id)]
             }
-            ReceiverKind::Mlflow {
-                url,
-                token,
-                production_alias,
-                canary_alias,
-                version_prefix,
-            } => mlflow::build(
-                url,
-                token,
-                &mlflow::Aliases {
-                    production: production_alias,
-                    canary: canary_alias,
-                    version_prefix,
-                },
-                update,
-            ),
+            ReceiverKind::Mlflow { url, token, production_alias, canary_alias, version_prefix } => {
+                mlflow::build(
+                    url,
+                    token,
+                    &mlflow::Aliases { production: production_alias, canary: canary_alias, version_prefix },
+                    update,
+                )
+            }
             _ => Vec::new(),
         },
     }
@@ -131,10 +121,7 @@ pub(crate) mod fixtures {
             model_id: "fraud".into(),
             event_id: "api:fraud:v2:CANARY:1".into(),
             production: Some("v1".into()),
-            canary: Some(CanarySplit {
-                model_version: "v2".into(),
-                traffic_weight: 0.2,
-            }),
+            canary: Some(CanarySplit { model_version: "v2".into(), traffic_weight: 0.2 }),
             changes: vec![StageChange {
                 event_id: "api:fraud:v2:CANARY:1".into(),
                 model_id: "fraud".into(),

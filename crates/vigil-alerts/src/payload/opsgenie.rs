@@ -35,17 +35,12 @@ pub fn build(base_url: &str, api_key: &str, alert: &Alert) -> WebhookRequest {
             (format!("{base}/v2/alerts"), body)
         }
         AlertState::Resolved => (
-            format!(
-                "{base}/v2/alerts/{}/close?identifierType=alias",
-                encode_path_segment(&alias)
-            ),
+            format!("{base}/v2/alerts/{}/close?identifierType=alias", encode_path_segment(&alias)),
             json!({"source": "vigil", "note": "healthy again"}),
         ),
     };
     let mut request = WebhookRequest::json(url, &body);
-    request
-        .headers
-        .push(("authorization", format!("GenieKey {api_key}")));
+    request.headers.push(("authorization", format!("GenieKey {api_key}")));
     request
 }
 
@@ -74,16 +69,11 @@ mod tests {
     fn create_with_alias_and_close_by_alias() {
         let create = build("https://api.opsgenie.com/", "KEY", &alert());
         assert_eq!(create.url, "https://api.opsgenie.com/v2/alerts");
-        assert!(create
-            .headers
-            .contains(&("authorization", "GenieKey KEY".to_owned())));
+        assert!(create.headers.contains(&("authorization", "GenieKey KEY".to_owned())));
         let body: Value = serde_json::from_slice(&create.body).unwrap();
         assert_eq!(body["alias"], "fraud/v2/error-rate");
         assert_eq!(body["priority"], "P1");
-        assert_eq!(
-            body["details"],
-            json!({"error_rate": "0.4 (threshold 0.1)", "remediation_id": "rem-1"})
-        );
+        assert_eq!(body["details"], json!({"error_rate": "0.4 (threshold 0.1)", "remediation_id": "rem-1"}));
         assert!(body["message"].as_str().unwrap().chars().count() <= 130);
 
         let close = build("https://api.opsgenie.com", "KEY", &alert().resolved(1));

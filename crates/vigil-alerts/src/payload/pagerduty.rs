@@ -54,8 +54,7 @@ mod tests {
     #[test]
     fn trigger_then_resolve_with_one_dedup_key() {
         let trigger: Value =
-            serde_json::from_slice(&build("https://pd/v2/enqueue", "R0UTING", &alert()).body)
-                .unwrap();
+            serde_json::from_slice(&build("https://pd/v2/enqueue", "R0UTING", &alert()).body).unwrap();
         assert_eq!(
             trigger,
             json!({
@@ -76,10 +75,9 @@ mod tests {
                 "client_url": "http://grafana.local/d/vigil"
             })
         );
-        let resolve: Value = serde_json::from_slice(
-            &build("https://pd/v2/enqueue", "R0UTING", &alert().resolved(1)).body,
-        )
-        .unwrap();
+        let resolve: Value =
+            serde_json::from_slice(&build("https://pd/v2/enqueue", "R0UTING", &alert().resolved(1)).body)
+                .unwrap();
         assert_eq!(
             resolve,
             json!({"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": "fraud/v2/error-rate"})

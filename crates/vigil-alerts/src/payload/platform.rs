@@ -44,9 +44,7 @@ pub fn build(url: &str, secret: &str, update: &TrafficUpdate, delivery_id: u64) 
         "applied_at": rfc3339(update.at_ms),
     });
     let mut request = generic::signed(url, secret, &body, delivery_id);
-    request
-        .headers
-        .push((IDEMPOTENCY_HEADER, update.event_id.clone()));
+    request.headers.push((IDEMPOTENCY_HEADER, update.event_id.clone()));
     request
 }
 
@@ -61,25 +59,10 @@ mod tests {
     #[test]
     fn whole_state_signed_with_the_event_id_as_idempotency_key() {
         let request = build("http://serving/vigil", "s3cret", &traffic(), 4);
-        assert_eq!(
-            (request.method, request.url.as_str()),
-            ("POST", "http://serving/vigil")
-        );
-        let header = |name: &str| {
-            request
-                .headers
-                .iter()
-                .find(|(h, _)| *h == name)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(
-            header(SIGNATURE_HEADER),
-            Some(sign(b"s3cret", &request.body))
-        );
-        assert_eq!(
-            header(IDEMPOTENCY_HEADER).as_deref(),
-            Some("api:fraud:v2:CANARY:1")
-        );
+        assert_eq!((request.method, request.url.as_str()), ("POST", "http://serving/vigil"));
+        let header = |name: &str| request.headers.iter().find(|(h, _)| *h == name).map(|(_, v)| v.clone());
+        assert_eq!(header(SIGNATURE_HEADER), Some(sign(b"s3cret", &request.body)));
+        assert_eq!(header(IDEMPOTENCY_HEADER).as_deref(), Some("api:fraud:v2:CANARY:1"));
         assert_eq!(header("x-vigil-delivery").as_deref(), Some("4"));
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(

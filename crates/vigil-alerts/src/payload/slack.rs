@@ -12,11 +12,7 @@ pub fn build(webhook_url: &str, alert: &Alert) -> WebhookRequest {
         AlertState::Firing => (":rotating_light:", "FIRING"),
         AlertState::Resolved => (":white_check_mark:", "RESOLVED"),
     };
-    let text = format!(
-        "{icon} [{verb}] {} ({})",
-        alert.summary,
-        alert.severity.as_str()
-    );
+    let text = format!("{icon} [{verb}] {} ({})", alert.summary, alert.severity.as_str());
     let mut fields = String::new();
     for (name, value) in &alert.details {
         fields.push_str(&format!("\n• *{}*: {}", escape(name), escape(value)));
@@ -42,9 +38,7 @@ pub fn build(webhook_url: &str, alert: &Alert) -> WebhookRequest {
 
 /// Slack's three control characters in mrkdwn.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -64,13 +58,13 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("• *error_rate*: 0.4 (threshold 0.1)"));
-        assert_eq!(body["blocks"][1]["elements"][0]["text"], "model `fraud` version `v2` policy `error-rate` · <http://grafana.local/d/vigil|dashboard>");
+        assert_eq!(
+            body["blocks"][1]["elements"][0]["text"],
+            "model `fraud` version `v2` policy `error-rate` · <http://grafana.local/d/vigil|dashboard>"
+        );
         let resolved: Value =
             serde_json::from_slice(&build("https://hooks/x", &alert().resolved(1)).body).unwrap();
-        assert!(resolved["text"]
-            .as_str()
-            .unwrap()
-            .starts_with(":white_check_mark: [RESOLVED]"));
+        assert!(resolved["text"].as_str().unwrap().starts_with(":white_check_mark: [RESOLVED]"));
     }
 
     #[test]

@@ -66,10 +66,7 @@ impl Receiver {
     }
 
     fn bodies(&self) -> Vec<serde_json::Value> {
-        self.hits()
-            .iter()
-            .map(|h| serde_json::from_slice(&h.body).unwrap())
-            .collect()
+        self.hits().iter().map(|h| serde_json::from_slice(&h.body).unwrap()).collect()
     }
 }
 
@@ -87,19 +84,12 @@ async fn answer(
         headers,
         body,
     });
-    let reply = receiver
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or(*receiver.otherwise.lock().unwrap());
+    let reply = receiver.script.lock().unwrap().pop_front().unwrap_or(*receiver.otherwise.lock().unwrap());
     match reply {
         Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
-        Reply::TooManyRequests { retry_after_s } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", retry_after_s.to_string())],
-        )
-            .into_response(),
+        Reply::TooManyRequests { retry_after_s } => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_s.to_string())]).into_response()
+        }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK.into_response()
@@ -117,14 +107,8 @@ impl Drop for TempDir {
 }
 
 fn temp_dir(test: &str) -> TempDir {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    TempDir(std::env::temp_dir().join(format!(
-        "vigil-alerts-it-{test}-{}-{nanos}",
-        std::process::id()
-    )))
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    TempDir(std::env::temp_dir().join(format!("vigil-alerts-it-{test}-{}-{nanos}", std::process::id())))
 }
 
 fn config(dir: &TempDir, receivers: Vec<(&str, ReceiverKind)>) -> AlertsConfig {
@@ -132,10 +116,7 @@ fn config(dir: &TempDir, receivers: Vec<(&str, ReceiverKind)>) -> AlertsConfig {
         outbox_dir: dir.0.clone(),
         receivers: receivers
             .into_iter()
-            .map(|(name, kind)| ReceiverConfig {
-                name: name.into(),
-                kind,
-            })
+            .map(|(name, kind)| ReceiverConfig { name: name.into(), kind })
             .collect(),
         delivery: DeliveryConfig {
             request_timeout: Duration::from_millis(300),
@@ -150,10 +131,7 @@ fn config(dir: &TempDir, receivers: Vec<(&str, ReceiverKind)>) -> AlertsConfig {
 }
 
 fn generic(receiver: &Receiver) -> ReceiverKind {
-    ReceiverKind::Generic {
-        url: format!("{}/hook", receiver.url),
-        secret: "s3cret".into(),
-    }
+    ReceiverKind::Generic { url: format!("{}/hook", receiver.url), secret: "s3cret".into() }
 }
 
 fn alert(policy: &str) -> Alert {
@@ -197,41 +175,23 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
     let shutdown = CancellationToken::new();
     let (audit, mut audit_rows) = tokio::sync::mpsc::channel(16);
     let config = config(&dir, vec![("hook", generic(&receiver))]);
-    let (notifier, _tasks) =
-        vigil_alerts::start_with_audit(&config, shutdown.clone(), Some(audit)).unwrap();
+    let (notifier, _tasks) = vigil_alerts::start_with_audit(&config, shutdown.clone(), Some(audit)).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
-    notifier
-        .notify(alert("error-rate").resolved(1_795_727_400_000))
-        .unwrap();
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 2,
-    )
-    .await;
+    notifier.notify(alert("error-rate").resolved(1_795_727_400_000)).unwrap();
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 2).await;
     assert_eq!((stats.retried, stats.failed), (2, 0));
     let hits = receiver.hits();
     assert_eq!(hits.len(), 4);
-    let states: Vec<_> = receiver
-        .bodies()
-        .iter()
-        .map(|b| b["state"].as_str().unwrap().to_owned())
-        .collect();
+    let states: Vec<_> = receiver.bodies().iter().map(|b| b["state"].as_str().unwrap().to_owned()).collect();
     assert_eq!(states, ["firing", "firing", "firing", "resolved"]);
     for hit in &hits {
         assert_eq!(hit.uri, "/hook");
         let signature = hit.headers["x-vigil-signature"].to_str().unwrap();
-        assert_eq!(
-            signature,
-            sign(b"s3cret", &hit.body),
-            "signature of the raw body"
-        );
+        assert_eq!(signature, sign(b"s3cret", &hit.body), "signature of the raw body");
     }
     // A retry repeats its delivery id; the resolve has its own.
-    let ids: Vec<_> = hits
-        .iter()
-        .map(|h| h.headers["x-vigil-delivery"].to_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<_> =
+        hits.iter().map(|h| h.headers["x-vigil-delivery"].to_str().unwrap().to_owned()).collect();
     assert_eq!((ids[0] == ids[2], ids[2] == ids[3]), (true, false));
     let mut rows = Vec::new();
     while let Ok(row) = audit_rows.try_recv() {
@@ -248,10 +208,8 @@ async fn failing_receiver_gets_trigger_then_resolve_in_order_after_retries() {
         ("firing", 3, "delivered", 200),
         ("resolved", 1, "delivered", 200),
     ];
-    let expected: Vec<_> = expected
-        .iter()
-        .map(|(s, a, o, h)| (s.to_string(), *a, o.to_string(), *h))
-        .collect();
+    let expected: Vec<_> =
+        expected.iter().map(|(s, a, o, h)| (s.to_string(), *a, o.to_string(), *h)).collect();
     assert_eq!(rows, expected, "one audit row per attempt");
     shutdown.cancel();
 }
@@ -261,11 +219,8 @@ async fn duplicates_by_key_and_state_are_sent_once() {
     let receiver = Receiver::start([]).await;
     let dir = temp_dir("dedup");
     let shutdown = CancellationToken::new();
-    let (notifier, _tasks) = vigil_alerts::start(
-        &config(&dir, vec![("hook", generic(&receiver))]),
-        shutdown.clone(),
-    )
-    .unwrap();
+    let (notifier, _tasks) =
+        vigil_alerts::start(&config(&dir, vec![("hook", generic(&receiver))]), shutdown.clone()).unwrap();
     let firing = alert("error-rate");
     for a in [
         firing.clone(),
@@ -277,18 +232,10 @@ async fn duplicates_by_key_and_state_are_sent_once() {
     ] {
         notifier.notify(a).unwrap();
     }
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 3,
-    )
-    .await;
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 3).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(receiver.hits().len(), 3, "firing, resolved, firing again");
-    assert_eq!(
-        stats.deduplicated, 3,
-        "a repeated firing, a repeated resolve, a resolve never fired"
-    );
+    assert_eq!(stats.deduplicated, 3, "a repeated firing, a repeated resolve, a resolve never fired");
     shutdown.cancel();
 }
 
@@ -297,27 +244,17 @@ async fn rate_limited_receiver_is_retried_after_retry_after() {
     let receiver = Receiver::start([Reply::TooManyRequests { retry_after_s: 1 }]).await;
     let dir = temp_dir("429");
     let shutdown = CancellationToken::new();
-    let slack = ReceiverKind::Slack {
-        webhook_url: format!("{}/services/T/B/X", receiver.url),
-    };
+    let slack = ReceiverKind::Slack { webhook_url: format!("{}/services/T/B/X", receiver.url) };
     let (notifier, _tasks) =
         vigil_alerts::start(&config(&dir, vec![("slack", slack)]), shutdown.clone()).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 1,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
     let hits = receiver.hits();
     assert_eq!(hits.len(), 2);
     let waited = hits[1].at - hits[0].at;
     // The backoff alone would be at most 20 ms.
     assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
-    assert!(receiver.bodies()[1]["text"]
-        .as_str()
-        .unwrap()
-        .contains("[FIRING]"));
+    assert!(receiver.bodies()[1]["text"].as_str().unwrap().contains("[FIRING]"));
     shutdown.cancel();
 }
 
@@ -333,23 +270,10 @@ async fn hanging_receiver_times_out_without_delaying_the_others() {
     let (notifier, _tasks) = vigil_alerts::start(&config, shutdown.clone()).unwrap();
     let started = Instant::now();
     notifier.notify(alert("error-rate")).unwrap();
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(2),
-        |s| s.delivered == 1,
-    )
-    .await;
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(2), |s| s.delivered == 1).await;
     assert_eq!(healthy.hits().len(), 1);
-    assert_eq!(
-        stats.retried, 0,
-        "the healthy receiver was served while the other request still hung"
-    );
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 2,
-    )
-    .await;
+    assert_eq!(stats.retried, 0, "the healthy receiver was served while the other request still hung");
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 2).await;
     assert_eq!(stats.retried, 1, "the hung request timed out once");
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert_eq!(hanging.hits().len(), 2);
@@ -363,19 +287,10 @@ async fn client_errors_are_not_retried_and_server_errors_give_up_after_max_attem
     failing.set_otherwise(Reply::Status(503));
     let dir = temp_dir("giveup");
     let shutdown = CancellationToken::new();
-    let receivers = vec![
-        ("rejects", generic(&rejecting)),
-        ("fails", generic(&failing)),
-    ];
-    let (notifier, _tasks) =
-        vigil_alerts::start(&config(&dir, receivers), shutdown.clone()).unwrap();
+    let receivers = vec![("rejects", generic(&rejecting)), ("fails", generic(&failing))];
+    let (notifier, _tasks) = vigil_alerts::start(&config(&dir, receivers), shutdown.clone()).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.failed == 2,
-    )
-    .await;
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.failed == 2).await;
     assert_eq!((rejecting.hits().len(), failing.hits().len()), (1, 5));
     assert_eq!((stats.delivered, stats.retried), (0, 4));
     shutdown.cancel();
@@ -401,12 +316,7 @@ async fn undelivered_alerts_survive_a_restart_and_are_sent_once() {
     let shutdown = CancellationToken::new();
     let (notifier, mut tasks) = vigil_alerts::start(&config, shutdown.clone()).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.retried >= 2,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.retried >= 2).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
 
@@ -414,20 +324,10 @@ async fn undelivered_alerts_survive_a_restart_and_are_sent_once() {
     let failed_attempts = receiver.hits().len();
     let shutdown = CancellationToken::new();
     let (notifier, mut tasks) = vigil_alerts::start(&config, shutdown.clone()).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 1,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
     // The alert is remembered as firing: sending it again is a duplicate.
     notifier.notify(alert("error-rate")).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.deduplicated == 1,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.deduplicated == 1).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
 
@@ -450,38 +350,14 @@ async fn every_format_reaches_its_documented_path() {
     let dir = temp_dir("formats");
     let shutdown = CancellationToken::new();
     let receivers = vec![
-        (
-            "am",
-            ReceiverKind::Alertmanager {
-                url: receiver.url.clone(),
-            },
-        ),
-        (
-            "opsgenie",
-            ReceiverKind::Opsgenie {
-                api_key: "KEY".into(),
-                url: receiver.url.clone(),
-            },
-        ),
+        ("am", ReceiverKind::Alertmanager { url: receiver.url.clone() }),
+        ("opsgenie", ReceiverKind::Opsgenie { api_key: "KEY".into(), url: receiver.url.clone() }),
     ];
-    let (notifier, _tasks) =
-        vigil_alerts::start(&config(&dir, receivers), shutdown.clone()).unwrap();
+    let (notifier, _tasks) = vigil_alerts::start(&config(&dir, receivers), shutdown.clone()).unwrap();
     notifier.notify(alert("error-rate")).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 2,
-    )
-    .await;
-    notifier
-        .notify(alert("error-rate").resolved(1_795_727_400_000))
-        .unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 4,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 2).await;
+    notifier.notify(alert("error-rate").resolved(1_795_727_400_000)).unwrap();
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 4).await;
     let mut uris: Vec<_> = receiver.hits().iter().map(|h| h.uri.clone()).collect();
     uris.sort();
     assert_eq!(
@@ -493,11 +369,7 @@ async fn every_format_reaches_its_documented_path() {
             "/v2/alerts/fraud%2Fv2%2Ferror-rate/close?identifierType=alias",
         ]
     );
-    let opsgenie = receiver
-        .hits()
-        .into_iter()
-        .find(|h| h.uri == "/v2/alerts")
-        .unwrap();
+    let opsgenie = receiver.hits().into_iter().find(|h| h.uri == "/v2/alerts").unwrap();
     assert_eq!(opsgenie.headers["authorization"], "GenieKey KEY");
     shutdown.cancel();
 }
@@ -513,37 +385,20 @@ fn config_reads_from_toml_shaped_values_and_lists_every_problem() {
         "delivery": {"max_attempts": 0},
     }))
     .unwrap();
-    let vigil_alerts::AlertError::Config(problems) = config.validate("alerts").unwrap_err() else {
-        panic!()
-    };
+    let vigil_alerts::AlertError::Config(problems) = config.validate("alerts").unwrap_err() else { panic!() };
     assert_eq!(problems.len(), 4, "{problems:#?}");
-    assert!(problems
-        .iter()
-        .any(|p| p.starts_with("alerts.receivers[0].routing_key")));
-    assert!(problems
-        .iter()
-        .any(|p| p.starts_with("alerts.receivers[1].name")));
-    assert!(problems
-        .iter()
-        .any(|p| p.starts_with("alerts.receivers[1].webhook_url")));
-    assert!(problems
-        .iter()
-        .any(|p| p.starts_with("alerts.delivery.max_attempts")));
-    let unknown = serde_json::from_value::<AlertsConfig>(
-        serde_json::json!({"outbox_dir": "x", "retries": 3}),
-    );
-    assert!(unknown
-        .unwrap_err()
-        .to_string()
-        .contains("unknown field `retries`"));
+    assert!(problems.iter().any(|p| p.starts_with("alerts.receivers[0].routing_key")));
+    assert!(problems.iter().any(|p| p.starts_with("alerts.receivers[1].name")));
+    assert!(problems.iter().any(|p| p.starts_with("alerts.receivers[1].webhook_url")));
+    assert!(problems.iter().any(|p| p.starts_with("alerts.delivery.max_attempts")));
+    let unknown =
+        serde_json::from_value::<AlertsConfig>(serde_json::json!({"outbox_dir": "x", "retries": 3}));
+    assert!(unknown.unwrap_err().to_string().contains("unknown field `retries`"));
     let unknown = serde_json::from_value::<AlertsConfig>(serde_json::json!({
         "outbox_dir": "x",
         "receivers": [{"name": "am", "kind": "alertmanager", "url": "http://am", "token": "t"}],
     }));
-    assert!(unknown
-        .unwrap_err()
-        .to_string()
-        .contains("unknown field `token`"));
+    assert!(unknown.unwrap_err().to_string().contains("unknown field `token`"));
 }
 
 fn rollback_update() -> TrafficUpdate {
@@ -568,8 +423,7 @@ fn rollback_update() -> TrafficUpdate {
 }
 
 #[tokio::test]
-async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_from_alert_receivers(
-) {
+async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_from_alert_receivers() {
     let serving = Receiver::start([Reply::Status(503)]).await;
     let mlflow = Receiver::start([]).await;
     let hook = Receiver::start([]).await;
@@ -581,10 +435,7 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
             vec![
                 (
                     "serving",
-                    ReceiverKind::Platform {
-                        url: format!("{}/traffic", serving.url),
-                        secret: "plat".into(),
-                    },
+                    ReceiverKind::Platform { url: format!("{}/traffic", serving.url), secret: "plat".into() },
                 ),
                 (
                     "registry",
@@ -607,36 +458,19 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
     notifier.notify_traffic(update.clone()).unwrap();
     notifier.notify(alert("drift")).unwrap();
     // serving: one delivery in two attempts; registry: one delivery; hook: the alert.
-    let stats = wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 3,
-    )
-    .await;
+    let stats = wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 3).await;
     assert_eq!((stats.retried, stats.deduplicated), (1, 2), "{stats:?}");
 
     let hits = serving.hits();
     assert_eq!(hits.len(), 2, "a 503, then the retry");
     for hit in &hits {
-        assert_eq!(
-            (hit.method.as_str(), hit.uri.as_str()),
-            ("POST", "/traffic")
-        );
+        assert_eq!((hit.method.as_str(), hit.uri.as_str()), ("POST", "/traffic"));
         assert_eq!(hit.headers["idempotency-key"], "rem-1:ROLLED_BACK:v2");
-        assert_eq!(
-            hit.headers["x-vigil-signature"].to_str().unwrap(),
-            sign(b"plat", &hit.body)
-        );
+        assert_eq!(hit.headers["x-vigil-signature"].to_str().unwrap(), sign(b"plat", &hit.body));
     }
-    assert_eq!(
-        hits[0].headers["x-vigil-delivery"],
-        hits[1].headers["x-vigil-delivery"]
-    );
+    assert_eq!(hits[0].headers["x-vigil-delivery"], hits[1].headers["x-vigil-delivery"]);
     let body: serde_json::Value = serde_json::from_slice(&hits[1].body).unwrap();
-    assert_eq!(
-        body["traffic"],
-        serde_json::json!([{"model_version": "v1", "weight": 1.0}])
-    );
+    assert_eq!(body["traffic"], serde_json::json!([{"model_version": "v1", "weight": 1.0}]));
     assert_eq!(body["events"][0]["stage"], "ROLLED_BACK");
 
     let calls: Vec<_> = mlflow
@@ -672,11 +506,7 @@ async fn platform_updates_are_signed_retried_with_one_idempotency_key_and_kept_f
     let alerts = hook.bodies();
     assert_eq!(alerts.len(), 1, "the alert receiver got no platform update");
     assert_eq!(alerts[0]["policy"], "drift");
-    assert_eq!(
-        serving.hits().len() + mlflow.hits().len(),
-        4,
-        "the platform receivers got no alert"
-    );
+    assert_eq!(serving.hits().len() + mlflow.hits().len(), 4, "the platform receivers got no alert");
     shutdown.cancel();
 }
 
@@ -688,21 +518,13 @@ async fn open_alerts_survive_a_restart_and_their_resolve_closes_them() {
         &dir,
         vec![(
             "pd",
-            ReceiverKind::Pagerduty {
-                routing_key: "R".into(),
-                url: format!("{}/v2/enqueue", receiver.url),
-            },
+            ReceiverKind::Pagerduty { routing_key: "R".into(), url: format!("{}/v2/enqueue", receiver.url) },
         )],
     );
     let shutdown = CancellationToken::new();
     let (notifier, mut tasks) = vigil_alerts::start(&pagerduty, shutdown.clone()).unwrap();
     notifier.notify(alert("drift")).unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 1,
-    )
-    .await;
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
     assert_eq!(notifier.open_alerts().len(), 1);
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
@@ -715,15 +537,8 @@ async fn open_alerts_survive_a_restart_and_their_resolve_closes_them() {
         ["fraud/v2/drift"],
         "restored from the outbox"
     );
-    notifier
-        .notify(open[0].resolved(1_795_727_460_000))
-        .unwrap();
-    wait_for(
-        || notifier.stats(),
-        Duration::from_secs(5),
-        |s| s.delivered == 1,
-    )
-    .await;
+    notifier.notify(open[0].resolved(1_795_727_460_000)).unwrap();
+    wait_for(|| notifier.stats(), Duration::from_secs(5), |s| s.delivered == 1).await;
     assert!(notifier.open_alerts().is_empty());
     let bodies = receiver.bodies();
     assert_eq!(

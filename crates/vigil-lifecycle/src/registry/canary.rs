@@ -67,16 +67,10 @@ impl Default for CanaryConfig {
 impl CanaryConfig {
     pub(crate) fn check(&self, key: &str, problems: &mut Vec<String>) {
         if !(self.step_weight > 0.0 && self.step_weight <= 1.0) {
-            problems.push(format!(
-                "{key}.step_weight must be in (0, 1], got {}",
-                self.step_weight
-            ));
+            problems.push(format!("{key}.step_weight must be in (0, 1], got {}", self.step_weight));
         }
         if !(self.max_weight > 0.0 && self.max_weight <= 1.0) {
-            problems.push(format!(
-                "{key}.max_weight must be in (0, 1], got {}",
-                self.max_weight
-            ));
+            problems.push(format!("{key}.max_weight must be in (0, 1], got {}", self.max_weight));
         } else if self.step_weight > self.max_weight {
             problems.push(format!(
                 "{key}.step_weight ({}) must not exceed max_weight ({})",
@@ -87,9 +81,7 @@ impl CanaryConfig {
             problems.push(format!("{key}.failed_check_threshold must be at least 1"));
         }
         if self.promote_after_healthy_windows == 0 {
-            problems.push(format!(
-                "{key}.promote_after_healthy_windows must be at least 1"
-            ));
+            problems.push(format!("{key}.promote_after_healthy_windows must be at least 1"));
         }
         for (i, check) in self.checks.iter().enumerate() {
             if metric_source(&check.metric).is_none() {
@@ -101,9 +93,7 @@ impl CanaryConfig {
                 ));
             }
             let at_least_zero = |x: f64| x.is_finite() && x >= 0.0;
-            if !at_least_zero(check.max_relative_degradation)
-                || !at_least_zero(check.absolute_tolerance)
-            {
+            if !at_least_zero(check.max_relative_degradation) || !at_least_zero(check.absolute_tolerance) {
                 problems.push(format!(
                     "{key}.checks[{i}]: max_relative_degradation and absolute_tolerance must be finite and at least 0"
                 ));
@@ -135,10 +125,7 @@ pub const WINDOW_METRICS: [(&str, &str, &str); 14] = [
 
 /// The (table, samples column) a window metric is stored in.
 pub fn metric_source(metric: &str) -> Option<(&'static str, &'static str)> {
-    WINDOW_METRICS
-        .iter()
-        .find(|m| m.0 == metric)
-        .map(|m| (m.1, m.2))
+    WINDOW_METRICS.iter().find(|m| m.0 == metric).map(|m| (m.1, m.2))
 }
 
 /// A policy check's stored verdict (`policy_checks.verdict`) as an analysis verdict.
@@ -184,12 +171,7 @@ impl CanaryAnalysis {
     }
 
     pub fn resume(weight: f64) -> Self {
-        Self {
-            weight,
-            failed_checks: 0,
-            healthy_at_max: 0,
-            finished: false,
-        }
+        Self { weight, failed_checks: 0, healthy_at_max: 0, finished: false }
     }
 
     pub fn step(&mut self, config: &CanaryConfig, verdict: Verdict) -> CanaryStep {
@@ -213,9 +195,7 @@ impl CanaryAnalysis {
                 if config.max_weight - self.weight < WEIGHT_EPSILON {
                     self.weight = config.max_weight;
                 }
-                CanaryStep::Advance {
-                    weight: self.weight,
-                }
+                CanaryStep::Advance { weight: self.weight }
             }
             Verdict::Healthy => {
                 self.healthy_at_max += 1;
@@ -270,9 +250,8 @@ pub fn relative_verdict(
     canary: Option<Sample>,
     production: Option<Sample>,
 ) -> Verdict {
-    let usable = |s: Option<Sample>| {
-        s.filter(|s| s.value.is_finite() && s.samples >= check.min_samples.max(1))
-    };
+    let usable =
+        |s: Option<Sample>| s.filter(|s| s.value.is_finite() && s.samples >= check.min_samples.max(1));
     let (Some(canary), Some(production)) = (usable(canary), usable(production)) else {
         return Verdict::InsufficientData;
     };
@@ -307,24 +286,11 @@ mod tests {
         let config = config();
         let mut analysis = CanaryAnalysis::start(&config);
         assert_eq!(analysis.weight, 0.1);
-        assert_eq!(
-            analysis.step(&config, Verdict::Healthy),
-            CanaryStep::Advance { weight: 0.2 }
-        );
-        assert_eq!(
-            analysis.step(&config, Verdict::Healthy),
-            CanaryStep::Advance { weight: 0.3 }
-        );
+        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Advance { weight: 0.2 });
+        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Advance { weight: 0.3 });
         assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold);
-        assert_eq!(
-            analysis.step(&config, Verdict::Healthy),
-            CanaryStep::Promote
-        );
-        assert_eq!(
-            analysis.step(&config, Verdict::Healthy),
-            CanaryStep::Hold,
-            "finished analyses stay put"
-        );
+        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Promote);
+        assert_eq!(analysis.step(&config, Verdict::Healthy), CanaryStep::Hold, "finished analyses stay put");
     }
 
     #[test]
@@ -332,10 +298,7 @@ mod tests {
         let config = config();
         let mut analysis = CanaryAnalysis::start(&config);
         for _ in 0..10 {
-            assert_eq!(
-                analysis.step(&config, Verdict::InsufficientData),
-                CanaryStep::Hold
-            );
+            assert_eq!(analysis.step(&config, Verdict::InsufficientData), CanaryStep::Hold);
         }
         assert_eq!(analysis, CanaryAnalysis::start(&config));
     }
@@ -351,23 +314,14 @@ mod tests {
             CanaryStep::Hold,
             "the failure reset the healthy streak"
         );
-        assert_eq!(
-            analysis.step(&config, Verdict::Failed),
-            CanaryStep::RollBack
-        );
+        assert_eq!(analysis.step(&config, Verdict::Failed), CanaryStep::RollBack);
     }
 
     #[test]
     fn combined_verdicts_fail_first_then_wait() {
         use Verdict::*;
-        assert_eq!(
-            Verdict::combine([Healthy, InsufficientData, Failed]),
-            Failed
-        );
-        assert_eq!(
-            Verdict::combine([Healthy, InsufficientData]),
-            InsufficientData
-        );
+        assert_eq!(Verdict::combine([Healthy, InsufficientData, Failed]), Failed);
+        assert_eq!(Verdict::combine([Healthy, InsufficientData]), InsufficientData);
         assert_eq!(Verdict::combine([Healthy, Healthy]), Healthy);
         assert_eq!(Verdict::combine([]), InsufficientData);
     }
@@ -382,39 +336,15 @@ mod tests {
             min_samples: 100,
         };
         let s = |value, samples| Some(Sample { value, samples });
-        assert_eq!(
-            relative_verdict(&error_rate, s(0.105, 500), s(0.1, 500)),
-            Verdict::Healthy
-        );
-        assert_eq!(
-            relative_verdict(&error_rate, s(0.12, 500), s(0.1, 500)),
-            Verdict::Failed
-        );
-        assert_eq!(
-            relative_verdict(&error_rate, s(0.5, 50), s(0.1, 500)),
-            Verdict::InsufficientData
-        );
-        assert_eq!(
-            relative_verdict(&error_rate, None, s(0.1, 500)),
-            Verdict::InsufficientData
-        );
-        assert_eq!(
-            relative_verdict(&error_rate, s(f64::NAN, 500), s(0.1, 500)),
-            Verdict::InsufficientData
-        );
-        let accuracy = RelativeCheck {
-            direction: Direction::HigherIsBetter,
-            metric: "accuracy".into(),
-            ..error_rate
-        };
-        assert_eq!(
-            relative_verdict(&accuracy, s(0.85, 500), s(0.9, 500)),
-            Verdict::Healthy
-        );
-        assert_eq!(
-            relative_verdict(&accuracy, s(0.80, 500), s(0.9, 500)),
-            Verdict::Failed
-        );
+        assert_eq!(relative_verdict(&error_rate, s(0.105, 500), s(0.1, 500)), Verdict::Healthy);
+        assert_eq!(relative_verdict(&error_rate, s(0.12, 500), s(0.1, 500)), Verdict::Failed);
+        assert_eq!(relative_verdict(&error_rate, s(0.5, 50), s(0.1, 500)), Verdict::InsufficientData);
+        assert_eq!(relative_verdict(&error_rate, None, s(0.1, 500)), Verdict::InsufficientData);
+        assert_eq!(relative_verdict(&error_rate, s(f64::NAN, 500), s(0.1, 500)), Verdict::InsufficientData);
+        let accuracy =
+            RelativeCheck { direction: Direction::HigherIsBetter, metric: "accuracy".into(), ..error_rate };
+        assert_eq!(relative_verdict(&accuracy, s(0.85, 500), s(0.9, 500)), Verdict::Healthy);
+        assert_eq!(relative_verdict(&accuracy, s(0.80, 500), s(0.9, 500)), Verdict::Failed);
     }
 
     #[test]
@@ -436,18 +366,9 @@ mod tests {
         config.check("lifecycle.defaults.canary", &mut problems);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("lifecycle.defaults.canary.checks[1].metric \"happiness\""));
-        assert_eq!(
-            metric_source("accuracy"),
-            Some(("window_performance", "labeled"))
-        );
-        assert_eq!(
-            Verdict::combine(["healthy", "breach"].map(policy_verdict)),
-            Verdict::Failed
-        );
-        assert_eq!(
-            policy_verdict("insufficient_data"),
-            Verdict::InsufficientData
-        );
+        assert_eq!(metric_source("accuracy"), Some(("window_performance", "labeled")));
+        assert_eq!(Verdict::combine(["healthy", "breach"].map(policy_verdict)), Verdict::Failed);
+        assert_eq!(policy_verdict("insufficient_data"), Verdict::InsufficientData);
     }
 
     #[test]

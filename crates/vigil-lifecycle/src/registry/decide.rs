@@ -57,10 +57,7 @@ pub enum Outcome {
 
 impl Decision {
     fn nothing(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            events: Vec::new(),
-        }
+        Self { outcome, events: Vec::new() }
     }
 }
 
@@ -81,12 +78,10 @@ pub fn decide(
     }
     let (model_id, version) = (&remediation.model_id, &remediation.model_version);
     let Some(state) = registry.version(model_id, version) else {
-        return Decision::nothing(Outcome::NoAction {
-            why: "the model version is not in the registry",
-        });
+        return Decision::nothing(Outcome::NoAction { why: "the model version is not in the registry" });
     };
-    let rollback = remediation.action == RemediationAction::Rollback
-        || remediation.severity == Severity::Critical;
+    let rollback =
+        remediation.action == RemediationAction::Rollback || remediation.severity == Severity::Critical;
     let hold = remediation.action == RemediationAction::HoldPromotion;
     let cause = describe(remediation);
     let by = Cause {
@@ -96,28 +91,20 @@ pub fn decide(
         why: &cause,
     };
     // A version that serves no traffic falls through to "nothing to do" below.
-    if let Some(decision) = rollback
-        .then(|| rollback_events(registry, model_id, version, &by, now_ms))
-        .flatten()
+    if let Some(decision) =
+        rollback.then(|| rollback_events(registry, model_id, version, &by, now_ms)).flatten()
     {
         return match decision.outcome {
             Outcome::NoRollbackTarget { .. } => decision,
             _ if policy.for_model(model_id).manual_rollback => {
-                Decision::nothing(Outcome::AwaitingApproval {
-                    proposed: decision.events,
-                })
+                Decision::nothing(Outcome::AwaitingApproval { proposed: decision.events })
             }
             _ => decision,
         };
     }
-    let event = |stage: Stage, event_version: &str, traffic_weight: Option<f64>, reason: String| {
-        LifecycleEvent {
-            event_id: format!(
-                "{}:{}:{}",
-                remediation.remediation_id,
-                stage_name(stage),
-                event_version
-            ),
+    let event =
+        |stage: Stage, event_version: &str, traffic_weight: Option<f64>, reason: String| LifecycleEvent {
+            event_id: format!("{}:{}:{}", remediation.remediation_id, stage_name(stage), event_version),
             model_id: model_id.clone(),
             model_version: event_version.to_owned(),
             stage,
@@ -126,13 +113,10 @@ pub fn decide(
             actor: AUTOMATION_ACTOR.to_owned(),
             remediation_id: Some(remediation.remediation_id.clone()),
             event_time_ms: now_ms,
-        }
-    };
+        };
     match state.stage {
         Stage::Canary if hold && state.held_by.is_none() => Decision {
-            outcome: Outcome::HeldPromotion {
-                version: version.clone(),
-            },
+            outcome: Outcome::HeldPromotion { version: version.clone() },
             events: vec![event(
                 Stage::Canary,
                 version,
@@ -140,24 +124,18 @@ pub fn decide(
                 format!("promotion held: {cause}"),
             )],
         },
-        Stage::Canary if hold => Decision::nothing(Outcome::NoAction {
-            why: "the canary's promotion is already held",
-        }),
-        _ if !rollback && !hold => Decision::nothing(Outcome::NoAction {
-            why: "an alert changes no stage",
-        }),
-        Stage::Candidate => Decision::nothing(Outcome::NoAction {
-            why: "a candidate serves no traffic",
-        }),
-        Stage::Production => Decision::nothing(Outcome::NoAction {
-            why: "production has no promotion to hold",
-        }),
-        Stage::Canary => Decision::nothing(Outcome::NoAction {
-            why: "nothing to do for this canary",
-        }),
-        Stage::Retired | Stage::RolledBack => Decision::nothing(Outcome::NoAction {
-            why: "the version no longer serves traffic",
-        }),
+        Stage::Canary if hold => {
+            Decision::nothing(Outcome::NoAction { why: "the canary's promotion is already held" })
+        }
+        _ if !rollback && !hold => Decision::nothing(Outcome::NoAction { why: "an alert changes no stage" }),
+        Stage::Candidate => Decision::nothing(Outcome::NoAction { why: "a candidate serves no traffic" }),
+        Stage::Production => {
+            Decision::nothing(Outcome::NoAction { why: "production has no promotion to hold" })
+        }
+        Stage::Canary => Decision::nothing(Outcome::NoAction { why: "nothing to do for this canary" }),
+        Stage::Retired | Stage::RolledBack => {
+            Decision::nothing(Outcome::NoAction { why: "the version no longer serves traffic" })
+        }
     }
 }
 
@@ -199,30 +177,15 @@ pub fn rollback_events(
     let why = by.why;
     Some(match state.stage {
         Stage::Canary => Decision {
-            outcome: Outcome::RolledBackCanary {
-                version: version.to_owned(),
-            },
-            events: vec![event(
-                Stage::RolledBack,
-                version,
-                format!("canary rolled back: {why}"),
-            )],
+            outcome: Outcome::RolledBackCanary { version: version.to_owned() },
+            events: vec![event(Stage::RolledBack, version, format!("canary rolled back: {why}"))],
         },
         Stage::Production => match registry.rollback_target(model_id) {
-            None => Decision::nothing(Outcome::NoRollbackTarget {
-                version: version.to_owned(),
-            }),
+            None => Decision::nothing(Outcome::NoRollbackTarget { version: version.to_owned() }),
             Some(target) => Decision {
-                outcome: Outcome::RolledBackProduction {
-                    from: version.to_owned(),
-                    to: target.to_owned(),
-                },
+                outcome: Outcome::RolledBackProduction { from: version.to_owned(), to: target.to_owned() },
                 events: vec![
-                    event(
-                        Stage::RolledBack,
-                        version,
-                        format!("production rolled back: {why}"),
-                    ),
+                    event(Stage::RolledBack, version, format!("production rolled back: {why}")),
                     event(
                         Stage::Production,
                         target,
@@ -246,19 +209,11 @@ pub fn decide_canary(
     policy: &LifecyclePolicy,
     now_ms: i64,
 ) -> Decision {
-    let Some(state) = registry
-        .version(model_id, version)
-        .filter(|s| s.stage == Stage::Canary)
-    else {
-        return Decision::nothing(Outcome::NoAction {
-            why: "the version is not a canary",
-        });
+    let Some(state) = registry.version(model_id, version).filter(|s| s.stage == Stage::Canary) else {
+        return Decision::nothing(Outcome::NoAction { why: "the version is not a canary" });
     };
     let event = |stage: Stage, traffic_weight: Option<f64>, reason: String| LifecycleEvent {
-        event_id: format!(
-            "canary:{model_id}:{version}:{window_end_ms}:{}",
-            stage_name(stage)
-        ),
+        event_id: format!("canary:{model_id}:{version}:{window_end_ms}:{}", stage_name(stage)),
         model_id: model_id.to_owned(),
         model_version: version.to_owned(),
         stage,
@@ -277,19 +232,12 @@ pub fn decide_canary(
     let held = state.held_by.is_some();
     let model_policy = policy.for_model(model_id);
     match step {
-        CanaryStep::Hold => Decision::nothing(Outcome::NoAction {
-            why: "the analysis holds",
-        }),
+        CanaryStep::Hold => Decision::nothing(Outcome::NoAction { why: "the analysis holds" }),
         CanaryStep::Advance { .. } | CanaryStep::Promote if held => {
-            Decision::nothing(Outcome::NoAction {
-                why: "the canary's promotion is held by a remediation",
-            })
+            Decision::nothing(Outcome::NoAction { why: "the canary's promotion is held by a remediation" })
         }
         CanaryStep::Advance { weight } => Decision {
-            outcome: Outcome::CanaryWeight {
-                version: version.to_owned(),
-                weight,
-            },
+            outcome: Outcome::CanaryWeight { version: version.to_owned(), weight },
             events: vec![event(
                 Stage::Canary,
                 Some(weight),
@@ -305,12 +253,7 @@ pub fn decide_canary(
             if model_policy.manual_promotion {
                 Decision::nothing(Outcome::AwaitingApproval { proposed: events })
             } else {
-                Decision {
-                    outcome: Outcome::Promoted {
-                        version: version.to_owned(),
-                    },
-                    events,
-                }
+                Decision { outcome: Outcome::Promoted { version: version.to_owned() }, events }
             }
         }
         CanaryStep::RollBack => {
@@ -325,12 +268,7 @@ pub fn decide_canary(
             if model_policy.manual_rollback {
                 Decision::nothing(Outcome::AwaitingApproval { proposed: events })
             } else {
-                Decision {
-                    outcome: Outcome::RolledBackCanary {
-                        version: version.to_owned(),
-                    },
-                    events,
-                }
+                Decision { outcome: Outcome::RolledBackCanary { version: version.to_owned() }, events }
             }
         }
     }
@@ -338,12 +276,7 @@ pub fn decide_canary(
 
 /// A human's approval of proposed events: same ids (approving twice is harmless), their name as
 /// actor, their reason after the proposal's.
-pub fn approve(
-    proposed: &[LifecycleEvent],
-    actor: &str,
-    reason: &str,
-    now_ms: i64,
-) -> Vec<LifecycleEvent> {
+pub fn approve(proposed: &[LifecycleEvent], actor: &str, reason: &str, now_ms: i64) -> Vec<LifecycleEvent> {
     proposed
         .iter()
         .map(|e| LifecycleEvent {
@@ -391,20 +324,11 @@ fn describe(r: &RemediationEvent) -> String {
         Severity::Warning => "warning",
         Severity::Critical => "critical",
     };
-    let mut text = format!(
-        "policy {} ({severity}) on window [{}, {})",
-        r.policy, r.window_start_ms, r.window_end_ms
-    );
+    let mut text =
+        format!("policy {} ({severity}) on window [{}, {})", r.policy, r.window_start_ms, r.window_end_ms);
     for e in r.evidence.iter().take(3) {
-        let feature = e
-            .feature
-            .as_deref()
-            .map(|f| format!("[{f}]"))
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "; {}{feature} = {} vs threshold {}",
-            e.metric, e.value, e.threshold
-        ));
+        let feature = e.feature.as_deref().map(|f| format!("[{f}]")).unwrap_or_default();
+        text.push_str(&format!("; {}{feature} = {} vs threshold {}", e.metric, e.value, e.threshold));
     }
     text
 }

@@ -55,9 +55,7 @@ impl Registry {
     }
 
     /// Folds `events` in order; stops at the first one [`Registry::apply`] rejects.
-    pub fn replay<'a>(
-        events: impl IntoIterator<Item = &'a LifecycleEvent>,
-    ) -> Result<Self, LifecycleError> {
+    pub fn replay<'a>(events: impl IntoIterator<Item = &'a LifecycleEvent>) -> Result<Self, LifecycleError> {
         let mut registry = Self::new();
         for event in events {
             registry.apply(event)?;
@@ -95,12 +93,7 @@ impl Registry {
             .iter()
             .rev()
             .filter(|v| model.production.as_ref() != Some(*v))
-            .find(|v| {
-                model
-                    .versions
-                    .get(*v)
-                    .is_some_and(|s| s.stage == Stage::Retired)
-            })
+            .find(|v| model.versions.get(*v).is_some_and(|s| s.stage == Stage::Retired))
             .map(String::as_str)
     }
 
@@ -131,10 +124,7 @@ impl Registry {
         let from = current.map_or("NEW", |v| stage_name(v.stage));
         match (current.map(|v| v.stage), event.stage) {
             (Some(Stage::RolledBack), _) => {
-                return Err(illegal(
-                    from,
-                    "a rolled-back version is final; publish a new version",
-                ))
+                return Err(illegal(from, "a rolled-back version is final; publish a new version"))
             }
             (None, Stage::RolledBack | Stage::Retired) => {
                 return Err(illegal(from, "the version is not in the registry"))
@@ -142,32 +132,26 @@ impl Registry {
             (Some(Stage::Retired), Stage::Production)
                 if !model.is_some_and(|m| m.production_history.contains(&event.model_version)) =>
             {
-                return Err(illegal(
-                    from,
-                    "only a version that was production before can return to it",
-                ));
+                return Err(illegal(from, "only a version that was production before can return to it"));
             }
             (Some(Stage::Retired), Stage::Production) => {}
             (Some(Stage::Retired), _) => {
-                return Err(illegal(
-                    from,
-                    "a retired version can only return to production",
-                ))
+                return Err(illegal(from, "a retired version can only return to production"))
             }
             (Some(Stage::Production), Stage::Production) if event.remediation_id.is_some() => {}
             (Some(Stage::Production), Stage::Production | Stage::Candidate | Stage::Canary) => {
                 return Err(illegal(from, "the version is already in production"));
             }
-            (Some(Stage::Canary), Stage::Candidate)
-            | (Some(Stage::Candidate), Stage::Candidate) => {
+            (Some(Stage::Canary), Stage::Candidate) | (Some(Stage::Candidate), Stage::Candidate) => {
                 return Err(illegal(from, "a version cannot go back to candidate"));
             }
             (None | Some(Stage::Candidate) | Some(Stage::Canary), Stage::Canary) => {
-                let other = model
-                    .and_then(|m| m.canary.as_ref())
-                    .filter(|c| **c != event.model_version);
+                let other = model.and_then(|m| m.canary.as_ref()).filter(|c| **c != event.model_version);
                 if other.is_some() {
-                    return Err(illegal(from, "the model already has another canary; promote, roll back or retire it first"));
+                    return Err(illegal(
+                        from,
+                        "the model already has another canary; promote, roll back or retire it first",
+                    ));
                 }
             }
             _ => {}
@@ -189,11 +173,7 @@ impl Registry {
             // Kept in production (a rejected rollback): only the record changes.
             Stage::Production if previous == Some(Stage::Production) => {}
             Stage::Production => {
-                if let Some(old) = model
-                    .production
-                    .take()
-                    .and_then(|p| model.versions.get_mut(&p))
-                {
+                if let Some(old) = model.production.take().and_then(|p| model.versions.get_mut(&p)) {
                     old.stage = Stage::Retired;
                     old.traffic_weight = None;
                 }
@@ -215,11 +195,7 @@ impl Registry {
             version,
             VersionState {
                 stage: event.stage,
-                traffic_weight: if event.stage == Stage::Canary {
-                    event.traffic_weight
-                } else {
-                    None
-                },
+                traffic_weight: if event.stage == Stage::Canary { event.traffic_weight } else { None },
                 held_by,
                 last_event_id: event.event_id.clone(),
                 last_reason: event.reason.clone(),

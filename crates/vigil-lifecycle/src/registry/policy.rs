@@ -37,13 +37,9 @@ impl LifecyclePolicy {
     /// (e.g. `lifecycle`).
     pub fn validate(&self, prefix: &str) -> Result<(), LifecycleError> {
         let mut problems = Vec::new();
-        self.defaults
-            .canary
-            .check(&format!("{prefix}.defaults.canary"), &mut problems);
+        self.defaults.canary.check(&format!("{prefix}.defaults.canary"), &mut problems);
         for (model, policy) in &self.models {
-            policy
-                .canary
-                .check(&format!("{prefix}.models.{model}.canary"), &mut problems);
+            policy.canary.check(&format!("{prefix}.models.{model}.canary"), &mut problems);
         }
         if problems.is_empty() {
             Ok(())

@@ -1,7 +1,5 @@
 use proptest::prelude::*;
-use vigil_events::{
-    Evidence, LifecycleEvent, RemediationAction, RemediationEvent, Severity, Stage,
-};
+use vigil_events::{Evidence, LifecycleEvent, RemediationAction, RemediationEvent, Severity, Stage};
 
 use super::policy::{LifecyclePolicy, ModelPolicy};
 use super::Registry;
@@ -43,12 +41,7 @@ pub(crate) fn remediation(
         severity,
         action,
         policy: "error-rate".into(),
-        evidence: vec![Evidence {
-            metric: "error_rate".into(),
-            value: 0.3,
-            threshold: 0.1,
-            feature: None,
-        }],
+        evidence: vec![Evidence { metric: "error_rate".into(), value: 0.3, threshold: 0.1, feature: None }],
         reference_id: None,
         config_hash: "h".into(),
         created_at_ms: 61_000,
@@ -75,45 +68,20 @@ fn apply_all(registry: &mut Registry, events: &[LifecycleEvent]) {
 fn illegal_transitions_are_rejected_with_the_reason() {
     let mut registry = two_versions();
     let before = registry.clone();
-    let err = registry
-        .apply(&lifecycle("x1", "fraud", "v3", Stage::Canary, Some(0.2)))
-        .unwrap_err();
+    let err = registry.apply(&lifecycle("x1", "fraud", "v3", Stage::Canary, Some(0.2))).unwrap_err();
+    assert!(err.to_string().contains("already has another canary"), "{err}");
+    let err = registry.apply(&lifecycle("x2", "fraud", "v9", Stage::RolledBack, None)).unwrap_err();
     assert!(
-        err.to_string().contains("already has another canary"),
+        matches!(err, LifecycleError::IllegalTransition { from: "NEW", to: Stage::RolledBack, .. }),
         "{err}"
     );
-    let err = registry
-        .apply(&lifecycle("x2", "fraud", "v9", Stage::RolledBack, None))
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LifecycleError::IllegalTransition {
-                from: "NEW",
-                to: Stage::RolledBack,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = registry
-        .apply(&lifecycle("x3", "fraud", "v2", Stage::Canary, Some(1.5)))
-        .unwrap_err();
+    let err = registry.apply(&lifecycle("x3", "fraud", "v2", Stage::Canary, Some(1.5))).unwrap_err();
     assert!(matches!(err, LifecycleError::InvalidEvent { .. }), "{err}");
-    let err = registry
-        .apply(&lifecycle("x4", "fraud", "v2", Stage::Canary, None))
-        .unwrap_err();
+    let err = registry.apply(&lifecycle("x4", "fraud", "v2", Stage::Canary, None)).unwrap_err();
     assert!(err.to_string().contains("traffic_weight"), "{err}");
-    registry
-        .apply(&lifecycle("x5", "fraud", "v2", Stage::RolledBack, None))
-        .unwrap();
-    let err = registry
-        .apply(&lifecycle("x6", "fraud", "v2", Stage::Production, None))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("rolled-back version is final"),
-        "{err}"
-    );
+    registry.apply(&lifecycle("x5", "fraud", "v2", Stage::RolledBack, None)).unwrap();
+    let err = registry.apply(&lifecycle("x6", "fraud", "v2", Stage::Production, None)).unwrap_err();
+    assert!(err.to_string().contains("rolled-back version is final"), "{err}");
     assert!(!err.is_retryable());
     assert_ne!(registry, before);
 }
@@ -121,16 +89,11 @@ fn illegal_transitions_are_rejected_with_the_reason() {
 #[test]
 fn promotion_retires_the_old_production_which_becomes_the_rollback_target() {
     let mut registry = two_versions();
-    registry
-        .apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None))
-        .unwrap();
+    registry.apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None)).unwrap();
     let model = registry.model("fraud").unwrap();
     assert_eq!(model.production.as_deref(), Some("v2"));
     assert_eq!(model.canary, None);
-    assert_eq!(
-        registry.version("fraud", "v1").unwrap().stage,
-        Stage::Retired
-    );
+    assert_eq!(registry.version("fraud", "v1").unwrap().stage, Stage::Retired);
     assert_eq!(registry.rollback_target("fraud"), Some("v1"));
 }
 
@@ -138,32 +101,14 @@ fn promotion_retires_the_old_production_which_becomes_the_rollback_target() {
 fn critical_remediation_on_a_canary_rolls_it_back_once() {
     let mut registry = two_versions();
     let policy = LifecyclePolicy::default();
-    let r = remediation(
-        "r1",
-        "fraud",
-        "v2",
-        Severity::Critical,
-        RemediationAction::Alert,
-    );
+    let r = remediation("r1", "fraud", "v2", Severity::Critical, RemediationAction::Alert);
     let decision = decide(&registry, &r, &policy, 5_000);
-    assert_eq!(
-        decision.outcome,
-        Outcome::RolledBackCanary {
-            version: "v2".into()
-        }
-    );
+    assert_eq!(decision.outcome, Outcome::RolledBackCanary { version: "v2".into() });
     assert_eq!(decision.events.len(), 1);
     let event = &decision.events[0];
+    assert_eq!((event.stage, event.event_id.as_str()), (Stage::RolledBack, "r1:ROLLED_BACK:v2"));
     assert_eq!(
-        (event.stage, event.event_id.as_str()),
-        (Stage::RolledBack, "r1:ROLLED_BACK:v2")
-    );
-    assert_eq!(
-        (
-            event.actor.as_str(),
-            event.remediation_id.as_deref(),
-            event.event_time_ms
-        ),
+        (event.actor.as_str(), event.remediation_id.as_deref(), event.event_time_ms),
         ("vigil", Some("r1"), 5_000)
     );
     assert!(
@@ -172,18 +117,9 @@ fn critical_remediation_on_a_canary_rolls_it_back_once() {
         event.reason
     );
     apply_all(&mut registry, &decision.events);
-    assert_eq!(
-        decide(&registry, &r, &policy, 6_000).outcome,
-        Outcome::Duplicate
-    );
+    assert_eq!(decide(&registry, &r, &policy, 6_000).outcome, Outcome::Duplicate);
     // Another policy firing on the same window finds the canary already gone.
-    let other = remediation(
-        "r2",
-        "fraud",
-        "v2",
-        Severity::Critical,
-        RemediationAction::Rollback,
-    );
+    let other = remediation("r2", "fraud", "v2", Severity::Critical, RemediationAction::Rollback);
     assert!(decide(&registry, &other, &policy, 6_000).events.is_empty());
 }
 
@@ -199,54 +135,25 @@ fn production_rolls_back_to_the_last_good_version_skipping_failed_ones() {
             lifecycle("e6", "fraud", "v3", Stage::Production, None),
         ],
     );
-    let r = remediation(
-        "r1",
-        "fraud",
-        "v3",
-        Severity::Warning,
-        RemediationAction::Rollback,
-    );
+    let r = remediation("r1", "fraud", "v3", Severity::Warning, RemediationAction::Rollback);
     let decision = decide(&registry, &r, &LifecyclePolicy::default(), 0);
-    assert_eq!(
-        decision.outcome,
-        Outcome::RolledBackProduction {
-            from: "v3".into(),
-            to: "v1".into()
-        }
-    );
+    assert_eq!(decision.outcome, Outcome::RolledBackProduction { from: "v3".into(), to: "v1".into() });
     apply_all(&mut registry, &decision.events);
     let model = registry.model("fraud").unwrap();
     assert_eq!(model.production.as_deref(), Some("v1"));
-    assert_eq!(
-        registry.version("fraud", "v3").unwrap().stage,
-        Stage::RolledBack
-    );
+    assert_eq!(registry.version("fraud", "v3").unwrap().stage, Stage::RolledBack);
     // v1 failing now has nowhere to go.
-    let r = remediation(
-        "r2",
-        "fraud",
-        "v1",
-        Severity::Critical,
-        RemediationAction::Rollback,
-    );
+    let r = remediation("r2", "fraud", "v1", Severity::Critical, RemediationAction::Rollback);
     assert_eq!(
         decide(&registry, &r, &LifecyclePolicy::default(), 0).outcome,
-        Outcome::NoRollbackTarget {
-            version: "v1".into()
-        }
+        Outcome::NoRollbackTarget { version: "v1".into() }
     );
 }
 
 /// Rollbacks of model "fraud" wait for a human.
 pub(crate) fn manual_rollback_for_fraud() -> LifecyclePolicy {
     let mut policy = LifecyclePolicy::default();
-    policy.models.insert(
-        "fraud".into(),
-        ModelPolicy {
-            manual_rollback: true,
-            ..ModelPolicy::default()
-        },
-    );
+    policy.models.insert("fraud".into(), ModelPolicy { manual_rollback: true, ..ModelPolicy::default() });
     policy
 }
 
@@ -254,13 +161,7 @@ pub(crate) fn manual_rollback_for_fraud() -> LifecyclePolicy {
 fn manual_rollback_gate_proposes_and_approval_applies_once() {
     let registry = two_versions();
     let policy = manual_rollback_for_fraud();
-    let r = remediation(
-        "r1",
-        "fraud",
-        "v2",
-        Severity::Critical,
-        RemediationAction::Rollback,
-    );
+    let r = remediation("r1", "fraud", "v2", Severity::Critical, RemediationAction::Rollback);
     let decision = decide(&registry, &r, &policy, 0);
     assert!(decision.events.is_empty());
     let Outcome::AwaitingApproval { proposed } = decision.outcome else {
@@ -271,58 +172,25 @@ fn manual_rollback_gate_proposes_and_approval_applies_once() {
     apply_all(&mut registry, &approved);
     apply_all(&mut registry, &approved);
     let state = registry.version("fraud", "v2").unwrap();
-    assert_eq!(
-        (state.stage, state.last_actor.as_str(), state.updated_ms),
-        (Stage::RolledBack, "bob", 9_000)
-    );
-    assert!(
-        state
-            .last_reason
-            .ends_with("; approved by bob: drift confirmed"),
-        "{}",
-        state.last_reason
-    );
-    assert_eq!(
-        registry.model("fraud").unwrap().history.len(),
-        4,
-        "three deployments and the approval"
-    );
+    assert_eq!((state.stage, state.last_actor.as_str(), state.updated_ms), (Stage::RolledBack, "bob", 9_000));
+    assert!(state.last_reason.ends_with("; approved by bob: drift confirmed"), "{}", state.last_reason);
+    assert_eq!(registry.model("fraud").unwrap().history.len(), 4, "three deployments and the approval");
 }
 
 #[test]
 fn a_rejected_rollback_keeps_production_and_answers_the_remediation() {
     let mut registry = two_versions();
-    let by = crate::Cause {
-        id_prefix: "r9",
-        actor: "carol",
-        remediation_id: Some("r9"),
-        why: "false alarm",
-    };
+    let by = crate::Cause { id_prefix: "r9", actor: "carol", remediation_id: Some("r9"), why: "false alarm" };
     let keep = crate::reject(&registry, "fraud", "v1", &by, 5_000).unwrap();
-    assert_eq!(
-        (keep.event_id.as_str(), keep.stage),
-        ("r9:REJECTED:v1", Stage::Production)
-    );
+    assert_eq!((keep.event_id.as_str(), keep.stage), ("r9:REJECTED:v1", Stage::Production));
     let before = registry.model("fraud").unwrap().production_history.clone();
     registry.apply(&keep).unwrap();
     let model = registry.model("fraud").unwrap();
     assert_eq!(model.production.as_deref(), Some("v1"));
-    assert_eq!(
-        model.production_history, before,
-        "keeping production is not a new deployment"
-    );
+    assert_eq!(model.production_history, before, "keeping production is not a new deployment");
     assert_eq!(registry.version("fraud", "v1").unwrap().last_actor, "carol");
-    let again = remediation(
-        "r9",
-        "fraud",
-        "v1",
-        Severity::Critical,
-        RemediationAction::Rollback,
-    );
-    assert_eq!(
-        decide(&registry, &again, &LifecyclePolicy::default(), 6_000).outcome,
-        Outcome::Duplicate
-    );
+    let again = remediation("r9", "fraud", "v1", Severity::Critical, RemediationAction::Rollback);
+    assert_eq!(decide(&registry, &again, &LifecyclePolicy::default(), 6_000).outcome, Outcome::Duplicate);
     // Without a remediation, a production event for the production version is still illegal.
     let mut bare = keep.clone();
     bare.event_id = "x".into();
@@ -334,112 +202,50 @@ fn a_rejected_rollback_keeps_production_and_answers_the_remediation() {
         &registry,
         "fraud",
         "v2",
-        &crate::Cause {
-            id_prefix: "r8",
-            remediation_id: Some("r8"),
-            ..by
-        },
+        &crate::Cause { id_prefix: "r8", remediation_id: Some("r8"), ..by },
         7_000,
     )
     .unwrap();
     registry.apply(&keep).unwrap();
     let v2 = registry.version("fraud", "v2").unwrap();
-    assert_eq!(
-        (v2.stage, v2.traffic_weight, v2.held_by.as_deref()),
-        (Stage::Canary, Some(0.1), Some("r8"))
-    );
+    assert_eq!((v2.stage, v2.traffic_weight, v2.held_by.as_deref()), (Stage::Canary, Some(0.1), Some("r8")));
 }
 
 #[test]
 fn a_human_rollback_of_production_restores_the_last_good_version() {
     let mut registry = two_versions();
-    registry
-        .apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None))
-        .unwrap();
-    let by = crate::Cause {
-        id_prefix: "manual:fraud:7",
-        actor: "dave",
-        remediation_id: None,
-        why: "latency",
-    };
+    registry.apply(&lifecycle("e4", "fraud", "v2", Stage::Production, None)).unwrap();
+    let by =
+        crate::Cause { id_prefix: "manual:fraud:7", actor: "dave", remediation_id: None, why: "latency" };
     let decision = crate::rollback_events(&registry, "fraud", "v2", &by, 7).unwrap();
-    assert_eq!(
-        decision.outcome,
-        Outcome::RolledBackProduction {
-            from: "v2".into(),
-            to: "v1".into()
-        }
-    );
-    let ids: Vec<_> = decision
-        .events
-        .iter()
-        .map(|e| e.event_id.as_str())
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            "manual:fraud:7:ROLLED_BACK:v2",
-            "manual:fraud:7:PRODUCTION:v1"
-        ]
-    );
+    assert_eq!(decision.outcome, Outcome::RolledBackProduction { from: "v2".into(), to: "v1".into() });
+    let ids: Vec<_> = decision.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["manual:fraud:7:ROLLED_BACK:v2", "manual:fraud:7:PRODUCTION:v1"]);
     apply_all(&mut registry, &decision.events);
-    assert_eq!(
-        registry.model("fraud").unwrap().production.as_deref(),
-        Some("v1")
-    );
-    assert!(
-        crate::rollback_events(&registry, "fraud", "v2", &by, 8).is_none(),
-        "rolled back is final"
-    );
+    assert_eq!(registry.model("fraud").unwrap().production.as_deref(), Some("v1"));
+    assert!(crate::rollback_events(&registry, "fraud", "v2", &by, 8).is_none(), "rolled back is final");
 }
 
 #[test]
 fn hold_promotion_holds_a_canary_and_blocks_its_advance() {
     let mut registry = two_versions();
     let policy = LifecyclePolicy::default();
-    let r = remediation(
-        "r1",
-        "fraud",
-        "v2",
-        Severity::Warning,
-        RemediationAction::HoldPromotion,
-    );
+    let r = remediation("r1", "fraud", "v2", Severity::Warning, RemediationAction::HoldPromotion);
     let decision = decide(&registry, &r, &policy, 0);
-    assert_eq!(
-        decision.outcome,
-        Outcome::HeldPromotion {
-            version: "v2".into()
-        }
-    );
+    assert_eq!(decision.outcome, Outcome::HeldPromotion { version: "v2".into() });
     assert_eq!(decision.events[0].traffic_weight, Some(0.1));
     apply_all(&mut registry, &decision.events);
-    assert_eq!(
-        registry.version("fraud", "v2").unwrap().held_by.as_deref(),
-        Some("r1")
-    );
+    assert_eq!(registry.version("fraud", "v2").unwrap().held_by.as_deref(), Some("r1"));
     let step = crate::CanaryStep::Promote;
-    assert!(
-        crate::decide_canary(&registry, "fraud", "v2", 120_000, step, &policy, 0)
-            .events
-            .is_empty()
-    );
+    assert!(crate::decide_canary(&registry, "fraud", "v2", 120_000, step, &policy, 0).events.is_empty());
     // A human releases the hold with a canary event without remediation id.
-    registry
-        .apply(&lifecycle("e9", "fraud", "v2", Stage::Canary, Some(0.1)))
-        .unwrap();
+    registry.apply(&lifecycle("e9", "fraud", "v2", Stage::Canary, Some(0.1))).unwrap();
     let decision = crate::decide_canary(&registry, "fraud", "v2", 120_000, step, &policy, 0);
-    assert_eq!(
-        decision.outcome,
-        Outcome::Promoted {
-            version: "v2".into()
-        }
-    );
+    assert_eq!(decision.outcome, Outcome::Promoted { version: "v2".into() });
     apply_all(&mut registry, &decision.events);
     assert_eq!(
         crate::decide_canary(&registry, "fraud", "v2", 120_000, step, &policy, 0).outcome,
-        Outcome::NoAction {
-            why: "the version is not a canary"
-        }
+        Outcome::NoAction { why: "the version is not a canary" }
     );
 }
 
@@ -448,15 +254,8 @@ fn manual_promotion_gate_waits() {
     let registry = two_versions();
     let mut policy = LifecyclePolicy::default();
     policy.defaults.manual_promotion = true;
-    let decision = crate::decide_canary(
-        &registry,
-        "fraud",
-        "v2",
-        60_000,
-        crate::CanaryStep::Promote,
-        &policy,
-        0,
-    );
+    let decision =
+        crate::decide_canary(&registry, "fraud", "v2", 60_000, crate::CanaryStep::Promote, &policy, 0);
     assert!(
         matches!(decision.outcome, Outcome::AwaitingApproval { ref proposed } if proposed[0].stage == Stage::Production)
     );
@@ -471,49 +270,37 @@ fn policy_validation_lists_every_problem_with_its_key() {
     bad.canary.max_weight = 2.0;
     bad.canary.failed_check_threshold = 0;
     policy.models.insert("fraud".into(), bad);
-    let LifecycleError::Config(problems) = policy.validate("lifecycle").unwrap_err() else {
-        panic!()
-    };
+    let LifecycleError::Config(problems) = policy.validate("lifecycle").unwrap_err() else { panic!() };
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems[0].starts_with("lifecycle.defaults.canary.step_weight"));
-    assert!(problems
-        .iter()
-        .any(|p| p.starts_with("lifecycle.models.fraud.canary.failed_check_threshold")));
+    assert!(problems.iter().any(|p| p.starts_with("lifecycle.models.fraud.canary.failed_check_threshold")));
     assert!(LifecyclePolicy::default().validate("lifecycle").is_ok());
 }
 
 const MODELS: [&str; 2] = ["m1", "m2"];
 const VERSIONS: [&str; 4] = ["v1", "v2", "v3", "v4"];
-const STAGES: [Stage; 5] = [
-    Stage::Candidate,
-    Stage::Canary,
-    Stage::Production,
-    Stage::Retired,
-    Stage::RolledBack,
-];
+const STAGES: [Stage; 5] =
+    [Stage::Candidate, Stage::Canary, Stage::Production, Stage::Retired, Stage::RolledBack];
 
 /// Random proposals filtered through `apply`: what is left is a valid log, and so is each of
 /// its prefixes.
 fn valid_log() -> impl Strategy<Value = Vec<LifecycleEvent>> {
-    prop::collection::vec((0..2usize, 0..4usize, 0..5usize, 1..=10u32), 0..60).prop_map(
-        |proposals| {
-            let mut registry = Registry::new();
-            let mut log = Vec::new();
-            for (i, (m, v, s, w)) in proposals.into_iter().enumerate() {
-                let weight = (STAGES[s] == Stage::Canary).then_some(f64::from(w) / 10.0);
-                let event = lifecycle(&format!("e{i}"), MODELS[m], VERSIONS[v], STAGES[s], weight);
-                if registry.apply(&event).is_ok() {
-                    log.push(event);
-                }
+    prop::collection::vec((0..2usize, 0..4usize, 0..5usize, 1..=10u32), 0..60).prop_map(|proposals| {
+        let mut registry = Registry::new();
+        let mut log = Vec::new();
+        for (i, (m, v, s, w)) in proposals.into_iter().enumerate() {
+            let weight = (STAGES[s] == Stage::Canary).then_some(f64::from(w) / 10.0);
+            let event = lifecycle(&format!("e{i}"), MODELS[m], VERSIONS[v], STAGES[s], weight);
+            if registry.apply(&event).is_ok() {
+                log.push(event);
             }
-            log
-        },
-    )
+        }
+        log
+    })
 }
 
 fn remediations() -> impl Strategy<Value = Vec<RemediationEvent>> {
-    let severity =
-        prop::sample::select(vec![Severity::Info, Severity::Warning, Severity::Critical]);
+    let severity = prop::sample::select(vec![Severity::Info, Severity::Warning, Severity::Critical]);
     let action = prop::sample::select(vec![
         RemediationAction::Alert,
         RemediationAction::HoldPromotion,

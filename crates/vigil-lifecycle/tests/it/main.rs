@@ -11,8 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use vigil_events::{
-    encode, AvroRecord, Evidence, LifecycleEvent, RemediationAction, RemediationEvent, Severity,
-    Stage,
+    encode, AvroRecord, Evidence, LifecycleEvent, RemediationAction, RemediationEvent, Severity, Stage,
 };
 use vigil_lifecycle::kafka::{self, LifecycleSettings};
 use vigil_lifecycle::{LifecyclePolicy, Registry};
@@ -22,11 +21,7 @@ fn brokers() -> String {
 }
 
 fn settings(test: &str) -> LifecycleSettings {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        % 1_000_000_000;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
     let name = format!("{test}.{}.{nanos}", std::process::id());
     LifecycleSettings {
         brokers: brokers(),
@@ -40,20 +35,12 @@ fn settings(test: &str) -> LifecycleSettings {
 }
 
 async fn create_topics(settings: &LifecycleSettings, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().unwrap();
     let topics = [&settings.lifecycle_topic, &settings.remediations_topic];
-    let new: Vec<_> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&new, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
+    let new: Vec<_> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
         result.unwrap();
     }
 }
@@ -61,10 +48,7 @@ async fn create_topics(settings: &LifecycleSettings, partitions: i32) {
 async fn publish<T: AvroRecord>(producer: &FutureProducer, topic: &str, key: &str, event: &T) {
     let payload = encode(event);
     producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(&payload),
-            Duration::from_secs(10),
-        )
+        .send(FutureRecord::to(topic).key(key).payload(&payload), Duration::from_secs(10))
         .await
         .expect("delivered");
 }
@@ -93,12 +77,7 @@ fn critical(version: &str) -> RemediationEvent {
         severity: Severity::Critical,
         action: RemediationAction::Rollback,
         policy: "error-rate".into(),
-        evidence: vec![Evidence {
-            metric: "error_rate".into(),
-            value: 0.4,
-            threshold: 0.1,
-            feature: None,
-        }],
+        evidence: vec![Evidence { metric: "error_rate".into(), value: 0.4, threshold: 0.1, feature: None }],
         reference_id: None,
         config_hash: "cfg".into(),
         created_at_ms: 61_000,
@@ -134,8 +113,7 @@ async fn raw_log(settings: &LifecycleSettings) -> Vec<LifecycleEvent> {
     while quiet_since.elapsed() < Duration::from_secs(3) {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.unwrap();
-            events
-                .push(vigil_events::decode::<LifecycleEvent>(message.payload().unwrap()).unwrap());
+            events.push(vigil_events::decode::<LifecycleEvent>(message.payload().unwrap()).unwrap());
             quiet_since = Instant::now();
         }
     }
@@ -146,10 +124,8 @@ async fn raw_log(settings: &LifecycleSettings) -> Vec<LifecycleEvent> {
 async fn critical_remediation_rolls_back_the_canary_exactly_once() {
     let settings = settings("rollback_once");
     create_topics(&settings, 2).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().unwrap();
     for event in [
         lifecycle("d1", "v1", Stage::Production, None),
         lifecycle("d2", "v2", Stage::Candidate, None),
@@ -158,48 +134,22 @@ async fn critical_remediation_rolls_back_the_canary_exactly_once() {
         publish(&producer, &settings.lifecycle_topic, "fraud", &event).await;
     }
     // The remediation and a duplicate of it (a monitor replaying its window after a restart).
-    publish(
-        &producer,
-        &settings.remediations_topic,
-        "fraud",
-        &critical("v2"),
-    )
-    .await;
-    publish(
-        &producer,
-        &settings.remediations_topic,
-        "fraud",
-        &critical("v2"),
-    )
-    .await;
+    publish(&producer, &settings.remediations_topic, "fraud", &critical("v2")).await;
+    publish(&producer, &settings.remediations_topic, "fraud", &critical("v2")).await;
 
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(kafka::run(settings.clone(), shutdown.clone()));
-    let rolled_back = |r: &Registry| {
-        r.version("fraud", "v2")
-            .is_some_and(|v| v.stage == Stage::RolledBack)
-    };
-    assert!(
-        rolled_back(&replay_until(&settings, rolled_back).await),
-        "no rollback reached the log"
-    );
+    let rolled_back = |r: &Registry| r.version("fraud", "v2").is_some_and(|v| v.stage == Stage::RolledBack);
+    assert!(rolled_back(&replay_until(&settings, rolled_back).await), "no rollback reached the log");
     // A third copy after the decision is in the log.
-    publish(
-        &producer,
-        &settings.remediations_topic,
-        "fraud",
-        &critical("v2"),
-    )
-    .await;
+    publish(&producer, &settings.remediations_topic, "fraud", &critical("v2")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     shutdown.cancel();
     let in_process = running.await.unwrap().unwrap();
 
     // A restarted consumer in a fresh group reads every remediation again: nothing new.
-    let restarted = LifecycleSettings {
-        group_id: format!("{}-again", settings.group_id),
-        ..settings.clone()
-    };
+    let restarted =
+        LifecycleSettings { group_id: format!("{}-again", settings.group_id), ..settings.clone() };
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(kafka::run(restarted, shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -207,10 +157,7 @@ async fn critical_remediation_rolls_back_the_canary_exactly_once() {
     let after_restart = running.await.unwrap().unwrap();
 
     let log = raw_log(&settings).await;
-    let rollbacks: Vec<_> = log
-        .iter()
-        .filter(|e| e.stage == Stage::RolledBack)
-        .collect();
+    let rollbacks: Vec<_> = log.iter().filter(|e| e.stage == Stage::RolledBack).collect();
     assert_eq!(rollbacks.len(), 1, "log: {log:#?}");
     assert_eq!(rollbacks[0].model_version, "v2");
     assert_eq!(rollbacks[0].remediation_id.as_deref(), Some("rem-v2-w1"));
@@ -219,16 +166,10 @@ async fn critical_remediation_rolls_back_the_canary_exactly_once() {
 
     let (replayed, stats) = kafka::replay(&settings).await.unwrap();
     assert_eq!((stats.applied, stats.rejected), (4, 0));
-    assert_eq!(
-        replayed, in_process,
-        "state replayed from the topic equals the consumer's"
-    );
+    assert_eq!(replayed, in_process, "state replayed from the topic equals the consumer's");
     assert_eq!(replayed, after_restart);
     let model = replayed.model("fraud").unwrap();
-    assert_eq!(
-        (model.production.as_deref(), model.canary.as_deref()),
-        (Some("v1"), None)
-    );
+    assert_eq!((model.production.as_deref(), model.canary.as_deref()), (Some("v1"), None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,30 +19,20 @@ use crate::error::{OfflineError, Place};
 use crate::table::{is_missing, parse_number};
 
 pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
-    let file = std::fs::File::open(r.path).map_err(|source| OfflineError::Io {
-        path: r.path.into(),
-        source,
-    })?;
+    let file =
+        std::fs::File::open(r.path).map_err(|source| OfflineError::Io { path: r.path.into(), source })?;
     let size = file.metadata().ok().map(|m| m.len());
     let bytes = Rc::new(Cell::new(0));
-    let counted = Counted {
-        inner: BufReader::with_capacity(1 << 16, file),
-        bytes: bytes.clone(),
-    };
+    let counted = Counted { inner: BufReader::with_capacity(1 << 16, file), bytes: bytes.clone() };
     let reader = apache_avro::Reader::new(counted).map_err(|e| OfflineError::Avro {
         path: r.path.into(),
         place: Place::Header,
-        message: format!(
-            "not an Avro object container file ({e}); for a CSV file pass --format csv"
-        ),
+        message: format!("not an Avro object container file ({e}); for a CSV file pass --format csv"),
     })?;
     let Schema::Record(record) = reader.writer_schema().clone() else {
         return Err(header_error(
             r.path,
-            format!(
-                "the file holds {:?} values, not records",
-                reader.writer_schema()
-            ),
+            format!("the file holds {:?} values, not records", reader.writer_schema()),
         ));
     };
     let plan = if is_prediction_event(&record) {
@@ -60,16 +50,11 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
         None
     } else {
         let plan = Plan::of(r.path, &record, &r.flags)?;
-        r.report.columns = plan
-            .fields
-            .iter()
-            .map(|f| (f.name.clone(), f.role))
-            .collect();
+        r.report.columns = plan.fields.iter().map(|f| (f.name.clone(), f.role)).collect();
         Some(plan)
     };
 
-    r.progress
-        .start(format!("reading {}", r.path.display()), size);
+    r.progress.start(format!("reading {}", r.path.display()), size);
     let mut index = 0;
     for value in reader {
         index += 1;
@@ -77,9 +62,7 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
         let value = value.map_err(|e| OfflineError::Avro {
             path: r.path.into(),
             place,
-            message: format!(
-                "{e}; the file is damaged or was not written as one Avro object container file"
-            ),
+            message: format!("{e}; the file is damaged or was not written as one Avro object container file"),
         })?;
         let row = match &plan {
             None => event_view(&value).map(|view| {
@@ -93,17 +76,12 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
         };
         match row {
             Ok(()) => r.report.rows += 1,
-            Err((column, message)) if column.is_empty() => r.bad.skip(OfflineError::Avro {
-                path: r.path.into(),
-                place,
-                message,
-            })?,
-            Err((column, message)) => r.bad.skip(OfflineError::BadValue {
-                path: r.path.into(),
-                place,
-                column,
-                message,
-            })?,
+            Err((column, message)) if column.is_empty() => {
+                r.bad.skip(OfflineError::Avro { path: r.path.into(), place, message })?
+            }
+            Err((column, message)) => {
+                r.bad.skip(OfflineError::BadValue { path: r.path.into(), place, column, message })?
+            }
         }
         r.progress.update(index, bytes.get());
     }
@@ -113,11 +91,7 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
 }
 
 fn header_error(path: &Path, message: String) -> OfflineError {
-    OfflineError::Avro {
-        path: path.into(),
-        place: Place::Header,
-        message,
-    }
+    OfflineError::Avro { path: path.into(), place: Place::Header, message }
 }
 
 /// Counts the bytes the Avro reader consumed, for progress.
@@ -152,20 +126,14 @@ fn event_view(value: &Value) -> Result<PredictionView<'_>, (String, String)> {
     let string = |name: &'static str| -> Result<&str, (String, String)> {
         match field(name)? {
             Value::String(s) => Ok(s.as_str()),
-            other => Err((
-                name.to_owned(),
-                format!("expected a string, found {other:?}"),
-            )),
+            other => Err((name.to_owned(), format!("expected a string, found {other:?}"))),
         }
     };
     let optional_double = |v: &Value, name: &str| -> Result<Option<f64>, (String, String)> {
         match unwrap_union(v) {
             Value::Null => Ok(None),
             Value::Double(x) => Ok(Some(*x)),
-            other => Err((
-                name.to_owned(),
-                format!("expected a double, found {other:?}"),
-            )),
+            other => Err((name.to_owned(), format!("expected a double, found {other:?}"))),
         }
     };
     let map = |name: &'static str| -> Result<&std::collections::HashMap<String, Value>, (String, String)> {
@@ -184,37 +152,20 @@ fn event_view(value: &Value) -> Result<PredictionView<'_>, (String, String)> {
         match v {
             Value::String(s) => categorical.push((feature.as_str(), s.as_str())),
             other => {
-                return Err((
-                    "categorical_features".into(),
-                    format!("expected a string, found {other:?}"),
-                ))
+                return Err(("categorical_features".into(), format!("expected a string, found {other:?}")))
             }
         }
     }
-    let prediction =
-        record_fields(field("prediction")?).map_err(|m| ("prediction".to_owned(), m))?;
+    let prediction = record_fields(field("prediction")?).map_err(|m| ("prediction".to_owned(), m))?;
     let part = |name: &str| {
-        prediction
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(&Value::Null, |(_, v)| unwrap_union(v))
+        prediction.iter().find(|(n, _)| n == name).map_or(&Value::Null, |(_, v)| unwrap_union(v))
     };
     let label = match part("label") {
         Value::Null => None,
         Value::String(s) => Some(s.as_str()),
-        other => {
-            return Err((
-                "prediction.label".into(),
-                format!("expected a string, found {other:?}"),
-            ))
-        }
+        other => return Err(("prediction.label".into(), format!("expected a string, found {other:?}"))),
     };
-    let mut view = row_view(
-        numeric,
-        categorical,
-        optional_double(part("score"), "prediction.score")?,
-        label,
-    );
+    let mut view = row_view(numeric, categorical, optional_double(part("score"), "prediction.score")?, label);
     view.value = optional_double(part("value"), "prediction.value")?;
     view.serving_latency_ms = optional_double(field("serving_latency_ms")?, "serving_latency_ms")?;
     view.model_id = string("model_id")?;
@@ -223,18 +174,10 @@ fn event_view(value: &Value) -> Result<PredictionView<'_>, (String, String)> {
     view.event_id = string("event_id")?;
     view.event_time_ms = match field("event_time_ms")? {
         Value::Long(ms) => *ms,
-        other => {
-            return Err((
-                "event_time_ms".into(),
-                format!("expected a long, found {other:?}"),
-            ))
-        }
+        other => return Err(("event_time_ms".into(), format!("expected a long, found {other:?}"))),
     };
     view.validate().map_err(|e| {
-        (
-            String::new(),
-            format!("an invalid prediction, which the monitor would dead-letter: {e}"),
-        )
+        (String::new(), format!("an invalid prediction, which the monitor would dead-letter: {e}"))
     })?;
     Ok(view)
 }
@@ -284,9 +227,7 @@ impl Plan {
                 (Some(role), Some(_)) => role,
                 (None, Some([])) => Role::Empty,
                 (None, Some(kinds)) if kinds.iter().all(|k| *k == Scalar::Number) => Role::Numeric,
-                (None, Some(kinds)) if kinds.iter().all(|k| *k == Scalar::Text) => {
-                    Role::Categorical
-                }
+                (None, Some(kinds)) if kinds.iter().all(|k| *k == Scalar::Text) => Role::Categorical,
                 (None, Some(_)) => {
                     problems.push(format!(
                         "field {:?} mixes numbers and text ({}): pass --column {}=numeric or --column {}=categorical",
@@ -307,20 +248,13 @@ impl Plan {
                     Role::Skipped
                 }
             };
-            fields.push(PlannedField {
-                name: field.name.clone(),
-                role,
-            });
+            fields.push(PlannedField { name: field.name.clone(), role });
         }
         if !problems.is_empty() {
             return Err(header_error(path, problems.join("; ")));
         }
         let count = |role| fields.iter().filter(|f| f.role == role).count();
-        Ok(Plan {
-            numeric: count(Role::Numeric),
-            categorical: count(Role::Categorical),
-            fields,
-        })
+        Ok(Plan { numeric: count(Role::Numeric), categorical: count(Role::Categorical), fields })
     }
 
     /// Hands one record to `on_row` as a prediction, or returns the field that does not fit and
@@ -334,11 +268,7 @@ impl Plan {
         if values.len() != self.fields.len() {
             return Err((
                 String::new(),
-                format!(
-                    "{} fields where the schema has {}",
-                    values.len(),
-                    self.fields.len()
-                ),
+                format!("{} fields where the schema has {}", values.len(), self.fields.len()),
             ));
         }
         let mut numeric = Vec::with_capacity(self.numeric);
@@ -348,9 +278,7 @@ impl Plan {
             let name = field.name.as_str();
             let fail = |message: String| (name.to_owned(), message);
             match field.role {
-                Role::Numeric => {
-                    numeric.push((name, number(value).map_err(fail)?.unwrap_or(f64::NAN)))
-                }
+                Role::Numeric => numeric.push((name, number(value).map_err(fail)?.unwrap_or(f64::NAN))),
                 Role::Categorical => {
                     if let Some(text) = text(value).map_err(fail)? {
                         categories.push((name, text));
@@ -366,10 +294,7 @@ impl Plan {
             }
         }
         // Categories made from numbers are owned here; the view borrows them for the call.
-        let categorical = categories
-            .iter()
-            .map(|(name, text)| (*name, text.as_ref()))
-            .collect();
+        let categorical = categories.iter().map(|(name, text)| (*name, text.as_ref())).collect();
         on_row(&row_view(numeric, categorical, score, label.as_deref()));
         Ok(())
     }
@@ -394,15 +319,9 @@ fn scalars(schema: &Schema) -> Option<Vec<Scalar>> {
 
 fn type_name(schema: &Schema) -> String {
     match schema {
-        Schema::Union(union) => format!(
-            "[{}]",
-            union
-                .variants()
-                .iter()
-                .map(type_name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Schema::Union(union) => {
+            format!("[{}]", union.variants().iter().map(type_name).collect::<Vec<_>>().join(", "))
+        }
         other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)).to_lowercase(),
     }
 }
@@ -416,9 +335,9 @@ fn number(value: &Value) -> Result<Option<f64>, String> {
         Value::Int(x) => Ok(Some(f64::from(*x))),
         Value::Long(x) => Ok(Some(*x as f64)),
         Value::String(s) if is_missing(s) => Ok(None),
-        Value::String(s) => parse_number(s)
-            .map(Some)
-            .ok_or_else(|| format!("{s:?} is not a number (the column is numeric)")),
+        Value::String(s) => {
+            parse_number(s).map(Some).ok_or_else(|| format!("{s:?} is not a number (the column is numeric)"))
+        }
         other => Err(format!("{other:?} is not a number (the column is numeric)")),
     }
 }

@@ -13,8 +13,7 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
     let size = std::fs::metadata(r.path).ok().map(|m| m.len());
     let mut rows = CsvRows::open(r.path)?;
     let header = rows.header().to_vec();
-    r.flags
-        .check_present(r.path, header.iter().map(String::as_str))?;
+    r.flags.check_present(r.path, header.iter().map(String::as_str))?;
     let mut roles: Vec<Option<Role>> = header.iter().map(|h| r.flags.role(h)).collect();
 
     let untyped: Vec<usize> = (0..header.len()).filter(|i| roles[*i].is_none()).collect();
@@ -47,24 +46,11 @@ pub(super) fn read(r: &mut Reading<'_>) -> Result<(), OfflineError> {
         r.bad.restart();
         rows = CsvRows::open(r.path)?;
     }
-    let roles: Vec<Role> = roles
-        .into_iter()
-        .map(|r| r.expect("every column typed"))
-        .collect();
+    let roles: Vec<Role> = roles.into_iter().map(|r| r.expect("every column typed")).collect();
     r.report.columns = header.iter().cloned().zip(roles.iter().copied()).collect();
 
-    r.progress.start(
-        label(if two_passes {
-            "pass 2 of 2: rows"
-        } else {
-            "rows"
-        }),
-        size,
-    );
-    let (numeric, categorical) = (
-        count(&roles, Role::Numeric),
-        count(&roles, Role::Categorical),
-    );
+    r.progress.start(label(if two_passes { "pass 2 of 2: rows" } else { "rows" }), size);
+    let (numeric, categorical) = (count(&roles, Role::Numeric), count(&roles, Role::Categorical));
     while let Some(row) = next(&mut rows, &mut r.bad)? {
         let Some(line) = row else { continue };
         match view(rows.record(), &header, &roles, [numeric, categorical]) {
@@ -120,12 +106,7 @@ fn view<'r>(
             Role::Numeric if is_missing(cell) => numeric_features.push((name, f64::NAN)),
             Role::Numeric => match parse_number(cell) {
                 Some(x) => numeric_features.push((name, x)),
-                None => {
-                    return Err((
-                        i,
-                        format!("{cell:?} is not a number (the column is numeric)"),
-                    ))
-                }
+                None => return Err((i, format!("{cell:?} is not a number (the column is numeric)"))),
             },
             Role::Categorical if is_missing(cell) => {}
             Role::Categorical => categorical_features.push((name, cell)),
@@ -139,10 +120,5 @@ fn view<'r>(
             Role::Skipped | Role::Empty => {}
         }
     }
-    Ok(row_view(
-        numeric_features,
-        categorical_features,
-        score,
-        label,
-    ))
+    Ok(row_view(numeric_features, categorical_features, score, label))
 }

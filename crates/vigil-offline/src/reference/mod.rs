@@ -37,10 +37,7 @@ impl Format {
         if let Some(format) = given {
             return Ok(format);
         }
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match extension.as_deref() {
             Some("csv") => Ok(Format::Csv),
             Some("avro") => Ok(Format::Avro),
@@ -179,9 +176,7 @@ pub fn read_reference(
         Format::Csv => from_csv::read(&mut reading)?,
         Format::Avro => from_avro::read(&mut reading)?,
     }
-    let Reading {
-        mut report, bad, ..
-    } = reading;
+    let Reading { mut report, bad, .. } = reading;
     (report.bad_rows, report.bad_examples) = (bad.count, bad.examples);
     report.elapsed = started.elapsed();
     if report.rows == 0 {
@@ -189,10 +184,7 @@ pub fn read_reference(
             0 => String::new(),
             n => format!(" ({n} bad rows skipped)"),
         };
-        return Err(OfflineError::NoRows {
-            path: path.into(),
-            detail,
-        });
+        return Err(OfflineError::NoRows { path: path.into(), detail });
     }
     Ok(report)
 }
@@ -218,52 +210,29 @@ impl ColumnFlags {
         let mut wanted: Vec<(&str, Role, &str)> = Vec::new();
         for item in &options.columns {
             match item.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
-                Some((name, "numeric")) if !name.is_empty() => {
-                    wanted.push((name, Role::Numeric, "--column"))
-                }
+                Some((name, "numeric")) if !name.is_empty() => wanted.push((name, Role::Numeric, "--column")),
                 Some((name, "categorical")) if !name.is_empty() => {
                     wanted.push((name, Role::Categorical, "--column"))
                 }
-                _ => problems.push(format!(
-                    "--column {item:?}: expected NAME=numeric or NAME=categorical"
-                )),
+                _ => problems.push(format!("--column {item:?}: expected NAME=numeric or NAME=categorical")),
             }
         }
-        wanted.extend(
-            options
-                .skip_columns
-                .iter()
-                .map(|name| (name.as_str(), Role::Skipped, "--skip-column")),
-        );
-        wanted.extend(
-            options
-                .score_column
-                .iter()
-                .map(|name| (name.as_str(), Role::Score, "--score-column")),
-        );
-        wanted.extend(
-            options
-                .label_column
-                .iter()
-                .map(|name| (name.as_str(), Role::Label, "--label-column")),
-        );
+        wanted
+            .extend(options.skip_columns.iter().map(|name| (name.as_str(), Role::Skipped, "--skip-column")));
+        wanted.extend(options.score_column.iter().map(|name| (name.as_str(), Role::Score, "--score-column")));
+        wanted.extend(options.label_column.iter().map(|name| (name.as_str(), Role::Label, "--label-column")));
         let mut roles = BTreeMap::new();
         for (name, role, flag) in wanted {
             match roles.insert(name.to_owned(), role) {
-                Some(before) if before != role => problems.push(format!(
-                    "column {name:?} is given two roles ({} and {flag})",
-                    before.name()
-                )),
+                Some(before) if before != role => problems
+                    .push(format!("column {name:?} is given two roles ({} and {flag})", before.name())),
                 _ => {}
             }
         }
         if problems.is_empty() {
             Ok(ColumnFlags { roles })
         } else {
-            Err(OfflineError::BadArgument {
-                flag: "columns",
-                message: problems.join("; "),
-            })
+            Err(OfflineError::BadArgument { flag: "columns", message: problems.join("; ") })
         }
     }
 
@@ -306,11 +275,7 @@ impl ColumnFlags {
 }
 
 fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Bad rows seen so far, against the `--max-bad-rows` limit.
@@ -323,12 +288,7 @@ pub(crate) struct BadRows {
 
 impl BadRows {
     fn new(limit: u64) -> Self {
-        BadRows {
-            limit,
-            count: 0,
-            examples: Vec::new(),
-            first: None,
-        }
+        BadRows { limit, count: 0, examples: Vec::new(), first: None }
     }
 
     /// Counts a bad row; past the limit, the read stops with the first bad row's error.

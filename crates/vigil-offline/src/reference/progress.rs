@@ -65,11 +65,9 @@ impl Progress {
         }
         self.last = now;
         let share = match self.total_bytes {
-            Some(total) if total > 0 => format!(
-                ", {:.0}% of {}",
-                100.0 * bytes as f64 / total as f64,
-                megabytes(total)
-            ),
+            Some(total) if total > 0 => {
+                format!(", {:.0}% of {}", 100.0 * bytes as f64 / total as f64, megabytes(total))
+            }
             _ => String::new(),
         };
         let line = format!(
@@ -156,14 +154,8 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        assert!(
-            lines[0].starts_with("reading f.csv: 1,000 rows, 20% of 0.0 MB, "),
-            "{text}"
-        );
-        assert!(
-            lines[3].starts_with("reading f.csv: 3,500 rows in "),
-            "{text}"
-        );
+        assert!(lines[0].starts_with("reading f.csv: 1,000 rows, 20% of 0.0 MB, "), "{text}");
+        assert!(lines[3].starts_with("reading f.csv: 3,500 rows in "), "{text}");
 
         let quiet = Shared::default();
         let mut progress = Progress::new(Box::new(quiet.clone()), false, Duration::from_secs(3600));
@@ -171,9 +163,6 @@ mod tests {
         for row in 1..=3500 {
             progress.update(row, row);
         }
-        assert!(
-            quiet.0.lock().unwrap().is_empty(),
-            "nothing before the interval passed"
-        );
+        assert!(quiet.0.lock().unwrap().is_empty(), "nothing before the interval passed");
     }
 }

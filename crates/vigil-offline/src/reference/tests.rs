@@ -20,32 +20,20 @@ fn file(name: &str, contents: &[u8]) -> PathBuf {
 }
 
 /// Reads `path` and returns the report and every row as an owned event.
-fn read(
-    path: &Path,
-    options: &ReadOptions,
-) -> Result<(ReadReport, Vec<PredictionEvent>), OfflineError> {
+fn read(path: &Path, options: &ReadOptions) -> Result<(ReadReport, Vec<PredictionEvent>), OfflineError> {
     let mut rows = Vec::new();
-    let report = read_reference(path, options, &mut Progress::hidden(), &mut |view| {
-        rows.push(view.to_owned())
-    })?;
+    let report =
+        read_reference(path, options, &mut Progress::hidden(), &mut |view| rows.push(view.to_owned()))?;
     Ok((report, rows))
 }
 
 /// Default options that skip up to `bad` bad rows.
 fn allowing(bad: u64) -> ReadOptions {
-    ReadOptions {
-        max_bad_rows: bad,
-        ..ReadOptions::default()
-    }
+    ReadOptions { max_bad_rows: bad, ..ReadOptions::default() }
 }
 
 fn role(report: &ReadReport, column: &str) -> Role {
-    report
-        .columns
-        .iter()
-        .find(|(c, _)| c == column)
-        .map(|(_, r)| *r)
-        .unwrap()
+    report.columns.iter().find(|(c, _)| c == column).map(|(_, r)| *r).unwrap()
 }
 
 const CSV: &str = "\
@@ -70,40 +58,24 @@ fn csv_columns_are_typed_as_vigil_drift_types_them_and_flags_pick_the_rest() {
     let roles: Vec<Role> = report.columns.iter().map(|(_, r)| *r).collect();
     use Role::*;
     // `flag` holds two numbers: numeric for the monitor, as a serving app sends a 0/1 input.
-    assert_eq!(
-        roles,
-        [Skipped, Numeric, Categorical, Numeric, Score, Label, Empty]
-    );
+    assert_eq!(roles, [Skipped, Numeric, Categorical, Numeric, Score, Label, Empty]);
     assert_eq!(rows[0].numeric_features["age"], 34.0);
-    assert!(
-        rows[1].numeric_features["age"].is_nan(),
-        "a missing number is NaN, as the SDKs send it"
-    );
+    assert!(rows[1].numeric_features["age"].is_nan(), "a missing number is NaN, as the SDKs send it");
     assert_eq!(rows[0].categorical_features["city"], "paris");
-    assert!(
-        !rows[2].categorical_features.contains_key("city"),
-        "a missing category is absent"
-    );
+    assert!(!rows[2].categorical_features.contains_key("city"), "a missing category is absent");
     assert_eq!(rows[1].prediction.score, Some(0.75));
     assert_eq!(rows[2].prediction.score, None);
     assert_eq!(rows[1].prediction.label.as_deref(), Some("yes"));
-    assert!(rows.iter().all(
-        |r| !r.numeric_features.contains_key("id") && !r.numeric_features.contains_key("blank")
-    ));
+    assert!(rows
+        .iter()
+        .all(|r| !r.numeric_features.contains_key("id") && !r.numeric_features.contains_key("blank")));
     assert!(report.bytes > 0);
 
     // Forced types win over inference: `flag` as a category, `age` stays numeric.
-    let forced = ReadOptions {
-        columns: vec!["flag=categorical".into()],
-        ..ReadOptions::default()
-    };
+    let forced = ReadOptions { columns: vec!["flag=categorical".into()], ..ReadOptions::default() };
     let (report, rows) = read(&path, &forced).unwrap();
     assert_eq!(role(&report, "flag"), Categorical);
-    assert_eq!(
-        role(&report, "id"),
-        Categorical,
-        "without --skip-column an id is a (useless) feature"
-    );
+    assert_eq!(role(&report, "id"), Categorical, "without --skip-column an id is a (useless) feature");
     assert_eq!(rows[0].categorical_features["flag"], "1");
 }
 
@@ -112,10 +84,7 @@ fn a_bad_row_stops_the_read_with_file_line_and_what_to_do() {
     let path = file("ragged.csv", b"x,y\n1,a\n2\n3,c\n4,d\n");
     let err = read(&path, &ReadOptions::default()).unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("ragged.csv: line 3: expected 2 fields as in the header, found 1"),
-        "{text}"
-    );
+    assert!(text.contains("ragged.csv: line 3: expected 2 fields as in the header, found 1"), "{text}");
     assert!(text.contains("--max-bad-rows"), "{text}");
 
     let (report, rows) = read(&path, &allowing(1)).unwrap();
@@ -124,11 +93,7 @@ fn a_bad_row_stops_the_read_with_file_line_and_what_to_do() {
         (3, 1, 3),
         "the same row is not counted twice over two passes"
     );
-    assert!(
-        report.bad_examples[0].contains("line 3"),
-        "{:?}",
-        report.bad_examples
-    );
+    assert!(report.bad_examples[0].contains("line 3"), "{:?}", report.bad_examples);
 
     // A value that does not fit its forced type, and a score that is not finite.
     let path = file("values.csv", b"x,score\n1,0.5\nabc,0.5\n2,NaN\n3,0.1\n");
@@ -139,95 +104,41 @@ fn a_bad_row_stops_the_read_with_file_line_and_what_to_do() {
     };
     let text = read(&path, &options).unwrap_err().to_string();
     assert!(
-        text.contains(
-            "values.csv: line 3, column \"x\": \"abc\" is not a number (the column is numeric)"
-        ),
+        text.contains("values.csv: line 3, column \"x\": \"abc\" is not a number (the column is numeric)"),
         "{text}"
     );
-    let (report, _) = read(
-        &path,
-        &ReadOptions {
-            max_bad_rows: 2,
-            ..options.clone()
-        },
-    )
-    .unwrap();
+    let (report, _) = read(&path, &ReadOptions { max_bad_rows: 2, ..options.clone() }).unwrap();
     assert_eq!((report.rows, report.bad_rows), (2, 2));
     assert!(
-        report.bad_examples[1]
-            .contains("line 4, column \"score\": the score NaN is not a finite number"),
+        report.bad_examples[1].contains("line 4, column \"score\": the score NaN is not a finite number"),
         "{:?}",
         report.bad_examples
     );
-    let err = read(
-        &path,
-        &ReadOptions {
-            max_bad_rows: 1,
-            ..options
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            OfflineError::TooManyBadRows {
-                count: 2,
-                limit: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("line 3") && err.to_string().contains("more than 1 bad rows"),
-        "{err}"
-    );
+    let err = read(&path, &ReadOptions { max_bad_rows: 1, ..options }).unwrap_err();
+    assert!(matches!(&err, OfflineError::TooManyBadRows { count: 2, limit: 1, .. }), "{err}");
+    assert!(err.to_string().contains("line 3") && err.to_string().contains("more than 1 bad rows"), "{err}");
 }
 
 #[test]
 fn files_and_flags_that_cannot_work_are_refused_before_reading() {
     let path = file("flags.csv", b"x,y\n1,2\n");
-    let typo = ReadOptions {
-        score_column: Some("scroe".into()),
-        ..ReadOptions::default()
-    };
+    let typo = ReadOptions { score_column: Some("scroe".into()), ..ReadOptions::default() };
     let text = read(&path, &typo).unwrap_err().to_string();
-    assert!(
-        text.contains("no column named \"scroe\"") && text.contains("columns: x, y"),
-        "{text}"
-    );
+    assert!(text.contains("no column named \"scroe\"") && text.contains("columns: x, y"), "{text}");
     let twice = ReadOptions {
         score_column: Some("x".into()),
         skip_columns: vec!["x".into()],
         ..ReadOptions::default()
     };
-    assert!(read(&path, &twice)
-        .unwrap_err()
-        .to_string()
-        .contains("two roles"));
-    let bad_type = ReadOptions {
-        columns: vec!["x=binary".into()],
-        ..ReadOptions::default()
-    };
-    assert!(read(&path, &bad_type)
-        .unwrap_err()
-        .to_string()
-        .contains("NAME=numeric or NAME=categorical"));
+    assert!(read(&path, &twice).unwrap_err().to_string().contains("two roles"));
+    let bad_type = ReadOptions { columns: vec!["x=binary".into()], ..ReadOptions::default() };
+    assert!(read(&path, &bad_type).unwrap_err().to_string().contains("NAME=numeric or NAME=categorical"));
 
-    let text = read(&file("data.parquet", b"x"), &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let text = read(&file("data.parquet", b"x"), &ReadOptions::default()).unwrap_err().to_string();
     assert!(text.contains("--format csv or --format avro"), "{text}");
-    let text = read(&file("header_only.csv", b"x,y\n"), &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let text = read(&file("header_only.csv", b"x,y\n"), &ReadOptions::default()).unwrap_err().to_string();
     assert!(text.contains("header_only.csv: no rows"), "{text}");
-    let text = read(
-        &file("not_avro.avro", b"x,y\n1,2\n"),
-        &ReadOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let text = read(&file("not_avro.avro", b"x,y\n1,2\n"), &ReadOptions::default()).unwrap_err().to_string();
     assert!(
         text.contains("not_avro.avro: header: not an Avro object container file")
             && text.contains("--format csv"),
@@ -235,10 +146,7 @@ fn files_and_flags_that_cannot_work_are_refused_before_reading() {
     );
     let (report, _) = read(
         &file("csv_named_avro.avro", b"x,y\n1,2\n"),
-        &ReadOptions {
-            format: Some(Format::Csv),
-            ..ReadOptions::default()
-        },
+        &ReadOptions { format: Some(Format::Csv), ..ReadOptions::default() },
     )
     .unwrap();
     assert_eq!(report.rows, 1);
@@ -262,31 +170,19 @@ impl Write for Shared {
 fn progress_reports_both_passes_over_a_large_csv() {
     let mut csv = String::from("x,device\n");
     for i in 0..5000 {
-        csv.push_str(&format!(
-            "{},{}\n",
-            i as f64 / 7.0,
-            ["ios", "web", "tv"][i % 3]
-        ));
+        csv.push_str(&format!("{},{}\n", i as f64 / 7.0, ["ios", "web", "tv"][i % 3]));
     }
     let path = file("large.csv", csv.as_bytes());
     let out = Shared::default();
     let mut progress = Progress::new(Box::new(out.clone()), false, Duration::ZERO);
-    let report =
-        read_reference(&path, &ReadOptions::default(), &mut progress, &mut |_| {}).unwrap();
+    let report = read_reference(&path, &ReadOptions::default(), &mut progress, &mut |_| {}).unwrap();
     assert_eq!(report.rows, 5000);
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     let pass = |n: &str| text.lines().filter(|l| l.contains(n)).collect::<Vec<_>>();
     let (first, second) = (pass("pass 1 of 2: column types"), pass("pass 2 of 2: rows"));
-    assert_eq!(
-        (first.len(), second.len()),
-        (6, 6),
-        "5 updates and a summary each:\n{text}"
-    );
+    assert_eq!((first.len(), second.len()), (6, 6), "5 updates and a summary each:\n{text}");
     assert!(second[4].contains("5,000 rows, 100% of"), "{text}");
-    assert!(
-        second[5].contains("5,000 rows in ") && second[5].ends_with("rows/s)"),
-        "{text}"
-    );
+    assert!(second[5].contains("5,000 rows in ") && second[5].ends_with("rows/s)"), "{text}");
 }
 
 const FLAT_SCHEMA: &str = r#"{
@@ -313,17 +209,8 @@ fn flat_row(i: i32, count: Option<i64>, city: Option<&str>, p: Option<f64>) -> V
         ("ratio".into(), Value::Float(0.5)),
         ("count".into(), nullable(count.map(Value::Long))),
         ("age".into(), Value::Int(20 + i)),
-        (
-            "city".into(),
-            nullable(city.map(|c| Value::String(c.into()))),
-        ),
-        (
-            "tier".into(),
-            Value::Enum(
-                u32::from(i % 2 == 1),
-                ["gold", "silver"][(i % 2) as usize].into(),
-            ),
-        ),
+        ("city".into(), nullable(city.map(|c| Value::String(c.into())))),
+        ("tier".into(), Value::Enum(u32::from(i % 2 == 1), ["gold", "silver"][(i % 2) as usize].into())),
         ("member".into(), Value::Boolean(i % 2 == 0)),
         ("p".into(), nullable(p.map(Value::Double))),
         ("blob".into(), Value::Bytes(vec![1, 2])),
@@ -332,12 +219,9 @@ fn flat_row(i: i32, count: Option<i64>, city: Option<&str>, p: Option<f64>) -> V
 
 fn avro_file(name: &str, schema: &str, rows: &[Value]) -> PathBuf {
     let schema = Schema::parse_str(schema).unwrap();
-    let mut writer = apache_avro::Writer::with_codec(
-        &schema,
-        Vec::new(),
-        apache_avro::Codec::Deflate(Default::default()),
-    )
-    .unwrap();
+    let mut writer =
+        apache_avro::Writer::with_codec(&schema, Vec::new(), apache_avro::Codec::Deflate(Default::default()))
+            .unwrap();
     for row in rows {
         writer.append_value_ref(row).unwrap();
     }
@@ -353,9 +237,7 @@ fn flat_avro_records_are_typed_by_their_schema() {
     ];
     let path = avro_file("flat.avro", FLAT_SCHEMA, &rows);
 
-    let text = read(&path, &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let text = read(&path, &ReadOptions::default()).unwrap_err().to_string();
     assert!(
         text.contains("flat.avro: header: field \"blob\" has type bytes")
             && text.contains("--skip-column blob"),
@@ -375,90 +257,46 @@ fn flat_avro_records_are_typed_by_their_schema() {
     let roles: Vec<Role> = report.columns.iter().map(|(_, r)| *r).collect();
     assert_eq!(
         roles,
-        [
-            Numeric,
-            Numeric,
-            Numeric,
-            Categorical,
-            Categorical,
-            Categorical,
-            Categorical,
-            Score,
-            Skipped
-        ]
+        [Numeric, Numeric, Numeric, Categorical, Categorical, Categorical, Categorical, Score, Skipped]
     );
     let e = &events[0];
     assert_eq!(
-        (
-            e.numeric_features["amount"],
-            e.numeric_features["ratio"],
-            e.numeric_features["count"]
-        ),
+        (e.numeric_features["amount"], e.numeric_features["ratio"], e.numeric_features["count"]),
         (0.0, 0.5, 3.0)
     );
+    assert_eq!(e.categorical_features["age"], "20", "a number forced categorical");
     assert_eq!(
-        e.categorical_features["age"], "20",
-        "a number forced categorical"
-    );
-    assert_eq!(
-        (
-            e.categorical_features["tier"].as_str(),
-            e.categorical_features["member"].as_str()
-        ),
+        (e.categorical_features["tier"].as_str(), e.categorical_features["member"].as_str()),
         ("gold", "true")
     );
     assert_eq!(e.prediction.score, Some(0.2));
-    assert!(
-        events[1].numeric_features["count"].is_nan(),
-        "null is a missing value"
-    );
+    assert!(events[1].numeric_features["count"].is_nan(), "null is a missing value");
     assert!(!events[1].categorical_features.contains_key("city"));
     assert_eq!(events[1].prediction.score, None);
 }
 
 #[test]
 fn a_mixed_union_needs_a_type_and_a_bad_value_names_its_record() {
-    let schema = r#"{"type": "record", "name": "R", "fields": [{"name": "x", "type": ["null", "long", "string"]}]}"#;
+    let schema =
+        r#"{"type": "record", "name": "R", "fields": [{"name": "x", "type": ["null", "long", "string"]}]}"#;
     let rows = [
-        Value::Record(vec![(
-            "x".into(),
-            Value::Union(1, Box::new(Value::Long(4))),
-        )]),
-        Value::Record(vec![(
-            "x".into(),
-            Value::Union(2, Box::new(Value::String("four".into()))),
-        )]),
+        Value::Record(vec![("x".into(), Value::Union(1, Box::new(Value::Long(4))))]),
+        Value::Record(vec![("x".into(), Value::Union(2, Box::new(Value::String("four".into()))))]),
     ];
     let path = avro_file("mixed.avro", schema, &rows);
-    let text = read(&path, &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let text = read(&path, &ReadOptions::default()).unwrap_err().to_string();
     assert!(
         text.contains("field \"x\" mixes numbers and text") && text.contains("--column x=numeric"),
         "{text}"
     );
-    let numeric = ReadOptions {
-        columns: vec!["x=numeric".into()],
-        ..ReadOptions::default()
-    };
+    let numeric = ReadOptions { columns: vec!["x=numeric".into()], ..ReadOptions::default() };
     let text = read(&path, &numeric).unwrap_err().to_string();
-    assert!(
-        text.contains("mixed.avro: record 2, column \"x\": \"four\" is not a number"),
-        "{text}"
-    );
-    let (_, events) = read(
-        &path,
-        &ReadOptions {
-            columns: vec!["x=categorical".into()],
-            ..ReadOptions::default()
-        },
-    )
-    .unwrap();
+    assert!(text.contains("mixed.avro: record 2, column \"x\": \"four\" is not a number"), "{text}");
+    let (_, events) =
+        read(&path, &ReadOptions { columns: vec!["x=categorical".into()], ..ReadOptions::default() })
+            .unwrap();
     assert_eq!(
-        (
-            events[0].categorical_features["x"].as_str(),
-            events[1].categorical_features["x"].as_str()
-        ),
+        (events[0].categorical_features["x"].as_str(), events[1].categorical_features["x"].as_str()),
         ("4", "four")
     );
 }
@@ -473,11 +311,7 @@ fn prediction(i: u32, version: &str) -> PredictionEvent {
         segment: [("country".to_owned(), "DE".to_owned())].into(),
         numeric_features: [("x".to_owned(), f64::from(i)), ("gap".to_owned(), f64::NAN)].into(),
         categorical_features: [("device".to_owned(), "ios".to_owned())].into(),
-        prediction: Prediction {
-            label: Some("1".into()),
-            score: Some(0.5),
-            ..Default::default()
-        },
+        prediction: Prediction { label: Some("1".into()), score: Some(0.5), ..Default::default() },
         serving_latency_ms: Some(2.0),
     }
 }
@@ -489,23 +323,14 @@ fn prediction_events_are_taken_as_the_monitor_takes_them() {
     let mut events: Vec<PredictionEvent> = (0..4).map(|i| prediction(i, "v1")).collect();
     events.push(prediction(4, "v2"));
     // An event the monitor would dead-letter: no prediction id.
-    events.push(PredictionEvent {
-        prediction_id: String::new(),
-        ..prediction(5, "v1")
-    });
-    let values: Vec<Value> = events
-        .iter()
-        .map(|e| datum.read_value(&mut &encode(e)[HEADER_LEN..]).unwrap())
-        .collect();
+    events.push(PredictionEvent { prediction_id: String::new(), ..prediction(5, "v1") });
+    let values: Vec<Value> =
+        events.iter().map(|e| datum.read_value(&mut &encode(e)[HEADER_LEN..]).unwrap()).collect();
     let path = avro_file("events.avro", PREDICTION_SCHEMA, &values);
 
-    let text = read(&path, &ReadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let text = read(&path, &ReadOptions::default()).unwrap_err().to_string();
     assert!(
-        text.contains(
-            "events.avro: record 6: an invalid prediction, which the monitor would dead-letter"
-        ),
+        text.contains("events.avro: record 6: an invalid prediction, which the monitor would dead-letter"),
         "{text}"
     );
     let (report, rows) = read(&path, &allowing(1)).unwrap();
@@ -513,11 +338,7 @@ fn prediction_events_are_taken_as_the_monitor_takes_them() {
     assert_eq!((report.rows, report.bad_rows), (5, 1));
     assert_eq!(
         report.event_versions,
-        [
-            (("fraud".to_owned(), "v1".to_owned()), 4),
-            (("fraud".to_owned(), "v2".to_owned()), 1)
-        ]
-        .into()
+        [(("fraud".to_owned(), "v1".to_owned()), 4), (("fraud".to_owned(), "v2".to_owned()), 1)].into()
     );
     let mut expected = events[2].clone();
     let mut got = rows[2].clone();
@@ -528,32 +349,18 @@ fn prediction_events_are_taken_as_the_monitor_takes_them() {
     expected.segment.clear();
     assert_eq!(got, expected, "every other part of the event arrives");
 
-    let flagged = ReadOptions {
-        score_column: Some("x".into()),
-        ..ReadOptions::default()
-    };
-    assert!(read(&path, &flagged)
-        .unwrap_err()
-        .to_string()
-        .contains("apply to CSV files and flat records"));
+    let flagged = ReadOptions { score_column: Some("x".into()), ..ReadOptions::default() };
+    assert!(read(&path, &flagged).unwrap_err().to_string().contains("apply to CSV files and flat records"));
 }
 
 #[test]
 fn a_damaged_avro_file_names_the_record_it_broke_at() {
-    let rows: Vec<Value> = (0..50)
-        .map(|i| flat_row(i, Some(1), Some("x"), None))
-        .collect();
+    let rows: Vec<Value> = (0..50).map(|i| flat_row(i, Some(1), Some("x"), None)).collect();
     let path = avro_file("whole.avro", FLAT_SCHEMA, &rows);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.truncate(bytes.len() - 40);
     let damaged = file("damaged.avro", &bytes);
-    let options = ReadOptions {
-        skip_columns: vec!["blob".into()],
-        ..ReadOptions::default()
-    };
+    let options = ReadOptions { skip_columns: vec!["blob".into()], ..ReadOptions::default() };
     let text = read(&damaged, &options).unwrap_err().to_string();
-    assert!(
-        text.contains("damaged.avro: record 1:") && text.contains("damaged"),
-        "{text}"
-    );
+    assert!(text.contains("damaged.avro: record 1:") && text.contains("damaged"), "{text}");
 }

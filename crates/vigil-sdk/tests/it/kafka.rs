@@ -29,8 +29,12 @@ impl Topics {
             outcomes: format!("it.sdk.{name}.outcomes"),
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
         };
-        let new = [&topics.predictions, &topics.outcomes].map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)));
-        let results = topics.runtime.block_on(topics.admin().create_topics(&new, &AdminOptions::new())).expect("create topics (is the broker up? deploy/local/up)");
+        let new =
+            [&topics.predictions, &topics.outcomes].map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)));
+        let results = topics
+            .runtime
+            .block_on(topics.admin().create_topics(&new, &AdminOptions::new()))
+            .expect("create topics (is the broker up? deploy/local/up)");
         for result in results {
             result.expect("topic created");
         }
@@ -52,7 +56,9 @@ impl Topics {
 impl Drop for Topics {
     fn drop(&mut self) {
         let admin = self.admin();
-        let _ = self.runtime.block_on(admin.delete_topics(&[&self.predictions, &self.outcomes], &AdminOptions::new()));
+        let _ = self
+            .runtime
+            .block_on(admin.delete_topics(&[&self.predictions, &self.outcomes], &AdminOptions::new()));
     }
 }
 
@@ -74,7 +80,8 @@ fn consume(topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, Vec
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 quiet_since = None;
-                messages.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+                messages
+                    .push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
             }
             Some(Err(error)) => panic!("reading {topic}: {error}"),
             None if messages.len() < expected => {}
@@ -212,10 +219,11 @@ fn overload(test: &str, policy: DropPolicy) -> (vigil_sdk::SdkStats, Vec<Predict
     assert_eq!(stats.enqueued + stats.dropped_queue_full, n as u64, "{stats:?}");
     assert_eq!(stats.enqueued, stats.delivered + stats.failed + stats.dropped_oldest, "{stats:?}");
     assert_eq!(stats.failed, 0);
-    let stored: Vec<PredictionEvent> = consume(&topics.predictions, stats.delivered as usize, Duration::from_secs(30))
-        .into_iter()
-        .map(|(_, value)| decode(&value).unwrap())
-        .collect();
+    let stored: Vec<PredictionEvent> =
+        consume(&topics.predictions, stats.delivered as usize, Duration::from_secs(30))
+            .into_iter()
+            .map(|(_, value)| decode(&value).unwrap())
+            .collect();
     assert_eq!(stored.len() as u64, stats.delivered, "the broker holds exactly the delivered events");
     (stats, stored, accepted)
 }

@@ -19,21 +19,14 @@ use crate::sketch::CategoricalSketch;
 /// `NotEnoughData`.
 pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic> {
     if reference.len() != current.len() {
-        return Err(crate::StatsError::Incompatible(
-            "count vectors have different lengths",
-        ));
+        return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
     }
     let n_ref: u64 = reference.iter().sum();
     let n_cur: u64 = current.iter().sum();
     require(1, n_ref)?;
     require(1, n_cur)?;
     // Two passes over the cells instead of collecting them: this runs per window and feature.
-    let cells = || {
-        reference
-            .iter()
-            .zip(current)
-            .filter(|(&r, &c)| r > 0 || c > 0)
-    };
+    let cells = || reference.iter().zip(current).filter(|(&r, &c)| r > 0 || c > 0);
     let inv_ref = 1.0 / n_ref as f64;
     let expected_share = |r: u64| {
         if r == 0 {
@@ -42,9 +35,7 @@ pub fn chi_square_counts(reference: &[u64], current: &[u64]) -> Result<Statistic
             r as f64 * inv_ref
         }
     };
-    let (k, total) = cells().fold((0usize, 0.0f64), |(k, t), (&r, _)| {
-        (k + 1, t + expected_share(r))
-    });
+    let (k, total) = cells().fold((0usize, 0.0f64), |(k, t), (&r, _)| (k + 1, t + expected_share(r)));
     if k < 2 {
         return Ok(Statistic::exact(0.0, Some(1.0)));
     }

@@ -25,20 +25,11 @@ pub fn cramer_von_mises(reference: &[f64], current: &[f64]) -> Result<Statistic>
     require(2, y.len() as u64)?;
     let (nx, ny) = (x.len(), y.len());
     let ranks = pooled_midranks(&x, &y);
-    let sq = |r: &[f64]| {
-        r.iter()
-            .enumerate()
-            .map(|(i, &r)| (r - (i + 1) as f64).powi(2))
-            .sum::<f64>()
-    };
+    let sq = |r: &[f64]| r.iter().enumerate().map(|(i, &r)| (r - (i + 1) as f64).powi(2)).sum::<f64>();
     let u = nx as f64 * sq(&ranks[..nx]) + ny as f64 * sq(&ranks[nx..]);
     let (k, n) = ((nx * ny) as f64, (nx + ny) as f64);
     let t = u / (k * n) - (4.0 * k - 1.0) / (6.0 * n);
-    let p = if nx.max(ny) > MAX_EXACT_N {
-        p_asymptotic(t, nx as f64, ny as f64)
-    } else {
-        p_exact(u, nx, ny)
-    };
+    let p = if nx.max(ny) > MAX_EXACT_N { p_asymptotic(t, nx as f64, ny as f64) } else { p_exact(u, nx, ny) };
     Ok(Statistic::exact(t, Some(p)))
 }
 
@@ -65,8 +56,7 @@ fn pooled_midranks(x: &[f64], y: &[f64]) -> Vec<f64> {
 fn p_asymptotic(t: f64, nx: f64, ny: f64) -> f64 {
     let (k, n) = (nx * ny, nx + ny);
     let et = (1.0 + 1.0 / n) / 6.0;
-    let vt =
-        (n + 1.0) * (4.0 * k * n - 3.0 * (nx * nx + ny * ny) - 2.0 * k) / (45.0 * n * n * 4.0 * k);
+    let vt = (n + 1.0) * (4.0 * k * n - 3.0 * (nx * nx + ny * ny) - 2.0 * k) / (45.0 * n * n * 4.0 * k);
     let tn = 1.0 / 6.0 + (t - et) / (45.0 * vt).sqrt();
     if tn < 0.003 {
         return 1.0;
@@ -127,10 +117,8 @@ fn p_exact(u_stat: f64, m: usize, n: usize) -> f64 {
     };
     let (a, b) = ((lcm / m) as i64, (lcm / n) as i64);
     let mn = (m * n) as f64;
-    let zeta = floor_div(
-        (lcm * lcm * (m + n)) as f64 * (6.0 * u_stat - mn * (4.0 * mn - 1.0)),
-        6.0 * mn * mn,
-    );
+    let zeta =
+        floor_div((lcm * lcm * (m + n)) as f64 * (6.0 * u_stat - mn * (4.0 * mn - 1.0)), 6.0 * mn * mn);
     // gs[v]: frequency table of path sums reaching (u, v), row by row in u.
     let mut gs: Vec<HashMap<i64, u64>> = vec![HashMap::new(); m + 1];
     gs[0].insert(0, 1);
@@ -147,13 +135,8 @@ fn p_exact(u_stat: f64, m: usize, n: usize) -> f64 {
         }
         gs = next;
     }
-    let combinations =
-        (1..=m as u64).fold(1u128, |c, i| c * (n as u128 + i as u128) / i as u128) as f64;
-    let hits: u64 = gs[m]
-        .iter()
-        .filter(|(&v, _)| v as f64 >= zeta)
-        .map(|(_, &f)| f)
-        .sum();
+    let combinations = (1..=m as u64).fold(1u128, |c, i| c * (n as u128 + i as u128) / i as u128) as f64;
+    let hits: u64 = gs[m].iter().filter(|(&v, _)| v as f64 >= zeta).map(|(_, &f)| f).sum();
     hits as f64 / combinations
 }
 
@@ -183,15 +166,7 @@ mod tests {
     #[test]
     fn kve_matches_known_values() {
         // scipy.special.kve(0.25, 1.0) and kve(0.25, 0.01)
-        assert!(
-            (bessel_kve(0.25, 1.0) - 1.1708721016781265).abs() < 1e-12,
-            "{}",
-            bessel_kve(0.25, 1.0)
-        );
-        assert!(
-            (bessel_kve(0.25, 0.01) - 6.227707994041582).abs() < 1e-12,
-            "{}",
-            bessel_kve(0.25, 0.01)
-        );
+        assert!((bessel_kve(0.25, 1.0) - 1.1708721016781265).abs() < 1e-12, "{}", bessel_kve(0.25, 1.0));
+        assert!((bessel_kve(0.25, 0.01) - 6.227707994041582).abs() < 1e-12, "{}", bessel_kve(0.25, 0.01));
     }
 }

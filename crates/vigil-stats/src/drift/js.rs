@@ -65,10 +65,7 @@ mod tests {
             // g(t) = ln(1 - t^2) + 2 t atanh(t): terms near -t^2 and 2t^2, so little cancellation.
             let exact = (-t * t).ln_1p() + 2.0 * t * t.atanh();
             let series = g_series(t * t);
-            assert!(
-                (series - exact).abs() <= 1e-15 * exact.abs() + 1e-300,
-                "t={t}: {series} vs {exact}"
-            );
+            assert!((series - exact).abs() <= 1e-15 * exact.abs() + 1e-300, "t={t}: {series} vs {exact}");
         }
     }
 }

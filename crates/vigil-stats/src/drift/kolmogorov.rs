@@ -29,11 +29,7 @@ pub fn ks_2samp_p_value(d: f64, n1: u64, n2: u64) -> (f64, f64, Method) {
         if h == 0 {
             return (d, 1.0, Method::Exact);
         }
-        let p = if n1 == n2 {
-            prob_outside_square(n1, h)
-        } else {
-            outer_prob_inside(n1, n2, g, h)
-        };
+        let p = if n1 == n2 { prob_outside_square(n1, h) } else { outer_prob_inside(n1, n2, g, h) };
         if (0.0..=1.0).contains(&p) {
             return (d, p, Method::Exact);
         }
@@ -78,14 +74,10 @@ fn outer_prob_inside(m: u64, n: u64, g: u64, h: u64) -> f64 {
     let mut curlen = maxj - minj;
     let len_a = (2 * maxj + 2).min(n + 1) as usize;
     let mut a = vec![1.0f64; len_a];
-    a[minj as usize..(maxj as usize).min(len_a)]
-        .iter_mut()
-        .for_each(|v| *v = 0.0);
+    a[minj as usize..(maxj as usize).min(len_a)].iter_mut().for_each(|v| *v = 0.0);
     for i in 1..=m {
         let (lastminj, lastlen) = (minj, curlen);
-        minj = ((((ng * i - h) as f64) / mg as f64).floor() as i64 + 1)
-            .max(0)
-            .min(n);
+        minj = ((((ng * i - h) as f64) / mg as f64).floor() as i64 + 1).max(0).min(n);
         maxj = ((((ng * i + h) as f64) / mg as f64).ceil() as i64).min(n + 1);
         if maxj <= minj {
             return 1.0;
@@ -123,9 +115,7 @@ pub fn kolmogorov_sf(n: f64, x: f64) -> (f64, Method) {
             return (1.0, Asymptotic);
         }
         let cdf = if n <= 140.0 {
-            (1..=n as u64)
-                .map(|i| i as f64 * (1.0 / n) * (2.0 * t - 1.0))
-                .product()
+            (1..=n as u64).map(|i| i as f64 * (1.0 / n) * (2.0 * t - 1.0)).product()
         } else {
             (ln_gamma(n + 1.0) - n * n.ln() + n * (2.0 * t - 1.0).ln()).exp()
         };
@@ -210,9 +200,7 @@ pub fn durbin_cdf(n: u64, d: f64) -> f64 {
         out
     };
     let scale = 2f64.powi(128);
-    let mut pwr: Vec<f64> = (0..m * m)
-        .map(|i| if i / m == i % m { 1.0 } else { 0.0 })
-        .collect();
+    let mut pwr: Vec<f64> = (0..m * m).map(|i| if i / m == i % m { 1.0 } else { 0.0 }).collect();
     let (mut nn, mut expnt, mut h_expnt) = (n, 0i64, 0i64);
     while nn > 0 {
         if nn % 2 == 1 {
@@ -311,11 +299,8 @@ pub fn pelz_good_cdf(n: f64, x: f64) -> f64 {
     }
     let q = qlog.exp();
     let (k1a, k1b) = (-z2, pi2 / 4.0);
-    let (k2a, k2b, k2c) = (
-        6.0 * z6 + 2.0 * z4,
-        (2.0 * z4 - 5.0 * z2) * pi2 / 4.0,
-        pi4 * (1.0 - 2.0 * z2) / 16.0,
-    );
+    let (k2a, k2b, k2c) =
+        (6.0 * z6 + 2.0 * z4, (2.0 * z4 - 5.0 * z2) * pi2 / 4.0, pi4 * (1.0 - 2.0 * z2) / 16.0);
     let k3d = pi6 * (5.0 - 30.0 * z2) / 64.0;
     let k3c = pi4 * (-60.0 * z2 + 212.0 * z4) / 16.0;
     let k3b = pi2 * (135.0 * z4 - 96.0 * z6) / 4.0;
@@ -326,12 +311,7 @@ pub fn pelz_good_cdf(n: f64, x: f64) -> f64 {
         let m = (2 * kk - 1) as f64;
         let (m2, m4, m6) = (m * m, m.powi(4), m.powi(6));
         let qpower = q.powf(8.0 * kk as f64);
-        let coeffs = [
-            1.0,
-            k1a + k1b * m2,
-            k2a + k2b * m2 + k2c * m4,
-            k3a + k3b * m2 + k3c * m4 + k3d * m6,
-        ];
+        let coeffs = [1.0, k1a + k1b * m2, k2a + k2b * m2 + k2c * m4, k3a + k3b * m2 + k3c * m4 + k3d * m6];
         for (acc, c) in k.iter_mut().zip(coeffs) {
             *acc = *acc * qpower + c;
         }
@@ -352,10 +332,7 @@ pub fn pelz_good_cdf(n: f64, x: f64) -> f64 {
     }
     k[2] += k2extra * pi2 * sqrt2pi / (-36.0 * z3);
     k[3] += k3extra * pi2 * sqrt2pi / (216.0 * z6);
-    k.iter()
-        .enumerate()
-        .map(|(i, v)| v / n.powf(i as f64 / 2.0))
-        .sum()
+    k.iter().enumerate().map(|(i, v)| v / n.powf(i as f64 / 2.0)).sum()
 }
 
 #[cfg(test)]
@@ -364,18 +341,10 @@ mod tests {
 
     #[test]
     fn fast_limit_tracks_the_exact_tail() {
-        for &(n, x) in &[
-            (5000.0, 0.03),
-            (20_000.0, 0.012),
-            (800.0, 0.06),
-            (100.0, 0.2),
-        ] {
+        for &(n, x) in &[(5000.0, 0.03), (20_000.0, 0.012), (800.0, 0.06), (100.0, 0.2)] {
             let (exact, _) = kolmogorov_sf(n, x);
             let fast = kolmogorov_limit_sf(n, x);
-            assert!(
-                (exact - fast).abs() < 1e-3,
-                "n={n} x={x}: {exact} vs {fast}"
-            );
+            assert!((exact - fast).abs() < 1e-3, "n={n} x={x}: {exact} vs {fast}");
         }
     }
 

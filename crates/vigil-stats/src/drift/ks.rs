@@ -70,15 +70,7 @@ pub fn ks_binned(reference: &NumericSketch, current: &NumericSketch) -> Result<S
     }
     let (n1, n2) = (reference.count() as f64, current.count() as f64);
     let en = n1 * n2 / (n1 + n2);
-    let pv = if en * d * d < 2.2 {
-        1.0 - pelz_good_cdf(en, d)
-    } else {
-        kolmogorov_limit_sf(en, d)
-    };
+    let pv = if en * d * d < 2.2 { 1.0 - pelz_good_cdf(en, d) } else { kolmogorov_limit_sf(en, d) };
     let pv = pv.clamp(0.0, 1.0);
-    Ok(Statistic {
-        statistic: d,
-        p_value: Some(pv),
-        error_bound: Some(bound),
-    })
+    Ok(Statistic { statistic: d, p_value: Some(pv), error_bound: Some(bound) })
 }

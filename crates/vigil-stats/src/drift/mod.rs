@@ -118,11 +118,7 @@ pub struct Statistic {
 
 impl Statistic {
     pub(crate) fn exact(statistic: f64, p_value: Option<f64>) -> Self {
-        Statistic {
-            statistic,
-            p_value,
-            error_bound: None,
-        }
+        Statistic { statistic, p_value, error_bound: None }
     }
 }
 
@@ -188,18 +184,13 @@ pub(crate) fn proportion_pairs<'a>(
     current: &'a [u64],
 ) -> Result<impl Iterator<Item = (f64, f64)> + 'a> {
     if reference.len() != current.len() {
-        return Err(crate::StatsError::Incompatible(
-            "count vectors have different lengths",
-        ));
+        return Err(crate::StatsError::Incompatible("count vectors have different lengths"));
     }
     let (nr, nc): (u64, u64) = (reference.iter().sum(), current.iter().sum());
     crate::error::require(1, nr)?;
     crate::error::require(1, nc)?;
     let (ir, ic) = (1.0 / nr as f64, 1.0 / nc as f64);
-    Ok(reference
-        .iter()
-        .zip(current)
-        .map(move |(&r, &c)| (r as f64 * ir, c as f64 * ic)))
+    Ok(reference.iter().zip(current).map(move |(&r, &c)| (r as f64 * ir, c as f64 * ic)))
 }
 
 /// Finite values of `xs`, sorted ascending.

@@ -86,19 +86,12 @@ pub fn wasserstein_binned(reference: &NumericSketch, current: &NumericSketch) ->
         bound += w * (pj + qj);
         d0 = d1;
     }
-    Ok(Statistic {
-        statistic: total,
-        p_value: None,
-        error_bound: Some(bound),
-    })
+    Ok(Statistic { statistic: total, p_value: None, error_bound: Some(bound) })
 }
 
 /// [`wasserstein_binned`] divided by the reference sketch's standard deviation (floored at
 /// [`STD_FLOOR`]); the error bound is divided likewise.
-pub fn wasserstein_normed_binned(
-    reference: &NumericSketch,
-    current: &NumericSketch,
-) -> Result<Statistic> {
+pub fn wasserstein_normed_binned(reference: &NumericSketch, current: &NumericSketch) -> Result<Statistic> {
     let s = wasserstein_binned(reference, current)?;
     let norm = reference.std().unwrap_or(0.0).max(STD_FLOOR);
     Ok(Statistic {

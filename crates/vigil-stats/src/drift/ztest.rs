@@ -17,9 +17,7 @@ pub fn z_test_counts(ref_pos: u64, ref_n: u64, cur_pos: u64, cur_n: u64) -> Resu
     require(1, ref_n)?;
     require(1, cur_n)?;
     if ref_pos > ref_n || cur_pos > cur_n {
-        return Err(crate::StatsError::InvalidArgument(
-            "more positives than observations".into(),
-        ));
+        return Err(crate::StatsError::InvalidArgument("more positives than observations".into()));
     }
     let (n1, n2) = (ref_n as f64, cur_n as f64);
     let (p1, p2) = (ref_pos as f64 / n1, cur_pos as f64 / n2);
@@ -30,10 +28,7 @@ pub fn z_test_counts(ref_pos: u64, ref_n: u64, cur_pos: u64, cur_n: u64) -> Resu
     }
     let z = (p1 - p2) / var.sqrt();
     let normal = Normal::standard();
-    Ok(Statistic::exact(
-        z,
-        Some((2.0 * normal.sf(z.abs())).min(1.0)),
-    ))
+    Ok(Statistic::exact(z, Some((2.0 * normal.sf(z.abs())).min(1.0))))
 }
 
 /// Z-test on a sketch with one or two vocabulary entries: "negative" is the first vocabulary
@@ -43,15 +38,8 @@ pub fn z_test_counts(ref_pos: u64, ref_n: u64, cur_pos: u64, cur_n: u64) -> Resu
 pub fn z_test(reference: &CategoricalSketch, current: &CategoricalSketch) -> Result<Statistic> {
     reference.check_compatible(current)?;
     if reference.vocabulary().len() > 2 {
-        return Err(crate::StatsError::InvalidArgument(
-            "z-test needs at most two categories".into(),
-        ));
+        return Err(crate::StatsError::InvalidArgument("z-test needs at most two categories".into()));
     }
     let positives = |s: &CategoricalSketch| s.count() - s.counts()[0];
-    z_test_counts(
-        positives(reference),
-        reference.count(),
-        positives(current),
-        current.count(),
-    )
+    z_test_counts(positives(reference), reference.count(), positives(current), current.count())
 }

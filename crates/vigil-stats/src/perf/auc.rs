@@ -24,9 +24,7 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> Result<f64> {
 /// (positives, negatives) per distinct score, highest score first.
 fn tie_groups(scores: &[f64], labels: &[bool]) -> Result<Vec<(u64, u64)>> {
     if scores.len() != labels.len() {
-        return Err(StatsError::InvalidArgument(
-            "scores and labels differ in length".into(),
-        ));
+        return Err(StatsError::InvalidArgument("scores and labels differ in length".into()));
     }
     if scores.iter().any(|s| !s.is_finite()) {
         return Err(StatsError::InvalidArgument("scores must be finite".into()));
@@ -110,12 +108,7 @@ pub struct ScoreSample {
 
 impl ScoreSample {
     pub fn new(cap: usize) -> Self {
-        ScoreSample {
-            cap,
-            scores: Vec::new(),
-            labels: Vec::new(),
-            seen: 0,
-        }
+        ScoreSample { cap, scores: Vec::new(), labels: Vec::new(), seen: 0 }
     }
 
     pub fn update(&mut self, score: f64, positive: bool) {
@@ -130,9 +123,7 @@ impl ScoreSample {
 
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.cap != other.cap {
-            return Err(StatsError::Incompatible(
-                "score samples have different caps",
-            ));
+            return Err(StatsError::Incompatible("score samples have different caps"));
         }
         self.seen += other.seen;
         if self.seen <= self.cap as u64 {
@@ -175,15 +166,9 @@ pub struct Bounded {
 impl ScoreHistogram {
     pub fn new(bins: usize) -> Result<Self> {
         if bins == 0 {
-            return Err(StatsError::InvalidArgument(
-                "bins must be at least 1".into(),
-            ));
+            return Err(StatsError::InvalidArgument("bins must be at least 1".into()));
         }
-        Ok(ScoreHistogram {
-            pos: vec![0; bins],
-            neg: vec![0; bins],
-            invalid: 0,
-        })
+        Ok(ScoreHistogram { pos: vec![0; bins], neg: vec![0; bins], invalid: 0 })
     }
 
     #[inline]
@@ -202,18 +187,10 @@ impl ScoreHistogram {
 
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.pos.len() != other.pos.len() {
-            return Err(StatsError::Incompatible(
-                "score histograms have different bins",
-            ));
+            return Err(StatsError::Incompatible("score histograms have different bins"));
         }
-        self.pos
-            .iter_mut()
-            .zip(&other.pos)
-            .for_each(|(a, b)| *a += b);
-        self.neg
-            .iter_mut()
-            .zip(&other.neg)
-            .for_each(|(a, b)| *a += b);
+        self.pos.iter_mut().zip(&other.pos).for_each(|(a, b)| *a += b);
+        self.neg.iter_mut().zip(&other.neg).for_each(|(a, b)| *a += b);
         self.invalid += other.invalid;
         Ok(())
     }
@@ -223,12 +200,7 @@ impl ScoreHistogram {
     }
 
     fn groups(&self) -> Vec<(u64, u64)> {
-        self.pos
-            .iter()
-            .zip(&self.neg)
-            .rev()
-            .map(|(&p, &n)| (p, n))
-            .collect()
+        self.pos.iter().zip(&self.neg).rev().map(|(&p, &n)| (p, n)).collect()
     }
 
     /// ROC AUC treating each bin as one tie group. Only pairs of a positive and a negative in
@@ -239,10 +211,7 @@ impl ScoreHistogram {
         let value = auc_from_groups(&groups)?;
         let (p, n) = class_totals(&groups);
         let same_bin: f64 = groups.iter().map(|&(a, b)| a as f64 * b as f64).sum();
-        Ok(Bounded {
-            value,
-            error_bound: same_bin / (2.0 * p * n),
-        })
+        Ok(Bounded { value, error_bound: same_bin / (2.0 * p * n) })
     }
 
     /// Average precision treating each bin as one tie group. For a bin with `T` positives among
@@ -266,27 +235,16 @@ mod tests {
         assert_eq!(roc_auc(&s, &[false, false, true, true]).unwrap(), 1.0);
         assert_eq!(roc_auc(&s, &[true, true, false, false]).unwrap(), 0.0);
         assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]).unwrap(), 0.5);
-        assert!(matches!(
-            roc_auc(&s, &[true; 4]),
-            Err(StatsError::Undefined(_))
-        ));
+        assert!(matches!(roc_auc(&s, &[true; 4]), Err(StatsError::Undefined(_))));
     }
 
     #[test]
     fn binned_is_within_its_bound() {
-        let scores: Vec<f64> = (0..1000)
-            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
-            .collect();
-        let labels: Vec<bool> = scores
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s + (i % 7) as f64 * 0.1) > 0.7)
-            .collect();
+        let scores: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 1000.0).collect();
+        let labels: Vec<bool> =
+            scores.iter().enumerate().map(|(i, s)| (s + (i % 7) as f64 * 0.1) > 0.7).collect();
         let mut h = ScoreHistogram::new(20).unwrap();
-        scores
-            .iter()
-            .zip(&labels)
-            .for_each(|(&s, &l)| h.update(s, l));
+        scores.iter().zip(&labels).for_each(|(&s, &l)| h.update(s, l));
         let exact = roc_auc(&scores, &labels).unwrap();
         let binned = h.roc_auc().unwrap();
         assert!((exact - binned.value).abs() <= binned.error_bound + 1e-12);

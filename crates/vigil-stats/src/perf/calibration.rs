@@ -54,15 +54,9 @@ pub struct MulticlassLogLoss {
 impl MulticlassLogLoss {
     pub fn new(n_classes: usize) -> Result<Self> {
         if n_classes < 2 {
-            return Err(StatsError::InvalidArgument(
-                "log loss needs at least two classes".into(),
-            ));
+            return Err(StatsError::InvalidArgument("log loss needs at least two classes".into()));
         }
-        Ok(MulticlassLogLoss {
-            n_classes,
-            n: 0,
-            sum: ExactSum::new(),
-        })
+        Ok(MulticlassLogLoss { n_classes, n: 0, sum: ExactSum::new() })
     }
 
     /// Adds one event; `InvalidArgument` when `probabilities` has the wrong length, a value
@@ -76,9 +70,7 @@ impl MulticlassLogLoss {
             )));
         }
         if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
-            return Err(StatsError::InvalidArgument(
-                "probability outside [0, 1]".into(),
-            ));
+            return Err(StatsError::InvalidArgument("probability outside [0, 1]".into()));
         }
         let eps = f64::EPSILON;
         self.sum.add(-probabilities[truth].clamp(eps, 1.0 - eps).ln());
@@ -88,9 +80,7 @@ impl MulticlassLogLoss {
 
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.n_classes != other.n_classes {
-            return Err(StatsError::Incompatible(
-                "log losses have different class counts",
-            ));
+            return Err(StatsError::Incompatible("log losses have different class counts"));
         }
         self.n += other.n;
         self.sum.merge(&other.sum);
@@ -115,9 +105,7 @@ impl ProbabilityMetrics {
 
     pub fn update(&mut self, p: f64, positive: bool) -> Result<()> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(StatsError::InvalidArgument(format!(
-                "probability {p} outside [0, 1]"
-            )));
+            return Err(StatsError::InvalidArgument(format!("probability {p} outside [0, 1]")));
         }
         let eps = f64::EPSILON;
         let y = if positive { 1.0 } else { 0.0 };

@@ -35,14 +35,9 @@ pub struct Averages {
 impl ConfusionMatrix {
     pub fn new(n_classes: usize) -> Result<Self> {
         if n_classes < 2 {
-            return Err(StatsError::InvalidArgument(
-                "a classifier needs at least two classes".into(),
-            ));
+            return Err(StatsError::InvalidArgument("a classifier needs at least two classes".into()));
         }
-        Ok(ConfusionMatrix {
-            n_classes,
-            counts: vec![0; n_classes * n_classes],
-        })
+        Ok(ConfusionMatrix { n_classes, counts: vec![0; n_classes * n_classes] })
     }
 
     /// Counts one event; `InvalidArgument` for a class outside `0..n_classes`.
@@ -70,14 +65,9 @@ impl ConfusionMatrix {
     /// Adds `other`; `Incompatible` when the class counts differ.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.n_classes != other.n_classes {
-            return Err(StatsError::Incompatible(
-                "confusion matrices have different class counts",
-            ));
+            return Err(StatsError::Incompatible("confusion matrices have different class counts"));
         }
-        self.counts
-            .iter_mut()
-            .zip(&other.counts)
-            .for_each(|(a, b)| *a += b);
+        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
@@ -140,16 +130,9 @@ impl ConfusionMatrix {
         let per = self.per_class();
         let total: u64 = per.iter().map(|m| m.support).sum();
         let w = |f: fn(&ClassMetrics) -> f64| {
-            ratio(
-                per.iter().map(|m| f(m) * m.support as f64).sum::<f64>(),
-                total as f64,
-            )
+            ratio(per.iter().map(|m| f(m) * m.support as f64).sum::<f64>(), total as f64)
         };
-        Averages {
-            precision: w(|m| m.precision),
-            recall: w(|m| m.recall),
-            f1: w(|m| m.f1),
-        }
+        Averages { precision: w(|m| m.precision), recall: w(|m| m.recall), f1: w(|m| m.f1) }
     }
 
     /// Global counts of tp, fp and fn over all classes.
@@ -180,10 +163,7 @@ mod tests {
             m.update(t, p).unwrap();
         }
         let pos = m.class(1);
-        assert_eq!(
-            (pos.precision, pos.recall, pos.support),
-            (2.0 / 3.0, 2.0 / 3.0, 3)
-        );
+        assert_eq!((pos.precision, pos.recall, pos.support), (2.0 / 3.0, 2.0 / 3.0, 3));
         assert_eq!(m.accuracy().unwrap(), 0.6);
         assert!(m.update(2, 0).is_err());
         assert!(ConfusionMatrix::new(2).unwrap().accuracy().is_err());

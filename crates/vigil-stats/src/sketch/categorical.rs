@@ -38,8 +38,7 @@ impl Hasher for WordHasher {
         }
         let mut tail = [0u8; 8];
         tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.0 =
-            (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(K);
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(K);
     }
 
     fn finish(&self) -> u64 {
@@ -59,9 +58,7 @@ impl TryFrom<Repr> for CategoricalSketch {
     fn try_from(r: Repr) -> Result<Self> {
         let mut s = CategoricalSketch::with_vocabulary(r.vocabulary)?;
         if r.counts.len() != s.counts.len() {
-            return Err(StatsError::InvalidArgument(
-                "counts length does not match vocabulary".into(),
-            ));
+            return Err(StatsError::InvalidArgument("counts length does not match vocabulary".into()));
         }
         s.counts = r.counts;
         s.missing = r.missing;
@@ -71,11 +68,7 @@ impl TryFrom<Repr> for CategoricalSketch {
 
 impl From<CategoricalSketch> for Repr {
     fn from(s: CategoricalSketch) -> Self {
-        Repr {
-            vocabulary: s.vocabulary,
-            counts: s.counts,
-            missing: s.missing,
-        }
+        Repr { vocabulary: s.vocabulary, counts: s.counts, missing: s.missing }
     }
 }
 
@@ -84,9 +77,7 @@ impl CategoricalSketch {
     /// `reference`. `InvalidArgument` when `cap == 0`.
     pub fn from_reference<S: AsRef<str>>(reference: &[S], cap: usize) -> Result<Self> {
         if cap == 0 {
-            return Err(StatsError::InvalidArgument(
-                "cardinality cap must be at least 1".into(),
-            ));
+            return Err(StatsError::InvalidArgument("cardinality cap must be at least 1".into()));
         }
         let mut freq: HashMap<&str, u64> = HashMap::new();
         for v in reference {
@@ -111,22 +102,12 @@ impl CategoricalSketch {
 
     /// Builds an empty sketch with an explicit vocabulary (duplicates are an error).
     pub fn with_vocabulary(vocabulary: Vec<String>) -> Result<Self> {
-        let index: HashMap<String, usize, FastHash> = vocabulary
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.clone(), i))
-            .collect();
+        let index: HashMap<String, usize, FastHash> =
+            vocabulary.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect();
         if index.len() != vocabulary.len() {
-            return Err(StatsError::InvalidArgument(
-                "vocabulary has duplicates".into(),
-            ));
+            return Err(StatsError::InvalidArgument("vocabulary has duplicates".into()));
         }
-        Ok(CategoricalSketch {
-            counts: vec![0; vocabulary.len() + 1],
-            missing: 0,
-            vocabulary,
-            index,
-        })
+        Ok(CategoricalSketch { counts: vec![0; vocabulary.len() + 1], missing: 0, vocabulary, index })
     }
 
     /// An empty sketch with the same vocabulary.
@@ -141,10 +122,7 @@ impl CategoricalSketch {
     /// monitor can resolve a value once and then call [`CategoricalSketch::update_index`].
     #[inline]
     pub fn index_of(&self, value: &str) -> usize {
-        self.index
-            .get(value)
-            .copied()
-            .unwrap_or(self.vocabulary.len())
+        self.index.get(value).copied().unwrap_or(self.vocabulary.len())
     }
 
     /// Counts one value.
@@ -206,9 +184,7 @@ impl CategoricalSketch {
 
     pub(crate) fn check_compatible(&self, other: &Self) -> Result<()> {
         if self.vocabulary != other.vocabulary {
-            return Err(StatsError::Incompatible(
-                "categorical sketches have different vocabularies",
-            ));
+            return Err(StatsError::Incompatible("categorical sketches have different vocabularies"));
         }
         Ok(())
     }
@@ -254,8 +230,7 @@ mod tests {
     #[test]
     fn serde_round_trip_rebuilds_the_index() {
         let s = CategoricalSketch::reference(&["x", "y", "y"], 5).unwrap();
-        let back: CategoricalSketch =
-            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: CategoricalSketch = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back.index_of("y"), 1);
         assert_eq!(back.counts(), s.counts());
     }

@@ -38,9 +38,7 @@ impl LatencySketch {
     /// Adds `other`; `Incompatible` unless both have the same bounds and precision.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.hist.sigfig() != other.hist.sigfig() || self.hist.high() != other.hist.high() {
-            return Err(StatsError::Incompatible(
-                "latency sketches have different bounds",
-            ));
+            return Err(StatsError::Incompatible("latency sketches have different bounds"));
         }
         self.hist
             .add(&other.hist)
@@ -90,16 +88,8 @@ struct Repr {
 impl Serialize for LatencySketch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut v2 = Vec::new();
-        V2Serializer::new()
-            .serialize(&self.hist, &mut v2)
-            .map_err(serde::ser::Error::custom)?;
-        Repr {
-            high: self.hist.high(),
-            sigfig: self.hist.sigfig(),
-            clamped: self.clamped,
-            v2,
-        }
-        .serialize(s)
+        V2Serializer::new().serialize(&self.hist, &mut v2).map_err(serde::ser::Error::custom)?;
+        Repr { high: self.hist.high(), sigfig: self.hist.sigfig(), clamped: self.clamped, v2 }.serialize(s)
     }
 }
 
@@ -111,13 +101,12 @@ impl<'de> Deserialize<'de> for LatencySketch {
             .deserialize(&mut r.v2.as_slice())
             .map_err(|e| D::Error::custom(format!("{e:?}")))?;
         let mut s = LatencySketch::new(r.high, r.sigfig).map_err(D::Error::custom)?;
-        if (decoded.low(), decoded.high(), decoded.sigfig()) == (s.hist.low(), s.hist.high(), s.hist.sigfig()) {
+        if (decoded.low(), decoded.high(), decoded.sigfig()) == (s.hist.low(), s.hist.high(), s.hist.sigfig())
+        {
             // The same layout: the decoded histogram is what adding it to an empty one gives.
             s.hist = decoded;
         } else {
-            s.hist
-                .add(&decoded)
-                .map_err(|e| D::Error::custom(format!("{e:?}")))?;
+            s.hist.add(&decoded).map_err(|e| D::Error::custom(format!("{e:?}")))?;
         }
         s.clamped = r.clamped;
         Ok(s)
@@ -139,8 +128,7 @@ mod tests {
         assert_eq!(a.count(), 1001);
         assert_eq!(a.clamped(), 1);
         assert!((a.quantile(0.5).unwrap() as i64 - 501).abs() <= 1);
-        let back: LatencySketch =
-            serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let back: LatencySketch = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back.count(), 1001);
         assert_eq!(back.quantile(0.99).unwrap(), a.quantile(0.99).unwrap());
         let other = LatencySketch::new(1_000, 2).unwrap();

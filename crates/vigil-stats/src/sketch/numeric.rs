@@ -52,9 +52,7 @@ impl TryFrom<Repr> for NumericSketch {
     fn try_from(r: Repr) -> Result<Self> {
         let mut s = NumericSketch::with_edges(r.edges)?;
         if r.counts.len() != s.counts.len() {
-            return Err(StatsError::InvalidArgument(
-                "counts length does not match edges".into(),
-            ));
+            return Err(StatsError::InvalidArgument("counts length does not match edges".into()));
         }
         s.counts = r.counts;
         s.nonfinite = r.nonfinite;
@@ -116,11 +114,7 @@ impl Lut {
         // first and last cell with their neighbours at any resolution: only inner edges tell
         // whether a finer table helps (counting the outer ones built all three tables, 2,688
         // cells for 20 bins, for every sketch).
-        let (first, end) = if edges.len() >= 4 {
-            (1, edges.len() - 1)
-        } else {
-            (0, edges.len())
-        };
+        let (first, end) = if edges.len() >= 4 { (1, edges.len() - 1) } else { (0, edges.len()) };
         for per_edge in [32, 128] {
             // Edges sharing a cell with another edge take the slower binary-search path.
             let crowded: usize = lut
@@ -138,41 +132,20 @@ impl Lut {
     }
 
     fn with_cells_per_edge(edges: &[f64], per_edge: usize) -> Self {
-        let inner = if edges.len() >= 4 {
-            &edges[1..edges.len() - 1]
-        } else {
-            edges
-        };
+        let inner = if edges.len() >= 4 { &edges[1..edges.len() - 1] } else { edges };
         let lo = inner[0];
         let span = inner[inner.len() - 1] - lo;
-        let n = if span > 0.0 && span.is_finite() {
-            per_edge * edges.len()
-        } else {
-            1
-        };
+        let n = if span > 0.0 && span.is_finite() { per_edge * edges.len() } else { 1 };
         let scale = if n > 1 { n as f64 / span } else { 0.0 };
-        let mut lut = Lut {
-            lo,
-            scale,
-            last_cell: n - 1,
-            cells: Vec::with_capacity(n),
-        };
+        let mut lut = Lut { lo, scale, last_cell: n - 1, cells: Vec::with_capacity(n) };
         let mut i = 0;
         for c in 0..n {
             let start = i;
             while i < edges.len() && lut.cell(edges[i]) == c {
                 i += 1;
             }
-            let split = if i == start + 1 {
-                edges[start]
-            } else {
-                f64::INFINITY
-            };
-            lut.cells.push(Cell {
-                split,
-                start: start as u32,
-                end: i as u32,
-            });
+            let split = if i == start + 1 { edges[start] } else { f64::INFINITY };
+            lut.cells.push(Cell { split, start: start as u32, end: i as u32 });
         }
         lut
     }
@@ -245,20 +218,13 @@ impl NumericSketch {
     /// `bins == 0`.
     pub fn from_reference(reference: &[f64], bins: usize) -> Result<Self> {
         if bins == 0 {
-            return Err(StatsError::InvalidArgument(
-                "bins must be at least 1".into(),
-            ));
+            return Err(StatsError::InvalidArgument("bins must be at least 1".into()));
         }
-        let mut sorted: Vec<f64> = reference
-            .iter()
-            .copied()
-            .filter(|x| x.is_finite())
-            .collect();
+        let mut sorted: Vec<f64> = reference.iter().copied().filter(|x| x.is_finite()).collect();
         crate::error::require(1, sorted.len() as u64)?;
         sorted.sort_by(f64::total_cmp);
-        let mut edges: Vec<f64> = (0..=bins)
-            .map(|i| quantile_sorted(&sorted, i as f64 / bins as f64))
-            .collect();
+        let mut edges: Vec<f64> =
+            (0..=bins).map(|i| quantile_sorted(&sorted, i as f64 / bins as f64)).collect();
         edges.dedup();
         Self::with_edges(edges)
     }
@@ -267,18 +233,14 @@ impl NumericSketch {
     /// except that a single edge is doubled into a point bin).
     pub fn with_edges(mut edges: Vec<f64>) -> Result<Self> {
         if edges.is_empty() || edges.iter().any(|e| !e.is_finite()) {
-            return Err(StatsError::InvalidArgument(
-                "edges must be finite and non-empty".into(),
-            ));
+            return Err(StatsError::InvalidArgument("edges must be finite and non-empty".into()));
         }
         if edges.len() == 1 {
             edges.push(edges[0]);
         }
         let point = edges.len() == 2 && edges[0] == edges[1];
         if !point && edges.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(StatsError::InvalidArgument(
-                "edges must be strictly increasing".into(),
-            ));
+            return Err(StatsError::InvalidArgument("edges must be strictly increasing".into()));
         }
         let lut = Lut::new(&edges);
         Ok(NumericSketch {
@@ -308,9 +270,7 @@ impl NumericSketch {
         (min, max): (f64, f64),
     ) -> Result<()> {
         if counts.len() != self.counts.len() {
-            return Err(StatsError::InvalidArgument(
-                "counts length does not match edges".into(),
-            ));
+            return Err(StatsError::InvalidArgument("counts length does not match edges".into()));
         }
         self.clear();
         self.counts = counts;
@@ -396,9 +356,7 @@ impl NumericSketch {
     /// Adds `other`'s counts; fails with `Incompatible` unless both have the same edges.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.edges != other.edges || self.shift != other.shift {
-            return Err(StatsError::Incompatible(
-                "numeric sketches have different edges",
-            ));
+            return Err(StatsError::Incompatible("numeric sketches have different edges"));
         }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
@@ -463,9 +421,7 @@ impl NumericSketch {
     /// Checks that `self` and `other` share their edges (drift tests compare bin by bin).
     pub(crate) fn check_compatible(&self, other: &Self) -> Result<()> {
         if self.edges != other.edges {
-            return Err(StatsError::Incompatible(
-                "numeric sketches have different edges",
-            ));
+            return Err(StatsError::Incompatible("numeric sketches have different edges"));
         }
         Ok(())
     }
@@ -519,20 +475,13 @@ mod tests {
 
     #[test]
     fn lut_lookup_matches_binary_search() {
-        let reference: Vec<f64> = (0..5000)
-            .map(|i| ((i * 7919) % 5000) as f64)
-            .map(|x| x * x * x)
-            .collect();
+        let reference: Vec<f64> = (0..5000).map(|i| ((i * 7919) % 5000) as f64).map(|x| x * x * x).collect();
         let s = NumericSketch::from_reference(&reference, 100).unwrap();
         let e = s.edges();
         for i in -100..150_000 {
             let x = i as f64 * 1e3 + 0.25;
             let p = e.partition_point(|&v| v <= x);
-            let want = if p == e.len() && x == e[e.len() - 1] {
-                p - 1
-            } else {
-                p
-            };
+            let want = if p == e.len() && x == e[e.len() - 1] { p - 1 } else { p };
             assert_eq!(s.bin_index(x), want, "x = {x}");
         }
         for &x in e {
@@ -544,22 +493,15 @@ mod tests {
 
     #[test]
     fn lut_lookup_is_exact_on_heavy_tails() {
-        let cauchy: Vec<f64> = (1..20_000)
-            .map(|i| (std::f64::consts::PI * (i as f64 / 20_000.0 - 0.5)).tan())
-            .collect();
+        let cauchy: Vec<f64> =
+            (1..20_000).map(|i| (std::f64::consts::PI * (i as f64 / 20_000.0 - 0.5)).tan()).collect();
         let s = NumericSketch::from_reference(&cauchy, 100).unwrap();
         let e = s.edges();
-        let probes = cauchy
-            .iter()
-            .flat_map(|&x| [x, x * 0.999, x * 1.001, x + 1e-9])
-            .chain(e.iter().copied());
+        let probes =
+            cauchy.iter().flat_map(|&x| [x, x * 0.999, x * 1.001, x + 1e-9]).chain(e.iter().copied());
         for x in probes {
             let p = e.partition_point(|&v| v <= x);
-            let want = if p == e.len() && x == e[e.len() - 1] {
-                p - 1
-            } else {
-                p
-            };
+            let want = if p == e.len() && x == e[e.len() - 1] { p - 1 } else { p };
             assert_eq!(s.bin_index(x), want, "x = {x}");
         }
     }

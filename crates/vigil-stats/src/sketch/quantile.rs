@@ -83,9 +83,7 @@ impl QuantileSketch {
             )));
         }
         if max_buckets == 0 || max_buckets > i32::MAX as u32 {
-            return Err(StatsError::InvalidArgument(
-                "max_buckets must be in [1, 2^31)".into(),
-            ));
+            return Err(StatsError::InvalidArgument("max_buckets must be in [1, 2^31)".into()));
         }
         // ln((1 + a) / (1 - a)) without the rounding of forming the ratio first.
         let ln_gamma = alpha.ln_1p() - (-alpha).ln_1p();
@@ -136,11 +134,7 @@ impl QuantileSketch {
             self.zero += 1;
         } else {
             let (key, cap) = (self.key(m), self.cap());
-            let store = if x > 0.0 {
-                &mut self.pos
-            } else {
-                &mut self.neg
-            };
+            let store = if x > 0.0 { &mut self.pos } else { &mut self.neg };
             store.add(key, 1, cap);
         }
         self.count += 1;
@@ -160,9 +154,7 @@ impl QuantileSketch {
     /// unless both have the same `alpha` and `max_buckets`.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
         if self.alpha != other.alpha || self.max_buckets != other.max_buckets {
-            return Err(StatsError::Incompatible(
-                "quantile sketches have different alpha or max_buckets",
-            ));
+            return Err(StatsError::Incompatible("quantile sketches have different alpha or max_buckets"));
         }
         let cap = self.cap();
         self.pos.merge(&other.pos, cap);
@@ -249,9 +241,7 @@ impl QuantileSketch {
     /// [`MIN_INDEXABLE`]. `NotEnoughData` when empty, `InvalidArgument` unless `0 <= q <= 1`.
     pub fn quantile(&self, q: f64) -> Result<f64> {
         if !(0.0..=1.0).contains(&q) {
-            return Err(StatsError::InvalidArgument(format!(
-                "quantile must be in [0, 1], got {q}"
-            )));
+            return Err(StatsError::InvalidArgument(format!("quantile must be in [0, 1], got {q}")));
         }
         require(1, self.count)?;
         Ok(self.interpolated(&[q])[0])
@@ -264,9 +254,7 @@ impl QuantileSketch {
     /// `InvalidArgument` when `bins == 0`, `NotEnoughData` when empty.
     pub fn edges(&self, bins: usize) -> Result<Vec<f64>> {
         if bins == 0 {
-            return Err(StatsError::InvalidArgument(
-                "bins must be at least 1".into(),
-            ));
+            return Err(StatsError::InvalidArgument("bins must be at least 1".into()));
         }
         require(1, self.count)?;
         let qs: Vec<f64> = (0..=bins).map(|i| i as f64 / bins as f64).collect();
@@ -284,15 +272,9 @@ impl QuantileSketch {
     fn interpolated(&self, qs: &[f64]) -> Vec<f64> {
         let last = (self.count - 1) as f64;
         let hs: Vec<f64> = qs.iter().map(|&q| last * q).collect();
-        let ranks: Vec<u64> = hs
-            .iter()
-            .flat_map(|h| [h.floor() as u64, h.ceil() as u64])
-            .collect();
+        let ranks: Vec<u64> = hs.iter().flat_map(|h| [h.floor() as u64, h.ceil() as u64]).collect();
         let values = self.values_at_ranks(&ranks);
-        hs.iter()
-            .zip(values.chunks(2))
-            .map(|(&h, v)| v[0] + (h - h.floor()) * (v[1] - v[0]))
-            .collect()
+        hs.iter().zip(values.chunks(2)).map(|(&h, v)| v[0] + (h - h.floor()) * (v[1] - v[0])).collect()
     }
 
     /// Estimated order statistics at ascending 0-based `ranks` (count > 0): the clamped
@@ -446,18 +428,8 @@ impl QuantileSketch {
         let bin_max = prefix(&bin_span, nbins);
         let edge_mass = prefix(&point_span, e.len());
         let mean = self.mean().unwrap_or(0.0);
-        sketch.set_parts(
-            counts,
-            self.nonfinite,
-            (mean, self.m2()),
-            (self.min, self.max),
-        )?;
-        Ok(Rebinned {
-            sketch,
-            edge_mass,
-            bin_min,
-            bin_max,
-        })
+        sketch.set_parts(counts, self.nonfinite, (mean, self.m2()), (self.min, self.max))?;
+        Ok(Rebinned { sketch, edge_mass, bin_min, bin_max })
     }
 }
 
@@ -536,11 +508,7 @@ impl Rebinned {
             .map(|(&a, &b)| a as f64 / nr + b as f64 / nc)
             .collect();
         let box_of = |s: &Rebinned, n: f64| -> Vec<(f64, f64)> {
-            s.bin_min
-                .iter()
-                .zip(&s.bin_max)
-                .map(|(&lo, &hi)| (lo as f64 / n, hi as f64 / n))
-                .collect()
+            s.bin_min.iter().zip(&s.bin_max).map(|(&lo, &hi)| (lo as f64 / n, hi as f64 / n)).collect()
         };
         let stat_of = |t: DriftTest| -> Result<f64> {
             use crate::drift::{hellinger, js, psi};
@@ -566,9 +534,12 @@ impl Rebinned {
                 let stat = stat_of(test)?;
                 Ok((hi - stat).max(stat - lo).max(0.0))
             }
-            DriftTest::ChiSquare | DriftTest::ChiSquare2Samp | DriftTest::CramerVonMises | DriftTest::ZTest => Err(
-                StatsError::InvalidArgument(format!("no re-binning bound for {}", test.name())),
-            ),
+            DriftTest::ChiSquare
+            | DriftTest::ChiSquare2Samp
+            | DriftTest::CramerVonMises
+            | DriftTest::ZTest => {
+                Err(StatsError::InvalidArgument(format!("no re-binning bound for {}", test.name())))
+            }
         }
     }
 }
@@ -587,16 +558,8 @@ fn wasserstein_bound(r: &NumericSketch, c: &NumericSketch, point: &[f64]) -> f64
         j if j > e.len() => hi,
         j => e[j - 1],
     };
-    let at = |j: isize| {
-        usize::try_from(j)
-            .ok()
-            .and_then(|j| point.get(j))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (0..=e.len())
-        .map(|j| (bound(j + 1) - bound(j)) * 0.5 * (at(j as isize - 1) + at(j as isize)))
-        .sum()
+    let at = |j: isize| usize::try_from(j).ok().and_then(|j| point.get(j)).copied().unwrap_or(0.0);
+    (0..=e.len()).map(|j| (bound(j + 1) - bound(j)) * 0.5 * (at(j as isize - 1) + at(j as isize))).sum()
 }
 
 /// The interval the f-divergence statistic `test` can take over the per-bin boxes of possible
@@ -630,17 +593,8 @@ fn divergence_range(
     };
     let (mut lo, mut hi) = (0.0, 0.0);
     for (&p, &q) in pb.iter().zip(qb) {
-        let (p, q) = if test == DriftTest::Psi {
-            (floored(p, nr), floored(q, nc))
-        } else {
-            (p, q)
-        };
-        let corners = [
-            term(p.0, q.0),
-            term(p.0, q.1),
-            term(p.1, q.0),
-            term(p.1, q.1),
-        ];
+        let (p, q) = if test == DriftTest::Psi { (floored(p, nr), floored(q, nc)) } else { (p, q) };
+        let corners = [term(p.0, q.0), term(p.0, q.1), term(p.1, q.0), term(p.1, q.1)];
         hi += corners.iter().copied().fold(0.0, f64::max);
         let meets_diagonal = p.0 <= q.1 && q.0 <= p.1;
         if !meets_diagonal {
@@ -673,20 +627,14 @@ struct Store {
 
 impl PartialEq for Store {
     fn eq(&self, other: &Self) -> bool {
-        self.total == other.total
-            && self.collapsed == other.collapsed
-            && self.iter().eq(other.iter())
+        self.total == other.total && self.collapsed == other.collapsed && self.iter().eq(other.iter())
     }
 }
 
 impl Store {
     /// Non-empty (key, count) pairs, ascending.
     fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(move |(i, &c)| (self.offset + i as i32, c))
+        self.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(move |(i, &c)| (self.offset + i as i32, c))
     }
 
     #[inline]
@@ -748,8 +696,7 @@ impl Store {
             self.counts = counts;
             self.offset = new_offset;
         } else if key - self.offset >= self.counts.len() as i32 {
-            self.counts
-                .resize((key - self.offset + 1 + pad) as usize, 0);
+            self.counts.resize((key - self.offset + 1 + pad) as usize, 0);
         }
         (key - self.offset) as usize
     }
@@ -769,11 +716,7 @@ impl Store {
         }
         self.hi = hi;
         let from_other = if other.lo < floor {
-            other
-                .iter()
-                .take_while(|&(k, _)| k < floor)
-                .map(|(_, c)| c)
-                .sum()
+            other.iter().take_while(|&(k, _)| k < floor).map(|(_, c)| c).sum()
         } else {
             other.collapsed
         };
@@ -813,8 +756,7 @@ impl Store {
             }
             next = start as i64 + cs.len() as i64;
             for (i, c) in cs.into_iter().enumerate() {
-                let k = i32::try_from(start as i64 + i as i64)
-                    .map_err(|_| err("bucket key out of range"))?;
+                let k = i32::try_from(start as i64 + i as i64).map_err(|_| err("bucket key out of range"))?;
                 if c == 0 {
                     continue;
                 }
@@ -884,9 +826,7 @@ impl TryFrom<Repr> for QuantileSketch {
         s.count = [s.pos.total, s.neg.total, s.zero]
             .into_iter()
             .try_fold(0u64, u64::checked_add)
-            .ok_or_else(|| {
-                StatsError::InvalidArgument("quantile sketch: count overflows".into())
-            })?;
+            .ok_or_else(|| StatsError::InvalidArgument("quantile sketch: count overflows".into()))?;
         s.sum = r.sum;
         s.sum_sq = match (r.sum_sq, r.m2) {
             (Some(sum_sq), _) => sum_sq,

@@ -76,10 +76,7 @@ fn invalid_arguments_and_empty() {
     assert!(matches!(s.edges(0), Err(StatsError::InvalidArgument(_))));
     assert!(QuantileSketch::of(&[1.0]).quantile(1.5).is_err());
     let other = QuantileSketch::new(0.02, DEFAULT_MAX_BUCKETS).unwrap();
-    assert!(matches!(
-        QuantileSketch::default().merge(&other),
-        Err(StatsError::Incompatible(_))
-    ));
+    assert!(matches!(QuantileSketch::default().merge(&other), Err(StatsError::Incompatible(_))));
 }
 
 #[test]
@@ -109,9 +106,7 @@ fn zeros_and_signs() {
 fn collapse_bounds_the_size_and_counts_what_it_moved() {
     let mut s = QuantileSketch::new(0.01, 100).unwrap();
     // Magnitudes 1e-3 ..= 1e3: about 690 keys, so the lowest ~590 collapse.
-    let xs: Vec<f64> = (0..=600)
-        .map(|i| 10f64.powf(-3.0 + i as f64 / 100.0))
-        .collect();
+    let xs: Vec<f64> = (0..=600).map(|i| 10f64.powf(-3.0 + i as f64 / 100.0)).collect();
     s.extend(&xs);
     assert!(s.pos.iter().count() <= 100);
     let floor = s.pos.hi - 99;
@@ -121,10 +116,7 @@ fn collapse_bounds_the_size_and_counts_what_it_moved() {
     // The top of the distribution keeps its guarantee.
     let q = s.quantile(0.99).unwrap();
     let want = quantile_sorted(&xs, 0.99);
-    assert!(
-        (q - want).abs() <= 0.01 * want * (1.0 + 1e-12),
-        "{q} vs {want}"
-    );
+    assert!((q - want).abs() <= 0.01 * want * (1.0 + 1e-12), "{q} vs {want}");
     // And a serialized collapsed sketch loads back identical.
     let back: QuantileSketch = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back.pos, s.pos);
@@ -136,23 +128,12 @@ fn json_size_for_10k_values() {
     let sets = [
         ("N(0,1)", normal(10_000, 1, 0.0, 1.0), 4096),
         ("N(100,1)", normal(10_000, 1, 100.0, 1.0), 512),
-        (
-            "lognormal",
-            normal(10_000, 2, 0.0, 1.0)
-                .into_iter()
-                .map(f64::exp)
-                .collect(),
-            4096,
-        ),
+        ("lognormal", normal(10_000, 2, 0.0, 1.0).into_iter().map(f64::exp).collect(), 4096),
     ];
     for (name, xs, most) in sets {
         let s = QuantileSketch::of(&xs);
         let json = serde_json::to_string(&s).unwrap();
-        eprintln!(
-            "10k {name}: {} buckets, {} bytes of JSON",
-            s.bucket_count(),
-            json.len()
-        );
+        eprintln!("10k {name}: {} buckets, {} bytes of JSON", s.bucket_count(), json.len());
         assert!(json.len() < most, "{name}: {} bytes", json.len());
     }
 }
@@ -261,17 +242,10 @@ type DataSet = (&'static str, Vec<f64>, Vec<(&'static str, Vec<f64>)>);
 
 /// Data sets for the bound.
 fn distributions() -> Vec<DataSet> {
-    let lognormal = |seed, mu: f64| -> Vec<f64> {
-        normal(20_000, seed, mu, 1.0)
-            .into_iter()
-            .map(f64::exp)
-            .collect()
-    };
+    let lognormal =
+        |seed, mu: f64| -> Vec<f64> { normal(20_000, seed, mu, 1.0).into_iter().map(f64::exp).collect() };
     let cauchy = |seed, shift: f64| -> Vec<f64> {
-        uniforms(20_000, seed)
-            .into_iter()
-            .map(|u| shift + (std::f64::consts::PI * (u - 0.5)).tan())
-            .collect()
+        uniforms(20_000, seed).into_iter().map(|u| shift + (std::f64::consts::PI * (u - 0.5)).tan()).collect()
     };
     let bimodal = |seed, shift: f64| -> Vec<f64> {
         let mut a = normal(10_000, seed, -3.0 + shift, 0.5);
@@ -293,26 +267,11 @@ fn distributions() -> Vec<DataSet> {
         (
             "normal, mean 1000",
             normal(20_000, 6, 1000.0, 1.0),
-            vec![
-                ("same", normal(5_000, 7, 1000.0, 1.0)),
-                ("shift 0.5 sd", normal(5_000, 8, 1000.5, 1.0)),
-            ],
+            vec![("same", normal(5_000, 7, 1000.0, 1.0)), ("shift 0.5 sd", normal(5_000, 8, 1000.5, 1.0))],
         ),
-        (
-            "lognormal",
-            lognormal(9, 0.0),
-            vec![("same", lognormal(10, 0.0)), ("x1.5", lognormal(11, 0.4))],
-        ),
-        (
-            "cauchy",
-            cauchy(12, 0.0),
-            vec![("same", cauchy(13, 0.0)), ("shift 1", cauchy(14, 1.0))],
-        ),
-        (
-            "bimodal",
-            bimodal(15, 0.0),
-            vec![("same", bimodal(16, 0.0)), ("shift 0.5", bimodal(17, 0.5))],
-        ),
+        ("lognormal", lognormal(9, 0.0), vec![("same", lognormal(10, 0.0)), ("x1.5", lognormal(11, 0.4))]),
+        ("cauchy", cauchy(12, 0.0), vec![("same", cauchy(13, 0.0)), ("shift 1", cauchy(14, 1.0))]),
+        ("bimodal", bimodal(15, 0.0), vec![("same", bimodal(16, 0.0)), ("shift 0.5", bimodal(17, 0.5))]),
         (
             "constant",
             constant(2.5, 1_000),
@@ -359,9 +318,7 @@ fn rebin_error_stays_within_the_bound() {
             let mut re = NumericSketch::with_edges(edges.clone()).unwrap();
             re.extend(&reference);
             for (cname, current) in &currents {
-                let cr = QuantileSketch::of(current)
-                    .rebin_with_bounds(&edges)
-                    .unwrap();
+                let cr = QuantileSketch::of(current).rebin_with_bounds(&edges).unwrap();
                 let mut ce = re.empty_like();
                 ce.extend(current);
                 for test in TESTS {
@@ -395,19 +352,12 @@ fn sketch_edges_track_exact_edges() {
         for i in 0..=100 {
             let q = i as f64 / 100.0;
             let (a, b) = (rq.quantile(q).unwrap(), quantile_sorted(&sorted, q));
-            assert!(
-                (a - b).abs() <= 0.01 * b.abs() * (1.0 + 1e-9) + 1e-300,
-                "{name}: {a} vs {b}"
-            );
+            assert!((a - b).abs() <= 0.01 * b.abs() * (1.0 + 1e-9) + 1e-300, "{name}: {a} vs {b}");
         }
         let edges = NumericSketch::with_edges(rq.edges(100).unwrap()).unwrap();
         let edges = edges.edges();
         let exact = NumericSketch::from_reference(&reference, 100).unwrap();
-        eprintln!(
-            "{name}: {} sketch edges, {} exact",
-            edges.len(),
-            exact.edges().len()
-        );
+        eprintln!("{name}: {} sketch edges, {} exact", edges.len(), exact.edges().len());
         // Where one bucket (width ~2 alpha |x|) holds more than 1/bins of the mass, several
         // quantiles share its representative and dedup to one edge, as tied values do in
         // from_reference: sd 1 at mean 1000 (buckets ~20 wide) keeps 3 edges, the narrow modes
@@ -424,15 +374,8 @@ fn sketch_edges_track_exact_edges() {
 fn bound_is_refused_for_tests_without_a_binned_form() {
     let q = QuantileSketch::of(&[1.0, 2.0, 3.0]);
     let r = q.rebin_with_bounds(&q.edges(2).unwrap()).unwrap();
-    for test in [
-        DriftTest::ChiSquare,
-        DriftTest::CramerVonMises,
-        DriftTest::ZTest,
-    ] {
-        assert!(matches!(
-            r.error_bound(test, &r),
-            Err(StatsError::InvalidArgument(_))
-        ));
+    for test in [DriftTest::ChiSquare, DriftTest::CramerVonMises, DriftTest::ZTest] {
+        assert!(matches!(r.error_bound(test, &r), Err(StatsError::InvalidArgument(_))));
     }
 }
 

@@ -19,12 +19,7 @@ pub struct Reservoir {
 
 impl Reservoir {
     pub fn new(cap: usize) -> Self {
-        Reservoir {
-            cap,
-            values: Vec::new(),
-            seen: 0,
-            nonfinite: 0,
-        }
+        Reservoir { cap, values: Vec::new(), seen: 0, nonfinite: 0 }
     }
 
     /// Adds one value; NaN and ±inf are counted apart.

@@ -113,7 +113,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         None => run_until(config, super::shutdown_on_signal()).await,
         Some(Sub::State { json }) => state(config, json).await,
         Some(Sub::Register(args)) => register(config, args).await,
-        Some(Sub::Approvals { model, version, json }) => approvals(config, model.as_deref(), version.as_deref(), json).await,
+        Some(Sub::Approvals { model, version, json }) => {
+            approvals(config, model.as_deref(), version.as_deref(), json).await
+        }
         Some(Sub::Approve(args)) => decide(config, Decide::Approve, args).await,
         Some(Sub::Reject(args)) => decide(config, Decide::Reject, args).await,
         Some(Sub::Rollback(args)) => decide(config, Decide::Rollback, args).await,
@@ -138,7 +140,12 @@ fn client(config: &Config) -> anyhow::Result<Client> {
     Ok(Client::new(&config.lifecycle.api.base_url(), &token)?)
 }
 
-async fn approvals(config: &Config, model: Option<&str>, version: Option<&str>, json: bool) -> anyhow::Result<()> {
+async fn approvals(
+    config: &Config,
+    model: Option<&str>,
+    version: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let pending = client(config)?.approvals(model, version).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&pending)?);
@@ -146,7 +153,14 @@ async fn approvals(config: &Config, model: Option<&str>, version: Option<&str>, 
         println!("no decisions waiting for approval");
     }
     for p in pending.iter().filter(|_| !json) {
-        println!("{}  {} {}  {}  (since {})", p.id, p.model_id, p.model_version, p.summary, vigil_alerts::rfc3339(p.created_ms));
+        println!(
+            "{}  {} {}  {}  (since {})",
+            p.id,
+            p.model_id,
+            p.model_version,
+            p.summary,
+            vigil_alerts::rfc3339(p.created_ms)
+        );
     }
     Ok(())
 }
@@ -186,22 +200,33 @@ async fn decide(config: &Config, what: Decide, args: DecideArgs) -> anyhow::Resu
 fn print_events(events: &[EventView]) {
     for e in events {
         let weight = e.traffic_weight.map(|w| format!(" at weight {w}")).unwrap_or_default();
-        println!("model {} version {}: {}{weight} (event {}, actor {})", e.model_id, e.model_version, e.stage, e.event_id, e.actor);
+        println!(
+            "model {} version {}: {}{weight} (event {}, actor {})",
+            e.model_id, e.model_version, e.stage, e.event_id, e.actor
+        );
     }
 }
 
 async fn ensure_topics(config: &Config) -> anyhow::Result<()> {
-    vigil_monitor::ensure_topics(&config.kafka_settings(), &[&config.topics.lifecycle, &config.topics.remediations], config.kafka.topic_partitions)
-        .await
-        .context("preparing kafka topics (is the broker running? see deploy/local/up)")
+    vigil_monitor::ensure_topics(
+        &config.kafka_settings(),
+        &[&config.topics.lifecycle, &config.topics.remediations],
+        config.kafka.topic_partitions,
+    )
+    .await
+    .context("preparing kafka topics (is the broker running? see deploy/local/up)")
 }
 
 async fn replay(config: &Config) -> anyhow::Result<Registry> {
-    let (registry, stats) = vigil_lifecycle::kafka::replay(&config.lifecycle_settings())
-        .await
-        .with_context(|| format!("replaying {} (is the broker running? see deploy/local/up)", config.topics.lifecycle))?;
+    let (registry, stats) =
+        vigil_lifecycle::kafka::replay(&config.lifecycle_settings()).await.with_context(|| {
+            format!("replaying {} (is the broker running? see deploy/local/up)", config.topics.lifecycle)
+        })?;
     if stats.rejected > 0 {
-        tracing::warn!(rejected = stats.rejected, "lifecycle log: events skipped (illegal or undecodable), see the log above");
+        tracing::warn!(
+            rejected = stats.rejected,
+            "lifecycle log: events skipped (illegal or undecodable), see the log above"
+        );
     }
     Ok(registry)
 }
@@ -217,7 +242,10 @@ async fn state(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("no model versions in {}", config.topics.lifecycle);
         return Ok(());
     }
-    println!("{:<20} {:<12} {:<12} {:>6}  {:<24} {:<12} reason", "model", "version", "stage", "weight", "updated (UTC)", "actor");
+    println!(
+        "{:<20} {:<12} {:<12} {:>6}  {:<24} {:<12} reason",
+        "model", "version", "stage", "weight", "updated (UTC)", "actor"
+    );
     for model in &view.models {
         for v in &model.versions {
             let weight = v.traffic_weight.map(|w| format!("{w:.2}")).unwrap_or_else(|| "-".into());
@@ -248,7 +276,11 @@ async fn register(config: &Config, args: RegisterArgs) -> anyhow::Result<()> {
         (_, Some(_)) => anyhow::bail!("--weight applies to --stage canary only"),
         (_, None) => None,
     };
-    let actor = args.actor.or_else(|| std::env::var("USER").ok()).filter(|a| !a.trim().is_empty()).unwrap_or_else(|| "cli".into());
+    let actor = args
+        .actor
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "cli".into());
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let event = LifecycleEvent {
         event_id: format!("manual:{}:{}:{}:{now_ms}", args.model, args.version, stage_name(stage)),

@@ -77,10 +77,18 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 /// Creates the topics if needed, then publishes on a blocking thread until done or `stop`.
 pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(args.models > 0 && args.versions > 0, "--models and --versions must be at least 1");
-    anyhow::ensure!((0.0..=1.0).contains(&args.label_rate), "--label-rate {} must be between 0 and 1", args.label_rate);
-    vigil_monitor::ensure_topics(&config.kafka_settings(), &[&config.topics.predictions, &config.topics.outcomes], config.kafka.topic_partitions)
-        .await
-        .context("preparing kafka topics (is the broker running? see deploy/local/up)")?;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.label_rate),
+        "--label-rate {} must be between 0 and 1",
+        args.label_rate
+    );
+    vigil_monitor::ensure_topics(
+        &config.kafka_settings(),
+        &[&config.topics.predictions, &config.topics.outcomes],
+        config.kafka.topic_partitions,
+    )
+    .await
+    .context("preparing kafka topics (is the broker running? see deploy/local/up)")?;
     let mut sdk = SdkConfig::new(&config.kafka.brokers);
     sdk.predictions_topic = config.topics.predictions.clone();
     sdk.outcomes_topic = config.topics.outcomes.clone();
@@ -101,7 +109,10 @@ pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyh
         args.features,
     )
     .with_drift(drift)
-    .with_labels((args.label_rate > 0.0).then_some(vigil_loadgen::Labels { rate: args.label_rate, delay_ms: args.label_delay.as_millis() as i64 }));
+    .with_labels((args.label_rate > 0.0).then_some(vigil_loadgen::Labels {
+        rate: args.label_rate,
+        delay_ms: args.label_delay.as_millis() as i64,
+    }));
     let spec = LoadSpec {
         rate: args.rate,
         duration: args.duration,
@@ -109,6 +120,8 @@ pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyh
         progress_every: Duration::from_secs(5),
         drift_after,
     };
-    let report = tokio::task::spawn_blocking(move || vigil_loadgen::run(&producer, &mut generator, &spec, &stop)).await??;
+    let report =
+        tokio::task::spawn_blocking(move || vigil_loadgen::run(&producer, &mut generator, &spec, &stop))
+            .await??;
     Ok(report)
 }

@@ -13,9 +13,14 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let store = Store::new(config.store_config());
     if let Some(version) = args.print_ddl {
-        let version = ServerVersion::parse(&version).with_context(|| format!("--print-ddl {version:?}: expected a version like 24.8"))?;
+        let version = ServerVersion::parse(&version)
+            .with_context(|| format!("--print-ddl {version:?}: expected a version like 24.8"))?;
         let database = &config.clickhouse.database;
-        println!("{};\n\n{};\n", vigil_store::create_database(database), vigil_store::migrations_table(database));
+        println!(
+            "{};\n\n{};\n",
+            vigil_store::create_database(database),
+            vigil_store::migrations_table(database)
+        );
         for migration in vigil_store::migrations(version, &store.schema_options()) {
             println!("-- {} {}\n{};\n", migration.id, migration.name, migration.sql);
         }

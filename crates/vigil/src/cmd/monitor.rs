@@ -17,7 +17,12 @@ pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::
     let settings = config.monitor_settings();
     vigil_monitor::ensure_topics(
         &settings.kafka,
-        &[&settings.predictions_topic, &settings.outcomes_topic, &settings.deadletter_topic, &settings.remediations_topic],
+        &[
+            &settings.predictions_topic,
+            &settings.outcomes_topic,
+            &settings.deadletter_topic,
+            &settings.remediations_topic,
+        ],
         config.kafka.topic_partitions,
     )
     .await
@@ -28,7 +33,9 @@ pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::
     let readiness = Readiness::default();
     let http = vigil_monitor::serve(config.http_listen(), registry, readiness.clone(), shutdown.clone())
         .await
-        .with_context(|| format!("http.listen {}: cannot bind (is another vigil running?)", config.http.listen))?;
+        .with_context(|| {
+            format!("http.listen {}: cannot bind (is another vigil running?)", config.http.listen)
+        })?;
 
     let result = vigil_monitor::run(settings, store, metrics, readiness, shutdown.clone()).await;
     // The first fatal error stops everything else too.

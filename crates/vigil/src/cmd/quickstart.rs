@@ -29,7 +29,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     config.monitor.policy.consecutive_windows = 2;
     let config = &config;
     let store = Store::new(config.store_config());
-    let report = store.migrate().await.context("migrating clickhouse (is it running? see deploy/local/up)")?;
+    let report =
+        store.migrate().await.context("migrating clickhouse (is it running? see deploy/local/up)")?;
     println!("clickhouse {} ready at {}", report.server_version, config.clickhouse.url);
     let run_started = unix_seconds();
     let window_start = run_started - run_started % 60;
@@ -39,7 +40,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let shutdown = super::shutdown_on_signal();
     let monitor_config = config.clone();
     let monitor_shutdown = shutdown.child_token();
-    let monitor = tokio::spawn(async move { super::monitor::run_until(&monitor_config, monitor_shutdown).await });
+    let monitor =
+        tokio::spawn(async move { super::monitor::run_until(&monitor_config, monitor_shutdown).await });
 
     println!(
         "sending {} predictions/s for {:?} (3 models x 2 versions, 20 features; model-3 v2's inputs drift after {:?}) ...",
@@ -65,7 +67,12 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sent = super::loadgen::publish(config, load, stop).await?;
-    println!("sent {} predictions ({:.0}/s) and {} outcomes; waiting for the monitor to store them ...", sent.sent, sent.events_per_second(), sent.outcomes_sent);
+    println!(
+        "sent {} predictions ({:.0}/s) and {} outcomes; waiting for the monitor to store them ...",
+        sent.sent,
+        sent.events_per_second(),
+        sent.outcomes_sent
+    );
 
     let before = Instant::now();
     let stored = loop {
@@ -99,7 +106,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         .collect();
     println!("\nremediations sent to {} in this run: {}", config.topics.remediations, drifted.len());
     for c in drifted.iter().take(5) {
-        println!("  {} {} window {}: {} ({})", c.model_id, c.model_version, format_utc(c.window_start), c.remediation_id, c.detail);
+        println!(
+            "  {} {} window {}: {} ({})",
+            c.model_id,
+            c.model_version,
+            format_utc(c.window_start),
+            c.remediation_id,
+            c.detail
+        );
     }
     Ok(())
 }
@@ -107,7 +121,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 /// Accuracy and AUC per version over this run's windows, from the outcomes joined so far: the
 /// drifted canary's inputs changed but the world did not, so it is wrong more often.
 async fn print_performance(store: &Store, window_start: u32) -> anyhow::Result<()> {
-    let mut by_version: std::collections::BTreeMap<(String, String), (u64, u64, f64, f64)> = Default::default();
+    let mut by_version: std::collections::BTreeMap<(String, String), (u64, u64, f64, f64)> =
+        Default::default();
     for row in store.window_performance().await? {
         if row.window_start < window_start || !row.segment.is_empty() || !row.model_id.starts_with("model-") {
             continue;
@@ -120,7 +135,10 @@ async fn print_performance(store: &Store, window_start: u32) -> anyhow::Result<(
         entry.3 += row.auc.unwrap_or(0.0) * row.labeled as f64;
     }
     println!("\nperformance from the outcomes joined so far (window_performance):");
-    println!("{:<10} {:<8} {:>11} {:>9} {:>9} {:>9} {:>7}", "model", "version", "predictions", "labeled", "coverage", "accuracy", "auc");
+    println!(
+        "{:<10} {:<8} {:>11} {:>9} {:>9} {:>9} {:>7}",
+        "model", "version", "predictions", "labeled", "coverage", "accuracy", "auc"
+    );
     for ((model, version), (predictions, labeled, accuracy, auc)) in by_version {
         let per = |x: f64| if labeled == 0 { f64::NAN } else { x / labeled as f64 };
         let coverage = labeled as f64 / predictions.max(1) as f64;
@@ -134,7 +152,10 @@ async fn print_performance(store: &Store, window_start: u32) -> anyhow::Result<(
 }
 
 /// Events stored per (model, version) in windows from `window_start` on (all traffic segment).
-async fn stored_by_version(store: &Store, window_start: u32) -> anyhow::Result<std::collections::BTreeMap<(String, String), u64>> {
+async fn stored_by_version(
+    store: &Store,
+    window_start: u32,
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), u64>> {
     let mut totals = std::collections::BTreeMap::new();
     for t in store.window_count_totals().await? {
         if t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty() {
@@ -148,7 +169,9 @@ async fn stored_since(store: &Store, window_start: u32) -> anyhow::Result<u64> {
     let totals = store.window_count_totals().await?;
     Ok(totals
         .iter()
-        .filter(|t| t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty())
+        .filter(|t| {
+            t.window_start >= window_start && t.model_id.starts_with("model-") && t.segment.is_empty()
+        })
         .map(|t| t.events)
         .sum())
 }

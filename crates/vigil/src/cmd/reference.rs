@@ -99,7 +99,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     }
     let store = Store::new(config.store_config());
     // Idempotent: a fresh or older database gets the tables this command reads and writes.
-    store.migrate().await.with_context(|| format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url))?;
+    store.migrate().await.with_context(|| {
+        format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url)
+    })?;
     match args.command {
         Command::Upload(args) => upload(&store, args).await,
         Command::Capture(args) => capture(config, &store, args).await,
@@ -109,22 +111,26 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 }
 
 async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(!args.model.trim().is_empty() && !args.version.trim().is_empty(), "--model and --version must not be empty");
+    anyhow::ensure!(
+        !args.model.trim().is_empty() && !args.version.trim().is_empty(),
+        "--model and --version must not be empty"
+    );
     let (model, version) = (args.model.clone(), args.version.clone());
     // Reading and sketching is CPU work: off the async reactor.
-    let (report, built) = tokio::task::spawn_blocking(move || -> anyhow::Result<(ReadReport, Option<BuiltReference>)> {
-        let mut progress = if args.quiet {
-            Progress::hidden()
-        } else {
-            let stderr = std::io::stderr();
-            let interactive = std::io::IsTerminal::is_terminal(&stderr);
-            Progress::new(Box::new(stderr), interactive, Duration::from_secs(1))
-        };
-        let mut builder = ReferenceBuilder::new();
-        let report = read_reference(&args.file, &args.read, &mut progress, &mut |row| builder.add(row))?;
-        Ok((report, builder.finish(&args.model, &args.version)?))
-    })
-    .await??;
+    let (report, built) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(ReadReport, Option<BuiltReference>)> {
+            let mut progress = if args.quiet {
+                Progress::hidden()
+            } else {
+                let stderr = std::io::stderr();
+                let interactive = std::io::IsTerminal::is_terminal(&stderr);
+                Progress::new(Box::new(stderr), interactive, Duration::from_secs(1))
+            };
+            let mut builder = ReferenceBuilder::new();
+            let report = read_reference(&args.file, &args.read, &mut progress, &mut |row| builder.add(row))?;
+            Ok((report, builder.finish(&args.model, &args.version)?))
+        })
+        .await??;
     let built = built.context("no rows")?;
     anyhow::ensure!(
         !(built.state.numeric.is_empty() && built.state.categorical.is_empty()),
@@ -139,7 +145,9 @@ async fn upload(store: &Store, args: UploadArgs) -> anyhow::Result<()> {
     let after = in_use(store, &model, &version).await?;
 
     print_warnings(&report, &built, &model, &version);
-    let note = known.map(|k| format!("the same data was stored before ({}); this upload makes it the newest", utc(k.created_at)));
+    let note = known.map(|k| {
+        format!("the same data was stored before ({}); this upload makes it the newest", utc(k.created_at))
+    });
     print_stored(&built, &row, "the state", note);
     print_in_use(&built, &model, &version, before, after)
 }
@@ -149,17 +157,29 @@ fn print_stored(built: &BuiltReference, row: &ReferenceRow, hashed: &str, note: 
     println!("stored reference {} for {} {}", built.reference_id, built.model_id, built.model_version);
     println!("  source        {}", row.source);
     println!("  profile       {}", profile(built));
-    println!("  content hash  {} (FNV-1a 64 of {hashed} as JSON; {} bytes stored)", built.content_hash, grouped(built.encoded.len() as u64));
+    println!(
+        "  content hash  {} (FNV-1a 64 of {hashed} as JSON; {} bytes stored)",
+        built.content_hash,
+        grouped(built.encoded.len() as u64)
+    );
     if let Some(note) = note {
         println!("  note          {note}");
     }
 }
 
 /// Whether the stored reference is the one the monitor now uses for (model, version).
-fn print_in_use(built: &BuiltReference, model: &str, version: &str, before: Option<String>, after: Option<String>) -> anyhow::Result<()> {
+fn print_in_use(
+    built: &BuiltReference,
+    model: &str,
+    version: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> anyhow::Result<()> {
     match after {
         Some(id) if id == built.reference_id => {
-            let replaced = before.filter(|b| *b != built.reference_id).map_or(String::new(), |b| format!(", instead of {b}"));
+            let replaced = before
+                .filter(|b| *b != built.reference_id)
+                .map_or(String::new(), |b| format!(", instead of {b}"));
             println!("  in use        yes: {model} {version}'s windows are tested against it{replaced}");
             println!("                (a running vigil monitor takes it up within about 30 s, for the windows it closes after that)");
         }
@@ -175,14 +195,25 @@ const CAPTURE_CHUNK_WINDOWS: usize = 60;
 impl CaptureArgs {
     /// `[from, to)` as people read it.
     fn range(&self) -> String {
-        format!("[{}, {}) UTC", super::quickstart::format_utc(self.from), super::quickstart::format_utc(self.to))
+        format!(
+            "[{}, {}) UTC",
+            super::quickstart::format_utc(self.from),
+            super::quickstart::format_utc(self.to)
+        )
     }
 
     /// What can be refused without the database: empty names, an empty range, and a range that
     /// ends after `now` (windows still to come, or still filling, would be missing).
     fn check(&self, now: u32) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.model.trim().is_empty() && !self.version.trim().is_empty(), "--model and --version must not be empty");
-        anyhow::ensure!(self.from < self.to, "--from must be before --to: the range {} is empty", self.range());
+        anyhow::ensure!(
+            !self.model.trim().is_empty() && !self.version.trim().is_empty(),
+            "--model and --version must not be empty"
+        );
+        anyhow::ensure!(
+            self.from < self.to,
+            "--from must be before --to: the range {} is empty",
+            self.range()
+        );
         anyhow::ensure!(
             self.to <= now,
             "the range {} ends in the future: its later windows have not happened yet. Choose --to at or before the end of the last closed window",
@@ -195,7 +226,8 @@ impl CaptureArgs {
 async fn capture(config: &Config, store: &Store, args: CaptureArgs) -> anyhow::Result<()> {
     let (model, version) = (args.model.as_str(), args.version.as_str());
     let (range, now) = (args.range(), unix_seconds());
-    let windows = store.stored_windows(model, version, args.from, args.to).await.context("reading window_partials")?;
+    let windows =
+        store.stored_windows(model, version, args.from, args.to).await.context("reading window_partials")?;
     if windows.is_empty() {
         let span = store.stored_window_span(model, version).await.context("reading window_partials")?;
         let retention = match config.clickhouse.retention_days {
@@ -228,21 +260,33 @@ async fn capture(config: &Config, store: &Store, args: CaptureArgs) -> anyhow::R
     let mut builder = CaptureBuilder::new();
     for chunk in &chunks {
         let (first, last) = (chunk[0].window_start, chunk[chunk.len() - 1].window_start);
-        let partials = store.partials_between(model, version, "", first, last + 1).await.context("reading window_partials")?;
+        let partials = store
+            .partials_between(model, version, "", first, last + 1)
+            .await
+            .context("reading window_partials")?;
         // Parsing and merging is CPU work: off the async reactor.
         builder = tokio::task::spawn_blocking(move || -> anyhow::Result<CaptureBuilder> {
             for p in &partials {
-                builder.add_partial(p.window_start, &p.state).with_context(|| format!("a stored partial of the window at {}", p.window_start))?;
+                builder
+                    .add_partial(p.window_start, &p.state)
+                    .with_context(|| format!("a stored partial of the window at {}", p.window_start))?;
             }
             Ok(builder)
         })
         .await??;
         if !args.quiet && chunks.len() > 1 {
-            eprintln!("merged {} of {} windows ({} of {} events)", builder.windows(), windows.len(), grouped(builder.events()), grouped(total_events));
+            eprintln!(
+                "merged {} of {} windows ({} of {} events)",
+                builder.windows(),
+                windows.len(),
+                grouped(builder.events()),
+                grouped(total_events)
+            );
         }
     }
     let (count, events) = (builder.windows(), builder.events());
-    let built = builder.finish(model, version, args.from, args.to)?.context("the stored windows hold no events")?;
+    let built =
+        builder.finish(model, version, args.from, args.to)?.context("the stored windows hold no events")?;
 
     let before = in_use(store, model, version).await?;
     let known = store.reference(&built.reference_id).await.context("reading reference_profiles_v2")?;
@@ -252,7 +296,9 @@ async fn capture(config: &Config, store: &Store, args: CaptureArgs) -> anyhow::R
     let after = in_use(store, model, version).await?;
 
     print_feature_warnings(&built);
-    let note = known.map(|k| format!("this range was captured before ({}); the new capture replaces it", utc(k.created_at)));
+    let note = known.map(|k| {
+        format!("this range was captured before ({}); the new capture replaces it", utc(k.created_at))
+    });
     print_stored(&built, &row, "the stored state without outcomes", note);
     print_in_use(&built, model, version, before, after)
 }
@@ -275,7 +321,8 @@ fn source(report: &ReadReport) -> String {
 
 fn profile(built: &BuiltReference) -> String {
     let state = &built.state;
-    let mut parts = vec![format!("{} rows", grouped(state.events)), format!("{} numeric features", state.numeric.len())];
+    let mut parts =
+        vec![format!("{} rows", grouped(state.events)), format!("{} numeric features", state.numeric.len())];
     parts.push(format!("{} categorical", state.categorical.len()));
     if let Some(scores) = &state.scores {
         parts.push(format!("scores ({})", grouped(scores.count())));
@@ -293,7 +340,8 @@ fn print_warnings(report: &ReadReport, built: &BuiltReference, model: &str, vers
             eprintln!("  {example}");
         }
     }
-    let empty: Vec<&str> = report.columns.iter().filter(|(_, r)| *r == Role::Empty).map(|(c, _)| c.as_str()).collect();
+    let empty: Vec<&str> =
+        report.columns.iter().filter(|(_, r)| *r == Role::Empty).map(|(c, _)| c.as_str()).collect();
     if !empty.is_empty() {
         eprintln!("warning: columns without any value, left out: {}", empty.join(", "));
     }
@@ -305,7 +353,10 @@ fn print_warnings(report: &ReadReport, built: &BuiltReference, model: &str, vers
         .map(|((m, v), n)| format!("{m} {v} ({})", grouped(*n)))
         .collect();
     if !others.is_empty() {
-        eprintln!("note: the file holds events of {}; all of them make the reference of {model} {version}", others.join(", "));
+        eprintln!(
+            "note: the file holds events of {}; all of them make the reference of {model} {version}",
+            others.join(", ")
+        );
     }
 }
 
@@ -313,7 +364,10 @@ fn print_warnings(report: &ReadReport, built: &BuiltReference, model: &str, vers
 fn print_feature_warnings(built: &BuiltReference) {
     let missing = built.features_without_values();
     if !missing.is_empty() {
-        eprintln!("warning: numeric features with no finite value (their drift cannot be tested): {}", missing.join(", "));
+        eprintln!(
+            "warning: numeric features with no finite value (their drift cannot be tested): {}",
+            missing.join(", ")
+        );
     }
     let capped = built.capped_features();
     if !capped.is_empty() {
@@ -327,7 +381,8 @@ fn print_feature_warnings(built: &BuiltReference) {
 }
 
 async fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
-    let references = store.reference_list(args.model.as_deref()).await.context("reading reference_profiles_v2")?;
+    let references =
+        store.reference_list(args.model.as_deref()).await.context("reading reference_profiles_v2")?;
     let missing: Vec<(String, String)> = store
         .versions_without_reference()
         .await
@@ -336,9 +391,21 @@ async fn list(store: &Store, args: ListArgs) -> anyhow::Result<()> {
         .filter(|(m, _)| args.model.as_ref().is_none_or(|want| want == m))
         .collect();
     if references.is_empty() {
-        println!("no references stored{}", args.model.as_ref().map_or(String::new(), |m| format!(" for {m}")));
+        println!(
+            "no references stored{}",
+            args.model.as_ref().map_or(String::new(), |m| format!(" for {m}"))
+        );
     } else {
-        let header = ["model", "version", "reference id", "source", "events", "content hash", "created (UTC)", "in use"];
+        let header = [
+            "model",
+            "version",
+            "reference id",
+            "source",
+            "events",
+            "content hash",
+            "created (UTC)",
+            "in use",
+        ];
         let rows: Vec<[String; 8]> = references
             .iter()
             .map(|r| {
@@ -384,11 +451,11 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 
 async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<()> {
     let reference = match (&args.reference_id, &args.model, &args.version) {
-        (Some(id), _, _) => store
-            .reference(id)
-            .await
-            .context("reading reference_profiles_v2")?
-            .with_context(|| format!("no reference {id:?} (vigil reference list shows the stored ones)"))?,
+        (Some(id), _, _) => {
+            store.reference(id).await.context("reading reference_profiles_v2")?.with_context(|| {
+                format!("no reference {id:?} (vigil reference list shows the stored ones)")
+            })?
+        }
         (None, Some(model), Some(version)) => {
             let id = in_use(store, model, version).await?.with_context(|| {
                 format!(
@@ -398,7 +465,11 @@ async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<
                     config.monitor.baseline_min_events
                 )
             })?;
-            store.reference(&id).await.context("reading reference_profiles_v2")?.with_context(|| format!("reference {id} went away"))?
+            store
+                .reference(&id)
+                .await
+                .context("reading reference_profiles_v2")?
+                .with_context(|| format!("reference {id} went away"))?
         }
         _ => unreachable!("clap requires an id or --model and --version"),
     };
@@ -409,7 +480,8 @@ async fn show(config: &Config, store: &Store, args: ShowArgs) -> anyhow::Result<
 /// A reference's identity, then one line per feature.
 fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let state = vigil_monitor::WindowState::decode(&reference.state).with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
+    let state = vigil_monitor::WindowState::decode(&reference.state)
+        .with_context(|| format!("reference {} holds no readable window state", reference.reference_id))?;
     let mut out = String::new();
     writeln!(out, "reference     {}", reference.reference_id)?;
     writeln!(out, "model         {} {}", reference.model_id, reference.model_version)?;
@@ -420,12 +492,30 @@ fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
     let mut rows = Vec::new();
     for (name, sketch) in &state.numeric {
         let q = |p: f64| sketch.quantile(p).map_or("-".to_owned(), |x| format!("{x:.4}"));
-        let values = format!("mean {}, p5 {}, p50 {}, p95 {}", sketch.mean().map_or("-".to_owned(), |m| format!("{m:.4}")), q(0.05), q(0.5), q(0.95));
-        rows.push([name.clone(), "numeric".to_owned(), grouped(sketch.count()), grouped(sketch.nonfinite()), values]);
+        let values = format!(
+            "mean {}, p5 {}, p50 {}, p95 {}",
+            sketch.mean().map_or("-".to_owned(), |m| format!("{m:.4}")),
+            q(0.05),
+            q(0.5),
+            q(0.95)
+        );
+        rows.push([
+            name.clone(),
+            "numeric".to_owned(),
+            grouped(sketch.count()),
+            grouped(sketch.nonfinite()),
+            values,
+        ]);
     }
     for (name, counts) in &state.categorical {
         let total: u64 = counts.values().sum();
-        rows.push([name.clone(), "categorical".to_owned(), grouped(total), "-".to_owned(), top_values(counts, total)]);
+        rows.push([
+            name.clone(),
+            "categorical".to_owned(),
+            grouped(total),
+            "-".to_owned(),
+            top_values(counts, total),
+        ]);
     }
     if let Some(scores) = &state.scores {
         rows.push([
@@ -438,7 +528,13 @@ fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
     }
     if !state.predicted_labels.is_empty() {
         let total: u64 = state.predicted_labels.values().sum();
-        rows.push(["(predicted label)".to_owned(), "label".to_owned(), grouped(total), "-".to_owned(), top_values(&state.predicted_labels, total)]);
+        rows.push([
+            "(predicted label)".to_owned(),
+            "label".to_owned(),
+            grouped(total),
+            "-".to_owned(),
+            top_values(&state.predicted_labels, total),
+        ]);
     }
     writeln!(out)?;
     out.push_str(&table(&["feature", "type", "values", "missing", "distribution"], &rows));
@@ -449,7 +545,11 @@ fn describe(reference: &ReferenceRow) -> anyhow::Result<String> {
 fn top_values(counts: &std::collections::BTreeMap<String, u64>, total: u64) -> String {
     let mut sorted: Vec<(&String, &u64)> = counts.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let mut parts: Vec<String> = sorted.iter().take(5).map(|(v, n)| format!("{v} {:.1}%", 100.0 * **n as f64 / total.max(1) as f64)).collect();
+    let mut parts: Vec<String> = sorted
+        .iter()
+        .take(5)
+        .map(|(v, n)| format!("{v} {:.1}%", 100.0 * **n as f64 / total.max(1) as f64))
+        .collect();
     if sorted.len() > 5 {
         parts.push(format!("... {} values", sorted.len()));
     }

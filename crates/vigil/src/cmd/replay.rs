@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vigil_monitor::replay::{self, Comparison, LogMessage, PartitionExtent, Replay, ReplaySettings, Selection, StoredWindow};
+use vigil_monitor::replay::{
+    self, Comparison, LogMessage, PartitionExtent, Replay, ReplaySettings, Selection, StoredWindow,
+};
 use vigil_monitor::rows::{ReferenceRef, RowContext, RowKey};
 use vigil_monitor::{KafkaSettings, Source, WindowState};
 use vigil_store::{FeatureDriftRow, Store, WindowPerformanceRow};
@@ -68,17 +70,24 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let store = Store::new(config.store_config());
-    let context = || format!("reading {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url);
+    let context =
+        || format!("reading {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url);
     let mut positions = [HashMap::new(), HashMap::new()];
     for (stored, topic) in positions.iter_mut().zip(&topics) {
         *stored = store.stored_positions(topic).await.with_context(context)?;
     }
-    let selection = Selection { model: args.model.clone(), version: args.version.clone(), from: args.from, to: args.to };
+    let selection =
+        Selection { model: args.model.clone(), version: args.version.clone(), from: args.from, to: args.to };
     let mut engine = Replay::new(ReplaySettings::of(&settings), selection.clone());
     let mut progress = Progress::new();
     let (origin, beyond) = match &args.input {
-        Some(path) => (path.display().to_string(), replay_file(path, &topics, &positions, &mut engine, &mut progress)?),
-        None => ("kafka".to_owned(), replay_topics(&settings.kafka, &topics, &positions, &mut engine, &mut progress).await?),
+        Some(path) => {
+            (path.display().to_string(), replay_file(path, &topics, &positions, &mut engine, &mut progress)?)
+        }
+        None => (
+            "kafka".to_owned(),
+            replay_topics(&settings.kafka, &topics, &positions, &mut engine, &mut progress).await?,
+        ),
     };
     let replayed = engine.finish().context("merging replayed window states")?;
     let c = &replayed.counts;
@@ -116,18 +125,26 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         .collect();
     let mut stored_drift: HashMap<RowKey, Vec<FeatureDriftRow>> = HashMap::new();
     for d in store.feature_drift().await.with_context(context)? {
-        stored_drift.entry(key_of(&d.model_id, &d.model_version, &d.segment, d.window_start)).or_default().push(d);
+        stored_drift
+            .entry(key_of(&d.model_id, &d.model_version, &d.segment, d.window_start))
+            .or_default()
+            .push(d);
     }
     // The reference each stored row names, in use or since replaced (by an upload, say).
     let mut references: HashMap<String, WindowState> = HashMap::new();
     let mut notes = Vec::new();
-    let named: BTreeSet<&str> = stored_metrics.iter().map(|m| m.reference_id.as_str()).filter(|id| !id.is_empty()).collect();
+    let named: BTreeSet<&str> =
+        stored_metrics.iter().map(|m| m.reference_id.as_str()).filter(|id| !id.is_empty()).collect();
     for id in named {
         let Some(reference) = store.reference(id).await.with_context(context)? else { continue };
-        let state = WindowState::decode(&reference.state).with_context(|| format!("reference {id} does not parse"))?;
+        let state = WindowState::decode(&reference.state)
+            .with_context(|| format!("reference {id} does not parse"))?;
         if !vigil_monitor::reference::matches_content_hash(&reference.state, &reference.content_hash) {
             let hash = vigil_monitor::reference::state_content_hash(&state)?;
-            notes.push(format!("reference {id} does not match its content hash ({} stored, {hash} computed)", reference.content_hash));
+            notes.push(format!(
+                "reference {id} does not match its content hash ({} stored, {hash} computed)",
+                reference.content_hash
+            ));
         }
         references.insert(reference.reference_id, state);
     }
@@ -142,7 +159,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         computed_at: 0,
     };
     let mut comparison = Comparison::new();
-    let (mut not_covered, mut missing_references, mut other_configs) = (0u64, BTreeSet::new(), BTreeSet::new());
+    let (mut not_covered, mut missing_references, mut other_configs) =
+        (0u64, BTreeSet::new(), BTreeSet::new());
     let mut stored_keys = BTreeSet::new();
     for m in &stored_metrics {
         let key = key_of(&m.model_id, &m.model_version, &m.segment, m.window_start);
@@ -163,7 +181,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
                 None
             }
         };
-        let recomputed = replayed.windows.get(&key).map(|w| replay::window_rows(&ctx_for(&key.model_id), &key, w, reference.as_ref()));
+        let recomputed = replayed
+            .windows
+            .get(&key)
+            .map(|w| replay::window_rows(&ctx_for(&key.model_id), &key, w, reference.as_ref()));
         let stored = StoredWindow {
             metrics: m,
             performance: stored_performance.get(&key),
@@ -172,8 +193,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
         comparison.window(&key, stored, recomputed.as_ref(), m.window_start >= coverage.performance_from);
     }
     let (mut not_stored, mut still_open) = (0, 0);
-    for (key, window) in replayed.windows.iter().filter(|(key, w)| w.state.events > 0 && !stored_keys.contains(*key)) {
-        if replayed.closed_by_watermark(window.partition, vigil_monitor::Window { start: key.window_start, length: window.length }) {
+    for (key, window) in
+        replayed.windows.iter().filter(|(key, w)| w.state.events > 0 && !stored_keys.contains(*key))
+    {
+        if replayed.closed_by_watermark(
+            window.partition,
+            vigil_monitor::Window { start: key.window_start, length: window.length },
+        ) {
             not_stored += 1;
         } else {
             still_open += 1;
@@ -186,17 +212,33 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
     }
     if !comparison.is_identical() {
         let total = comparison.differences.len();
-        println!("differences: {total}{}", if total > args.max_differences { format!(" (the first {})", args.max_differences) } else { String::new() });
+        println!(
+            "differences: {total}{}",
+            if total > args.max_differences {
+                format!(" (the first {})", args.max_differences)
+            } else {
+                String::new()
+            }
+        );
         for d in comparison.differences.iter().take(args.max_differences) {
             let feature = d.feature.as_deref().map(|f| format!(" feature {f}")).unwrap_or_default();
-            println!("  {} {}{feature} {}: stored {}, recomputed {}", d.table, show_key(&d.key), d.column, d.stored, d.recomputed);
+            println!(
+                "  {} {}{feature} {}: stored {}, recomputed {}",
+                d.table,
+                show_key(&d.key),
+                d.column,
+                d.stored,
+                d.recomputed
+            );
         }
     }
     if not_covered > 0 {
         notes.push(format!("{not_covered} stored windows skipped: their partition's log no longer starts at offset 0 (retention), so they cannot be rebuilt whole"));
     }
     if !missing_references.is_empty() {
-        notes.push(format!("references named by stored rows but not in reference_profiles_v2: {missing_references:?}"));
+        notes.push(format!(
+            "references named by stored rows but not in reference_profiles_v2: {missing_references:?}"
+        ));
     }
     if !other_configs.is_empty() {
         notes.push(format!(
@@ -231,7 +273,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<bool> {
 /// `model/version/segment window-start`, the segment `(all)` for all traffic.
 fn show_key(key: &RowKey) -> String {
     let segment = if key.segment.is_empty() { "(all)" } else { key.segment.as_str() };
-    format!("{}/{}/{segment} window {} ({})", key.model_id, key.model_version, super::quickstart::format_utc(key.window_start), key.window_start)
+    format!(
+        "{}/{}/{segment} window {} ({})",
+        key.model_id,
+        key.model_version,
+        super::quickstart::format_utc(key.window_start),
+        key.window_start
+    )
 }
 
 fn source_of(topics: &[String; 2], topic: &str) -> Option<Source> {
@@ -282,7 +330,13 @@ async fn replay_topics(
     }
     replay::read_retained(kafka, &ranges, STALL, |m| {
         let source = source_of(topics, m.topic).expect("only the two topics are assigned");
-        engine.push(LogMessage { source, partition: m.partition, offset: m.offset, timestamp_ms: m.timestamp_ms, payload: m.payload });
+        engine.push(LogMessage {
+            source,
+            partition: m.partition,
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            payload: m.payload,
+        });
         if ends.get(&(source, m.partition)).is_some_and(|end| m.offset + 1 >= *end) {
             engine.end_of(source, m.partition);
         }
@@ -294,7 +348,13 @@ async fn replay_topics(
 }
 
 /// Feeds an exported file's messages up to the stored positions; returns how many lie past them.
-fn replay_file(path: &Path, topics: &[String; 2], positions: &[HashMap<u32, i64>; 2], engine: &mut Replay, progress: &mut Progress) -> anyhow::Result<u64> {
+fn replay_file(
+    path: &Path,
+    topics: &[String; 2],
+    positions: &[HashMap<u32, i64>; 2],
+    engine: &mut Replay,
+    progress: &mut Progress,
+) -> anyhow::Result<u64> {
     let context = || format!("reading {}", path.display());
     let mut input = BufReader::with_capacity(1 << 20, File::open(path).with_context(context)?);
     replay::read_header(&mut input).with_context(context)?;
@@ -309,11 +369,20 @@ fn replay_file(path: &Path, topics: &[String; 2], positions: &[HashMap<u32, i64>
                 topics[1]
             );
         };
-        if positions[slot(source)].get(&(record.partition as u32)).is_none_or(|stored| record.offset >= *stored) {
+        if positions[slot(source)]
+            .get(&(record.partition as u32))
+            .is_none_or(|stored| record.offset >= *stored)
+        {
             beyond += 1;
             continue;
         }
-        engine.push(LogMessage { source, partition: record.partition, offset: record.offset, timestamp_ms: record.timestamp_ms, payload: &record.payload });
+        engine.push(LogMessage {
+            source,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            payload: &record.payload,
+        });
         progress.tick();
     }
     Ok(beyond)
@@ -343,7 +412,12 @@ async fn export(kafka: &KafkaSettings, topics: &[String; 2], path: &Path) -> any
         *m.entry(e.topic.as_str()).or_default() += e.end - e.start;
         m
     });
-    eprintln!("exported {} messages ({retained:?}) to {} in {:.1} s", progress.messages, path.display(), progress.started.elapsed().as_secs_f64());
+    eprintln!(
+        "exported {} messages ({retained:?}) to {} in {:.1} s",
+        progress.messages,
+        path.display(),
+        progress.started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -377,14 +451,19 @@ pub(crate) fn parse_time(text: &str) -> Result<u32, String> {
     if let Ok(seconds) = text.parse::<u32>() {
         return Ok(seconds);
     }
-    let bad = || format!("{text:?} is not a UTC time like 2025-11-24T16:00:00Z, nor seconds since the Unix epoch");
+    let bad =
+        || format!("{text:?} is not a UTC time like 2025-11-24T16:00:00Z, nor seconds since the Unix epoch");
     let utc = text.strip_suffix('Z').or_else(|| text.strip_suffix("+00:00")).unwrap_or(text);
     let (date, time) = utc.split_once(['T', ' ']).unwrap_or((utc, "00:00"));
     // Fractions of a second are cut off.
     let time = time.split('.').next().unwrap_or(time);
-    let numbers = |s: &str, sep: char| s.split(sep).map(|n| n.parse::<i64>().map_err(|_| bad())).collect::<Result<Vec<_>, _>>();
+    let numbers = |s: &str, sep: char| {
+        s.split(sep).map(|n| n.parse::<i64>().map_err(|_| bad())).collect::<Result<Vec<_>, _>>()
+    };
     let (date, time) = (numbers(date, '-')?, numbers(time, ':')?);
-    let ([year, month, day], [hour, minute, rest @ ..]) = (date.as_slice(), time.as_slice()) else { return Err(bad()) };
+    let ([year, month, day], [hour, minute, rest @ ..]) = (date.as_slice(), time.as_slice()) else {
+        return Err(bad());
+    };
     let second = match rest {
         [] => 0,
         [s] => *s,

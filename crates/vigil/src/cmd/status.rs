@@ -42,7 +42,8 @@ struct Row {
 impl Row {
     /// The worst verdict of the latest window: a breach names its policies.
     fn verdict(&self) -> String {
-        let breached: Vec<&str> = self.verdicts.iter().filter(|(_, v)| v.as_str() == "breach").map(|(p, _)| p.as_str()).collect();
+        let breached: Vec<&str> =
+            self.verdicts.iter().filter(|(_, v)| v.as_str() == "breach").map(|(p, _)| p.as_str()).collect();
         if !breached.is_empty() {
             format!("breach ({})", breached.join(", "))
         } else if self.verdicts.values().any(|v| v == "healthy") {
@@ -58,28 +59,41 @@ impl Row {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let store = Store::new(config.store_config());
     // Idempotent: a fresh or older database gets the tables this build reads.
-    store.migrate().await.with_context(|| format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url))?;
+    store.migrate().await.with_context(|| {
+        format!("preparing {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url)
+    })?;
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
 
-    let registry = tokio::time::timeout(args.registry_timeout, vigil_lifecycle::kafka::replay(&config.lifecycle_settings())).await;
+    let registry = tokio::time::timeout(
+        args.registry_timeout,
+        vigil_lifecycle::kafka::replay(&config.lifecycle_settings()),
+    )
+    .await;
     let registry_note = match registry {
         Ok(Ok((registry, _))) => {
             for (model, state) in registry.models() {
                 for (version, v) in &state.versions {
-                    rows.entry((model.to_owned(), version.clone())).or_default().stage = Some(format!("{:?}", v.stage).to_uppercase());
+                    rows.entry((model.to_owned(), version.clone())).or_default().stage =
+                        Some(format!("{:?}", v.stage).to_uppercase());
                 }
             }
             None
         }
         Ok(Err(error)) => Some(format!("stages unknown: {error}")),
-        Err(_) => Some(format!("stages unknown: replaying {} took over {:?}", config.topics.lifecycle, args.registry_timeout)),
+        Err(_) => Some(format!(
+            "stages unknown: replaying {} took over {:?}",
+            config.topics.lifecycle, args.registry_timeout
+        )),
     };
 
-    let context = || format!("reading {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url);
-    for m in store.window_metrics().await.with_context(context)?.into_iter().filter(|m| m.segment.is_empty()) {
+    let context =
+        || format!("reading {} (is ClickHouse running? see deploy/local/up)", config.clickhouse.url);
+    for m in store.window_metrics().await.with_context(context)?.into_iter().filter(|m| m.segment.is_empty())
+    {
         let row = rows.entry((m.model_id.clone(), m.model_version.clone())).or_default();
         if row.window_start.is_none_or(|w| m.window_start > w) {
-            (row.window_start, row.events, row.latency_p99_ms, row.score_mean) = (Some(m.window_start), m.events, m.latency_p99_ms, m.score_mean);
+            (row.window_start, row.events, row.latency_p99_ms, row.score_mean) =
+                (Some(m.window_start), m.events, m.latency_p99_ms, m.score_mean);
             row.has_reference = !m.reference_id.is_empty();
         }
     }
@@ -98,8 +112,16 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    for p in store.window_performance().await.with_context(context)?.into_iter().filter(|p| p.segment.is_empty() && p.labeled > 0) {
-        if let (Some(row), Some(accuracy)) = (rows.get_mut(&(p.model_id.clone(), p.model_version.clone())), p.accuracy) {
+    for p in store
+        .window_performance()
+        .await
+        .with_context(context)?
+        .into_iter()
+        .filter(|p| p.segment.is_empty() && p.labeled > 0)
+    {
+        if let (Some(row), Some(accuracy)) =
+            (rows.get_mut(&(p.model_id.clone(), p.model_version.clone())), p.accuracy)
+        {
             if row.accuracy.is_none_or(|(w, _, _)| p.window_start > w) {
                 row.accuracy = Some((p.window_start, accuracy, p.labeled));
             }
@@ -111,7 +133,15 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "{:<20} {:<12} {:<12} {:<20} {:>8} {:>9} {:>7} {:>9} {:>15}  policy",
-            "model", "version", "stage", "latest window (UTC)", "events", "p99 ms", "score", "drifted", "accuracy (n)"
+            "model",
+            "version",
+            "stage",
+            "latest window (UTC)",
+            "events",
+            "p99 ms",
+            "score",
+            "drifted",
+            "accuracy (n)"
         );
         for ((model, version), r) in &rows {
             let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));

@@ -77,7 +77,13 @@ pub struct ApiSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { enabled: true, listen: "127.0.0.1:9465".into(), token: String::new(), token_file: PathBuf::new(), url: String::new() }
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9465".into(),
+            token: String::new(),
+            token_file: PathBuf::new(),
+            url: String::new(),
+        }
     }
 }
 
@@ -91,7 +97,9 @@ impl ApiSection {
             self.token.trim().to_owned()
         } else {
             std::fs::read_to_string(&self.token_file)
-                .map_err(|e| format!("lifecycle.api.token_file: cannot read {}: {e}", self.token_file.display()))?
+                .map_err(|e| {
+                    format!("lifecycle.api.token_file: cannot read {}: {e}", self.token_file.display())
+                })?
                 .trim()
                 .to_owned()
         };
@@ -125,7 +133,10 @@ impl LifecycleSection {
             errors.push("lifecycle.group_id: must not be empty".into());
         }
         if !(1_000..=3_600_000).contains(&self.replay_timeout_ms) {
-            errors.push(format!("lifecycle.replay_timeout_ms: {} must be between 1000 and 3600000", self.replay_timeout_ms));
+            errors.push(format!(
+                "lifecycle.replay_timeout_ms: {} must be between 1000 and 3600000",
+                self.replay_timeout_ms
+            ));
         }
         match self.policy().validate("lifecycle") {
             Err(LifecycleError::Config(problems)) => errors.extend(problems),
@@ -138,19 +149,31 @@ impl LifecycleSection {
         if self.audit_queue == 0 {
             errors.push("lifecycle.audit_queue: must be at least 1".into());
         }
-        for (key, value) in [("resolve_interval_ms", self.resolve_interval_ms), ("canary_interval_ms", self.canary_interval_ms)] {
+        for (key, value) in [
+            ("resolve_interval_ms", self.resolve_interval_ms),
+            ("canary_interval_ms", self.canary_interval_ms),
+        ] {
             if value != 0 && value < 1_000 {
                 errors.push(format!("lifecycle.{key}: {value} must be 0 (never) or at least 1000"));
             }
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
-            errors.push(format!("lifecycle.api.listen: {:?} is not an address like 127.0.0.1:9465", self.api.listen));
+            errors.push(format!(
+                "lifecycle.api.listen: {:?} is not an address like 127.0.0.1:9465",
+                self.api.listen
+            ));
         }
         if !self.api.token.is_empty() && !self.api.token_file.as_os_str().is_empty() {
             errors.push("lifecycle.api.token and lifecycle.api.token_file: set one, not both".into());
         }
-        if !(self.api.url.is_empty() || self.api.url.starts_with("http://") || self.api.url.starts_with("https://")) {
-            errors.push(format!("lifecycle.api.url: {:?} must be an http:// or https:// URL, or empty for http://<listen>", self.api.url));
+        if !(self.api.url.is_empty()
+            || self.api.url.starts_with("http://")
+            || self.api.url.starts_with("https://"))
+        {
+            errors.push(format!(
+                "lifecycle.api.url: {:?} must be an http:// or https:// URL, or empty for http://<listen>",
+                self.api.url
+            ));
         }
         for (i, receiver) in self.platform.iter().enumerate() {
             if !receiver.kind.takes_traffic() {
@@ -178,7 +201,13 @@ pub fn check_alerts(alerts: &AlertsConfig, lifecycle: &LifecycleSection, errors:
     }
     let all: Vec<ReceiverConfig> = alerts.receivers.iter().chain(&lifecycle.platform).cloned().collect();
     let mut problems = Vec::new();
-    let key = |i: usize| if i < alert_count { format!("alerts.receivers[{i}]") } else { format!("lifecycle.platform[{}]", i - alert_count) };
+    let key = |i: usize| {
+        if i < alert_count {
+            format!("alerts.receivers[{i}]")
+        } else {
+            format!("lifecycle.platform[{}]", i - alert_count)
+        }
+    };
     vigil_alerts::check_receivers(&all, &key, &mut problems);
     // The alert receivers' own problems are already listed above.
     errors.extend(problems.into_iter().filter(|p| p.starts_with("lifecycle.platform")));
@@ -194,14 +223,20 @@ impl super::Config {
         webhooks.receivers.extend(l.platform.iter().cloned());
         Ok(vigil_lifecycle::service::ServiceSettings {
             kafka: self.lifecycle_settings(),
-            listen: l.api.listen.parse().map_err(|_| format!("lifecycle.api.listen: {:?} is not an address", l.api.listen))?,
+            listen: l
+                .api
+                .listen
+                .parse()
+                .map_err(|_| format!("lifecycle.api.listen: {:?} is not an address", l.api.listen))?,
             api_token,
             state_dir: l.state_dir.clone(),
             store: l.audit.then(|| self.store_config()),
             audit_queue: l.audit_queue,
             webhooks: (!webhooks.receivers.is_empty()).then_some(webhooks),
-            resolve_interval: (l.audit && l.resolve_interval_ms > 0).then(|| Duration::from_millis(l.resolve_interval_ms)),
-            canary_interval: (l.audit && l.canary_interval_ms > 0).then(|| Duration::from_millis(l.canary_interval_ms)),
+            resolve_interval: (l.audit && l.resolve_interval_ms > 0)
+                .then(|| Duration::from_millis(l.resolve_interval_ms)),
+            canary_interval: (l.audit && l.canary_interval_ms > 0)
+                .then(|| Duration::from_millis(l.canary_interval_ms)),
             window_seconds: self.monitor.window_seconds,
         })
     }

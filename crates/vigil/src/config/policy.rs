@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 use vigil_events::{RemediationAction, Severity};
-use vigil_monitor::{DriftPolicySettings, Escalation, LatencyPolicySettings, PerformancePolicySettings, Policies, PolicyBook};
+use vigil_monitor::{
+    DriftPolicySettings, Escalation, LatencyPolicySettings, PerformancePolicySettings, Policies, PolicyBook,
+};
 
 use super::MonitorSection;
 
@@ -146,26 +148,41 @@ fn severity(key: &str, value: &str, errors: &mut Vec<String>) -> Severity {
 /// Builds the policy book, collecting every invalid value (with its key) in `errors`.
 fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
     let (d, p, l) = (&m.policy, &m.performance_policy, &m.latency_policy);
-    let escalation = |name: &str, section: &str, consecutive_windows: u32, a: &str, s: &str, errors: &mut Vec<String>| {
-        if consecutive_windows == 0 {
-            errors.push(format!("monitor.{section}.consecutive_windows: must be at least 1"));
-        }
-        Escalation {
-            name: name.to_owned(),
-            action: action(&format!("monitor.{section}.action"), a, errors),
-            severity: severity(&format!("monitor.{section}.severity"), s, errors),
-            consecutive_windows,
-        }
-    };
+    let escalation =
+        |name: &str, section: &str, consecutive_windows: u32, a: &str, s: &str, errors: &mut Vec<String>| {
+            if consecutive_windows == 0 {
+                errors.push(format!("monitor.{section}.consecutive_windows: must be at least 1"));
+            }
+            Escalation {
+                name: name.to_owned(),
+                action: action(&format!("monitor.{section}.action"), a, errors),
+                severity: severity(&format!("monitor.{section}.severity"), s, errors),
+                consecutive_windows,
+            }
+        };
     let default = Policies {
         drift: DriftPolicySettings {
-            escalation: escalation("feature_drift", "policy", d.consecutive_windows, &d.action, &d.severity, errors),
+            escalation: escalation(
+                "feature_drift",
+                "policy",
+                d.consecutive_windows,
+                &d.action,
+                &d.severity,
+                errors,
+            ),
             min_events: d.min_events,
             min_drifted_features: d.min_drifted_features,
             family_alpha: d.family_alpha,
         },
         performance: PerformancePolicySettings {
-            escalation: escalation("performance", "performance_policy", p.consecutive_windows, &p.action, &p.severity, errors),
+            escalation: escalation(
+                "performance",
+                "performance_policy",
+                p.consecutive_windows,
+                &p.action,
+                &p.severity,
+                errors,
+            ),
             min_labeled: p.min_labeled,
             min_accuracy: (p.min_accuracy > 0.0).then_some(p.min_accuracy),
             max_accuracy_drop: (p.max_accuracy_drop < 1.0).then_some(p.max_accuracy_drop),
@@ -173,7 +190,14 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
             max_mae: p.max_mae,
         },
         latency: LatencyPolicySettings {
-            escalation: escalation("latency", "latency_policy", l.consecutive_windows, &l.action, &l.severity, errors),
+            escalation: escalation(
+                "latency",
+                "latency_policy",
+                l.consecutive_windows,
+                &l.action,
+                &l.severity,
+                errors,
+            ),
             min_events: l.min_events,
             max_p99_ms: l.max_p99_ms,
         },
@@ -182,7 +206,10 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
     check_fraction("monitor.performance_policy.min_accuracy", Some(p.min_accuracy), errors);
     check_fraction("monitor.performance_policy.max_accuracy_drop", Some(p.max_accuracy_drop), errors);
     if !(p.drop_alpha > 0.0 && p.drop_alpha < 1.0) {
-        errors.push(format!("monitor.performance_policy.drop_alpha: {} must be in (0, 1), e.g. 0.01", p.drop_alpha));
+        errors.push(format!(
+            "monitor.performance_policy.drop_alpha: {} must be in (0, 1), e.g. 0.01",
+            p.drop_alpha
+        ));
     }
     check_positive("monitor.performance_policy.max_mae", p.max_mae, errors);
     check_positive("monitor.latency_policy.max_p99_ms", l.max_p99_ms, errors);
@@ -195,15 +222,21 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
         check_positive(&format!("{key}.max_mae"), o.max_mae, errors);
         check_positive(&format!("{key}.max_p99_ms"), o.max_p99_ms, errors);
         let mut policies = default.clone();
-        policies.drift.min_drifted_features = o.min_drifted_features.unwrap_or(policies.drift.min_drifted_features);
+        policies.drift.min_drifted_features =
+            o.min_drifted_features.unwrap_or(policies.drift.min_drifted_features);
         policies.drift.family_alpha = o.family_alpha.unwrap_or(policies.drift.family_alpha);
         policies.performance.min_accuracy = o.min_accuracy.or(policies.performance.min_accuracy);
-        policies.performance.max_accuracy_drop = o.max_accuracy_drop.or(policies.performance.max_accuracy_drop);
+        policies.performance.max_accuracy_drop =
+            o.max_accuracy_drop.or(policies.performance.max_accuracy_drop);
         policies.performance.max_mae = o.max_mae.or(policies.performance.max_mae);
         policies.latency.max_p99_ms = o.max_p99_ms.or(policies.latency.max_p99_ms);
         let model_action = o.action.as_deref().map(|a| action(&format!("{key}.action"), a, errors));
         let model_severity = o.severity.as_deref().map(|s| severity(&format!("{key}.severity"), s, errors));
-        for escalation in [&mut policies.drift.escalation, &mut policies.performance.escalation, &mut policies.latency.escalation] {
+        for escalation in [
+            &mut policies.drift.escalation,
+            &mut policies.performance.escalation,
+            &mut policies.latency.escalation,
+        ] {
             escalation.action = model_action.unwrap_or(escalation.action);
             escalation.severity = model_severity.unwrap_or(escalation.severity);
         }
@@ -212,7 +245,12 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
     PolicyBook { default, per_model }
 }
 
-fn check_thresholds(key: &str, family_alpha: Option<f64>, min_drifted_features: Option<usize>, errors: &mut Vec<String>) {
+fn check_thresholds(
+    key: &str,
+    family_alpha: Option<f64>,
+    min_drifted_features: Option<usize>,
+    errors: &mut Vec<String>,
+) {
     if let Some(alpha) = family_alpha.filter(|a| !(*a > 0.0 && *a < 1.0)) {
         errors.push(format!("{key}.family_alpha: {alpha} must be in (0, 1), e.g. 0.05"));
     }
@@ -253,7 +291,12 @@ mod tests {
         m.latency_policy.max_p99_ms = Some(250.0);
         m.models.insert(
             "fraud".into(),
-            ModelPolicySection { max_p99_ms: Some(50.0), min_accuracy: Some(0.9), action: Some("rollback".into()), ..Default::default() },
+            ModelPolicySection {
+                max_p99_ms: Some(50.0),
+                min_accuracy: Some(0.9),
+                action: Some("rollback".into()),
+                ..Default::default()
+            },
         );
         let mut errors = Vec::new();
         let book = build(&m, &mut errors);
@@ -273,7 +316,14 @@ mod tests {
         let mut m = MonitorSection::default();
         m.performance_policy.max_accuracy_drop = 1.5;
         m.latency_policy.action = "page".into();
-        m.models.insert("fraud".into(), ModelPolicySection { max_p99_ms: Some(-1.0), severity: Some("loud".into()), ..Default::default() });
+        m.models.insert(
+            "fraud".into(),
+            ModelPolicySection {
+                max_p99_ms: Some(-1.0),
+                severity: Some("loud".into()),
+                ..Default::default()
+            },
+        );
         let mut errors = Vec::new();
         build(&m, &mut errors);
         let keys: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();

@@ -16,7 +16,12 @@ pub(super) fn check(m: &MonitorSection, errors: &mut Vec<String>) {
     for (model, o) in &m.models {
         if o.window_seconds.is_some() || o.slide_seconds.is_some() {
             let length = o.window_seconds.unwrap_or(m.window_seconds);
-            check_spec(&format!("monitor.models.{model}"), length, o.slide_seconds.or(o.window_seconds.map(|_| length)).or(m.slide_seconds), errors);
+            check_spec(
+                &format!("monitor.models.{model}"),
+                length,
+                o.slide_seconds.or(o.window_seconds.map(|_| length)).or(m.slide_seconds),
+                errors,
+            );
         }
     }
 }
@@ -48,7 +53,10 @@ pub(super) fn windowing(m: &MonitorSection) -> Windowing {
         .filter(|(_, o)| o.window_seconds.is_some() || o.slide_seconds.is_some())
         .map(|(model, o)| {
             let length = o.window_seconds.unwrap_or(m.window_seconds);
-            (model.clone(), spec(length, o.slide_seconds.or(o.window_seconds.map(|_| length)).or(m.slide_seconds)))
+            (
+                model.clone(),
+                spec(length, o.slide_seconds.or(o.window_seconds.map(|_| length)).or(m.slide_seconds)),
+            )
         })
         .collect();
     Windowing::new(spec(m.window_seconds, m.slide_seconds), per_model)
@@ -68,12 +76,20 @@ mod tests {
     #[test]
     fn models_get_their_own_tumbling_or_sliding_windows() {
         let mut m = MonitorSection { window_seconds: 300, slide_seconds: Some(60), ..Default::default() };
-        m.models.insert("fraud".into(), ModelPolicySection { window_seconds: Some(3_600), ..Default::default() });
+        m.models
+            .insert("fraud".into(), ModelPolicySection { window_seconds: Some(3_600), ..Default::default() });
         m.models.insert("ads".into(), ModelPolicySection { slide_seconds: Some(150), ..Default::default() });
-        m.models.insert("thresholds_only".into(), ModelPolicySection { max_p99_ms: Some(9.0), ..Default::default() });
+        m.models.insert(
+            "thresholds_only".into(),
+            ModelPolicySection { max_p99_ms: Some(9.0), ..Default::default() },
+        );
         assert!(errors(&m).is_empty(), "{:?}", errors(&m));
         let w = windowing(&m);
-        assert_eq!(w.for_model("fraud"), WindowSpec::tumbling(3_600), "a model's own length is tumbling unless it slides too");
+        assert_eq!(
+            w.for_model("fraud"),
+            WindowSpec::tumbling(3_600),
+            "a model's own length is tumbling unless it slides too"
+        );
         assert_eq!(w.for_model("ads"), WindowSpec { length: 300, slide: 150 });
         assert_eq!(w.for_model("thresholds_only"), WindowSpec { length: 300, slide: 60 });
         assert_eq!(w.pane_seconds(), 30);
@@ -82,12 +98,23 @@ mod tests {
     #[test]
     fn bad_windows_are_named_by_their_key() {
         let mut m = MonitorSection { window_seconds: 7, ..Default::default() };
-        m.models.insert("fraud".into(), ModelPolicySection { window_seconds: Some(600), slide_seconds: Some(900), ..Default::default() });
-        m.models.insert("ads".into(), ModelPolicySection { window_seconds: Some(700), slide_seconds: Some(300), ..Default::default() });
+        m.models.insert(
+            "fraud".into(),
+            ModelPolicySection { window_seconds: Some(600), slide_seconds: Some(900), ..Default::default() },
+        );
+        m.models.insert(
+            "ads".into(),
+            ModelPolicySection { window_seconds: Some(700), slide_seconds: Some(300), ..Default::default() },
+        );
         let errors = errors(&m);
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("monitor.window_seconds: 7 must divide a day"), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("monitor.models.fraud.window_seconds: 600 must be a multiple of the slide (900 s)")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "monitor.models.fraud.window_seconds: 600 must be a multiple of the slide (900 s)"
+            )),
+            "{errors:?}"
+        );
         assert!(errors.iter().any(|e| e.starts_with("monitor.models.ads.window_seconds: 700")), "{errors:?}");
         let sliding = MonitorSection { window_seconds: 600, slide_seconds: Some(7), ..Default::default() };
         assert!(super::tests::errors(&sliding)[0].starts_with("monitor.slide_seconds: 7"));

@@ -20,14 +20,20 @@ fn stage_of(state: &Value, model: &str, version: &str) -> String {
 
 fn run(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
     let out = env.vigil_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drifting_canary_is_rolled_back_without_a_human() {
     let env = TestEnv::new("loop");
     for (version, stage) in [("v1", "production"), ("v2", "canary")] {
-        let (ok, _, stderr) = tokio::task::block_in_place(|| run(&env, &["lifecycle", "register", "--model", "fraud", "--version", version, "--stage", stage]));
+        let (ok, _, stderr) = tokio::task::block_in_place(|| {
+            run(&env, &["lifecycle", "register", "--model", "fraud", "--version", version, "--stage", stage])
+        });
         assert!(ok, "register {version}: {stderr}");
     }
     let mut monitor = ChildGuard(
@@ -52,7 +58,9 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
         ),
     )
     .unwrap();
-    let mut lifecycle = ChildGuard(env.vigil_command(&["lifecycle", "--config", lifecycle_config.to_str().unwrap()]).spawn().unwrap());
+    let mut lifecycle = ChildGuard(
+        env.vigil_command(&["lifecycle", "--config", lifecycle_config.to_str().unwrap()]).spawn().unwrap(),
+    );
     await_port(env.http_port, Duration::from_secs(60)).await;
 
     let mut config = SdkConfig::new(harness::brokers());
@@ -81,7 +89,8 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
 
     let started = Instant::now();
     let state = loop {
-        let (ok, stdout, stderr) = tokio::task::block_in_place(|| run(&env, &["lifecycle", "state", "--json"]));
+        let (ok, stdout, stderr) =
+            tokio::task::block_in_place(|| run(&env, &["lifecycle", "state", "--json"]));
         assert!(ok, "state: {stderr}");
         let state: Value = serde_json::from_str(&stdout).expect("state --json is JSON");
         if stage_of(&state, "fraud", "v2") == "ROLLED_BACK" {
@@ -92,8 +101,13 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
     };
     let to_rollback = first_drifted.elapsed();
     assert_eq!(stage_of(&state, "fraud", "v1"), "PRODUCTION", "{state}");
-    let rollback_id = version_of(&state, "fraud", "v2")["last_event_id"].as_str().unwrap_or_default().to_owned();
-    let requests = wait_for_requests(&platform, "the platform's rollback update", Duration::from_secs(30), |r| r.iter().any(|q| q.2 == rollback_id)).await;
+    let rollback_id =
+        version_of(&state, "fraud", "v2")["last_event_id"].as_str().unwrap_or_default().to_owned();
+    let requests =
+        wait_for_requests(&platform, "the platform's rollback update", Duration::from_secs(30), |r| {
+            r.iter().any(|q| q.2 == rollback_id)
+        })
+        .await;
     let to_platform = first_drifted.elapsed();
     eprintln!(
         "closed loop: first drifted event to rollback in {:.2} s, to the platform webhook in {:.2} s",
@@ -121,11 +135,15 @@ async fn a_drifting_canary_is_rolled_back_without_a_human() {
         if let Some(row) = rows.into_iter().find(|r| r.event_id == rollback_id) {
             break row;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "rollback {rollback_id} not audited within 30 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "rollback {rollback_id} not audited within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!((audited.stage.as_str(), audited.actor.as_str()), ("ROLLED_BACK", "vigil"));
-    let answered = checks.iter().any(|c| audited.remediation_id.as_deref() == Some(c.remediation_id.as_str()));
+    let answered =
+        checks.iter().any(|c| audited.remediation_id.as_deref() == Some(c.remediation_id.as_str()));
     assert!(answered, "the audited rollback names a stored breach's remediation: {audited:?}");
 
     assert!(terminate(&mut lifecycle, Duration::from_secs(30)).success());

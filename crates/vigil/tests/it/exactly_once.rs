@@ -29,7 +29,8 @@ const WINDOW_MS: i64 = 60_000;
 /// Columns that say when a row was written, not what it says.
 const WALL_CLOCK: [&str; 2] = ["computed_at", "created_at"];
 /// Columns that name a row, shown with every difference.
-const KEY: [&str; 7] = ["model_id", "model_version", "segment", "window_start", "feature", "policy", "reference_id"];
+const KEY: [&str; 7] =
+    ["model_id", "model_version", "segment", "window_start", "feature", "policy", "reference_id"];
 
 // ---------------------------------------------------------------------------------------------
 // The events
@@ -64,7 +65,13 @@ impl EventSet {
     fn new(plan: &Plan) -> Self {
         let models: Vec<String> = (1..=plan.models).map(|i| format!("model-{i}")).collect();
         let versions: Vec<String> = (1..=plan.versions).map(|i| format!("v{i}")).collect();
-        let drift = plan.drift.map(|(model, version, _)| Drift { model: model.into(), version: version.into(), features: 3, shift: 1.0, active: false });
+        let drift = plan.drift.map(|(model, version, _)| Drift {
+            model: model.into(),
+            version: version.into(),
+            features: 3,
+            shift: 1.0,
+            active: false,
+        });
         let mut generator = Synthetic::new(plan.seed, models.clone(), versions, 20)
             .with_labels(Some(Labels { rate: plan.label_rate, delay_ms: 0 }))
             .with_drift(drift);
@@ -73,13 +80,14 @@ impl EventSet {
         let mut waiting: std::collections::VecDeque<OutcomeEvent> = Default::default();
         let mut late: std::collections::VecDeque<OutcomeEvent> = Default::default();
         let mut set = EventSet { messages: Vec::new(), predictions: 0, outcomes: 0, clock_window: 0 };
-        let send_due = |set: &mut EventSet, queue: &mut std::collections::VecDeque<OutcomeEvent>, now_ms: i64| {
-            while queue.front().is_some_and(|o| o.event_time_ms <= now_ms) {
-                let outcome = queue.pop_front().unwrap();
-                set.messages.push((true, outcome.model_id.clone(), encode(&outcome)));
-                set.outcomes += 1;
-            }
-        };
+        let send_due =
+            |set: &mut EventSet, queue: &mut std::collections::VecDeque<OutcomeEvent>, now_ms: i64| {
+                while queue.front().is_some_and(|o| o.event_time_ms <= now_ms) {
+                    let outcome = queue.pop_front().unwrap();
+                    set.messages.push((true, outcome.model_id.clone(), encode(&outcome)));
+                    set.outcomes += 1;
+                }
+            };
         for i in 0..plan.predictions {
             let time_ms = T0_MS + span_ms * i as i64 / plan.predictions as i64;
             if let Some((_, _, from)) = plan.drift {
@@ -118,7 +126,9 @@ impl EventSet {
 /// producer can auto-create them with another count.
 async fn create_topics(env: &TestEnv) {
     let settings = vigil_monitor::KafkaSettings { brokers: harness::brokers(), client: Default::default() };
-    vigil_monitor::ensure_topics(&settings, &[&env.predictions, &env.outcomes], 4).await.expect("topics created");
+    vigil_monitor::ensure_topics(&settings, &[&env.predictions, &env.outcomes], 4)
+        .await
+        .expect("topics created");
 }
 
 /// The input topics of a [`TestEnv`], for a producer thread.
@@ -157,7 +167,11 @@ fn produce(env: &Topics, set: &EventSet, rate: Option<u64>) {
             match producer.send(record) {
                 Ok(()) => break,
                 Err((error, back)) => {
-                    assert_eq!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull), "{error}");
+                    assert_eq!(
+                        error.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "{error}"
+                    );
                     record = back;
                     producer.poll(Duration::from_millis(20));
                 }
@@ -166,11 +180,16 @@ fn produce(env: &Topics, set: &EventSet, rate: Option<u64>) {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).expect("every event delivered");
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
     let end = |topic: &str| -> u64 {
         (0..4).map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1 as u64).sum()
     };
-    assert_eq!((end(&env.predictions), end(&env.outcomes)), (set.predictions, set.outcomes), "messages in the topics");
+    assert_eq!(
+        (end(&env.predictions), end(&env.outcomes)),
+        (set.predictions, set.outcomes),
+        "messages in the topics"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,13 +233,25 @@ async fn dump(database: &str, table: &str) -> Dump {
     let columns: Vec<String> = names.lines().filter(|c| !WALL_CLOCK.contains(c)).map(str::to_owned).collect();
     assert!(!columns.is_empty(), "{database}.{table} has no columns");
     // Window states are binary (WindowState::encode): read as hex, compared as their JSON.
-    let list = columns.iter().map(|c| if c == "state" { "hex(state)" } else { c.as_str() }).collect::<Vec<_>>().join(", ");
-    let body = query(&format!("SELECT {list} FROM {database}.{table} FINAL ORDER BY {list} FORMAT TabSeparated")).await.unwrap();
+    let list = columns
+        .iter()
+        .map(|c| if c == "state" { "hex(state)" } else { c.as_str() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body =
+        query(&format!("SELECT {list} FROM {database}.{table} FINAL ORDER BY {list} FORMAT TabSeparated"))
+            .await
+            .unwrap();
     let state = columns.iter().position(|c| c == "state");
     let rows = body
         .lines()
         .map(|line| match state {
-            Some(i) => line.split('\t').enumerate().map(|(j, cell)| if j == i { state_as_json(cell) } else { cell.to_owned() }).collect::<Vec<_>>().join("\t"),
+            Some(i) => line
+                .split('\t')
+                .enumerate()
+                .map(|(j, cell)| if j == i { state_as_json(cell) } else { cell.to_owned() })
+                .collect::<Vec<_>>()
+                .join("\t"),
             None => line.to_owned(),
         })
         .collect();
@@ -229,7 +260,10 @@ async fn dump(database: &str, table: &str) -> Dump {
 
 /// A state cell read as hex, as the JSON of the decoded state (the hex when it does not decode).
 fn state_as_json(hex: &str) -> String {
-    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect();
     bytes
         .and_then(|b| vigil_monitor::WindowState::decode(&b).ok())
         .and_then(|state| serde_json::to_string(&state).ok())
@@ -239,7 +273,8 @@ fn state_as_json(hex: &str) -> String {
 /// The tables a closed window writes, and the references (whichever reference tables the
 /// schema has).
 async fn compared_tables(database: &str) -> Vec<String> {
-    let mut tables: Vec<String> = ["window_metrics", "feature_drift", "policy_checks", "window_performance"].map(String::from).to_vec();
+    let mut tables: Vec<String> =
+        ["window_metrics", "feature_drift", "policy_checks", "window_performance"].map(String::from).to_vec();
     let references = query(&format!(
         "SELECT name FROM system.tables WHERE database = '{database}' AND name LIKE 'reference_profiles%' ORDER BY name FORMAT TabSeparated"
     ))
@@ -290,7 +325,15 @@ impl CellDiff {
             .paths
             .iter()
             .take(4)
-            .map(|p| format!("\n      {}{} vs {}{}", if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) }, p.a, p.b, if p.close { " (rounding)" } else { "" }))
+            .map(|p| {
+                format!(
+                    "\n      {}{} vs {}{}",
+                    if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) },
+                    p.a,
+                    p.b,
+                    if p.close { " (rounding)" } else { "" }
+                )
+            })
             .collect();
         format!("{}{paths}", self.column)
     }
@@ -324,7 +367,12 @@ async fn compare_table(table: &str, a_db: &str, b_db: &str) -> TableComparison {
     }
     let key_of = |row: &str| -> Vec<String> {
         let cells: Vec<&str> = row.split('\t').collect();
-        a.columns.iter().zip(&cells).filter(|(c, _)| KEY.contains(&c.as_str())).map(|(c, v)| format!("{c}={v}")).collect()
+        a.columns
+            .iter()
+            .zip(&cells)
+            .filter(|(c, _)| KEY.contains(&c.as_str()))
+            .map(|(c, v)| format!("{c}={v}"))
+            .collect()
     };
     let index = |rows: &[String]| -> BTreeMap<Vec<String>, Vec<String>> {
         let mut map: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
@@ -342,7 +390,8 @@ async fn compare_table(table: &str, a_db: &str, b_db: &str) -> TableComparison {
         }
         let line = match (ra, rb) {
             (Some(ra), Some(rb)) if ra.len() == 1 && rb.len() == 1 => {
-                let (ca, cb): (Vec<&str>, Vec<&str>) = (ra[0].split('\t').collect(), rb[0].split('\t').collect());
+                let (ca, cb): (Vec<&str>, Vec<&str>) =
+                    (ra[0].split('\t').collect(), rb[0].split('\t').collect());
                 let cells: Vec<CellDiff> = a
                     .columns
                     .iter()
@@ -350,7 +399,11 @@ async fn compare_table(table: &str, a_db: &str, b_db: &str) -> TableComparison {
                     .filter(|(_, (x, y))| x != y)
                     .map(|(column, (x, y))| CellDiff { column: column.clone(), paths: cell_diff(x, y) })
                     .collect();
-                let shown = format!("{}:\n    {}", key.join(" "), cells.iter().map(CellDiff::show).collect::<Vec<_>>().join("\n    "));
+                let shown = format!(
+                    "{}:\n    {}",
+                    key.join(" "),
+                    cells.iter().map(CellDiff::show).collect::<Vec<_>>().join("\n    ")
+                );
                 if !exact() && cells.iter().all(|c| c.paths.iter().all(|p| p.close)) {
                     result.rounding_only += 1;
                     continue;
@@ -362,7 +415,12 @@ async fn compare_table(table: &str, a_db: &str, b_db: &str) -> TableComparison {
                 }
                 shown
             }
-            _ => format!("{}: {} row(s) vs {} row(s)", key.join(" "), ra.map_or(0, Vec::len), rb.map_or(0, Vec::len)),
+            _ => format!(
+                "{}: {} row(s) vs {} row(s)",
+                key.join(" "),
+                ra.map_or(0, Vec::len),
+                rb.map_or(0, Vec::len)
+            ),
         };
         result.differing_rows += 1;
         if result.differences.len() < 8 {
@@ -380,7 +438,9 @@ fn rounding_equal(x: f64, y: f64) -> bool {
 /// The differing paths of two cells (plain values or JSON text).
 fn cell_diff(x: &str, y: &str) -> Vec<PathDiff> {
     let mut out = Vec::new();
-    if let (Ok(jx), Ok(jy)) = (serde_json::from_str::<serde_json::Value>(x), serde_json::from_str::<serde_json::Value>(y)) {
+    if let (Ok(jx), Ok(jy)) =
+        (serde_json::from_str::<serde_json::Value>(x), serde_json::from_str::<serde_json::Value>(y))
+    {
         if jx.is_object() || jx.is_array() {
             json_diff(&jx, &jy, "", &mut out);
             return out;
@@ -420,7 +480,8 @@ fn json_diff(x: &serde_json::Value, y: &serde_json::Value, path: &str, out: &mut
         }
         _ if x == y => {}
         (Value::Number(nx), Value::Number(ny)) => {
-            let close = nx.is_f64() && ny.is_f64() && rounding_equal(nx.as_f64().unwrap(), ny.as_f64().unwrap());
+            let close =
+                nx.is_f64() && ny.is_f64() && rounding_equal(nx.as_f64().unwrap(), ny.as_f64().unwrap());
             out.push(PathDiff { path: path.to_owned(), a: nx.to_string(), b: ny.to_string(), close });
         }
         _ => out.push(PathDiff { path: path.to_owned(), a: clip(x), b: clip(y), close: false }),
@@ -430,16 +491,26 @@ fn json_diff(x: &serde_json::Value, y: &serde_json::Value, path: &str, out: &mut
 /// Compares every table in `tables` between two monitors' databases: rows per table, and a
 /// report of every difference beyond rounding (empty when equal). Rows equal only up to
 /// rounding are counted in the log.
-async fn compare_databases(a: &MonitorInstance, b: &MonitorInstance, tables: &[String]) -> (BTreeMap<String, usize>, Vec<String>) {
+async fn compare_databases(
+    a: &MonitorInstance,
+    b: &MonitorInstance,
+    tables: &[String],
+) -> (BTreeMap<String, usize>, Vec<String>) {
     let (mut rows, mut differences) = (BTreeMap::new(), Vec::new());
     for table in tables {
         let compared = compare_table(table, &a.database, &b.database).await;
         rows.insert(table.clone(), compared.rows);
         if compared.rounding_only > 0 {
-            eprintln!("{table}: {} of {} rows equal only up to float rounding (summation order)", compared.rounding_only, compared.rows);
+            eprintln!(
+                "{table}: {} of {} rows equal only up to float rounding (summation order)",
+                compared.rounding_only, compared.rows
+            );
         }
         for (reason, (n, example)) in &compared.known {
-            eprintln!("{table}: KNOWN MONITOR BUG, {n} of {} rows differ: {reason}; e.g.\n  {example}", compared.rows);
+            eprintln!(
+                "{table}: KNOWN MONITOR BUG, {n} of {} rows differ: {reason}; e.g.\n  {example}",
+                compared.rows
+            );
         }
         if compared.differing_rows > 0 {
             differences.push(format!(
@@ -482,7 +553,11 @@ async fn progress(database: &str, set: &EventSet) -> Progress {
 
 /// Waits until `instance` stored every prediction, closed every window before the clock
 /// window, and joined every outcome; then 1 s more for the writes of the last close.
-async fn await_done(instance: &MonitorInstance, set: &EventSet, timeout: Duration) -> Result<Progress, String> {
+async fn await_done(
+    instance: &MonitorInstance,
+    set: &EventSet,
+    timeout: Duration,
+) -> Result<Progress, String> {
     let started = Instant::now();
     let mut report_at = Duration::from_secs(10);
     loop {
@@ -491,7 +566,11 @@ async fn await_done(instance: &MonitorInstance, set: &EventSet, timeout: Duratio
             eprintln!("{}: {seen:?} after {report_at:?}", instance.name);
             report_at += Duration::from_secs(10);
         }
-        if seen.predictions == set.predictions && seen.window_keys > 0 && seen.closed_keys == seen.window_keys && seen.labeled == set.outcomes {
+        if seen.predictions == set.predictions
+            && seen.window_keys > 0
+            && seen.closed_keys == seen.window_keys
+            && seen.labeled == set.outcomes
+        {
             tokio::time::sleep(Duration::from_secs(1)).await;
             return Ok(seen);
         }
@@ -524,25 +603,43 @@ async fn compare_remediations(a: &MonitorInstance, b: &MonitorInstance) -> Vec<S
     let read = |instance: &MonitorInstance| {
         let instance = instance.clone();
         async move {
-            let named = query_u64(&format!("SELECT count() FROM {}.policy_checks FINAL WHERE remediation_id != ''", instance.database)).await as usize;
-            let sent = tokio::task::spawn_blocking(move || remediations(&instance.remediation_payloads(named, Duration::from_secs(20)))).await.unwrap();
+            let named = query_u64(&format!(
+                "SELECT count() FROM {}.policy_checks FINAL WHERE remediation_id != ''",
+                instance.database
+            ))
+            .await as usize;
+            let sent = tokio::task::spawn_blocking(move || {
+                remediations(&instance.remediation_payloads(named, Duration::from_secs(20)))
+            })
+            .await
+            .unwrap();
             (named, sent)
         }
     };
     let ((a_named, a_sent), (b_named, b_sent)) = tokio::join!(read(a), read(b));
     let mut problems = Vec::new();
-    let (a_set, b_set): (BTreeSet<&Remediation>, BTreeSet<&Remediation>) = (a_sent.iter().collect(), b_sent.iter().collect());
-    let twice: Vec<&Remediation> = b_set.iter().copied().filter(|r| b_sent.iter().filter(|x| x == r).count() > 1).collect();
+    let (a_set, b_set): (BTreeSet<&Remediation>, BTreeSet<&Remediation>) =
+        (a_sent.iter().collect(), b_sent.iter().collect());
+    let twice: Vec<&Remediation> =
+        b_set.iter().copied().filter(|r| b_sent.iter().filter(|x| x == r).count() > 1).collect();
     if !twice.is_empty() {
         problems.push(format!("{} sent these remediations more than once: {twice:?}", b.name));
     }
     if a_set.len() != a_named || b_set.len() != b_named {
-        problems.push(format!("the checks name {a_named} and {b_named} remediations, the topics hold {} and {} distinct", a_set.len(), b_set.len()));
+        problems.push(format!(
+            "the checks name {a_named} and {b_named} remediations, the topics hold {} and {} distinct",
+            a_set.len(),
+            b_set.len()
+        ));
     }
     let differ: Vec<&Remediation> = a_set.symmetric_difference(&b_set).copied().collect();
-    let (known, unknown): (Vec<&Remediation>, Vec<&Remediation>) = differ.into_iter().partition(|(policy, _)| policy == "performance" && !exact());
+    let (known, unknown): (Vec<&Remediation>, Vec<&Remediation>) =
+        differ.into_iter().partition(|(policy, _)| policy == "performance" && !exact());
     if !known.is_empty() {
-        eprintln!("remediations: KNOWN MONITOR BUG, sent by only one of {} and {}: {known:?}", a.name, b.name);
+        eprintln!(
+            "remediations: KNOWN MONITOR BUG, sent by only one of {} and {}: {known:?}",
+            a.name, b.name
+        );
     }
     if !unknown.is_empty() {
         problems.push(format!("remediations sent by only one of {} and {}: {unknown:?}", a.name, b.name));
@@ -566,7 +663,12 @@ async fn drop_database(instance: &MonitorInstance) {
 }
 
 /// Stops the monitors (SIGTERM: each must exit cleanly) and drops their databases.
-async fn finish(env: &TestEnv, started: Instant, monitors: [&mut ChildGuard; 2], instances: [&MonitorInstance; 2]) {
+async fn finish(
+    env: &TestEnv,
+    started: Instant,
+    monitors: [&mut ChildGuard; 2],
+    instances: [&MonitorInstance; 2],
+) {
     for child in monitors {
         let status = terminate(child, Duration::from_secs(30));
         assert!(status.success(), "{status}");
@@ -588,7 +690,11 @@ struct FastSessions(std::path::PathBuf);
 impl FastSessions {
     fn new(env: &TestEnv) -> Self {
         let path = std::env::temp_dir().join(format!("vigil-it-{}.toml", env.name));
-        std::fs::write(&path, "[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        )
+        .unwrap();
         Self(path)
     }
 
@@ -611,7 +717,15 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
     create_topics(&env).await;
     // 4 models x 3 versions x 8 windows, ~250 predictions each; model-2 v2 drifts from window 4.
     const DRIFT_FROM: u32 = 4;
-    let set = EventSet::new(&Plan { seed: 71, models: 4, versions: 3, windows: 8, predictions: 24_000, label_rate: 0.6, drift: Some(("model-2", "v2", DRIFT_FROM)) });
+    let set = EventSet::new(&Plan {
+        seed: 71,
+        models: 4,
+        versions: 3,
+        windows: 8,
+        predictions: 24_000,
+        label_rate: 0.6,
+        drift: Some(("model-2", "v2", DRIFT_FROM)),
+    });
     let started = Instant::now();
     let topics = Topics::of(&env);
     let set = tokio::task::spawn_blocking(move || {
@@ -620,7 +734,13 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
     })
     .await
     .unwrap();
-    eprintln!("{}: produced {} predictions and {} outcomes in {:?}", env.name, set.predictions, set.outcomes, started.elapsed());
+    eprintln!(
+        "{}: produced {} predictions and {} outcomes in {:?}",
+        env.name,
+        set.predictions,
+        set.outcomes,
+        started.elapsed()
+    );
 
     // A: uninterrupted. B: flushes every 500 messages, so windows close one by one as it goes.
     let sessions = FastSessions::new(&env);
@@ -640,7 +760,11 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
     };
     let waiting = Instant::now();
     while query_u64(&closed(drift_window)).await == 0 {
-        assert!(waiting.elapsed() < Duration::from_secs(90), "B never closed window {drift_window}: {:?}", progress(&b.database, &set).await);
+        assert!(
+            waiting.elapsed() < Duration::from_secs(90),
+            "B never closed window {drift_window}: {:?}",
+            progress(&b.database, &set).await
+        );
         assert!(monitor_b.try_wait().unwrap().is_none(), "B exited early");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -648,12 +772,22 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
     monitor_b.wait().unwrap();
     let at_kill = progress(&b.database, &set).await;
     let next_closed = query_u64(&closed(drift_window + 60)).await > 0;
-    eprintln!("{}: B killed after {:?} with {at_kill:?} (next drifted window closed too: {next_closed})", env.name, started.elapsed());
-    assert!(at_kill.predictions > 0 && at_kill.predictions < set.predictions, "the kill came mid-stream: {at_kill:?}");
+    eprintln!(
+        "{}: B killed after {:?} with {at_kill:?} (next drifted window closed too: {next_closed})",
+        env.name,
+        started.elapsed()
+    );
+    assert!(
+        at_kill.predictions > 0 && at_kill.predictions < set.predictions,
+        "the kill came mid-stream: {at_kill:?}"
+    );
 
     // Restart in the same group and database.
     let mut monitor_b = env.spawn_monitor_as(&b, &slow);
-    let (done_a, done_b) = tokio::join!(await_done(&a, &set, Duration::from_secs(100)), await_done(&b, &set, Duration::from_secs(100)));
+    let (done_a, done_b) = tokio::join!(
+        await_done(&a, &set, Duration::from_secs(100)),
+        await_done(&b, &set, Duration::from_secs(100))
+    );
     eprintln!("{}: both done after {:?}: A {done_a:?}, B {done_b:?}", env.name, started.elapsed());
     let done_a = done_a.unwrap();
     assert_eq!(done_a.window_keys, 4 * 3 * 5 * 8, "4 models x 3 versions x (all + 4 countries) x 8 windows");
@@ -678,7 +812,11 @@ async fn a_monitor_killed_mid_stream_and_restarted_writes_what_an_uninterrupted_
         "B (killed and restarted) wrote other rows than A (uninterrupted): {done_b:?}\n{}",
         differences.join("\n")
     );
-    assert_eq!(drifted_breaches, u64::from(8 - DRIFT_FROM), "every drifted window of model-2 v2 breached and sent a remediation");
+    assert_eq!(
+        drifted_breaches,
+        u64::from(8 - DRIFT_FROM),
+        "every drifted window of model-2 v2 breached and sent a remediation"
+    );
     assert!(remediation_problems.is_empty(), "{remediation_problems:#?}");
 }
 
@@ -691,7 +829,15 @@ async fn two_monitors_that_rebalance_mid_stream_write_what_one_writes() {
     let b2 = b1.another_member("2");
     create_topics(&env).await;
     // 8 models (spread over the 4 partitions) x 2 versions x 6 windows, ~125 predictions each.
-    let set = EventSet::new(&Plan { seed: 73, models: 8, versions: 2, windows: 6, predictions: 12_000, label_rate: 0.5, drift: Some(("model-3", "v1", 3)) });
+    let set = EventSet::new(&Plan {
+        seed: 73,
+        models: 8,
+        versions: 2,
+        windows: 6,
+        predictions: 12_000,
+        label_rate: 0.5,
+        drift: Some(("model-3", "v1", 3)),
+    });
     let started = Instant::now();
 
     let sessions = FastSessions::new(&env);
@@ -717,7 +863,10 @@ async fn two_monitors_that_rebalance_mid_stream_write_what_one_writes() {
         async move {
             let waiting = Instant::now();
             while store_b.total_events().await.unwrap_or(0) < want {
-                assert!(waiting.elapsed() < Duration::from_secs(60), "group B stored less than {want} predictions");
+                assert!(
+                    waiting.elapsed() < Duration::from_secs(60),
+                    "group B stored less than {want} predictions"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -739,14 +888,21 @@ async fn two_monitors_that_rebalance_mid_stream_write_what_one_writes() {
     eprintln!("{}: B1 left after {:?}; B2 saw {b2_rebalances} rebalances", env.name, started.elapsed());
     tokio::task::spawn_blocking(move || producer.join().unwrap()).await.unwrap();
 
-    let (done_a, done_b) = tokio::join!(await_done(&a, &set, Duration::from_secs(90)), await_done(&b2, &set, Duration::from_secs(90)));
+    let (done_a, done_b) = tokio::join!(
+        await_done(&a, &set, Duration::from_secs(90)),
+        await_done(&b2, &set, Duration::from_secs(90))
+    );
     eprintln!("{}: both done after {:?}: A {done_a:?}, B {done_b:?}", env.name, started.elapsed());
     let b2_metrics = b2.metrics_text().await;
 
     // Both members did part of the work.
     let decoded = |text: &str| metric_value(text, "vigil_monitor_events_decoded_total");
     let (by_b1, by_b2) = (decoded(&b1_metrics), decoded(&b2_metrics));
-    let partitions = query_u64(&format!("SELECT uniqExact(source_partition) FROM {}.window_partials WHERE events > 0", a.database)).await;
+    let partitions = query_u64(&format!(
+        "SELECT uniqExact(source_partition) FROM {}.window_partials WHERE events > 0",
+        a.database
+    ))
+    .await;
 
     let (store_a, store_b) = (a.store(), b1.store());
     let totals_a = store_a.window_count_totals().await.unwrap();
@@ -760,13 +916,24 @@ async fn two_monitors_that_rebalance_mid_stream_write_what_one_writes() {
     finish(&env, started, [&mut monitor_a, &mut monitor_b2], [&a, &b1]).await;
 
     assert!(done_a.is_ok() && done_b.is_ok(), "{done_a:?} {done_b:?}\n{}", differences.join("\n"));
-    assert!(at_join < set.predictions && at_leave < set.predictions, "both rebalances came mid-stream: {at_join}, {at_leave} of {}", set.predictions);
+    assert!(
+        at_join < set.predictions && at_leave < set.predictions,
+        "both rebalances came mid-stream: {at_join}, {at_leave} of {}",
+        set.predictions
+    );
     assert!(partitions >= 3, "the models spread over the partitions: {partitions}");
     assert!(b1_rebalances >= 2.0 && b2_rebalances >= 2.0, "B1 saw B2 join and B2 saw B1 leave");
-    assert!(by_b1 > 0.0 && by_b2 > 0.0 && by_b1 < set.predictions as f64, "both members decoded predictions: B1 {by_b1}, B2 {by_b2}");
+    assert!(
+        by_b1 > 0.0 && by_b2 > 0.0 && by_b1 < set.predictions as f64,
+        "both members decoded predictions: B1 {by_b1}, B2 {by_b2}"
+    );
     assert_eq!(events, (set.predictions, set.predictions), "total_events");
     assert_eq!(totals_a, totals_b, "window_count_totals");
-    assert!(differences.is_empty(), "two members that rebalanced wrote other rows than one monitor:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "two members that rebalanced wrote other rows than one monitor:\n{}",
+        differences.join("\n")
+    );
     assert!(remediation_problems.is_empty(), "{remediation_problems:#?}");
 }
 

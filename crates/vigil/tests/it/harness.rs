@@ -108,7 +108,10 @@ impl TestEnv {
             .env("VIGIL__HTTP__LISTEN", format!("127.0.0.1:{}", self.http_port))
             .env("VIGIL__LIFECYCLE__API__LISTEN", format!("127.0.0.1:{}", self.lifecycle_port))
             .env("VIGIL__LIFECYCLE__API__TOKEN", API_TOKEN)
-            .env("VIGIL__LIFECYCLE__STATE_DIR", std::env::temp_dir().join(format!("vigil-it-{}-state", self.name)))
+            .env(
+                "VIGIL__LIFECYCLE__STATE_DIR",
+                std::env::temp_dir().join(format!("vigil-it-{}-state", self.name)),
+            )
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -141,7 +144,12 @@ impl TestEnv {
         }
         assert_eq!(seen, expected, "{}: events stored in clickhouse", self.name);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(store.total_events().await.unwrap(), expected, "{}: stored count moved after settling", self.name);
+        assert_eq!(
+            store.total_events().await.unwrap(),
+            expected,
+            "{}: stored count moved after settling",
+            self.name
+        );
     }
 
     /// Reads the whole dead-letter topic: (reason header, payload) per message.
@@ -151,13 +159,21 @@ impl TestEnv {
 
     /// Reads the whole remediations topic as payloads.
     pub fn remediation_payloads(&self, expected: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout).into_iter().map(|(_, p)| p).collect()
+        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     pub async fn metrics_text(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await.expect("metrics port answers");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .await
+            .expect("metrics port answers");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut body = String::new();
         stream.read_to_string(&mut body).await.unwrap();
         body
@@ -188,7 +204,12 @@ fn read_topic(topic: &str, group: &str, expected: usize, timeout: Duration) -> V
             Some(Ok(message)) => {
                 let reason = message
                     .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "vigil.reason").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "vigil.reason")
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
                     .unwrap_or_default();
                 letters.push((reason, message.payload().unwrap_or_default().to_vec()));
             }
@@ -319,14 +340,21 @@ impl LifecycleEnv {
     }
 
     /// One request to `vigil lifecycle`'s HTTP port: (status, body).
-    pub async fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
         http_request(self.api_port, method, path, token, body).await
     }
 
     /// Runs `vigil` to the end on a blocking thread: (exit code, stdout, stderr).
     pub async fn run_vigil(&self, config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
         let mut command = self.vigil(config, args);
-        let output = tokio::task::spawn_blocking(move || command.output().expect("vigil binary runs")).await.unwrap();
+        let output =
+            tokio::task::spawn_blocking(move || command.output().expect("vigil binary runs")).await.unwrap();
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -358,7 +386,13 @@ pub fn store_of(database: &str) -> Store {
 pub const API_TOKEN: &str = "it-api-token";
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`, read to the end: (status, body).
-pub async fn http_request(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the port answers");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -384,7 +418,10 @@ pub async fn clickhouse_sql(sql: &str) -> String {
     let url = clickhouse_url();
     let host = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let mut stream = tokio::net::TcpStream::connect(host.as_str()).await.expect("clickhouse answers");
-    let request = format!("POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -440,7 +477,9 @@ impl TestEnv {
         // `VIGIL_TEST_LOG_DIR=<dir>`: each instance logs to `<dir>/<name>.log` instead of stderr.
         if let Some(dir) = std::env::var_os("VIGIL_TEST_LOG_DIR") {
             let path = std::path::Path::new(&dir).join(format!("{}.log", instance.name));
-            command.stderr(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file opens"));
+            command.stderr(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file opens"),
+            );
         }
         ChildGuard(command.spawn().expect("vigil binary starts"))
     }
@@ -464,8 +503,13 @@ impl MonitorInstance {
 
     pub async fn metrics_text(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await.expect("metrics port answers");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .await
+            .expect("metrics port answers");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut body = String::new();
         stream.read_to_string(&mut body).await.unwrap();
         body
@@ -473,7 +517,10 @@ impl MonitorInstance {
 
     /// Reads this monitor's whole remediations topic as payloads (see [`read_topic`]).
     pub fn remediation_payloads(&self, expected: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout).into_iter().map(|(_, p)| p).collect()
+        read_topic(&self.remediations, &format!("{}-rem-reader", self.group), expected, timeout)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     pub async fn cleanup(&self) {

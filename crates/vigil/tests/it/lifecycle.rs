@@ -37,8 +37,15 @@ pub async fn webhook() -> (String, Arc<Mutex<Vec<Received>>>) {
         post(move |headers: HeaderMap, body: Bytes| {
             let sink = sink.clone();
             async move {
-                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                sink.lock().unwrap().push((header("x-vigil-signature"), header("x-vigil-delivery"), header("idempotency-key"), body));
+                let header = |name: &str| {
+                    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+                };
+                sink.lock().unwrap().push((
+                    header("x-vigil-signature"),
+                    header("x-vigil-delivery"),
+                    header("idempotency-key"),
+                    body,
+                ));
                 "ok"
             }
         }),
@@ -56,7 +63,12 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 /// Waits until `done` holds for what `received` holds, or panics naming `what`.
-pub async fn wait_for_requests(received: &Arc<Mutex<Vec<Received>>>, what: &str, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+pub async fn wait_for_requests(
+    received: &Arc<Mutex<Vec<Received>>>,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let started = Instant::now();
     loop {
         let requests = received.lock().unwrap().clone();
@@ -79,15 +91,23 @@ async fn await_ready(env: &LifecycleEnv) {
 }
 
 async fn publish_remediation(env: &LifecycleEnv, remediation: &RemediationEvent, copies: usize) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", harness::brokers()).create().unwrap();
     let payload = encode(remediation);
     for _ in 0..copies {
-        producer.send(FutureRecord::to(&env.remediations).key("fraud").payload(&payload), Duration::from_secs(10)).await.expect("remediation delivered");
+        producer
+            .send(FutureRecord::to(&env.remediations).key("fraud").payload(&payload), Duration::from_secs(10))
+            .await
+            .expect("remediation delivered");
     }
 }
 
 /// Polls until `done` holds for the audited lifecycle events, or panics with them.
-async fn audited(env: &LifecycleEnv, within: Duration, done: impl Fn(&[vigil_store::LifecycleEventRow]) -> bool) -> Vec<vigil_store::LifecycleEventRow> {
+async fn audited(
+    env: &LifecycleEnv,
+    within: Duration,
+    done: impl Fn(&[vigil_store::LifecycleEventRow]) -> bool,
+) -> Vec<vigil_store::LifecycleEventRow> {
     let started = Instant::now();
     loop {
         let rows = env.store().lifecycle_events().await.unwrap_or_default();
@@ -116,7 +136,6 @@ fn critical_remediation(env: &LifecycleEnv) -> RemediationEvent {
         created_at_ms: now,
     }
 }
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn critical_remediation_rolls_back_the_canary_alerts_once_tells_the_platform_and_is_audited() {
@@ -152,27 +171,60 @@ secret = "{SECRET}"
     ));
 
     for (version, stage, extra) in [("v1", "production", None), ("v2", "canary", Some("0.2"))] {
-        let mut args = vec!["lifecycle", "register", "--model", "fraud", "--version", version, "--stage", stage, "--actor", "ci"];
+        let mut args = vec![
+            "lifecycle",
+            "register",
+            "--model",
+            "fraud",
+            "--version",
+            version,
+            "--stage",
+            stage,
+            "--actor",
+            "ci",
+        ];
         if let Some(weight) = extra {
             args.extend(["--weight", weight]);
         }
         let (code, stdout, stderr) = env.run_vigil(&config, &args).await;
         assert_eq!(code, Some(0), "register {version} {stage}: {stderr}");
-        assert!(stdout.contains(&format!("model fraud version {version}: NEW -> {}", stage.to_uppercase())), "{stdout}");
+        assert!(
+            stdout.contains(&format!("model fraud version {version}: NEW -> {}", stage.to_uppercase())),
+            "{stdout}"
+        );
     }
     // An illegal move is refused with model, version and both stages named, and not published.
-    let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "register", "--model", "fraud", "--version", "v1", "--stage", "canary"]).await;
+    let (code, _, stderr) = env
+        .run_vigil(
+            &config,
+            &["lifecycle", "register", "--model", "fraud", "--version", "v1", "--stage", "canary"],
+        )
+        .await;
     assert_eq!(code, Some(1), "{stderr}");
     for needle in ["\"fraud\"", "\"v1\"", "PRODUCTION -> CANARY"] {
         assert!(stderr.contains(needle), "{needle} in {stderr}");
     }
 
     // Killed when the test ends, passed or failed.
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil lifecycle starts"),
+    );
     // Once running, the platform is told the state it should serve (v2 at 20%).
-    let requests = wait_for_requests(&platform, "the start-up platform update", Duration::from_secs(60), |r| !r.is_empty()).await;
+    let requests =
+        wait_for_requests(&platform, "the start-up platform update", Duration::from_secs(60), |r| {
+            !r.is_empty()
+        })
+        .await;
     let first: Value = serde_json::from_slice(&requests[0].3).unwrap();
-    assert_eq!(first["traffic"], serde_json::json!([{"model_version": "v1", "weight": 0.8}, {"model_version": "v2", "weight": 0.2}]), "{first}");
+    assert_eq!(
+        first["traffic"],
+        serde_json::json!([{"model_version": "v1", "weight": 0.8}, {"model_version": "v2", "weight": 0.2}]),
+        "{first}"
+    );
 
     // Published twice, as a redelivery would: one rollback, one alert, one platform update.
     let remediation = critical_remediation(&env);
@@ -197,7 +249,11 @@ secret = "{SECRET}"
     assert_eq!(v2["last_event_id"], rollback_id.as_str(), "{state}");
 
     // The platform: v1 takes all traffic, signed, with the rollback's event id as the key.
-    let requests = wait_for_requests(&platform, "the rollback's platform update", Duration::from_secs(30), |r| r.iter().any(|q| q.2 == rollback_id)).await;
+    let requests =
+        wait_for_requests(&platform, "the rollback's platform update", Duration::from_secs(30), |r| {
+            r.iter().any(|q| q.2 == rollback_id)
+        })
+        .await;
     let (signed, _, _, body) = requests.iter().find(|q| q.2 == rollback_id).unwrap();
     assert_eq!(signed, &signature("platform-secret", body), "HMAC of the raw body");
     let update: Value = serde_json::from_slice(body).unwrap();
@@ -219,17 +275,34 @@ secret = "{SECRET}"
     assert_eq!(alert["state"], "firing", "{alert}");
     assert_eq!(alert["severity"], "critical", "{alert}");
     assert_eq!(alert["remediation_id"], remediation.remediation_id.as_str(), "{alert}");
-    assert!(alert.to_string().contains("canary v2 rolled back"), "the lifecycle outcome is in the details: {alert}");
+    assert!(
+        alert.to_string().contains("canary v2 rolled back"),
+        "the lifecycle outcome is in the details: {alert}"
+    );
 
     // The audit: every event of the log once (the registrations replayed at start, the rollback
     // published), and the deliveries.
     let rows = audited(&env, Duration::from_secs(30), |rows| rows.len() == 3).await;
     let rolled = rows.iter().find(|r| r.event_id == rollback_id).expect("the rollback is audited");
-    assert_eq!((rolled.stage.as_str(), rolled.actor.as_str(), rolled.remediation_id.as_deref()), ("ROLLED_BACK", "vigil", Some(remediation.remediation_id.as_str())));
+    assert_eq!(
+        (rolled.stage.as_str(), rolled.actor.as_str(), rolled.remediation_id.as_deref()),
+        ("ROLLED_BACK", "vigil", Some(remediation.remediation_id.as_str()))
+    );
     assert!(rows.iter().all(|r| r.source_offset >= 0), "{rows:#?}");
     let deliveries = env.store().alert_deliveries().await.unwrap();
-    assert!(deliveries.iter().any(|d| d.receiver == "it-hook" && d.state == "firing" && d.outcome == "delivered" && d.http_status == 200), "{deliveries:#?}");
-    assert!(deliveries.iter().any(|d| d.receiver == "serving" && d.state == "traffic" && d.alert_key == rollback_id), "{deliveries:#?}");
+    assert!(
+        deliveries.iter().any(|d| d.receiver == "it-hook"
+            && d.state == "firing"
+            && d.outcome == "delivered"
+            && d.http_status == 200),
+        "{deliveries:#?}"
+    );
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d.receiver == "serving" && d.state == "traffic" && d.alert_key == rollback_id),
+        "{deliveries:#?}"
+    );
 
     // Healthy again: the monitor stores a healthy check of the window after the breach, and the
     // alert resolves with the same key.
@@ -241,9 +314,14 @@ secret = "{SECRET}"
         env.database
     ))
     .await;
-    let requests = wait_for_requests(&received, "the resolve", Duration::from_secs(30), |r| r.len() >= 2).await;
+    let requests =
+        wait_for_requests(&received, "the resolve", Duration::from_secs(30), |r| r.len() >= 2).await;
     let resolved: Value = serde_json::from_slice(&requests[1].3).unwrap();
-    assert_eq!((resolved["key"].as_str(), resolved["state"].as_str()), (Some("fraud/v2/error_rate"), Some("resolved")), "{resolved}");
+    assert_eq!(
+        (resolved["key"].as_str(), resolved["state"].as_str()),
+        (Some("fraud/v2/error_rate"), Some("resolved")),
+        "{resolved}"
+    );
     assert!(resolved["ends_at"].is_string(), "{resolved}");
 
     let status = terminate(&mut consumer, Duration::from_secs(30));
@@ -268,30 +346,61 @@ manual_rollback = true
     no_token.env_remove("VIGIL__LIFECYCLE__API__TOKEN");
     let output = tokio::task::spawn_blocking(move || no_token.output().unwrap()).await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("lifecycle.api.token") && stderr.contains("lifecycle.api.enabled = false"), "{stderr}");
+    assert!(
+        !output.status.success()
+            && stderr.contains("lifecycle.api.token")
+            && stderr.contains("lifecycle.api.enabled = false"),
+        "{stderr}"
+    );
 
     // Killed when the test ends, passed or failed.
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil lifecycle starts"),
+    );
     await_ready(&env).await;
 
     let register_v1 = r#"{"version": "v1", "stage": "production", "actor": "ci", "reason": "first release"}"#;
     for token in [None, Some("wrong-token"), Some("")] {
-        assert_eq!(env.http("POST", "/api/v1/models/fraud/versions", token, Some(register_v1)).await.0, 401, "token {token:?}");
+        assert_eq!(
+            env.http("POST", "/api/v1/models/fraud/versions", token, Some(register_v1)).await.0,
+            401,
+            "token {token:?}"
+        );
         assert_eq!(env.http("GET", "/api/v1/models", token, None).await.0, 401, "token {token:?}");
     }
     let (status, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"models":[]}"#), "nothing changed");
 
-    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(register_v1)).await;
+    let (status, body) =
+        env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(register_v1)).await;
     assert_eq!(status, 201, "{body}");
     let canary = r#"{"version": "v2", "stage": "canary", "traffic_weight": 0.2, "actor": "ci"}"#;
     assert_eq!(env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await.0, 201);
-    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await;
+    let (status, body) =
+        env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await;
     assert_eq!(status, 201, "a canary event at its weight again is legal: {body}");
-    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(r#"{"version": "v1", "stage": "canary", "actor": "ci"}"#)).await;
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            Some(API_TOKEN),
+            Some(r#"{"version": "v1", "stage": "canary", "actor": "ci"}"#),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("PRODUCTION -> CANARY"), "{body}");
-    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(r#"{"version": "v3", "stage": "canary", "actor": "ci", "colour": "red"}"#)).await;
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            Some(API_TOKEN),
+            Some(r#"{"version": "v3", "stage": "canary", "actor": "ci", "colour": "red"}"#),
+        )
+        .await;
     assert_eq!(status, 400, "unknown fields are refused: {body}");
 
     // A critical remediation for the gated model waits for a human.
@@ -316,10 +425,20 @@ manual_rollback = true
     let (_, model) = env.http("GET", "/api/v1/models/fraud", Some(API_TOKEN), None).await;
     assert!(model.contains(r#""stage":"CANARY""#), "still a canary after a refused approval: {model}");
 
-    let (code, stdout, stderr) = env.run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "drift confirmed"]).await;
+    let (code, stdout, stderr) = env
+        .run_vigil(
+            &config,
+            &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "drift confirmed"],
+        )
+        .await;
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("model fraud version v2: ROLLED_BACK") && stdout.contains("actor alice"), "{stdout}");
-    let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "again"]).await;
+    assert!(
+        stdout.contains("model fraud version v2: ROLLED_BACK") && stdout.contains("actor alice"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = env
+        .run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "again"])
+        .await;
     assert_eq!(code, Some(1), "nothing left to approve");
     assert!(stderr.contains("no decision about model fraud version v2"), "{stderr}");
 
@@ -327,26 +446,49 @@ manual_rollback = true
     assert_eq!(status, 200, "{body}");
     let history: Value = serde_json::from_str(&body).unwrap();
     let last = history["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["stage"].as_str(), last["actor"].as_str()), (Some("ROLLED_BACK"), Some("alice")), "{history}");
+    assert_eq!(
+        (last["stage"].as_str(), last["actor"].as_str()),
+        (Some("ROLLED_BACK"), Some("alice")),
+        "{history}"
+    );
     assert_eq!(last["remediation_id"], remediation.remediation_id.as_str(), "{history}");
     assert!(last["reason"].as_str().unwrap().ends_with("approved by alice: drift confirmed"), "{history}");
     assert!(last["event_time_ms"].as_i64().unwrap() > remediation.created_at_ms, "{history}");
 
     // A manual rollback of production with nothing earlier to return to is refused.
-    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions/v1/rollback", Some(API_TOKEN), Some(r#"{"actor": "bob", "reason": "test"}"#)).await;
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions/v1/rollback",
+            Some(API_TOKEN),
+            Some(r#"{"actor": "bob", "reason": "test"}"#),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
 
     let rows = audited(&env, Duration::from_secs(30), |rows| rows.iter().any(|r| r.actor == "alice")).await;
     let approved = rows.iter().find(|r| r.actor == "alice").unwrap();
-    assert_eq!((approved.stage.as_str(), approved.remediation_id.as_deref()), ("ROLLED_BACK", Some(remediation.remediation_id.as_str())));
+    assert_eq!(
+        (approved.stage.as_str(), approved.remediation_id.as_deref()),
+        ("ROLLED_BACK", Some(remediation.remediation_id.as_str()))
+    );
 
     let (_, metrics) = env.http("GET", "/metrics", None, None).await;
-    for needle in [r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#, r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#] {
+    for needle in [
+        r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#,
+        r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#,
+    ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
     }
-    for (route, status) in [("/api/v1/models/{model}/versions", "401"), ("/api/v1/approvals/{id}/approve", "401"), ("/api/v1/approvals/{id}/approve", "200")] {
+    for (route, status) in [
+        ("/api/v1/models/{model}/versions", "401"),
+        ("/api/v1/approvals/{id}/approve", "401"),
+        ("/api/v1/approvals/{id}/approve", "200"),
+    ] {
         let counted = metrics.lines().any(|l| {
-            l.starts_with("vigil_lifecycle_api_requests_total{") && l.contains(&format!(r#"route="{route}""#)) && l.contains(&format!(r#"status="{status}""#))
+            l.starts_with("vigil_lifecycle_api_requests_total{")
+                && l.contains(&format!(r#"route="{route}""#))
+                && l.contains(&format!(r#"status="{status}""#))
         });
         assert!(counted, "{route} {status} counted in {metrics}");
     }
@@ -377,16 +519,42 @@ min_samples = 100
 "#
         )
     };
-    let config = env.write_config(&format!("[lifecycle]\nreplay_timeout_ms = 30000\ncanary_interval_ms = 1000\n{}{}", policy("fraud"), policy("churn")));
+    let config = env.write_config(&format!(
+        "[lifecycle]\nreplay_timeout_ms = 30000\ncanary_interval_ms = 1000\n{}{}",
+        policy("fraud"),
+        policy("churn")
+    ));
     for model in ["fraud", "churn"] {
         for (version, stage) in [("v1", "production"), ("v2", "canary")] {
-            let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "register", "--model", model, "--version", version, "--stage", stage, "--actor", "ci"]).await;
+            let (code, _, stderr) = env
+                .run_vigil(
+                    &config,
+                    &[
+                        "lifecycle",
+                        "register",
+                        "--model",
+                        model,
+                        "--version",
+                        version,
+                        "--stage",
+                        stage,
+                        "--actor",
+                        "ci",
+                    ],
+                )
+                .await;
             assert_eq!(code, Some(0), "{stderr}");
         }
     }
     let (code, _, stderr) = env.run_vigil(&config, &["migrate"]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil lifecycle starts"),
+    );
     await_ready(&env).await;
     // What the monitor stores, in its order, while the analysis polls (every second): three
     // one-minute windows, healthy policy checks for every version; fraud v2 as fast as v1, churn
@@ -418,7 +586,9 @@ min_samples = 100
     let state = loop {
         let (_, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
         let state: Value = serde_json::from_str(&body).unwrap();
-        if version_of(&state, "fraud", "v2")["stage"] == "PRODUCTION" && version_of(&state, "churn", "v2")["stage"] == "ROLLED_BACK" {
+        if version_of(&state, "fraud", "v2")["stage"] == "PRODUCTION"
+            && version_of(&state, "churn", "v2")["stage"] == "ROLLED_BACK"
+        {
             break state;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "analysis did not finish within 60 s: {state}");
@@ -435,7 +605,13 @@ min_samples = 100
         .unwrap()
         .iter()
         .filter(|e| e["actor"] == "vigil")
-        .map(|e| (e["event_id"].as_str().unwrap().to_owned(), e["traffic_weight"].as_f64(), e["stage"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap().to_owned(),
+                e["traffic_weight"].as_f64(),
+                e["stage"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         steps,
@@ -452,11 +628,21 @@ min_samples = 100
 
     // A restart judges the same windows again: the same ids, nothing new in the log.
     assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
-    let mut consumer = ChildGuard(env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("vigil lifecycle starts"));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil lifecycle starts"),
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (_, body) = env.http("GET", "/api/v1/models/fraud/history", Some(API_TOKEN), None).await;
     let again: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(again["events"].as_array().unwrap().len(), history["events"].as_array().unwrap().len(), "{again}");
+    assert_eq!(
+        again["events"].as_array().unwrap().len(),
+        history["events"].as_array().unwrap().len(),
+        "{again}"
+    );
     assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
     env.drop_database().await;
     env.cleanup();
@@ -506,7 +692,11 @@ webhook_url = "https://hooks.slack.com/x"
     );
     let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "state"]).await;
     assert_eq!(code, Some(2), "{stderr}");
-    for key in ["alerts.receivers[0].kind", "lifecycle.platform[0].kind", "lifecycle.platform[0].name \"hook\" is used twice"] {
+    for key in [
+        "alerts.receivers[0].kind",
+        "lifecycle.platform[0].kind",
+        "lifecycle.platform[0].name \"hook\" is used twice",
+    ] {
         assert!(stderr.contains(key), "{key} in {stderr}");
     }
 

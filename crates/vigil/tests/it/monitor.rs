@@ -83,7 +83,14 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert_eq!(producer.stats().delivered, N + clock_events);
 
     env.await_stored_exactly(N + clock_events, Duration::from_secs(60)).await;
-    let totals: Vec<_> = env.store().window_count_totals().await.unwrap().into_iter().filter(|t| t.window_start < 1_764_000_600).collect();
+    let totals: Vec<_> = env
+        .store()
+        .window_count_totals()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.window_start < 1_764_000_600)
+        .collect();
     let mut stored: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut by_country: BTreeMap<(String, String), u64> = BTreeMap::new();
     for t in &totals {
@@ -93,7 +100,8 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     }
     assert_eq!(stored, expected, "per model and version");
     assert_eq!(by_country, expected, "every event is also in exactly one country segment");
-    let countries: std::collections::BTreeSet<&str> = totals.iter().map(|t| t.segment.as_str()).filter(|s| !s.is_empty()).collect();
+    let countries: std::collections::BTreeSet<&str> =
+        totals.iter().map(|t| t.segment.as_str()).filter(|s| !s.is_empty()).collect();
     assert_eq!(countries.len(), 4, "{countries:?}");
     assert_eq!(expected.len(), 12, "the traffic covered 4 models x 3 versions");
     let windows: std::collections::BTreeSet<u32> = totals.iter().map(|t| t.window_start).collect();
@@ -112,20 +120,33 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let store = env.store();
     let started = std::time::Instant::now();
     let closed = loop {
-        let rows: Vec<_> = store.window_metrics().await.unwrap().into_iter().filter(|r| r.window_start < 1_764_000_600).collect();
+        let rows: Vec<_> = store
+            .window_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.window_start < 1_764_000_600)
+            .collect();
         if rows.len() == totals.len() || started.elapsed() > Duration::from_secs(30) {
             break rows;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let closed_counts: BTreeMap<(String, String, String, u32), u64> =
-        closed.iter().map(|r| ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events)).collect();
-    let stored_counts: BTreeMap<(String, String, String, u32), u64> =
-        totals.iter().map(|t| ((t.model_id.clone(), t.model_version.clone(), t.segment.clone(), t.window_start), t.events)).collect();
+    let closed_counts: BTreeMap<(String, String, String, u32), u64> = closed
+        .iter()
+        .map(|r| ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events))
+        .collect();
+    let stored_counts: BTreeMap<(String, String, String, u32), u64> = totals
+        .iter()
+        .map(|t| ((t.model_id.clone(), t.model_version.clone(), t.segment.clone(), t.window_start), t.events))
+        .collect();
     assert_eq!(closed_counts, stored_counts, "every window closed with its stored count");
     for row in closed.iter().filter(|r| r.segment.is_empty()) {
         let [p50, p99] = [row.latency_p50_ms.unwrap(), row.latency_p99_ms.unwrap()];
-        assert!((1.0..=5.1).contains(&p50) && p50 <= p99 && p99 <= 5.1, "loadgen latencies are 1-5 ms: {row:?}");
+        assert!(
+            (1.0..=5.1).contains(&p50) && p50 <= p99 && p99 <= 5.1,
+            "loadgen latencies are 1-5 ms: {row:?}"
+        );
         assert!(row.score_mean.is_some_and(|m| (0.3..0.7).contains(&m)), "{row:?}");
         assert_eq!(row.late_events, 0);
         assert_eq!(row.config_hash.len(), 16);
@@ -140,7 +161,10 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert_eq!(got, want, "each dead letter keeps its original bytes and names its reason");
 
     let metrics = env.metrics_text().await;
-    assert!(metrics.contains(&format!("vigil_monitor_events_decoded_total {}", N + clock_events)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("vigil_monitor_events_decoded_total {}", N + clock_events)),
+        "{metrics}"
+    );
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"not_avro\"} 5"), "{metrics}");
     assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"unknown_schema\"} 4"), "{metrics}");
 
@@ -149,7 +173,11 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     let drift = store.feature_drift().await.unwrap();
     let (w0, w2) = (1_764_000_000, 1_764_000_120);
     let tested_keys = totals.iter().filter(|t| t.window_start != w0).count();
-    assert_eq!(drift.len(), tested_keys * 21, "20 numeric features and `device` per tested (model, version, segment, window)");
+    assert_eq!(
+        drift.len(),
+        tested_keys * 21,
+        "20 numeric features and `device` per tested (model, version, segment, window)"
+    );
     for row in drift.iter().filter(|r| r.segment.is_empty()) {
         assert!(row.reference_id.ends_with(&format!(":{w0}")), "{row:?}");
         if row.feature == "device" {
@@ -160,39 +188,63 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
             assert!(row.statistic < 0.3, "unshifted features stay close to the baseline: {row:?}");
         }
     }
-    let shifted_drifted = drift.iter().filter(|r| r.feature == "f05" && r.window_start == w2 && r.segment.is_empty() && r.drifted == 1).count();
+    let shifted_drifted = drift
+        .iter()
+        .filter(|r| r.feature == "f05" && r.window_start == w2 && r.segment.is_empty() && r.drifted == 1)
+        .count();
     assert_eq!(shifted_drifted, 12, "all 4 models x 3 versions");
 
     // The drift policy (Bonferroni-corrected, one window needed in tests) breached in window 2
     // for every model version and sent one remediation each, with the shifted feature as evidence.
     let checks = store.policy_checks().await.unwrap();
-    let breaches: Vec<_> = checks.iter().filter(|c| c.window_start == w2 && c.policy == "feature_drift").collect();
+    let breaches: Vec<_> =
+        checks.iter().filter(|c| c.window_start == w2 && c.policy == "feature_drift").collect();
     assert_eq!(breaches.len(), 12);
     // No outcomes in this test: every performance check is insufficient data, and no latency
     // budget is set, so there are no latency checks.
-    assert!(checks.iter().filter(|c| c.policy != "feature_drift").all(|c| c.policy == "performance" && c.verdict == "insufficient_data"), "{checks:?}");
-    assert!(breaches.iter().all(|c| c.verdict == "breach" && c.detail.contains("f05") && !c.remediation_id.is_empty()), "{breaches:?}");
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c.policy != "feature_drift")
+            .all(|c| c.policy == "performance" && c.verdict == "insufficient_data"),
+        "{checks:?}"
+    );
+    assert!(
+        breaches
+            .iter()
+            .all(|c| c.verdict == "breach" && c.detail.contains("f05") && !c.remediation_id.is_empty()),
+        "{breaches:?}"
+    );
     let payloads = env.remediation_payloads(12, Duration::from_secs(30));
     let remediations: Vec<vigil_events::RemediationEvent> =
         payloads.iter().map(|p| vigil_events::decode(p).expect("a valid RemediationEvent")).collect();
-    let in_window_2: Vec<_> = remediations.iter().filter(|r| r.window_start_ms == i64::from(w2) * 1000).collect();
+    let in_window_2: Vec<_> =
+        remediations.iter().filter(|r| r.window_start_ms == i64::from(w2) * 1000).collect();
     assert_eq!(in_window_2.len(), 12, "one remediation per model version");
     for r in &in_window_2 {
         assert!(r.evidence.iter().any(|e| e.feature.as_deref() == Some("f05")), "{r:?}");
-        assert!(breaches.iter().any(|c| c.remediation_id == r.remediation_id), "stored check names the remediation");
+        assert!(
+            breaches.iter().any(|c| c.remediation_id == r.remediation_id),
+            "stored check names the remediation"
+        );
     }
 
     // Latest values as Prometheus gauges, and how long closes took.
     let metrics = env.metrics_text().await;
     for model in ["model-1", "model-2", "model-3", "model-4"] {
-        let breach = format!("vigil_monitor_latest_breach{{model=\"{model}\",policy=\"feature_drift\",version=\"v1\"}} 1");
+        let breach = format!(
+            "vigil_monitor_latest_breach{{model=\"{model}\",policy=\"feature_drift\",version=\"v1\"}} 1"
+        );
         assert!(metrics.contains(&breach), "{breach} in {metrics}");
     }
-    assert!(metrics.contains("vigil_monitor_latest_window_events{model=\"model-1\",version=\"v2\"}"), "{metrics}");
+    assert!(
+        metrics.contains("vigil_monitor_latest_window_events{model=\"model-1\",version=\"v2\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("vigil_monitor_window_close_latency_seconds_count"), "{metrics}");
 
     // `vigil status` shows each model version's latest closed window with its drift and verdict
-// (21 features tested: 20 numeric and `device`).
+    // (21 features tested: 20 numeric and `device`).
     let status = env
         .vigil_command(&["status", "--registry-timeout", "5s"])
         .stdout(std::process::Stdio::piped())
@@ -203,10 +255,17 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("model-")).collect();
     assert_eq!(lines.len(), 12, "{text}");
-    assert!(lines.iter().all(|l| l.contains("breach") && l.contains("/21")), "window 2 breached everywhere: {text}");
+    assert!(
+        lines.iter().all(|l| l.contains("breach") && l.contains("/21")),
+        "window 2 breached everywhere: {text}"
+    );
 
     // A late event for a closed window counts, and the window is closed again with it.
-    let first = closed.iter().find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000).expect("window 0 closed").clone();
+    let first = closed
+        .iter()
+        .find(|r| r.segment.is_empty() && r.window_start == 1_764_000_000)
+        .expect("window 0 closed")
+        .clone();
     let mut late = generator.next_prediction(now + 1_000);
     late.model_id = first.model_id.clone();
     late.model_version = first.model_version.clone();
@@ -218,7 +277,9 @@ async fn counts_every_valid_prediction_once_and_dead_letters_the_rest() {
             (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start)
                 == (first.model_id.as_str(), first.model_version.as_str(), "", first.window_start)
         });
-        if row.as_ref().is_some_and(|r| r.events > first.events) || started.elapsed() > Duration::from_secs(30) {
+        if row.as_ref().is_some_and(|r| r.events > first.events)
+            || started.elapsed() > Duration::from_secs(30)
+        {
             break row.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -239,7 +300,13 @@ async fn a_monitor_killed_mid_stream_and_restarted_neither_loses_nor_double_coun
     const N: u64 = 30_000;
     let producer = sdk(&env);
     let sender = std::thread::spawn(move || {
-        let spec = LoadSpec { rate: 6_000, duration: Duration::from_secs(120), max_events: Some(N), progress_every: Duration::from_secs(60), drift_after: None };
+        let spec = LoadSpec {
+            rate: 6_000,
+            duration: Duration::from_secs(120),
+            max_events: Some(N),
+            progress_every: Duration::from_secs(60),
+            drift_after: None,
+        };
         vigil_loadgen::run(&producer, &mut generator(23), &spec, &AtomicBool::new(false)).unwrap()
     });
 
@@ -268,7 +335,10 @@ async fn a_monitor_killed_mid_stream_and_restarted_neither_loses_nor_double_coun
         .find_map(|l| l.strip_prefix("vigil_monitor_messages_skipped_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    assert!(skipped >= at_kill, "the restarted monitor skipped {skipped} already-stored messages, expected at least {at_kill}");
+    assert!(
+        skipped >= at_kill,
+        "the restarted monitor skipped {skipped} already-stored messages, expected at least {at_kill}"
+    );
 
     let status = terminate(&mut restarted, Duration::from_secs(30));
     assert!(status.success(), "{status}");
@@ -309,6 +379,11 @@ async fn positions_stored_past_the_end_of_a_recreated_topic_stop_the_monitor_wit
     let output = tokio::task::spawn_blocking(move || monitor.wait_with_output().unwrap()).await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the monitor must stop rather than skip the new topic's messages");
-    assert!(stderr.contains("topics.predictions") && stderr.contains("stored position of 250000") && stderr.contains("clickhouse.database"), "{stderr}");
+    assert!(
+        stderr.contains("topics.predictions")
+            && stderr.contains("stored position of 250000")
+            && stderr.contains("clickhouse.database"),
+        "{stderr}"
+    );
     env.cleanup().await;
 }

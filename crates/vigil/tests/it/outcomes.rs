@@ -33,7 +33,15 @@ fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
     }
     let predicted = p.prediction.label.clone().unwrap();
     let wrong = i.is_multiple_of(5) || (p.model_id == "model-1" && p.model_version == "v1" && i % 2 == 1);
-    let truth = if wrong { if predicted == "1" { "0" } else { "1" } } else { predicted.as_str() };
+    let truth = if wrong {
+        if predicted == "1" {
+            "0"
+        } else {
+            "1"
+        }
+    } else {
+        predicted.as_str()
+    };
     Some(OutcomeEvent {
         event_id: format!("o-{}", p.prediction_id),
         prediction_id: p.prediction_id.clone(),
@@ -44,23 +52,35 @@ fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
     })
 }
 
-async fn await_performance(env: &TestEnv, want: &BTreeMap<Key, Expected>, timeout: Duration) -> Vec<vigil_store::WindowPerformanceRow> {
+async fn await_performance(
+    env: &TestEnv,
+    want: &BTreeMap<Key, Expected>,
+    timeout: Duration,
+) -> Vec<vigil_store::WindowPerformanceRow> {
     let store = env.store();
     let started = Instant::now();
     loop {
-        let rows: Vec<_> = store.window_performance().await.unwrap().into_iter().filter(|r| r.window_start <= W1).collect();
+        let rows: Vec<_> =
+            store.window_performance().await.unwrap().into_iter().filter(|r| r.window_start <= W1).collect();
         let got: BTreeMap<Key, Expected> = rows
             .iter()
             .filter(|r| r.segment.is_empty())
             .map(|r| {
                 let correct = (r.accuracy.unwrap_or(0.0) * r.labeled as f64).round() as u64;
-                ((r.model_id.clone(), r.model_version.clone(), r.window_start), Expected { predictions: r.predictions, labeled: r.labeled, correct })
+                (
+                    (r.model_id.clone(), r.model_version.clone(), r.window_start),
+                    Expected { predictions: r.predictions, labeled: r.labeled, correct },
+                )
             })
             .collect();
         if &got == want {
             return rows;
         }
-        assert!(started.elapsed() < timeout, "{}: window_performance\n got {got:#?}\nwant {want:#?}", env.name);
+        assert!(
+            started.elapsed() < timeout,
+            "{}: window_performance\n got {got:#?}\nwant {want:#?}",
+            env.name
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -87,8 +107,10 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     // predictions, the rest after, and those of predictions 1500.. are held back until the
     // windows have closed and the monitor has been killed and restarted.
     const N: usize = 3_000;
-    let predictions: Vec<PredictionEvent> = (0..N).map(|i| generator.next_prediction(T0 + (i as i64 % 2) * 60_000 + i as i64)).collect();
-    let outcomes: Vec<(usize, OutcomeEvent)> = predictions.iter().enumerate().filter_map(|(i, p)| outcome_for(i, p).map(|o| (i, o))).collect();
+    let predictions: Vec<PredictionEvent> =
+        (0..N).map(|i| generator.next_prediction(T0 + (i as i64 % 2) * 60_000 + i as i64)).collect();
+    let outcomes: Vec<(usize, OutcomeEvent)> =
+        predictions.iter().enumerate().filter_map(|(i, p)| outcome_for(i, p).map(|o| (i, o))).collect();
     let mut expected: BTreeMap<Key, Expected> = BTreeMap::new();
     let mut expected_now: BTreeMap<Key, Expected> = BTreeMap::new();
     for (i, p) in predictions.iter().enumerate() {
@@ -138,7 +160,14 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     // A window's performance row is written just before its metrics row: wait for the latter.
     let started = Instant::now();
     let metrics_before = loop {
-        let rows: Vec<_> = env.store().window_metrics().await.unwrap().into_iter().filter(|r| r.window_start <= W1).collect();
+        let rows: Vec<_> = env
+            .store()
+            .window_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.window_start <= W1)
+            .collect();
         if rows.len() >= overall_and_segments(&env).await || started.elapsed() > Duration::from_secs(30) {
             break rows;
         }
@@ -160,20 +189,33 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     assert!(!overall.is_empty());
 
     // Outcomes change only performance: the windows' prediction metrics stand.
-    let metrics_after: Vec<_> = env.store().window_metrics().await.unwrap().into_iter().filter(|r| r.window_start <= W1).collect();
+    let metrics_after: Vec<_> =
+        env.store().window_metrics().await.unwrap().into_iter().filter(|r| r.window_start <= W1).collect();
     let events = |rows: &[vigil_store::WindowMetricsRow]| -> BTreeMap<(String, String, String, u32), u64> {
-        rows.iter().map(|r| ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events)).collect()
+        rows.iter()
+            .map(|r| {
+                ((r.model_id.clone(), r.model_version.clone(), r.segment.clone(), r.window_start), r.events)
+            })
+            .collect()
     };
     assert_eq!(events(&metrics_after), events(&metrics_before));
 
     // The performance policy: model-1 v1's second window fell far below its baseline window's
     // accuracy (a breach, with a remediation); every other judged window is healthy. Each window
     // was judged once, before or after the restart.
-    let checks: Vec<_> = env.store().policy_checks().await.unwrap().into_iter().filter(|c| c.policy == "performance").collect();
+    let checks: Vec<_> = env
+        .store()
+        .policy_checks()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.policy == "performance")
+        .collect();
     let judged: Vec<_> = checks.iter().filter(|c| c.verdict != "insufficient_data").collect();
     assert!(judged.len() >= 12, "{checks:#?}");
     for c in &judged {
-        let collapsed = (c.model_id.as_str(), c.model_version.as_str(), c.window_start) == ("model-1", "v1", W1);
+        let collapsed =
+            (c.model_id.as_str(), c.model_version.as_str(), c.window_start) == ("model-1", "v1", W1);
         assert_eq!(c.verdict, if collapsed { "breach" } else { "healthy" }, "{c:?}");
         assert_eq!(c.remediation_id.is_empty(), !collapsed, "{c:?}");
     }
@@ -189,13 +231,22 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
 
     let metrics = env.metrics_text().await;
     let value = |name: &str| -> u64 {
-        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     };
     let held_back = outcomes.iter().filter(|(i, _)| *i >= 1_500).count() as u64;
     assert_eq!(value("vigil_monitor_outcomes_matched_total"), held_back, "{metrics}");
     assert_eq!(value("vigil_monitor_join_waiting_outcomes"), 0, "{metrics}");
     assert!(metrics.contains("vigil_monitor_latest_accuracy{model=\"model-2\",version=\"v1\"}"), "{metrics}");
-    assert!(metrics.contains("vigil_monitor_latest_breach{model=\"model-1\",policy=\"performance\",version=\"v1\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "vigil_monitor_latest_breach{model=\"model-1\",policy=\"performance\",version=\"v1\"} 1"
+        ),
+        "{metrics}"
+    );
 
     let status = terminate(&mut restarted, Duration::from_secs(30));
     assert!(status.success(), "{status}");
@@ -204,13 +255,30 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     // followed: a partial of model-2 v1's first window written after its last close. The next
     // start closes that window again, and its performance counts the outcome.
     let store = env.store();
-    let row = store.window_performance().await.unwrap().into_iter().find(|r| (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start) == ("model-2", "v1", "", W0)).unwrap();
-    let partition = store.window_metrics().await.unwrap().into_iter().find(|r| r.model_id == "model-2").unwrap().source_partition;
+    let row = store
+        .window_performance()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| {
+            (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start)
+                == ("model-2", "v1", "", W0)
+        })
+        .unwrap();
+    let partition = store
+        .window_metrics()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.model_id == "model-2")
+        .unwrap()
+        .source_partition;
     let position = store.stored_positions(&env.outcomes).await.unwrap()[&partition];
     let mut late = vigil_monitor::WindowState::default();
     let predicted = vigil_monitor::Predicted { label: Some("1".into()), score: Some(0.9), value: None };
     late.add_outcome(&predicted, &vigil_monitor::Observed { label: Some("1".into()), value: None }, "1");
-    let written_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32 + 1;
+    let written_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32 + 1;
     store
         .insert_window_partials(&[vigil_store::WindowPartialRow {
             model_id: "model-2".into(),
@@ -236,7 +304,16 @@ async fn outcomes_join_in_either_order_update_closed_windows_and_survive_a_resta
     producer.flush(Duration::from_secs(30)).unwrap();
     let started = Instant::now();
     loop {
-        let now = store.window_performance().await.unwrap().into_iter().find(|r| (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start) == ("model-2", "v1", "", W0)).unwrap();
+        let now = store
+            .window_performance()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| {
+                (r.model_id.as_str(), r.model_version.as_str(), r.segment.as_str(), r.window_start)
+                    == ("model-2", "v1", "", W0)
+            })
+            .unwrap();
         if now.labeled == row.labeled + 1 {
             assert_eq!(now.predictions, row.predictions);
             break;

@@ -26,7 +26,11 @@ fn reference_csv(dir: &Path, rows: usize) -> PathBuf {
         for x in event.numeric_features.values() {
             csv.push_str(&format!(",{x}"));
         }
-        csv.push_str(&format!(",{},{}\n", event.categorical_features["device"], event.prediction.score.unwrap()));
+        csv.push_str(&format!(
+            ",{},{}\n",
+            event.categorical_features["device"],
+            event.prediction.score.unwrap()
+        ));
     }
     let path = dir.join("reference.csv");
     std::fs::write(&path, csv).unwrap();
@@ -52,13 +56,34 @@ fn text(bytes: &[u8]) -> String {
 async fn upload(env: &TestEnv, model: &str, file: &Path) -> String {
     let out = vigil(
         env,
-        &["reference", "upload", "--model", model, "--version", "v1", file.to_str().unwrap(), "--skip-column", "id", "--score-column", "score"],
+        &[
+            "reference",
+            "upload",
+            "--model",
+            model,
+            "--version",
+            "v1",
+            file.to_str().unwrap(),
+            "--skip-column",
+            "id",
+            "--score-column",
+            "score",
+        ],
     )
     .await;
     assert!(out.status.success(), "upload failed: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let id = stdout.lines().next().and_then(|l| l.strip_prefix("stored reference ")).and_then(|l| l.split_whitespace().next()).unwrap_or_default();
-    assert!(id.starts_with(&format!("upload:{model}:v1:")) && id.len() == format!("upload:{model}:v1:").len() + 16, "{stdout}");
+    let id = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("stored reference "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        id.starts_with(&format!("upload:{model}:v1:"))
+            && id.len() == format!("upload:{model}:v1:").len() + 16,
+        "{stdout}"
+    );
     id.to_owned()
 }
 
@@ -72,11 +97,23 @@ async fn an_uploaded_reference_is_stored_once_listed_and_preferred_to_baselines(
     let store = env.store();
     let stored = store.reference(&id).await.unwrap().expect("the uploaded reference is stored");
     assert_eq!(stored.events, 5_000);
-    assert!(stored.source.contains("reference.csv") && stored.source.contains("5,000 rows"), "{}", stored.source);
+    assert!(
+        stored.source.contains("reference.csv") && stored.source.contains("5,000 rows"),
+        "{}",
+        stored.source
+    );
     let state = vigil_monitor::WindowState::decode(&stored.state).unwrap();
     let json = serde_json::to_string(&state).unwrap();
-    assert_eq!(stored.content_hash, format!("{:016x}", vigil_events::fnv1a64(json.as_bytes())), "the hash is of the state's JSON");
-    assert_eq!((state.numeric.len(), state.categorical.len()), (20, 1), "f00..f19 and device; id skipped, score apart");
+    assert_eq!(
+        stored.content_hash,
+        format!("{:016x}", vigil_events::fnv1a64(json.as_bytes())),
+        "the hash is of the state's JSON"
+    );
+    assert_eq!(
+        (state.numeric.len(), state.categorical.len()),
+        (20, 1),
+        "f00..f19 and device; id skipped, score apart"
+    );
     assert_eq!(state.scores.as_ref().unwrap().count(), 5_000);
 
     // The same file again: the same id and hash, still one row.
@@ -97,7 +134,8 @@ async fn an_uploaded_reference_is_stored_once_listed_and_preferred_to_baselines(
         ..stored.clone()
     };
     store.insert_reference(&baseline).await.unwrap();
-    let in_use: Vec<_> = store.references_in_use().await.unwrap().into_iter().filter(|r| r.model_id == "model-1").collect();
+    let in_use: Vec<_> =
+        store.references_in_use().await.unwrap().into_iter().filter(|r| r.model_id == "model-1").collect();
     assert_eq!(in_use.len(), 1);
     assert_eq!(in_use[0].reference_id, id, "the upload is used");
     let all: Vec<String> = store.references().await.unwrap().into_iter().map(|r| r.reference_id).collect();
@@ -109,11 +147,19 @@ async fn an_uploaded_reference_is_stored_once_listed_and_preferred_to_baselines(
     assert!(out.status.success(), "{}", text(&out.stderr));
     let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{listing}"));
     assert!(line.contains(&stored.content_hash) && line.trim_end().ends_with("yes"), "{listing}");
-    assert!(listing.lines().any(|l| l.contains("baseline:model-1:v1:1764000000") && l.trim_end().ends_with("no")), "{listing}");
+    assert!(
+        listing.lines().any(|l| l.contains("baseline:model-1:v1:1764000000") && l.trim_end().ends_with("no")),
+        "{listing}"
+    );
 
     let out = vigil(&env, &["reference", "show", "--model", "model-1", "--version", "v1"]).await;
     let shown = text(&out.stdout);
-    assert!(out.status.success() && shown.contains(&id) && shown.lines().any(|l| l.starts_with("f05 ") && l.contains("numeric")), "{shown}");
+    assert!(
+        out.status.success()
+            && shown.contains(&id)
+            && shown.lines().any(|l| l.starts_with("f05 ") && l.contains("numeric")),
+        "{shown}"
+    );
     let out = vigil(&env, &["reference", "show", "--model", "model-9", "--version", "v1"]).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no reference for model-9 v1"), "{}", text(&out.stderr));
@@ -121,9 +167,16 @@ async fn an_uploaded_reference_is_stored_once_listed_and_preferred_to_baselines(
     // A bad file names its line and what to do; nothing is stored.
     let ragged = dir.join("ragged.csv");
     std::fs::write(&ragged, "x,y\n1,2\n3\n").unwrap();
-    let out = vigil(&env, &["reference", "upload", "--model", "model-2", "--version", "v1", ragged.to_str().unwrap()]).await;
+    let out = vigil(
+        &env,
+        &["reference", "upload", "--model", "model-2", "--version", "v1", ragged.to_str().unwrap()],
+    )
+    .await;
     let err = text(&out.stderr);
-    assert!(!out.status.success() && err.contains("ragged.csv: line 3") && err.contains("--max-bad-rows"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("ragged.csv: line 3") && err.contains("--max-bad-rows"),
+        "{err}"
+    );
     assert!(store.reference_list(Some("model-2")).await.unwrap().is_empty());
 
     let _ = std::fs::remove_dir_all(&dir);
@@ -175,11 +228,16 @@ async fn the_monitor_measures_drift_against_the_uploaded_reference() {
     let store = env.store();
     let started = Instant::now();
     let full = |rows: &[vigil_store::FeatureDriftRow], model: &str| -> std::collections::BTreeSet<u32> {
-        rows.iter().filter(|r| r.model_id == model && r.segment.is_empty() && r.events >= 3_000).map(|r| r.window_start).collect()
+        rows.iter()
+            .filter(|r| r.model_id == model && r.segment.is_empty() && r.events >= 3_000)
+            .map(|r| r.window_start)
+            .collect()
     };
     let drift = loop {
         let rows = store.feature_drift().await.unwrap_or_default();
-        if (!full(&rows, "model-1").is_empty() && !full(&rows, "model-2").is_empty()) || started.elapsed() > Duration::from_secs(60) {
+        if (!full(&rows, "model-1").is_empty() && !full(&rows, "model-2").is_empty())
+            || started.elapsed() > Duration::from_secs(60)
+        {
             break rows;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -187,9 +245,14 @@ async fn the_monitor_measures_drift_against_the_uploaded_reference() {
     for (model, id) in [("model-1", &ids[0]), ("model-2", &ids[1])] {
         let windows = full(&drift, model);
         assert!(!windows.is_empty(), "no full window of {model} closed: {drift:?}");
-        let rows: Vec<_> = drift.iter().filter(|r| r.model_id == model && windows.contains(&r.window_start)).collect();
+        let rows: Vec<_> =
+            drift.iter().filter(|r| r.model_id == model && windows.contains(&r.window_start)).collect();
         assert!(rows.iter().all(|r| &r.reference_id == id), "every row names the uploaded reference {id}");
-        assert_eq!(rows.iter().filter(|r| r.segment.is_empty()).count(), windows.len() * 21, "20 numeric features and device per window");
+        assert_eq!(
+            rows.iter().filter(|r| r.segment.is_empty()).count(),
+            windows.len() * 21,
+            "20 numeric features and device per window"
+        );
         for row in rows.iter().filter(|r| r.segment.is_empty()) {
             let shifted = model == "model-1" && ["f00", "f01", "f02"].contains(&row.feature.as_str());
             assert_eq!(row.drifted == 1, shifted, "{row:?}");
@@ -199,9 +262,15 @@ async fn the_monitor_measures_drift_against_the_uploaded_reference() {
         }
     }
     let metrics = store.window_metrics().await.unwrap();
-    assert!(metrics.iter().filter(|m| m.model_id == "model-1").all(|m| m.reference_id == ids[0]), "{metrics:?}");
+    assert!(
+        metrics.iter().filter(|m| m.model_id == "model-1").all(|m| m.reference_id == ids[0]),
+        "{metrics:?}"
+    );
     let stored = store.reference_list(None).await.unwrap();
-    assert!(stored.iter().all(|r| r.reference_id.starts_with("upload:")), "no baseline was created: {stored:?}");
+    assert!(
+        stored.iter().all(|r| r.reference_id.starts_with("upload:")),
+        "no baseline was created: {stored:?}"
+    );
 
     let status = terminate(&mut monitor, Duration::from_secs(30));
     assert!(status.success(), "{status}");
@@ -214,12 +283,37 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
     let env = TestEnv::new("reference_capture");
     let capture = |from: String, to: String| {
         let env = &env;
-        async move { vigil(env, &["reference", "capture", "--model", "model-1", "--version", "v1", "--from", &from, "--to", &to]).await }
+        async move {
+            vigil(
+                env,
+                &[
+                    "reference",
+                    "capture",
+                    "--model",
+                    "model-1",
+                    "--version",
+                    "v1",
+                    "--from",
+                    &from,
+                    "--to",
+                    &to,
+                ],
+            )
+            .await
+        }
     };
     let out = capture("1764000100".into(), "2025-11-24T16:01:40Z".into()).await;
-    assert!(!out.status.success() && text(&out.stderr).contains("--from must be before --to"), "{}", text(&out.stderr));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("--from must be before --to"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = capture("1764000000".into(), "1764000060".into()).await;
-    assert!(!out.status.success() && text(&out.stderr).contains("no stored windows of model-1 v1 at all"), "{}", text(&out.stderr));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no stored windows of model-1 v1 at all"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Five-second windows closed a second after their end; a baseline from the first window.
     let mut monitor = env.spawn_monitor_with(&[
@@ -228,21 +322,33 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
         ("VIGIL__MONITOR__BASELINE_MIN_EVENTS", "500"),
     ]);
     await_port(env.http_port, Duration::from_secs(60)).await;
-    let out = vigil(&env, &["loadgen", "--models", "1", "--versions", "1", "--rate", "1000", "--duration", "23s"]).await;
+    let out =
+        vigil(&env, &["loadgen", "--models", "1", "--versions", "1", "--rate", "1000", "--duration", "23s"])
+            .await;
     assert!(out.status.success(), "loadgen: {}", text(&out.stderr));
 
     let store = env.store();
     let started = Instant::now();
     let closed = loop {
         let metrics = store.window_metrics().await.unwrap_or_default();
-        let closed: Vec<u32> = metrics.iter().filter(|m| m.model_id == "model-1" && m.segment.is_empty()).map(|m| m.window_start).collect();
+        let closed: Vec<u32> = metrics
+            .iter()
+            .filter(|m| m.model_id == "model-1" && m.segment.is_empty())
+            .map(|m| m.window_start)
+            .collect();
         if closed.len() >= 4 || started.elapsed() > Duration::from_secs(60) {
             break closed;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(closed.len() >= 4, "windows closed: {closed:?}");
-    let baseline = store.references_in_use().await.unwrap().into_iter().find(|r| r.model_id == "model-1").expect("a live baseline");
+    let baseline = store
+        .references_in_use()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.model_id == "model-1")
+        .expect("a live baseline");
     assert!(baseline.reference_id.starts_with("baseline:model-1:v1:"), "{}", baseline.reference_id);
 
     // The closed windows but the first (the baseline's) and the last.
@@ -251,8 +357,16 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "capture failed: {}{stdout}", text(&out.stderr));
     let id = format!("capture:model-1:v1:{from}-{to}");
-    assert_eq!(stdout.lines().next(), Some(format!("stored reference {id} for model-1 v1").as_str()), "{stdout}");
-    assert!(stdout.contains("in use        yes") && stdout.contains(&format!("instead of {}", baseline.reference_id)), "{stdout}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("stored reference {id} for model-1 v1").as_str()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("in use        yes")
+            && stdout.contains(&format!("instead of {}", baseline.reference_id)),
+        "{stdout}"
+    );
 
     let stored = store.reference(&id).await.unwrap().expect("the captured reference is stored");
     let in_range: u64 = store
@@ -260,7 +374,12 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
         .await
         .unwrap()
         .iter()
-        .filter(|t| t.model_id == "model-1" && t.model_version == "v1" && t.segment.is_empty() && (from..to).contains(&t.window_start))
+        .filter(|t| {
+            t.model_id == "model-1"
+                && t.model_version == "v1"
+                && t.segment.is_empty()
+                && (from..to).contains(&t.window_start)
+        })
         .map(|t| t.events)
         .sum();
     assert!(in_range >= 2 * 4_000, "about 5,000 events per window: {in_range}");
@@ -270,36 +389,70 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
     assert_eq!(state.numeric.len(), 20);
     assert_eq!(stored.content_hash, vigil_monitor::reference::state_content_hash(&state).unwrap());
     assert!(stored.source.contains(&format!("{} windows", (to - from) / 5)), "{}", stored.source);
-    let in_use = store.references_in_use().await.unwrap().into_iter().find(|r| r.model_id == "model-1").unwrap();
+    let in_use =
+        store.references_in_use().await.unwrap().into_iter().find(|r| r.model_id == "model-1").unwrap();
     assert_eq!(in_use.reference_id, id, "a capture comes before live baselines");
 
     // Ranges it refuses: one that has not ended, one older than anything stored.
     let out = capture(from.to_string(), (u32::MAX - 1).to_string()).await;
-    assert!(!out.status.success() && text(&out.stderr).contains("ends in the future"), "{}", text(&out.stderr));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("ends in the future"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = capture("1000000000".into(), "1000000060".into()).await;
     let err = text(&out.stderr);
-    assert!(!out.status.success() && err.contains("no stored windows of model-1 v1 start in") && err.contains("retention_days"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("no stored windows of model-1 v1 start in")
+            && err.contains("retention_days"),
+        "{err}"
+    );
 
     // More traffic: windows closed once the monitor has taken the capture up name it.
     let taken_up = unix_now();
     let mut loadgen = ChildGuard(
-        env.vigil_command(&["loadgen", "--models", "1", "--versions", "1", "--rate", "500", "--duration", "75s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("loadgen starts"),
+        env.vigil_command(&[
+            "loadgen",
+            "--models",
+            "1",
+            "--versions",
+            "1",
+            "--rate",
+            "500",
+            "--duration",
+            "75s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("loadgen starts"),
     );
     let started = Instant::now();
     let named = loop {
         let drift = store.feature_drift().await.unwrap_or_default();
-        let named: Vec<_> = drift.into_iter().filter(|r| r.model_id == "model-1" && r.segment.is_empty() && r.window_start > taken_up && r.reference_id == id).collect();
+        let named: Vec<_> = drift
+            .into_iter()
+            .filter(|r| {
+                r.model_id == "model-1"
+                    && r.segment.is_empty()
+                    && r.window_start > taken_up
+                    && r.reference_id == id
+            })
+            .collect();
         if !named.is_empty() || started.elapsed() > Duration::from_secs(90) {
             break named;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert!(!named.is_empty(), "no drift row names {id} within 90 s");
-    let later: Vec<_> = store.window_metrics().await.unwrap().into_iter().filter(|m| m.model_id == "model-1" && m.window_start > named[0].window_start).collect();
+    let later: Vec<_> = store
+        .window_metrics()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.model_id == "model-1" && m.window_start > named[0].window_start)
+        .collect();
     assert!(later.iter().all(|m| m.reference_id == id), "once taken up it stays: {later:?}");
 
     let _ = terminate(&mut loadgen.0, Duration::from_secs(10));
@@ -311,4 +464,3 @@ async fn a_reference_captured_from_stored_windows_replaces_the_baseline() {
 fn unix_now() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32
 }
-

@@ -21,12 +21,19 @@ async fn replay(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String) {
     let mut command = env.vigil_command(&[&["replay"], args].concat());
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let output = tokio::task::spawn_blocking(move || command.output().expect("vigil runs")).await.unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// (windows, identical, differing) from a table's summary line.
 fn tally(stdout: &str, table: &str) -> (u64, u64, u64) {
-    let line = stdout.lines().find(|l| l.split_whitespace().next() == Some(table)).unwrap_or_else(|| panic!("no {table} line in\n{stdout}"));
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(table))
+        .unwrap_or_else(|| panic!("no {table} line in\n{stdout}"));
     let n: Vec<u64> = line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
     (n[0], n[1], n[2])
 }
@@ -35,7 +42,15 @@ fn tally(stdout: &str, table: &str) -> (u64, u64, u64) {
 /// their predictions.
 fn outcome_for(i: usize, p: &PredictionEvent) -> Option<OutcomeEvent> {
     let predicted = p.prediction.label.clone().unwrap();
-    let truth = if i.is_multiple_of(5) { if predicted == "1" { "0" } else { "1" } } else { predicted.as_str() };
+    let truth = if i.is_multiple_of(5) {
+        if predicted == "1" {
+            "0"
+        } else {
+            "1"
+        }
+    } else {
+        predicted.as_str()
+    };
     (!i.is_multiple_of(3)).then(|| OutcomeEvent {
         event_id: format!("o-{}", p.prediction_id),
         prediction_id: p.prediction_id.clone(),
@@ -58,8 +73,10 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
 
     // Two one-minute windows, ~100 predictions per version and window (live baselines need 50).
     const N: usize = 2_400;
-    let predictions: Vec<PredictionEvent> = (0..N).map(|i| generator.next_prediction(T0 + (i as i64 % 2) * 60_000 + i as i64)).collect();
-    let outcomes: Vec<(usize, OutcomeEvent)> = predictions.iter().enumerate().filter_map(|(i, p)| outcome_for(i, p).map(|o| (i, o))).collect();
+    let predictions: Vec<PredictionEvent> =
+        (0..N).map(|i| generator.next_prediction(T0 + (i as i64 % 2) * 60_000 + i as i64)).collect();
+    let outcomes: Vec<(usize, OutcomeEvent)> =
+        predictions.iter().enumerate().filter_map(|(i, p)| outcome_for(i, p).map(|o| (i, o))).collect();
     for (_, o) in outcomes.iter().filter(|(i, _)| i % 3 == 1) {
         producer.log_outcome(o).unwrap();
     }
@@ -100,14 +117,27 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
     let store = env.store();
     let started = Instant::now();
     loop {
-        let keys = store.window_count_totals().await.unwrap().into_iter().filter(|t| t.window_start <= W1).count();
-        let metrics: Vec<_> = store.window_metrics().await.unwrap().into_iter().filter(|m| m.window_start <= W1).collect();
+        let keys =
+            store.window_count_totals().await.unwrap().into_iter().filter(|t| t.window_start <= W1).count();
+        let metrics: Vec<_> =
+            store.window_metrics().await.unwrap().into_iter().filter(|m| m.window_start <= W1).collect();
         let late_stored: u64 = metrics.iter().filter(|m| m.segment.is_empty()).map(|m| m.late_events).sum();
-        let labeled: u64 = store.window_performance().await.unwrap().iter().filter(|p| p.segment.is_empty()).map(|p| p.labeled).sum();
+        let labeled: u64 = store
+            .window_performance()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|p| p.segment.is_empty())
+            .map(|p| p.labeled)
+            .sum();
         if metrics.len() == keys && late_stored == late && labeled == outcomes.len() as u64 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "windows not closed: {} of {keys} rows, {late_stored} late, {labeled} labeled", metrics.len());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "windows not closed: {} of {keys} rows, {late_stored} late, {labeled} labeled",
+            metrics.len()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
@@ -129,7 +159,8 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
 
     // A reference uploaded after the windows closed is the one in use from now on; the stored
     // rows name the baseline they were computed against, and the replay uses that one.
-    let other = store.reference("baseline:model-2:v1:1764000000").await.unwrap().expect("model-2 v1 has a baseline");
+    let other =
+        store.reference("baseline:model-2:v1:1764000000").await.unwrap().expect("model-2 v1 has a baseline");
     let uploaded = ReferenceRow {
         model_id: "model-1".into(),
         model_version: "v1".into(),
@@ -145,22 +176,45 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
 
     // A selection compares only its windows.
-    let (code, stdout, stderr) = replay(&env, &["--model", "model-2", "--version", "v1", "--from", "2025-11-24T16:01:00Z"]).await;
+    let (code, stdout, stderr) =
+        replay(&env, &["--model", "model-2", "--version", "v1", "--from", "2025-11-24T16:01:00Z"]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let selected = store.window_metrics().await.unwrap().iter().filter(|m| (m.model_id.as_str(), m.model_version.as_str()) == ("model-2", "v1") && m.window_start >= W1).count() as u64;
+    let selected = store
+        .window_metrics()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            (m.model_id.as_str(), m.model_version.as_str()) == ("model-2", "v1") && m.window_start >= W1
+        })
+        .count() as u64;
     assert!(selected > 0);
     assert_eq!(tally(&stdout, "window_metrics").0, selected, "{stdout}");
 
     // Tampered: a window_metrics row with another score mean, versioned above the real one.
-    let mut row = store.window_metrics().await.unwrap().into_iter().find(|m| m.model_id == "model-1" && m.model_version == "v1" && m.segment.is_empty() && m.window_start == W1).unwrap();
+    let mut row = store
+        .window_metrics()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| {
+            m.model_id == "model-1" && m.model_version == "v1" && m.segment.is_empty() && m.window_start == W1
+        })
+        .unwrap();
     row.score_mean = row.score_mean.map(|m| m + 0.25);
     row.events += 1;
     store.insert_window_metrics(&[row]).await.unwrap();
     let (code, tampered, stderr) = replay(&env, &[]).await;
     assert_eq!(code, Some(1), "{tampered}\n{stderr}");
     let line = tampered.lines().find(|l| l.contains("score_mean")).unwrap_or_else(|| panic!("{tampered}"));
-    assert!(line.contains("window_metrics model-1/v1/(all) window 2025-11-24 16:01:00 (1764000060)"), "{line}");
-    assert!(tampered.lines().any(|l| l.contains("model-1/v1/(all)") && l.contains(" events: ")), "{tampered}");
+    assert!(
+        line.contains("window_metrics model-1/v1/(all) window 2025-11-24 16:01:00 (1764000060)"),
+        "{line}"
+    );
+    assert!(
+        tampered.lines().any(|l| l.contains("model-1/v1/(all)") && l.contains(" events: ")),
+        "{tampered}"
+    );
     assert_eq!(tally(&tampered, "window_metrics"), (stored_windows, stored_windows - 1, 1), "{tampered}");
     assert!(tampered.contains("differs: 1 of"), "{tampered}");
 
@@ -169,7 +223,10 @@ async fn replay_matches_the_stored_windows_and_reports_a_tampered_row() {
     let path = file.to_str().unwrap();
     let (code, stdout, stderr) = replay(&env, &["--export", path]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(stderr.contains(&format!("exported {} messages", N + outcomes.len() + 2 * models.len())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("exported {} messages", N + outcomes.len() + 2 * models.len())),
+        "{stderr}"
+    );
     let (code, from_file, stderr) = replay(&env, &["--input", path]).await;
     assert_eq!(code, Some(1), "{from_file}\n{stderr}");
     assert_eq!(from_file, tampered);

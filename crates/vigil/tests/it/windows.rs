@@ -44,52 +44,97 @@ async fn a_model_with_sliding_windows_gets_each_window_from_its_minutes() {
 
     let t0 = (T0 / 1000) as u32;
     let expected_rows = {
-        let versions = per_minute.keys().map(|(m, v, _)| (m.clone(), v.clone())).collect::<std::collections::BTreeSet<_>>();
+        let versions = per_minute
+            .keys()
+            .map(|(m, v, _)| (m.clone(), v.clone()))
+            .collect::<std::collections::BTreeSet<_>>();
         versions.iter().map(|(m, _)| if m == "model-1" { 5 } else { 3 }).sum::<usize>()
     };
     let store = env.store();
     let started = Instant::now();
     let rows = loop {
-        let rows: Vec<_> =
-            store.window_metrics().await.unwrap().into_iter().filter(|r| r.segment.is_empty() && r.window_start < t0 + 300).collect();
+        let rows: Vec<_> = store
+            .window_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.segment.is_empty() && r.window_start < t0 + 300)
+            .collect();
         if rows.len() >= expected_rows || started.elapsed() > Duration::from_secs(60) {
             break rows;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(rows.len(), expected_rows, "model-1: 5 sliding windows hold the 3 minutes; the others 3 tumbling: {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        expected_rows,
+        "model-1: 5 sliding windows hold the 3 minutes; the others 3 tumbling: {rows:#?}"
+    );
     for row in &rows {
         let length = if row.model_id == "model-1" { 3 * MINUTE } else { MINUTE };
         assert_eq!(row.window_seconds, length, "{row:?}");
         let want: u64 = per_minute
             .iter()
-            .filter(|((m, v, minute), _)| *m == row.model_id && *v == row.model_version && (row.window_start..row.window_start + length).contains(minute))
+            .filter(|((m, v, minute), _)| {
+                *m == row.model_id
+                    && *v == row.model_version
+                    && (row.window_start..row.window_start + length).contains(minute)
+            })
             .map(|(_, n)| n)
             .sum();
-        assert_eq!(row.events, want, "window [{}, +{length}) of {}/{}", row.window_start, row.model_id, row.model_version);
+        assert_eq!(
+            row.events, want,
+            "window [{}, +{length}) of {}/{}",
+            row.window_start, row.model_id, row.model_version
+        );
     }
-    let sliding_starts: std::collections::BTreeSet<u32> = rows.iter().filter(|r| r.model_id == "model-1").map(|r| r.window_start).collect();
-    assert_eq!(sliding_starts, (0..5).map(|k| t0 - 2 * MINUTE + k * MINUTE).collect(), "a window starts every minute");
+    let sliding_starts: std::collections::BTreeSet<u32> =
+        rows.iter().filter(|r| r.model_id == "model-1").map(|r| r.window_start).collect();
+    assert_eq!(
+        sliding_starts,
+        (0..5).map(|k| t0 - 2 * MINUTE + k * MINUTE).collect(),
+        "a window starts every minute"
+    );
 
     // Each version's first window became its baseline; every later window was judged by the
     // drift policy against it.
-    let checks: Vec<_> = store.policy_checks().await.unwrap().into_iter().filter(|c| c.model_id == "model-1" && c.policy == "feature_drift").collect();
+    let checks: Vec<_> = store
+        .policy_checks()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.model_id == "model-1" && c.policy == "feature_drift")
+        .collect();
     for version in ["v1", "v2", "v3"] {
-        let judged: Vec<u32> = checks.iter().filter(|c| c.model_version == version).map(|c| c.window_start).collect();
-        assert_eq!(judged, sliding_starts.iter().skip(1).copied().collect::<Vec<_>>(), "{version}: {checks:#?}");
-        assert!(checks.iter().filter(|c| c.model_version == version).all(|c| c.reference_id == format!("baseline:model-1:{version}:{}", t0 - 2 * MINUTE)));
+        let judged: Vec<u32> =
+            checks.iter().filter(|c| c.model_version == version).map(|c| c.window_start).collect();
+        assert_eq!(
+            judged,
+            sliding_starts.iter().skip(1).copied().collect::<Vec<_>>(),
+            "{version}: {checks:#?}"
+        );
+        assert!(checks
+            .iter()
+            .filter(|c| c.model_version == version)
+            .all(|c| c.reference_id == format!("baseline:model-1:{version}:{}", t0 - 2 * MINUTE)));
     }
 
     let _ = monitor.0.kill();
     let _ = monitor.0.wait();
     let mut replay = env.vigil_command(&["replay"]);
-    replay.env("VIGIL_CONFIG", &config_path).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    replay
+        .env("VIGIL_CONFIG", &config_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let output = tokio::task::spawn_blocking(move || replay.output().expect("vigil runs")).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let line = stdout.lines().find(|l| l.starts_with("window_metrics")).unwrap_or_else(|| panic!("{stdout}"));
     let tally: Vec<u64> = line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
-    assert!(tally[0] >= expected_rows as u64 && tally[0] == tally[1] && tally[2] == 0, "every window rebuilt identically: {stdout}");
+    assert!(
+        tally[0] >= expected_rows as u64 && tally[0] == tally[1] && tally[2] == 0,
+        "every window rebuilt identically: {stdout}"
+    );
 
     let _ = std::fs::remove_file(&config);
     env.cleanup().await;
