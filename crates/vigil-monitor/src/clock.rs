@@ -43,6 +43,19 @@ impl PartitionClock {
     fn watermark(&self, lateness_seconds: u32) -> Option<u64> {
         self.newest_event_s.map(|s| s.saturating_sub(u64::from(lateness_seconds)))
     }
+
+    /// The watermark for closing: on a partition quiet for `idle_after` of wall clock, event
+    /// time is taken to have kept pace with the wall clock since it last moved.
+    fn watermark_at(&self, now: Instant, lateness_seconds: u32, idle_after: Option<Duration>) -> Option<u64> {
+        let newest = self.newest_event_s?;
+        let idle = match (idle_after, self.advanced_at) {
+            (Some(after), Some(at)) if now.saturating_duration_since(at) >= after => {
+                now.saturating_duration_since(at).as_secs()
+            }
+            _ => 0,
+        };
+        Some((newest + idle).saturating_sub(u64::from(lateness_seconds)))
+    }
 }
 
 #[derive(Debug)]
@@ -111,18 +124,15 @@ impl WindowClock {
     /// Takes every open window whose end the watermark has passed, in order of their end per
     /// partition, with the time since it became due (for idle partitions: since it was taken).
     pub fn take_closable(&mut self) -> Vec<(i32, Window, Duration)> {
+        self.take_closable_at(Instant::now())
+    }
+
+    /// [`Self::take_closable`] as of `now` (tests pass a later instant instead of waiting).
+    pub fn take_closable_at(&mut self, now: Instant) -> Vec<(i32, Window, Duration)> {
         let mut due = Vec::new();
-        let lateness = u64::from(self.lateness_seconds);
-        let now = Instant::now();
+        let (lateness, idle_after) = (self.lateness_seconds, self.idle_after);
         for (&partition, clock) in &mut self.partitions {
-            let Some(newest) = clock.newest_event_s else { continue };
-            let idle = match (self.idle_after, clock.advanced_at) {
-                (Some(after), Some(at)) if now.duration_since(at) >= after => {
-                    now.duration_since(at).as_secs()
-                }
-                _ => 0,
-            };
-            let watermark = (newest + idle).saturating_sub(lateness);
+            let Some(watermark) = clock.watermark_at(now, lateness, idle_after) else { continue };
             while let Some(first) = clock.open.first().copied().filter(|w| w.end <= watermark) {
                 clock.open.remove(&first);
                 let since = clock.due_since.remove(&first).unwrap_or(now);
@@ -130,6 +140,14 @@ impl WindowClock {
             }
         }
         due
+    }
+
+    /// Each partition's closing watermark (s) as of `now`.
+    pub fn watermarks_at(&self, now: Instant) -> Vec<(i32, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(&p, c)| Some((p, c.watermark_at(now, self.lateness_seconds, self.idle_after)?)))
+            .collect()
     }
 
     /// Forgets revoked partitions; their new owner finds their unclosed windows in the store.

@@ -959,6 +959,35 @@ impl Store {
             .map_err(|e| self.classify(e))
     }
 
+    /// Per (model, version): the partition and end (s) of its newest closed window with events,
+    /// so a restarted monitor knows since when a version has been quiet.
+    pub async fn version_traffic(&self) -> Result<Vec<(String, String, u32, u64)>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, argMax(source_partition, window_start), \
+                 toUInt64(max(toUInt32(window_start) + window_seconds)) \
+                 FROM window_metrics FINAL WHERE segment = '' AND events > 0 \
+                 GROUP BY model_id, model_version",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Versions whose latest lifecycle stage is retired or rolled back: no traffic is expected
+    /// of them.
+    pub async fn retired_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version FROM lifecycle_events FINAL \
+                 GROUP BY model_id, model_version \
+                 HAVING argMax(stage, event_time_ms) IN ('RETIRED', 'ROLLED_BACK')",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
     /// The newest policy check per (model, version, policy) among windows starting at or after
     /// `since` (seconds since the Unix epoch).
     pub async fn latest_verdicts(&self, since: u32) -> Result<Vec<LatestVerdict>, StoreError> {

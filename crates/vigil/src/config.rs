@@ -15,7 +15,9 @@ mod lifecycle;
 mod policy;
 mod windows;
 pub use lifecycle::LifecycleSection;
-pub use policy::{LatencyPolicySection, ModelPolicySection, PerformancePolicySection, PolicySection};
+pub use policy::{
+    LatencyPolicySection, ModelPolicySection, NoTrafficPolicySection, PerformancePolicySection, PolicySection,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +98,13 @@ impl Default for ClickHouseSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorSection {
     pub group_id: String,
+    /// Kafka static group membership (`group.instance.id`): a monitor restarted with the same
+    /// id gets its partitions back at once instead of after the dead member's session timeout.
+    /// Unique per running instance (e.g. the StatefulSet pod name); unset, membership is dynamic.
+    pub instance_id: Option<String>,
+    /// How long the broker keeps a silent member's partitions (ms); with `instance_id` set this
+    /// is also how long a member may be down before its partitions move to another member.
+    pub session_timeout_ms: u64,
     /// Window length in event time. Windows are tumbling unless `slide_seconds` is shorter.
     pub window_seconds: u32,
     /// A window starts every this many seconds (sliding windows overlap by `window_seconds -
@@ -126,6 +135,8 @@ pub struct MonitorSection {
     pub performance_policy: PerformancePolicySection,
     /// Serving latency budget (`[monitor.latency_policy]`); off until `max_p99_ms` is set.
     pub latency_policy: LatencyPolicySection,
+    /// A version that goes quiet (`[monitor.no_traffic_policy]`); off until `windows` is set.
+    pub no_traffic_policy: NoTrafficPolicySection,
     /// Per-model thresholds (`[monitor.models.<model id>]`), replacing the defaults above.
     pub models: BTreeMap<String, ModelPolicySection>,
     pub flush_interval_ms: u64,
@@ -137,6 +148,8 @@ impl Default for MonitorSection {
     fn default() -> Self {
         Self {
             group_id: "vigil-monitor".into(),
+            instance_id: None,
+            session_timeout_ms: 45_000,
             window_seconds: 60,
             slide_seconds: None,
             segment_tags: Vec::new(),
@@ -150,6 +163,7 @@ impl Default for MonitorSection {
             policy: PolicySection::default(),
             performance_policy: PerformancePolicySection::default(),
             latency_policy: LatencyPolicySection::default(),
+            no_traffic_policy: NoTrafficPolicySection::default(),
             models: BTreeMap::new(),
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
@@ -268,6 +282,22 @@ impl Config {
         let m = &self.monitor;
         check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
         check(
+            m.instance_id.as_deref().is_none_or(|id| {
+                !id.is_empty() && id.len() <= 249 && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            }),
+            format!(
+                "monitor.instance_id: {:?} must be 1 to 249 characters of letters, digits, '.', '_' and '-' (e.g. the pod name)",
+                m.instance_id.as_deref().unwrap_or_default()
+            ),
+        );
+        check(
+            (6_000..=300_000).contains(&m.session_timeout_ms),
+            format!(
+                "monitor.session_timeout_ms: {} must be between 6000 and 300000 (the broker's default bounds)",
+                m.session_timeout_ms
+            ),
+        );
+        check(
             (10..=600_000).contains(&m.flush_interval_ms),
             format!("monitor.flush_interval_ms: {} must be between 10 and 600000", m.flush_interval_ms),
         );
@@ -357,6 +387,8 @@ impl Config {
         vigil_monitor::MonitorSettings {
             kafka: self.kafka_settings(),
             group_id: m.group_id.clone(),
+            instance_id: m.instance_id.clone(),
+            session_timeout: Duration::from_millis(m.session_timeout_ms),
             predictions_topic: self.topics.predictions.clone(),
             outcomes_topic: self.topics.outcomes.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
