@@ -577,3 +577,151 @@ fn baseline(
 fn json_number(x: Option<f64>) -> String {
     x.filter(|x| x.is_finite()).map_or_else(|| "null".to_owned(), |x| x.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_events::{decode_prediction_view, encode, Prediction, PredictionEvent};
+
+    const T0: u32 = 1_764_000_000;
+
+    fn settings(policies: crate::policy::Policies) -> CloseSettings {
+        CloseSettings {
+            config_hash: "cfg".into(),
+            positive_label: "1".into(),
+            drift_policy: rows::drift_policy(),
+            policies: PolicyBook { default: policies, per_model: HashMap::new() },
+            windows: Windowing::tumbling(60),
+            baseline_min_events: 1_000_000,
+        }
+    }
+
+    /// A breach of the latency budget in every window with 10 events.
+    fn slow() -> crate::policy::Policies {
+        let mut policies = crate::policy::Policies::default();
+        policies.latency.max_p99_ms = Some(1.0);
+        policies.latency.min_events = 10;
+        policies.latency.escalation.consecutive_windows = 2;
+        policies
+    }
+
+    fn window_of(events: usize) -> Merged {
+        let mut state = WindowState::default();
+        for i in 0..events {
+            let bytes = encode(&PredictionEvent {
+                prediction_id: format!("p{i}"),
+                model_id: "m".into(),
+                model_version: "v1".into(),
+                event_time_ms: i64::from(T0) * 1000,
+                prediction: Prediction { label: Some("1".into()), ..Default::default() },
+                serving_latency_ms: Some(50.0),
+                ..Default::default()
+            });
+            state.add(&decode_prediction_view(&bytes).unwrap(), false);
+        }
+        [(("m".to_owned(), "v1".to_owned(), String::new()), state)].into()
+    }
+
+    fn window(n: u32) -> Window {
+        Window { start: T0 + n * 60, length: 60 }
+    }
+
+    fn latency_checks(closed: &ClosedWindow) -> Vec<(u32, String, u32)> {
+        closed
+            .checks
+            .iter()
+            .filter(|c| c.policy == "latency")
+            .map(|c| (c.window_start, c.verdict.clone(), c.streak))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_decided_until_the_close_is_committed() {
+        let settings = settings(slow());
+        let mut state = PolicyState::default();
+        let first = state.close(&settings, 0, window(0), &window_of(20), 0).unwrap();
+        assert_eq!(latency_checks(&first), vec![(T0, "breach".into(), 1)]);
+        // The insert failed: nothing was committed, so the retry computes the same check.
+        let retry = state.close(&settings, 0, window(0), &window_of(20), 0).unwrap();
+        assert_eq!(latency_checks(&retry), latency_checks(&first));
+        assert!(retry.remediations.is_empty(), "one breach is not yet two in a row");
+        state.commit(retry);
+        // Committed: closing the same window again decides nothing new.
+        let again = state.close(&settings, 0, window(0), &window_of(20), 0).unwrap();
+        assert!(latency_checks(&again).is_empty());
+        // The next window continues the streak and sends the remediation.
+        let second = state.close(&settings, 0, window(1), &window_of(20), 0).unwrap();
+        assert_eq!(latency_checks(&second), vec![(T0 + 60, "breach".into(), 2)]);
+        assert_eq!(second.remediations.len(), 1);
+        assert_eq!(second.checks.iter().filter(|c| !c.remediation_id.is_empty()).count(), 1);
+        assert_eq!(
+            second.remediations[0].remediation_id,
+            second.checks.iter().find(|c| c.policy == "latency").unwrap().remediation_id
+        );
+    }
+
+    #[test]
+    fn a_small_window_is_insufficient_data_and_keeps_the_streak() {
+        let settings = settings(slow());
+        let mut state = PolicyState::default();
+        let closed = state.close(&settings, 0, window(0), &window_of(20), 0).unwrap();
+        state.commit(closed);
+        let small = state.close(&settings, 0, window(1), &window_of(3), 0).unwrap();
+        assert_eq!(latency_checks(&small), vec![(T0 + 60, "insufficient_data".into(), 1)]);
+    }
+
+    #[test]
+    fn a_version_silent_for_the_configured_windows_breaches_no_traffic_once() {
+        let mut policies = crate::policy::Policies::default();
+        policies.no_traffic.windows = Some(2);
+        let settings = settings(policies);
+        let mut state = PolicyState::default();
+        let closed = state.close(&settings, 4, window(0), &window_of(5), 0).unwrap();
+        state.commit(closed);
+        let traffic_end = u64::from(T0 + 60);
+        // One silent window has passed, the second has not ended yet.
+        assert!(state.no_traffic(&settings, &[(4, traffic_end + 119)], 0).checks.is_empty());
+        // Another partition's watermark says nothing about this version.
+        assert!(state.no_traffic(&settings, &[(5, traffic_end + 500)], 0).checks.is_empty());
+        let breach = state.no_traffic(&settings, &[(4, traffic_end + 120)], 0);
+        let checks: Vec<_> =
+            breach.checks.iter().map(|c| (c.policy.as_str(), c.verdict.as_str(), c.window_start)).collect();
+        assert_eq!(
+            checks,
+            vec![("no_traffic", "breach", T0 + 120)],
+            "the check sits on the last silent window"
+        );
+        assert_eq!(breach.remediations.len(), 1);
+        state.commit(breach);
+        assert!(
+            state.no_traffic(&settings, &[(4, traffic_end + 600)], 0).checks.is_empty(),
+            "once per silence"
+        );
+        // Traffic again, then silence again: a new breach.
+        let closed = state.close(&settings, 4, window(10), &window_of(5), 0).unwrap();
+        state.commit(closed);
+        let later = state.no_traffic(&settings, &[(4, u64::from(T0 + 11 * 60 + 120))], 0);
+        assert_eq!(later.checks.len(), 1);
+    }
+
+    #[test]
+    fn a_retired_version_is_not_expected_to_have_traffic() {
+        let mut policies = crate::policy::Policies::default();
+        policies.no_traffic.windows = Some(1);
+        let settings = settings(policies);
+        let mut state = PolicyState::default();
+        let closed = state.close(&settings, 0, window(0), &window_of(5), 0).unwrap();
+        state.commit(closed);
+        state.retired.insert(("m".into(), "v1".into()));
+        assert!(state.no_traffic(&settings, &[(0, u64::from(T0) + 1_000)], 0).checks.is_empty());
+    }
+
+    #[test]
+    fn the_no_traffic_policy_is_off_by_default() {
+        let settings = settings(crate::policy::Policies::default());
+        let mut state = PolicyState::default();
+        let closed = state.close(&settings, 0, window(0), &window_of(5), 0).unwrap();
+        state.commit(closed);
+        assert!(state.no_traffic(&settings, &[(0, u64::from(T0) + 100_000)], 0).checks.is_empty());
+    }
+}

@@ -298,3 +298,176 @@ impl MonitorCore {
         self.join.waiting()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowState;
+    use vigil_events::{encode, OutcomeEvent, Prediction, PredictionEvent};
+
+    /// 2025-11-24 16:00:00 UTC, on a minute boundary.
+    const T0: i64 = 1_764_000_000_000;
+
+    fn settings() -> CoreSettings {
+        CoreSettings {
+            windows: Windowing::tumbling(60),
+            lateness_seconds: 10,
+            idle_timeout: Some(Duration::from_secs(30)),
+            segment_tags: vec![],
+            max_segments_per_model: 10,
+            join: JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
+            positive_label: "1".into(),
+        }
+    }
+
+    fn prediction(id: usize, time_ms: i64) -> Vec<u8> {
+        encode(&PredictionEvent {
+            prediction_id: format!("p{id}"),
+            model_id: "m".into(),
+            model_version: "v1".into(),
+            event_time_ms: time_ms,
+            numeric_features: [("x".to_owned(), id as f64)].into(),
+            prediction: Prediction { label: Some("1".into()), score: Some(0.9), ..Default::default() },
+            ..Default::default()
+        })
+    }
+
+    fn outcome(id: usize, time_ms: i64) -> Vec<u8> {
+        encode(&OutcomeEvent {
+            event_id: format!("o{id}"),
+            prediction_id: format!("p{id}"),
+            model_id: "m".into(),
+            event_time_ms: time_ms,
+            label: Some("1".into()),
+            value: None,
+        })
+    }
+
+    /// (events, labeled) per window start, from what the core would flush.
+    fn flushed_counts(core: &mut MonitorCore) -> std::collections::BTreeMap<u32, (u64, u64)> {
+        let rows = core.pending().rows(["p", "o"], 0).unwrap();
+        core.flushed();
+        let mut counts = std::collections::BTreeMap::new();
+        for row in rows.into_iter().filter(|r| r.segment.is_empty() && !r.state.is_empty()) {
+            let state = WindowState::decode(&row.state).unwrap();
+            let labeled = state.performance.as_ref().map_or(0, |p| p.summary("1").labeled);
+            let entry: &mut (u64, u64) = counts.entry(row.window_start).or_default();
+            entry.0 += state.events;
+            entry.1 += labeled;
+        }
+        counts
+    }
+
+    fn minute(n: i64) -> u32 {
+        ((T0 + n * 60_000) / 1000) as u32
+    }
+
+    #[test]
+    fn a_window_closes_once_the_watermark_passes_its_end_plus_lateness() {
+        let mut core = MonitorCore::new(settings());
+        let now = Instant::now();
+        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0 + 1_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 1, &prediction(1, T0 + 65_000)).unwrap();
+        assert!(core.closable(now).is_empty(), "65 s is within the 10 s lateness of the first window's end");
+        core.on_message(Source::Predictions, 0, 2, &prediction(2, T0 + 70_000)).unwrap();
+        let closed: Vec<_> = core.closable(now).into_iter().map(|(p, w, _)| (p, w.start)).collect();
+        assert_eq!(closed, vec![(0, minute(0))]);
+    }
+
+    #[test]
+    fn a_quiet_partition_closes_its_windows_on_the_wall_clock() {
+        let mut core = MonitorCore::new(settings());
+        core.on_message(Source::Predictions, 3, 0, &prediction(0, T0 + 59_000)).unwrap();
+        let start = Instant::now();
+        assert!(core.closable(start + Duration::from_secs(29)).is_empty(), "not idle yet: 59 - 10 < 60");
+        // Idle for 30 s: event time is taken to have moved 30 s too, 59 + 30 - 10 >= 60.
+        let closed = core.closable(start + Duration::from_secs(30));
+        assert_eq!(closed.iter().map(|(p, w, _)| (*p, w.start)).collect::<Vec<_>>(), vec![(3, minute(0))]);
+        let watermark = core.watermarks(start + Duration::from_secs(45));
+        assert_eq!(watermark, vec![(3, (T0 / 1000) as u64 + 59 + 45 - 10)]);
+    }
+
+    #[test]
+    fn a_late_event_counts_reopens_its_window_and_is_reported() {
+        let mut core = MonitorCore::new(settings());
+        let now = Instant::now();
+        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0 + 1_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 1, &prediction(1, T0 + 200_000)).unwrap();
+        assert_eq!(core.closable(now).len(), 1);
+        core.on_message(Source::Predictions, 0, 2, &prediction(2, T0 + 2_000)).unwrap();
+        assert_eq!(core.take_counts().late_events, 1);
+        assert!(core.is_open(0, Window { start: minute(0), length: 60 }));
+        let counts = flushed_counts(&mut core);
+        assert_eq!(counts[&minute(0)].0, 2, "the late event still counts");
+    }
+
+    #[test]
+    fn after_a_restart_messages_below_the_stored_position_are_skipped() {
+        let mut first = MonitorCore::new(settings());
+        for i in 0..10 {
+            first.on_message(Source::Predictions, 0, i, &prediction(i as usize, T0 + i * 1_000)).unwrap();
+        }
+        let stored: HashMap<_, _> = first.pending().positions().map(|(s, p, next)| ((s, p), next)).collect();
+        assert_eq!(stored[&(Source::Predictions, 0)], 10);
+        let before = flushed_counts(&mut first);
+
+        // A new process resumes at the stored position; Kafka redelivers from offset 5.
+        let mut second = MonitorCore::new(settings());
+        second.resume(
+            stored,
+            Vec::new(),
+            [(0, u64::from(minute(0)))],
+            [(0, Window { start: minute(0), length: 60 })],
+        );
+        for i in 5..12 {
+            let taken = second
+                .on_message(Source::Predictions, 0, i, &prediction(i as usize, T0 + i * 1_000))
+                .unwrap();
+            assert_eq!(taken == Taken::AlreadyStored, i < 10, "offset {i}");
+        }
+        let after = flushed_counts(&mut second);
+        assert_eq!(before[&minute(0)].0 + after[&minute(0)].0, 12, "every event counted once");
+        assert_eq!(second.take_counts().already_stored, 5);
+    }
+
+    #[test]
+    fn a_rebuilt_join_matches_an_outcome_to_a_prediction_stored_before_the_restart() {
+        let mut first = MonitorCore::new(settings());
+        first.on_message(Source::Predictions, 0, 0, &prediction(7, T0 + 1_000)).unwrap();
+        let stored: HashMap<_, _> = first.pending().positions().map(|(s, p, next)| ((s, p), next)).collect();
+        first.flushed();
+
+        let mut second = MonitorCore::new(settings());
+        second.resume(stored, Vec::new(), [(0, u64::from(minute(0)))], []);
+        // The join horizon before the stored position is re-read into the join only...
+        second.rejoin(Source::Predictions, 0, &prediction(7, T0 + 1_000));
+        assert_eq!(second.rejoined(), (1, 0));
+        // ...so the outcome that arrives after the restart finds its prediction.
+        second.on_message(Source::Outcomes, 0, 0, &outcome(7, T0 + 30_000)).unwrap();
+        let counts = flushed_counts(&mut second);
+        assert_eq!(counts[&minute(0)], (0, 1), "the pair counts in the prediction's window, once");
+    }
+
+    #[test]
+    fn a_rebalance_drops_revoked_work_and_keeps_the_rest() {
+        let mut core = MonitorCore::new(settings());
+        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0)).unwrap();
+        core.on_message(Source::Predictions, 1, 0, &prediction(1, T0)).unwrap();
+        core.on_message(Source::Predictions, 1, 1, &prediction(2, T0 + 100_000)).unwrap();
+        core.revoke(&[1]);
+        let partitions: Vec<i32> = core.pending().positions().map(|(_, p, _)| p).collect();
+        assert_eq!(partitions, vec![0], "the revoked partition's pending work is dropped");
+        assert!(core.closable(Instant::now()).is_empty(), "window clocks restart from the store");
+        assert_eq!(core.waiting().0, 1, "partition 0's prediction still waits for its outcome");
+    }
+
+    #[test]
+    fn an_undecodable_message_moves_the_position_and_is_reported() {
+        let mut core = MonitorCore::new(settings());
+        assert!(core.on_message(Source::Predictions, 0, 0, b"not avro").is_err());
+        assert!(core.on_message(Source::Outcomes, 0, 0, b"\xc3\x01garbage").is_err());
+        let positions: Vec<_> = core.pending().positions().collect();
+        assert_eq!(positions, vec![(Source::Predictions, 0, 1), (Source::Outcomes, 0, 1)]);
+        assert_eq!(core.take_counts().undecodable, 2);
+    }
+}

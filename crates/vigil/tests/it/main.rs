@@ -10,6 +10,7 @@ mod harness;
 mod lifecycle;
 mod monitor;
 mod outcomes;
+mod recovery;
 mod reference;
 mod replay;
 mod windows;
