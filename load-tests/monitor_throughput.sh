@@ -106,3 +106,28 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
     }
     printf "[load] outcomes matched: %d of %d read so far (the outcomes topic may still be catching up); join entries evicted: %d\n", matched, outcomes, evicted
   }'
+
+# The same backlog read by Kafka's own consumer (org.apache.kafka.tools.ConsumerPerformance, from
+# the jars deploy/local fetched), right after the monitor: what the broker delivers on this
+# machine now, and the monitor's share of it.
+libs="${VIGIL_LOCAL_DIR:-$repo/.local}/kafka/libs"
+if [[ -d "$libs" ]]; then
+  kill "$monitor_pid" 2>/dev/null && wait "$monitor_pid" 2>/dev/null || true
+  monitor_pid=""
+  perf_out="$(java -Xmx512m -Dlog4j2.configurationFile="$repo/deploy/local/kafka/tools-log4j2.properties" -cp "$libs/*" \
+    org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$VIGIL__KAFKA__BROKERS" \
+    --topic "$VIGIL__TOPICS__PREDICTIONS" --messages "$n" --group "bare-$run" --timeout 60000 2>&1)" || true
+  # The data line: start, end, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, ...
+  bare="$(awk -F', *' 'NF >= 6 && $6 ~ /^[0-9.]+$/ { rate = $6 } END { print rate }' <<<"$perf_out")"
+  if [[ -n "$bare" ]]; then
+    awk -v m="$n" -v a="$t0" -v b="$t1" -v bare="$bare" 'BEGIN {
+      rate = m / (b - a)
+      printf "[load] bare Kafka consumer (ConsumerPerformance) read the predictions topic at %.0f msg/s\n", bare
+      printf "[load] monitor / bare consumer: %.0f / %.0f = %.1f%%\n", rate, bare, 100 * rate / bare }'
+  else
+    echo "[load] ConsumerPerformance gave no rate:" >&2
+    echo "$perf_out" | tail -5 >&2
+  fi
+else
+  echo "[load] no Kafka jars at $libs: skipping the bare-consumer comparison (run deploy/local/up)"
+fi
