@@ -23,8 +23,9 @@ use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 /// Requests from the consume task, handled in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloseRequest {
-    /// The watermark passed the window's end and its partials are stored.
-    Window { partition: i32, window: Window, waited: Duration },
+    /// The watermark passed the window's end `waited` before `handed_at`, and its partials are
+    /// stored.
+    Window { partition: i32, window: Window, waited: Duration, handed_at: Instant },
     /// Outcomes reached a window closed before: its performance again.
     Performance { partition: i32, window: Window },
     /// Each partition's watermark (wall-clock progress of quiet ones included), for the
@@ -111,7 +112,7 @@ impl Closing {
 
     async fn handle(&mut self, request: &CloseRequest) -> Result<(), MonitorError> {
         match request {
-            CloseRequest::Window { partition, window, waited } => {
+            CloseRequest::Window { partition, window, waited, handed_at } => {
                 let merged = self.merged_partials(*partition, *window).await?;
                 let now = unix_seconds();
                 let closed = tokio::task::block_in_place(|| {
@@ -120,7 +121,8 @@ impl Closing {
                 let windows = closed.metrics.len() as u64;
                 self.make_durable(closed).await?;
                 self.metrics.windows_closed.inc_by(windows);
-                self.metrics.close_latency_seconds.observe(waited.as_secs_f64());
+                // From due to durable: the wait for a flush, the queue and the close itself.
+                self.metrics.close_latency_seconds.observe((*waited + handed_at.elapsed()).as_secs_f64());
             }
             CloseRequest::Performance { partition, window } => {
                 let merged = self.merged_partials(*partition, *window).await?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use vigil_events::{decode, decode_prediction_view, DecodeError, OutcomeEvent};
 
 use crate::clock::WindowClock;
-use crate::join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
+use crate::join::{JoinCounts, JoinSettings, Matched, OutcomeJoin};
 use crate::partials::{PendingPartials, Segmenter, Source};
 use crate::performance::Observed;
 use crate::windowing::{Window, Windowing};
@@ -152,7 +152,7 @@ impl MonitorCore {
         );
         self.counts.late_events += u64::from(late);
         self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
-        let waiting = WaitingPrediction::of(&event, pane, &self.named);
+        let waiting = self.join.keep(&event, pane, &self.named);
         if let Some(matched) =
             self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting)
         {
@@ -191,7 +191,7 @@ impl MonitorCore {
                         names.push(segment.to_owned());
                     }
                 });
-                let waiting = WaitingPrediction::of(&event, pane, &self.named);
+                let waiting = self.join.keep(&event, pane, &self.named);
                 let _ = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting);
             }
             Source::Outcomes => {

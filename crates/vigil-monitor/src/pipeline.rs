@@ -484,7 +484,7 @@ impl Pipeline {
         }
         let now = Instant::now();
         for (partition, window, waited) in self.core.closable(now) {
-            self.request(CloseRequest::Window { partition, window, waited }).await?;
+            self.request(CloseRequest::Window { partition, window, waited, handed_at: now }).await?;
         }
         // Outcomes for windows closed before: their performance again (only; their drift and
         // policy verdicts stand). Windows still open get them when they close.
