@@ -5,8 +5,10 @@
 #   2. `vigil monitor` starts on that backlog (5 s windows, so windows close while it works) and
 #      the test times until ClickHouse holds all N predictions.
 # Prints producer events/s, monitor predictions/s (decode, window state, outcome join, store and
-# close, broker and ClickHouse on the same box), peak RSS, and the p50/p99 of the time from a
-# window becoming due to its rows being in ClickHouse (from the monitor's histogram).
+# close, broker and ClickHouse on the same box), peak RSS, the p50/p99 of the time from a
+# window becoming due to its rows being in ClickHouse (from the monitor's histogram), and then
+# the rate at which Kafka's own ConsumerPerformance reads the same backlog, with the monitor's
+# share of it (the figure to compare between machines and runs).
 # Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3 WINDOW_SECONDS=5 SLIDE_SECONDS=5] load-tests/monitor_throughput.sh [N]
 #   (SLIDE_SECONDS below WINDOW_SECONDS: sliding windows, e.g. WINDOW_SECONDS=20 SLIDE_SECONDS=5)
 #   (default N 1000000; needs a release build: cargo build --release -p vigil)
@@ -88,6 +90,8 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
   /^vigil_monitor_outcomes_matched_total/ { matched = $2 }
   /^vigil_monitor_outcomes_decoded_total/ { outcomes = $2 }
   /^vigil_monitor_join_evicted_total/ { evicted = $2 }
+  /^vigil_monitor_flush_duration_seconds_sum/ { flush_s = $2 }
+  /^vigil_monitor_flush_duration_seconds_count/ { flushes = $2 }
   END {
     total = counts[k]
     if (total == 0) { print "[load] no window closed"; exit }
@@ -104,6 +108,7 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
         prev_le = les[j]; prev_c = counts[j]
       }
     }
+    if (flushes > 0) printf "[load] %d flushes of partials took %.2f s in all (%.0f ms each on average)\n", flushes, flush_s, 1000 * flush_s / flushes
     printf "[load] outcomes matched: %d of %d read so far (the outcomes topic may still be catching up); join entries evicted: %d\n", matched, outcomes, evicted
   }'
 

@@ -512,6 +512,29 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_local_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/vigil.toml");
+        Config::load_from(Some(&path), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn instance_id_and_no_traffic_are_checked_and_reach_the_monitor() {
+        let file = write("[monitor]\ninstance_id = \"pod/0\"\n[monitor.no_traffic_policy]\nwindows = 0\n");
+        let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(keys, vec!["monitor.instance_id", "monitor.no_traffic_policy.windows"], "{err}");
+
+        let file = write(
+            "[monitor]\ninstance_id = \"vigil-monitor-0\"\n[monitor.no_traffic_policy]\nwindows = 3\n\
+             [monitor.models.batch]\nno_traffic_windows = 0\n",
+        );
+        let settings = Config::load_from(Some(&file.0), env(&[])).unwrap().monitor_settings();
+        assert_eq!(settings.instance_id.as_deref(), Some("vigil-monitor-0"));
+        assert_eq!(settings.policies.for_model("fraud").no_traffic.windows, Some(3));
+        assert_eq!(settings.policies.for_model("batch").no_traffic.windows, None);
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err =
             Config::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err().to_string();
