@@ -63,11 +63,13 @@ pub struct WindowClock {
     lateness_seconds: u32,
     idle_after: Option<Duration>,
     partitions: BTreeMap<i32, PartitionClock>,
+    /// Whether a window became due since the last [`Self::take_closable_at`].
+    became_due: bool,
 }
 
 impl WindowClock {
     pub fn new(lateness_seconds: u32) -> Self {
-        Self { lateness_seconds, idle_after: None, partitions: BTreeMap::new() }
+        Self { lateness_seconds, idle_after: None, partitions: BTreeMap::new(), became_due: false }
     }
 
     /// Lets partitions quiet for `idle_after` (wall clock) close their windows.
@@ -95,6 +97,7 @@ impl WindowClock {
             let watermark = seconds.saturating_sub(u64::from(self.lateness_seconds));
             for w in clock.open.iter().take_while(|w| w.end <= watermark) {
                 clock.due_since.entry(*w).or_insert(now);
+                self.became_due = true;
             }
         }
         late
@@ -129,6 +132,7 @@ impl WindowClock {
 
     /// [`Self::take_closable`] as of `now` (tests pass a later instant instead of waiting).
     pub fn take_closable_at(&mut self, now: Instant) -> Vec<(i32, Window, Duration)> {
+        self.became_due = false;
         let mut due = Vec::new();
         let (lateness, idle_after) = (self.lateness_seconds, self.idle_after);
         for (&partition, clock) in &mut self.partitions {
@@ -140,6 +144,12 @@ impl WindowClock {
             }
         }
         due
+    }
+
+    /// Whether event time made a window due since closable windows were last taken: the driver
+    /// flushes early then, so the window closes within its close latency, not a flush interval.
+    pub fn became_due(&self) -> bool {
+        self.became_due
     }
 
     /// Each partition's closing watermark (s) as of `now`.

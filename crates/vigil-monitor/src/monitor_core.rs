@@ -261,6 +261,11 @@ impl MonitorCore {
         self.clock.take_closable_at(now)
     }
 
+    /// Whether event time made a window due since [`Self::closable`] was last called.
+    pub fn window_due(&self) -> bool {
+        self.clock.became_due()
+    }
+
     /// Whether `window` of `partition` waits to be closed.
     pub fn is_open(&self, partition: i32, window: Window) -> bool {
         self.clock.is_open(partition, window)
@@ -369,9 +374,12 @@ mod tests {
         core.on_message(Source::Predictions, 0, 0, &prediction(0, T0 + 1_000)).unwrap();
         core.on_message(Source::Predictions, 0, 1, &prediction(1, T0 + 65_000)).unwrap();
         assert!(core.closable(now).is_empty(), "65 s is within the 10 s lateness of the first window's end");
+        assert!(!core.window_due());
         core.on_message(Source::Predictions, 0, 2, &prediction(2, T0 + 70_000)).unwrap();
+        assert!(core.window_due(), "the driver flushes early so the window closes promptly");
         let closed: Vec<_> = core.closable(now).into_iter().map(|(p, w, _)| (p, w.start)).collect();
         assert_eq!(closed, vec![(0, minute(0))]);
+        assert!(!core.window_due(), "taken");
     }
 
     #[test]

@@ -134,7 +134,11 @@ pub async fn run(
         if let Err(error) = step {
             break Err(error);
         }
-        if pipeline.core.pending().messages() >= pipeline.settings.max_pending_messages {
+        // A full batch, or a window that became due (its partials must be stored before it can
+        // close: flushing now keeps close latency under a flush interval).
+        if pipeline.core.pending().messages() >= pipeline.settings.max_pending_messages
+            || (pipeline.resumed && pipeline.core.window_due())
+        {
             if let Err(error) = pipeline.flush().await {
                 break Err(error);
             }
