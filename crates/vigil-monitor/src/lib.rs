@@ -18,6 +18,7 @@ mod policy;
 pub mod reference;
 pub mod replay;
 pub mod rows;
+mod shards;
 mod window;
 pub mod windowing;
 
@@ -40,6 +41,7 @@ pub use policy::{
     LatencyPolicySettings, NoTrafficPolicySettings, PerformancePolicySettings, Policies, PolicyBook,
     PolicyCheck, Streaks, Verdict,
 };
+pub use shards::{Batch, ShardedCore, MAX_SHARDS};
 pub use window::{StateCodecError, WindowState, WindowSummary};
 pub use windowing::{Window, WindowSpec, Windowing};
 
@@ -52,6 +54,8 @@ pub struct MonitorSettings {
     pub instance_id: Option<String>,
     /// The consumer's `session.timeout.ms`.
     pub session_timeout: Duration,
+    /// Threads (shards of partitions) that decode and update window state in parallel.
+    pub threads: usize,
     pub predictions_topic: String,
     /// Outcomes, keyed by model id like predictions and with as many partitions.
     pub outcomes_topic: String,

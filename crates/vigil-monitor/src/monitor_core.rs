@@ -67,6 +67,26 @@ pub struct CoreCounts {
     pub join: JoinCounts,
 }
 
+impl CoreCounts {
+    /// Adds `other`'s counts (another shard's).
+    pub fn absorb(&mut self, other: CoreCounts) {
+        self.messages += other.messages;
+        self.predictions += other.predictions;
+        self.outcomes += other.outcomes;
+        self.undecodable += other.undecodable;
+        self.already_stored += other.already_stored;
+        self.late_events += other.late_events;
+        self.segment_overflow += other.segment_overflow;
+        let (a, b) = (&mut self.join, other.join);
+        a.matched += b.matched;
+        a.expired_predictions += b.expired_predictions;
+        a.expired_outcomes += b.expired_outcomes;
+        a.evicted += b.evicted;
+        a.duplicate_predictions += b.duplicate_predictions;
+        a.duplicate_outcomes += b.duplicate_outcomes;
+    }
+}
+
 /// What one message was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {

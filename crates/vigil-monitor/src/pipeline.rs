@@ -34,8 +34,9 @@ use vigil_store::Store;
 use crate::closing::{CloseRequest, Closing, CLOSE_QUEUE};
 use crate::http::Readiness;
 use crate::kafka::{self, DeadLetters, MonitorConsumer, Origin, Remediations};
-use crate::monitor_core::{CoreSettings, MonitorCore, Taken};
+use crate::monitor_core::CoreSettings;
 use crate::partials::Source;
+use crate::shards::{Batch, ShardedCore};
 use crate::windowing::Window;
 use crate::{MonitorError, MonitorMetrics, MonitorSettings};
 
@@ -46,7 +47,10 @@ struct Pipeline {
     dead_letters: DeadLetters,
     metrics: MonitorMetrics,
     readiness: Readiness,
-    core: MonitorCore,
+    /// The monitor core, one shard per thread.
+    core: ShardedCore,
+    /// Messages read but not yet taken by the core: taken a batch at a time, in parallel.
+    batch: Batch,
     /// Whether the core resumed from the store since the last (re)start or rebalance.
     resumed: bool,
     /// What librdkafka's rebalance callbacks noted, applied by [`Self::apply_rebalance`].
@@ -55,6 +59,9 @@ struct Pipeline {
     /// Outcome partitions paused until their predictions catch up ([`Self::align_topics`]).
     paused_outcomes: BTreeSet<i32>,
 }
+
+/// Messages the core takes at once, split over its shards.
+const BATCH_MESSAGES: usize = 2_048;
 
 /// Runs until `shutdown` is cancelled (then drains, flushes and commits) or a fatal error.
 pub async fn run(
@@ -98,7 +105,8 @@ pub async fn run(
     let closing_task = tokio::spawn(closer.run(requests, abandon.clone()));
 
     let mut pipeline = Pipeline {
-        core: MonitorCore::new(CoreSettings::of(&settings)),
+        core: ShardedCore::new(CoreSettings::of(&settings), settings.threads),
+        batch: Batch::default(),
         resumed: false,
         settings,
         store,
@@ -119,10 +127,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break Ok(()),
             _ = tick.tick() => pipeline.flush().await,
             message = consumer.recv() => match message {
-                Ok(message) => {
-                    pipeline.apply_rebalance();
-                    pipeline.handle(&message).await
-                }
+                Ok(message) => pipeline.handle(&message).await,
                 Err(error) => {
                     // Broker-side trouble (e.g. a partition leader moving) passes; librdkafka
                     // reconnects by itself.
@@ -136,7 +141,7 @@ pub async fn run(
         }
         // A full batch, or a window that became due (its partials must be stored before it can
         // close: flushing now keeps close latency under a flush interval).
-        if pipeline.core.pending().messages() >= pipeline.settings.max_pending_messages
+        if pipeline.core.pending_messages() + pipeline.batch.len() >= pipeline.settings.max_pending_messages
             || (pipeline.resumed && pipeline.core.window_due())
         {
             if let Err(error) = pipeline.flush().await {
@@ -185,25 +190,51 @@ pub async fn run(
 
 impl Pipeline {
     async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), MonitorError> {
+        self.apply_rebalance().await?;
         if !self.resumed {
             self.reload().await?;
         }
-        let (partition, offset) = (message.partition(), message.offset());
         let source = if message.topic() == self.settings.predictions_topic {
             Source::Predictions
         } else {
             Source::Outcomes
         };
         let payload = message.payload().unwrap_or_default();
-        match self.core.on_message(source, partition, offset, payload) {
-            Ok(Taken::Counted { .. } | Taken::AlreadyStored) => Ok(()),
-            Err(error) => {
-                let reason = error.reason();
-                self.metrics.deadlettered.with_label_values(&[reason]).inc();
-                let origin = Origin { topic: message.topic(), partition, offset, key: message.key() };
-                self.dead_letters.send(origin, payload, reason, &error.to_string()).await
-            }
+        self.batch.push(source, message.partition(), message.offset(), message.key(), payload);
+        if self.batch.len() >= BATCH_MESSAGES {
+            self.take_batch().await?;
         }
+        Ok(())
+    }
+
+    /// Has the core take the batch (its shards in parallel) and dead-letters what it could not
+    /// use, before any flush stores the positions that pass it.
+    async fn take_batch(&mut self) -> Result<(), MonitorError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut rejected = Vec::new();
+        self.core.take(&mut self.batch, |r| {
+            rejected.push((
+                r.source,
+                r.partition,
+                r.offset,
+                r.key.map(<[u8]>::to_vec),
+                r.payload.to_vec(),
+                r.error,
+            ));
+        });
+        for (source, partition, offset, key, payload, error) in rejected {
+            let reason = error.reason();
+            self.metrics.deadlettered.with_label_values(&[reason]).inc();
+            let topic = match source {
+                Source::Predictions => self.settings.predictions_topic.as_str(),
+                Source::Outcomes => self.settings.outcomes_topic.as_str(),
+            };
+            let origin = Origin { topic, partition, offset, key: key.as_deref() };
+            self.dead_letters.send(origin, &payload, reason, &error.to_string()).await?;
+        }
+        Ok(())
     }
 
     /// After a (re)start or rebalance: resume behind what is stored, with the segments it
@@ -320,12 +351,15 @@ impl Pipeline {
 
     /// Takes what the rebalance callbacks noted since the last call. Runs before every message
     /// and at the start of every flush, so a flush never stores a partition this consumer no
-    /// longer owns (its new owner may already have read the stored positions).
-    fn apply_rebalance(&mut self) {
+    /// longer owns (its new owner may already have read the stored positions). Messages read
+    /// before the rebalance are taken first, under the assignment they were read in.
+    async fn apply_rebalance(&mut self) -> Result<(), MonitorError> {
         let (rebalanced, revoked) = kafka::take_rebalance(&self.notes);
         if rebalanced {
+            self.take_batch().await?;
             self.on_rebalance(&revoked);
         }
+        Ok(())
     }
 
     /// Drops work on revoked partitions and forgets positions and window clocks: the next message
@@ -442,7 +476,7 @@ impl Pipeline {
 
     fn commit(&self, mode: CommitMode) {
         let mut list = TopicPartitionList::new();
-        for (source, partition, next) in self.core.pending().positions() {
+        for (source, partition, next) in self.core.positions() {
             let topic = match source {
                 Source::Predictions => &self.settings.predictions_topic,
                 Source::Outcomes => &self.settings.outcomes_topic,
@@ -463,16 +497,17 @@ impl Pipeline {
     /// became closable (by event time, or by wall clock on a quiet partition: this runs on every
     /// tick, whether or not anything arrived) and the watermarks.
     async fn flush(&mut self) -> Result<(), MonitorError> {
-        self.apply_rebalance();
+        self.apply_rebalance().await?;
+        self.take_batch().await?;
         self.publish_counts();
         let mut with_outcomes = BTreeSet::new();
-        if !self.core.pending().is_empty() {
+        if !self.core.nothing_pending() {
             let started = Instant::now();
             self.dead_letters.settle().await?;
             let topics = [self.settings.predictions_topic.as_str(), self.settings.outcomes_topic.as_str()];
-            let rows = self.core.pending().rows(topics, unix_seconds())?;
+            let rows = self.core.pending_rows(topics, unix_seconds())?;
             self.write_with_retry(&rows).await?;
-            with_outcomes = self.core.pending().panes_with_outcomes();
+            with_outcomes = self.core.panes_with_outcomes();
             self.metrics.flushes.inc();
             self.metrics.rows_written.inc_by(rows.len() as u64);
             self.metrics
@@ -537,8 +572,8 @@ impl Pipeline {
             if let Ok(stored) = self.stored_positions().await {
                 if self
                     .core
-                    .pending()
                     .positions()
+                    .into_iter()
                     .all(|(source, p, next)| stored.get(&(source, p)).is_some_and(|s| *s >= next))
                 {
                     tracing::info!(attempt, "the failed write had landed");

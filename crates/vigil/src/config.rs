@@ -105,6 +105,9 @@ pub struct MonitorSection {
     /// How long the broker keeps a silent member's partitions (ms); with `instance_id` set this
     /// is also how long a member may be down before its partitions move to another member.
     pub session_timeout_ms: u64,
+    /// Threads that decode and update window state in parallel, each for a share of the
+    /// assigned partitions (a partition is never split); 0 (the default) uses one per core.
+    pub threads: usize,
     /// Window length in event time. Windows are tumbling unless `slide_seconds` is shorter.
     pub window_seconds: u32,
     /// A window starts every this many seconds (sliding windows overlap by `window_seconds -
@@ -150,6 +153,7 @@ impl Default for MonitorSection {
             group_id: "vigil-monitor".into(),
             instance_id: None,
             session_timeout_ms: 45_000,
+            threads: 0,
             window_seconds: 60,
             slide_seconds: None,
             segment_tags: Vec::new(),
@@ -291,6 +295,14 @@ impl Config {
             ),
         );
         check(
+            m.threads <= vigil_monitor::MAX_SHARDS,
+            format!(
+                "monitor.threads: {} must be at most {} (0 = one per core)",
+                m.threads,
+                vigil_monitor::MAX_SHARDS
+            ),
+        );
+        check(
             (6_000..=300_000).contains(&m.session_timeout_ms),
             format!(
                 "monitor.session_timeout_ms: {} must be between 6000 and 300000 (the broker's default bounds)",
@@ -389,6 +401,12 @@ impl Config {
             group_id: m.group_id.clone(),
             instance_id: m.instance_id.clone(),
             session_timeout: Duration::from_millis(m.session_timeout_ms),
+            threads: match m.threads {
+                0 => {
+                    std::thread::available_parallelism().map_or(1, |n| n.get()).min(vigil_monitor::MAX_SHARDS)
+                }
+                n => n,
+            },
             predictions_topic: self.topics.predictions.clone(),
             outcomes_topic: self.topics.outcomes.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
