@@ -19,7 +19,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-vigil="$repo/target/release/vigil"
+vigil="${VIGIL_BIN:-$repo/target/release/vigil}"
 n="${1:-1000000}"
 models="${MODELS:-20}"
 versions="${VERSIONS:-3}"

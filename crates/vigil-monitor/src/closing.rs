@@ -165,9 +165,7 @@ impl Closing {
 
     /// Stores what a close produced, publishes its remediations, then commits its decisions.
     async fn make_durable(&mut self, closed: ClosedWindow) -> Result<(), MonitorError> {
-        for baseline in &closed.baselines {
-            self.store.insert_reference(baseline).await?;
-        }
+        self.store.insert_references(&closed.baselines).await?;
         // Drift and checks first: a window counts as closed once its metrics row exists.
         self.store.insert_feature_drift(&closed.drift).await?;
         self.store.insert_policy_checks(&closed.checks).await?;

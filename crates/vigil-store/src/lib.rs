@@ -576,7 +576,12 @@ impl Store {
     /// Stores a reference. Storing the same id again (the same data uploaded twice) leaves one
     /// row, with the newest `created_at`.
     pub async fn insert_reference(&self, row: &ReferenceRow) -> Result<(), StoreError> {
-        self.insert_rows("reference_profiles_v2", std::slice::from_ref(row)).await
+        self.insert_references(std::slice::from_ref(row)).await
+    }
+
+    /// Several references in one INSERT (the baselines of one closed window).
+    pub async fn insert_references(&self, rows: &[ReferenceRow]) -> Result<(), StoreError> {
+        self.insert_rows("reference_profiles_v2", rows).await
     }
 
     /// The reference the monitor uses, one per (model, version) that has any: the newest upload
