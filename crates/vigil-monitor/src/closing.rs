@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vigil_store::Store;
+use vigil_store::{RemediationOutboxRow, Store};
 
 use crate::close::{CloseSettings, ClosedWindow, Merged, PolicyState, Traffic, WindowKey};
 use crate::kafka::Remediations;
@@ -164,7 +164,25 @@ impl Closing {
     }
 
     /// Stores what a close produced, publishes its remediations, then commits its decisions.
+    /// The remediations go to the outbox before the checks that name them, and are marked
+    /// published once Kafka acknowledged them: a stored check whose remediation a crash kept
+    /// from Kafka is published at the next start ([`Self::publish_unpublished`]).
     async fn make_durable(&mut self, closed: ClosedWindow) -> Result<(), MonitorError> {
+        let outbox = |published: u8| -> Vec<RemediationOutboxRow> {
+            closed
+                .remediations
+                .iter()
+                .map(|event| RemediationOutboxRow {
+                    remediation_id: event.remediation_id.clone(),
+                    model_id: event.model_id.clone(),
+                    model_version: event.model_version.clone(),
+                    payload: vigil_events::encode(event),
+                    published,
+                    written_at: unix_seconds(),
+                })
+                .collect()
+        };
+        self.store.insert_outbox(&outbox(0)).await?;
         self.store.insert_references(&closed.baselines).await?;
         // Drift and checks first: a window counts as closed once its metrics row exists.
         self.store.insert_feature_drift(&closed.drift).await?;
@@ -175,8 +193,33 @@ impl Closing {
             self.remediations.send(event).await?;
             tracing::warn!(model_id = %event.model_id, model_version = %event.model_version, window_start_ms = event.window_start_ms, remediation_id = %event.remediation_id, policy = %event.policy, "policy breached: remediation sent");
         }
+        self.store.insert_outbox(&outbox(1)).await?;
         self.note(&closed);
         self.state.commit(closed);
+        Ok(())
+    }
+
+    /// Publishes remediations decided before a crash that Kafka never acknowledged (same ids:
+    /// the remediations topic is at-least-once, its consumers act on an id once).
+    async fn publish_unpublished(&mut self) -> Result<(), MonitorError> {
+        let mut rows = self.store.unpublished_remediations().await?;
+        for row in &mut rows {
+            row.published = 1;
+            row.written_at = unix_seconds();
+            let event: vigil_events::RemediationEvent = match vigil_events::decode(&row.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    // Written by this code from a valid event; retrying a damaged row would stop
+                    // closing for good.
+                    tracing::error!(%error, remediation_id = %row.remediation_id, "remediation_outbox row does not decode; skipped");
+                    continue;
+                }
+            };
+            self.remediations.send(&event).await?;
+            self.metrics.remediations.inc();
+            tracing::warn!(model_id = %event.model_id, model_version = %event.model_version, remediation_id = %event.remediation_id, policy = %event.policy, "remediation decided before a restart published");
+        }
+        self.store.insert_outbox(&rows).await?;
         Ok(())
     }
 
@@ -273,7 +316,7 @@ impl Closing {
         state.retired = self.store.retired_versions().await?.into_iter().collect();
         self.state = state;
         self.refreshed = Some(Instant::now());
-        Ok(())
+        self.publish_unpublished().await
     }
 
     /// Takes up references uploaded (or otherwise changed) since they were loaded, and the

@@ -187,6 +187,20 @@ pub struct PolicyCheckRow {
     pub computed_at: u32,
 }
 
+/// A decided remediation, encoded as published (`remediation_outbox`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct RemediationOutboxRow {
+    pub remediation_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    /// The Avro single-object message, as sent to the remediations topic.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// 1 once Kafka acknowledged the message.
+    pub published: u8,
+    pub written_at: u32,
+}
+
 /// A window's performance from the outcomes joined so far (`window_performance`).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct WindowPerformanceRow {
@@ -577,6 +591,22 @@ impl Store {
     /// row, with the newest `created_at`.
     pub async fn insert_reference(&self, row: &ReferenceRow) -> Result<(), StoreError> {
         self.insert_references(std::slice::from_ref(row)).await
+    }
+
+    pub async fn insert_outbox(&self, rows: &[RemediationOutboxRow]) -> Result<(), StoreError> {
+        self.insert_rows("remediation_outbox", rows).await
+    }
+
+    /// Remediations written to the outbox and never marked published.
+    pub async fn unpublished_remediations(&self) -> Result<Vec<RemediationOutboxRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT remediation_id, model_id, model_version, payload, published, toUInt32(written_at) \
+                 FROM remediation_outbox FINAL WHERE published = 0 ORDER BY written_at, remediation_id",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
     }
 
     /// Several references in one INSERT (the baselines of one closed window).
