@@ -58,6 +58,8 @@ struct Pipeline {
     closing: mpsc::Sender<CloseRequest>,
     /// Outcome partitions paused until their predictions catch up ([`Self::align_topics`]).
     paused_outcomes: BTreeSet<i32>,
+    /// When partials were last stored.
+    flushed_at: Instant,
 }
 
 /// Messages the core takes at once, split over its shards.
@@ -117,6 +119,7 @@ pub async fn run(
         notes,
         closing,
         paused_outcomes: BTreeSet::new(),
+        flushed_at: Instant::now(),
     };
     let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,9 +143,15 @@ pub async fn run(
             break Err(error);
         }
         // A full batch, or a window that became due (its partials must be stored before it can
-        // close: flushing now keeps close latency under a flush interval).
-        if pipeline.core.pending_messages() + pipeline.batch.len() >= pipeline.settings.max_pending_messages
-            || (pipeline.resumed && pipeline.core.window_due())
+        // close: flushing early keeps close latency under a flush interval), at most every
+        // quarter interval: catching up a backlog makes windows due all the time, and every
+        // flush costs per key, whatever it holds.
+        let early = pipeline.resumed
+            && pipeline.core.window_due()
+            && pipeline.flushed_at.elapsed() >= pipeline.settings.flush_interval / 4;
+        if early
+            || pipeline.core.pending_messages() + pipeline.batch.len()
+                >= pipeline.settings.max_pending_messages
         {
             if let Err(error) = pipeline.flush().await {
                 break Err(error);
@@ -516,6 +525,7 @@ impl Pipeline {
             self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
             self.commit(CommitMode::Async);
             self.core.flushed();
+            self.flushed_at = Instant::now();
             self.align_topics();
         }
         if !self.resumed {
