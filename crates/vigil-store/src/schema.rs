@@ -276,7 +276,7 @@ FROM {db}.reference_profiles"
             ),
         },
         Migration {
-            id: 11,
+            id: 12,
             name: "remediation_outbox",
             // Remediations the monitor decided, written before their policy check and marked
             // published (a second row with published = 1) once Kafka acknowledged them: a monitor
