@@ -9,6 +9,10 @@
 //! - `inconclusive`: no breach, but fewer than N windows are closed, or a window's checks lack
 //!   the data to decide (insufficient data is never a pass);
 //! - `healthy`: N closed windows, every policy check healthy in each.
+//!
+//! The answer is 200 whatever the verdict (Argo reads `$.verdict`), unless the request says
+//! `require=healthy`: then any other verdict is answered 412 with the same body, for checks that
+//! judge by status code alone (Flagger's webhooks, `curl --fail`).
 
 use std::collections::BTreeMap;
 
@@ -264,23 +268,33 @@ pub fn judge(
     }
 }
 
-/// `windows=N` from the query string (1..=MAX_WINDOWS); anything else named is refused.
-pub fn parse_query(query: Option<&str>) -> Result<u32, String> {
+/// What a request asks: how many windows, and whether a verdict other than healthy should be
+/// answered 412.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub windows: u32,
+    pub require_healthy: bool,
+}
+
+/// `windows=N` (1..=MAX_WINDOWS) and `require=healthy` from the query string; anything else is
+/// refused, naming the parameter.
+pub fn parse_query(query: Option<&str>) -> Result<Query, String> {
     let mut windows = DEFAULT_WINDOWS;
+    let mut require_healthy = false;
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "windows" => {
-                windows = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_WINDOWS).contains(n))
-                    .ok_or_else(|| format!("windows must be a whole number from 1 to {MAX_WINDOWS}, got {value:?}"))?;
+                windows = value.parse().ok().filter(|n| (1..=MAX_WINDOWS).contains(n)).ok_or_else(|| {
+                    format!("windows must be a whole number from 1 to {MAX_WINDOWS}, got {value:?}")
+                })?;
             }
-            other => return Err(format!("unknown query parameter {other:?} (known: windows)")),
+            "require" if value == "healthy" => require_healthy = true,
+            "require" => return Err(format!("require must be healthy, got {value:?}")),
+            other => return Err(format!("unknown query parameter {other:?} (known: windows, require)")),
         }
     }
-    Ok(windows)
+    Ok(Query { windows, require_healthy })
 }
 
 /// The route's handler.
@@ -289,17 +303,20 @@ pub async fn analysis(
     RawQuery(query): RawQuery,
     provider: Option<Extension<Provider>>,
 ) -> Response {
-    let windows = match parse_query(query.as_deref()) {
-        Ok(n) => n,
+    let query = match parse_query(query.as_deref()) {
+        Ok(q) => q,
         Err(message) => return reply(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": message })),
     };
     let Some(Extension(provider)) = provider else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "error": "the analysis needs ClickHouse: set [lifecycle] store = true" }),
+            &serde_json::json!({ "error": "the analysis needs ClickHouse: set [lifecycle] audit = true (it gives the lifecycle service ClickHouse)" }),
         );
     };
-    match provider.analyse(&model, &version, windows).await {
+    match provider.analyse(&model, &version, query.windows).await {
+        Ok(analysis) if query.require_healthy && analysis.verdict != "healthy" => {
+            reply(StatusCode::PRECONDITION_FAILED, &analysis)
+        }
         Ok(analysis) => reply(StatusCode::OK, &analysis),
         Err(message) => {
             tracing::warn!(%message, model = %model, version = %version, "analysis provider: could not read the windows");
@@ -335,13 +352,15 @@ mod tests {
     #[test]
     fn verdicts_fail_on_any_breach_and_never_pass_without_data() {
         let closed = [window(180), window(120), window(60)];
-        let healthy: Vec<_> = [60, 120, 180].iter().map(|&ws| check(ws, "feature_drift", "healthy")).collect();
+        let healthy: Vec<_> =
+            [60, 120, 180].iter().map(|&ws| check(ws, "feature_drift", "healthy")).collect();
         let a = judge("m", "v", 3, &closed, &healthy, &[]);
         assert_eq!((a.verdict.as_str(), a.windows_healthy), ("healthy", 3));
 
         let mut breached = healthy.clone();
         breached.push(check(120, "performance", "breach"));
-        let a = judge("m", "v", 3, &closed, &breached, &[DriftRow { ws: 120, tested: 20, drifted_features: 4 }]);
+        let a =
+            judge("m", "v", 3, &closed, &breached, &[DriftRow { ws: 120, tested: 20, drifted_features: 4 }]);
         assert_eq!(a.verdict, "failed");
         assert_eq!(a.reason, "1 of 3 windows breached (performance)");
         assert_eq!(a.max_drifted_features, 4);
@@ -364,8 +383,12 @@ mod tests {
 
     #[test]
     fn the_query_names_only_windows_within_bounds() {
-        assert_eq!(parse_query(None), Ok(DEFAULT_WINDOWS));
-        assert_eq!(parse_query(Some("windows=5")), Ok(5));
+        assert_eq!(parse_query(None), Ok(Query { windows: DEFAULT_WINDOWS, require_healthy: false }));
+        assert_eq!(
+            parse_query(Some("windows=5&require=healthy")),
+            Ok(Query { windows: 5, require_healthy: true })
+        );
+        assert!(parse_query(Some("require=failed")).unwrap_err().contains("require must be healthy"));
         assert!(parse_query(Some("windows=0")).unwrap_err().contains("from 1 to 100"));
         assert!(parse_query(Some("windows=101")).is_err());
         assert!(parse_query(Some("window=5")).unwrap_err().contains("unknown query parameter \"window\""));
