@@ -129,3 +129,8 @@ pub use config::{DropPolicy, SdkConfig, WireFormat};
 pub use error::SdkError;
 pub use producer::{Loggable, Producer, SdkStats};
 pub use sampling::sample_point;
+
+/// The examples of README.md, compiled as doctests so the README cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
