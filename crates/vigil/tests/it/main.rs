@@ -13,3 +13,4 @@ mod outcomes;
 mod reference;
 mod replay;
 mod windows;
+mod wire_format;
