@@ -21,6 +21,17 @@ fn registry_url() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }
 
+/// `vigil monitor` for the test, told the registry's URL, once its HTTP port answers.
+async fn monitor_with_registry(env: &TestEnv) -> harness::ChildGuard {
+    let child = env
+        .vigil_command(&["monitor"])
+        .env("VIGIL__SCHEMA_REGISTRY__URL", registry_url())
+        .spawn()
+        .expect("vigil binary starts");
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    harness::ChildGuard(child)
+}
+
 /// A producer on the test's topics in `format`.
 fn producer(env: &TestEnv, format: WireFormat) -> Producer {
     let mut config = SdkConfig::new(harness::brokers());
@@ -69,14 +80,17 @@ fn send(
     (expected, models.len() as u64)
 }
 
-async fn stored_per_version(env: &TestEnv) -> BTreeMap<(String, String), u64> {
+/// Every event stored once, per (model, version) as sent, and nothing dead-lettered.
+async fn assert_stored_exactly(env: &TestEnv, expected: &BTreeMap<(String, String), u64>, total: u64) {
+    env.await_stored_exactly(total, Duration::from_secs(90)).await;
     let mut stored = BTreeMap::new();
     for t in env.store().window_count_totals().await.unwrap() {
         if t.segment.is_empty() && t.window_start < 1_764_000_600 {
             *stored.entry((t.model_id, t.model_version)).or_default() += t.events;
         }
     }
-    stored
+    assert_eq!(&stored, expected);
+    assert!(env.dead_letters(0, Duration::from_secs(3)).is_empty(), "nothing dead-lettered");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,18 +98,10 @@ async fn stored_per_version(env: &TestEnv) -> BTreeMap<(String, String), u64> {
 async fn sdk_events_in_the_confluent_format_are_stored_by_the_monitor() {
     let env = TestEnv::new("wire_confluent");
     let format = confluent_format(&env).await;
-    let mut monitor = harness::ChildGuard(
-        env.vigil_command(&["monitor"])
-            .env("VIGIL__SCHEMA_REGISTRY__URL", registry_url())
-            .spawn()
-            .expect("vigil binary starts"),
-    );
-    await_port(env.http_port, Duration::from_secs(60)).await;
+    let mut monitor = monitor_with_registry(&env).await;
     let confluent = producer(&env, format);
     let (expected, clock) = send(&confluent, &confluent, 3_000, 1);
-    env.await_stored_exactly(3_000 + clock, Duration::from_secs(90)).await;
-    assert_eq!(stored_per_version(&env).await, expected);
-    assert!(env.dead_letters(0, Duration::from_secs(3)).is_empty(), "nothing dead-lettered");
+    assert_stored_exactly(&env, &expected, 3_000 + clock).await;
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
     env.cleanup().await;
 }
@@ -105,29 +111,15 @@ async fn sdk_events_in_the_confluent_format_are_stored_by_the_monitor() {
 async fn a_topic_with_both_formats_is_read_exactly() {
     let env = TestEnv::new("wire_mixed");
     let format = confluent_format(&env).await;
-    let mut monitor = harness::ChildGuard(
-        env.vigil_command(&["monitor"])
-            .env("VIGIL__SCHEMA_REGISTRY__URL", registry_url())
-            .spawn()
-            .expect("vigil binary starts"),
-    );
-    await_port(env.http_port, Duration::from_secs(60)).await;
+    let mut monitor = monitor_with_registry(&env).await;
     let single = producer(&env, WireFormat::SingleObject);
     let confluent = producer(&env, format);
     // Every other event Confluent-framed, on the same topic and partitions.
     let (expected, clock) = send(&single, &confluent, 4_000, 2);
-    env.await_stored_exactly(4_000 + clock, Duration::from_secs(90)).await;
-    assert_eq!(stored_per_version(&env).await, expected);
-    assert!(env.dead_letters(0, Duration::from_secs(3)).is_empty(), "nothing dead-lettered");
+    assert_stored_exactly(&env, &expected, 4_000 + clock).await;
     // Restarted, it reads neither format twice.
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
-    let mut monitor = harness::ChildGuard(
-        env.vigil_command(&["monitor"])
-            .env("VIGIL__SCHEMA_REGISTRY__URL", registry_url())
-            .spawn()
-            .expect("vigil binary starts"),
-    );
-    await_port(env.http_port, Duration::from_secs(60)).await;
+    let mut monitor = monitor_with_registry(&env).await;
     env.await_stored_exactly(4_000 + clock, Duration::from_secs(30)).await;
     assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
     env.cleanup().await;
