@@ -217,7 +217,7 @@ def argo_measure(base: str, version: str) -> tuple[str, dict]:
 # ---- Flagger -------------------------------------------------------------------------------------
 
 def flagger_check(base: str, version: str) -> bool:
-    canary = yaml.safe_load(FLAGGER.read_text())
+    canary = next(d for d in yaml.safe_load_all(FLAGGER.read_text()) if d["kind"] == "Canary")
     [hook] = [h for h in canary["spec"]["analysis"]["webhooks"] if h["name"] == "vigil-verdict"]
     assert hook["type"] == "rollout" and hook["metadata"]["type"] == "cmd"
     cmd = hook["metadata"]["cmd"]
