@@ -62,6 +62,19 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 
     let shutdown = super::shutdown_on_signal();
     register_demo_versions(config).await?;
+    let monitor_config = config.clone();
+    let monitor_shutdown = shutdown.child_token();
+    let monitor_shutdown_handle = monitor_shutdown.clone();
+    let monitor =
+        tokio::spawn(async move { super::monitor::run_until(&monitor_config, monitor_shutdown).await });
+    // The monitor serves HTTP once it has created its topics, this run's remediations topic
+    // among them: the lifecycle service subscribes to it after that.
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(config.http_listen()).await.is_err() {
+        anyhow::ensure!(!monitor.is_finished(), "the monitor stopped at start-up (its error is above)");
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the monitor did not start within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let lifecycle_settings = config.lifecycle_service().map_err(anyhow::Error::msg)?;
     let lifecycle_shutdown = shutdown.child_token();
     let lifecycle =
@@ -70,11 +83,6 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
         "vigil lifecycle running: registry log {}, alerts and platform webhooks to a local receiver at http://{}",
         config.topics.lifecycle, receiver.addr
     );
-    let monitor_config = config.clone();
-    let monitor_shutdown = shutdown.child_token();
-    let monitor_shutdown_handle = monitor_shutdown.clone();
-    let monitor =
-        tokio::spawn(async move { super::monitor::run_until(&monitor_config, monitor_shutdown).await });
 
     println!(
         "sending {} predictions/s for {:?} (3 models x 2 versions, 20 features; model-3 v2's inputs drift after {:?}) ...",
@@ -186,10 +194,14 @@ fn lifecycle_for_this_run(config: &mut Config, run: u32, receiver: SocketAddr) -
     let state = std::env::temp_dir().join(format!("vigil-quickstart-{run}"));
     config.lifecycle.state_dir = state.join("lifecycle");
     config.alerts.outbox_dir = state.join("alerts");
-    // The API is not needed here (and its port may be taken by a running `vigil lifecycle`).
+    // The API is not needed here, and its port may be taken by a running `vigil lifecycle`:
+    // off, and /metrics and /health on a free port.
     config.lifecycle.api.enabled = false;
+    config.lifecycle.api.listen = "127.0.0.1:0".into();
     config.lifecycle.canary_interval_ms = 0;
-    config.lifecycle.resolve_interval_ms = 2_000;
+    // Alerts stay open for the demo: resolving needs healthy windows after the breach, which a
+    // 30 s run does not have.
+    config.lifecycle.resolve_interval_ms = 0;
     config.alerts.receivers = vec![ReceiverConfig {
         name: "quickstart-alerts".into(),
         kind: ReceiverKind::Generic { url: format!("http://{receiver}/alerts"), secret: "quickstart".into() },
