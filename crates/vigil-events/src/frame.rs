@@ -151,18 +151,25 @@ impl WriterSchema {
                 },
             });
         }
-        let reader = crate::schema::parse(T::SCHEMA_JSON);
+        let parsed_here;
+        let reader = match reader_schema::<T>() {
+            Some(schema) => schema,
+            None => {
+                parsed_here = crate::schema::parse(T::SCHEMA_JSON);
+                &parsed_here
+            }
+        };
         let incompatible = |detail: String| DecodeError::Incompatible { expected: T::FULL_NAME, detail };
         let mut input = body;
         let value = GenericDatumReader::builder(&self.schema)
-            .reader_schema(&reader)
+            .reader_schema(reader)
             .build()
             .and_then(|datum| datum.read_value(&mut input))
             .map_err(|e| incompatible(e.to_string()))?;
         if !input.is_empty() {
             return Err(DecodeError::Malformed(crate::CodecError::TrailingBytes(input.len())));
         }
-        let bytes = GenericDatumWriter::builder(&reader)
+        let bytes = GenericDatumWriter::builder(reader)
             .build()
             .and_then(|datum| datum.write_value_to_vec(value))
             .map_err(|e| incompatible(e.to_string()))?;
@@ -198,6 +205,26 @@ pub fn decode_prediction_view_body(body: &[u8]) -> Result<PredictionView<'_>, De
     r.finish()?;
     view.validate()?;
     Ok(view)
+}
+
+/// vigil's schema of `T`, parsed once per process (resolution needs it for every evolved
+/// message); `None` for a type that is not one of vigil's four events.
+fn reader_schema<T: AvroRecord>() -> Option<&'static Schema> {
+    static PARSED: [std::sync::OnceLock<Schema>; 4] = [
+        std::sync::OnceLock::new(),
+        std::sync::OnceLock::new(),
+        std::sync::OnceLock::new(),
+        std::sync::OnceLock::new(),
+    ];
+    let slot = [
+        PredictionEvent::FULL_NAME,
+        OutcomeEvent::FULL_NAME,
+        RemediationEvent::FULL_NAME,
+        LifecycleEvent::FULL_NAME,
+    ]
+    .iter()
+    .position(|name| *name == T::FULL_NAME)?;
+    Some(PARSED[slot].get_or_init(|| crate::schema::parse(T::SCHEMA_JSON)))
 }
 
 fn known_name(name: &str) -> Option<&'static str> {
