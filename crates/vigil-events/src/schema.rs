@@ -8,10 +8,10 @@ use apache_avro::Schema;
 use crate::codec::{Reader, Writer};
 use crate::error::{CodecError, ValidationError};
 
-pub const PREDICTION_SCHEMA: &str = include_str!("../../../schemas/prediction.avsc");
-pub const OUTCOME_SCHEMA: &str = include_str!("../../../schemas/outcome.avsc");
-pub const REMEDIATION_SCHEMA: &str = include_str!("../../../schemas/remediation.avsc");
-pub const LIFECYCLE_SCHEMA: &str = include_str!("../../../schemas/lifecycle.avsc");
+pub const PREDICTION_SCHEMA: &str = include_str!("../schemas/prediction.avsc");
+pub const OUTCOME_SCHEMA: &str = include_str!("../schemas/outcome.avsc");
+pub const REMEDIATION_SCHEMA: &str = include_str!("../schemas/remediation.avsc");
+pub const LIFECYCLE_SCHEMA: &str = include_str!("../schemas/lifecycle.avsc");
 
 /// An event type with a schema in `schemas/` and a hand-written body codec for it.
 pub trait AvroRecord: Sized {

@@ -73,6 +73,7 @@ fn api_routes() -> Vec<Route> {
         (Method::GET, "/api/v1/models/{model}/history", get(history)),
         (Method::POST, "/api/v1/models/{model}/versions", post(register)),
         (Method::POST, "/api/v1/models/{model}/versions/{version}/rollback", post(rollback)),
+        (Method::GET, "/api/v1/models/{model}/versions/{version}/analysis", get(crate::provider::analysis)),
         (Method::GET, "/api/v1/approvals", get(list_approvals)),
         (Method::POST, "/api/v1/approvals/{id}/approve", post(approve)),
         (Method::POST, "/api/v1/approvals/{id}/reject", post(reject)),

@@ -16,6 +16,7 @@ pub mod engine;
 mod error;
 pub mod kafka;
 pub mod metrics;
+pub mod provider;
 pub mod registry;
 pub mod resolve;
 pub mod service;

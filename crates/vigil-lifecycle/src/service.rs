@@ -102,7 +102,12 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         registry,
         readiness: readiness.clone(),
     };
-    let http = api::serve(settings.listen, api::router(state), shutdown.clone()).await?;
+    let mut router = api::router(state);
+    if let Some(config) = &settings.store {
+        // The analysis provider for Argo Rollouts and Flagger reads the monitor's tables.
+        router = router.layer(axum::Extension(crate::provider::Provider::new(config)));
+    }
+    let http = api::serve(settings.listen, router, shutdown.clone()).await?;
 
     let resolver = match (&settings.store, &notifier, settings.resolve_interval) {
         (Some(config), Some(notifier), Some(interval)) => Some(tokio::spawn(crate::resolve::run(

@@ -14,3 +14,4 @@ mod recovery;
 mod reference;
 mod replay;
 mod windows;
+mod wire_format;
