@@ -18,4 +18,4 @@ pub use alert::{rfc3339, Alert, AlertSeverity, AlertState};
 pub use config::{check_receivers, AlertsConfig, DeliveryConfig, ReceiverConfig, ReceiverKind};
 pub use error::AlertError;
 pub use notifier::{start, start_with_audit, Notifier, Stats, StatsSnapshot};
-pub use traffic::{CanarySplit, Message, StageChange, TrafficUpdate};
+pub use traffic::{CanarySplit, DatasetView, LineageView, Message, StageChange, TrafficUpdate};

@@ -41,6 +41,52 @@ pub struct StageChange {
     pub actor: String,
     pub remediation_id: Option<String>,
     pub event_time_ms: i64,
+    /// `STAGE_CHANGE` or `RETRAIN_REQUESTED` (then `stage` is the version's current one).
+    #[serde(default = "stage_change")]
+    pub kind: String,
+    /// Where the version came from, on the event that registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageView>,
+}
+
+fn stage_change() -> String {
+    "STAGE_CHANGE".into()
+}
+
+/// A version's lineage as JSON (`Lineage` in `schemas/lifecycle.avsc`); every field optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_run_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl TrafficUpdate {

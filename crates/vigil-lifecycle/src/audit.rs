@@ -328,6 +328,8 @@ mod tests {
             actor: "vigil".into(),
             remediation_id: Some("r1".into()),
             event_time_ms: 1_795_727_340_000,
+            kind: vigil_events::EventKind::StageChange,
+            lineage: None,
         };
         let row = lifecycle_row(&event, 2, 41, 1_795_727_341);
         assert_eq!((row.stage.as_str(), row.event_date, row.source_offset), ("ROLLED_BACK", 20_783, 41));
@@ -350,6 +352,8 @@ mod tests {
                 actor: "vigil".into(),
                 remediation_id: Some("r1".into()),
                 event_time_ms: 0,
+                kind: "STAGE_CHANGE".into(),
+                lineage: None,
             }],
             at_ms: 0,
         };

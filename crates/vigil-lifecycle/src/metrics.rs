@@ -17,6 +17,8 @@ pub struct LifecycleMetrics {
     pub api_requests: IntCounterVec,
     /// Audit rows, by table and result (written, dropped).
     pub audit_rows: IntCounterVec,
+    /// API requests refused, by kind (`unauthenticated`: 401, `forbidden`: 403).
+    pub auth_failures: IntCounterVec,
     pub alerts_resolved: IntCounter,
     pub pending_approvals: IntGauge,
 }
@@ -53,6 +55,11 @@ impl LifecycleMetrics {
                 "vigil_lifecycle_audit_rows_total",
                 "Audit rows for ClickHouse, by table and result (written, dropped)",
                 &["table", "result"],
+            )?,
+            auth_failures: counter(
+                "vigil_lifecycle_api_auth_failures_total",
+                "API requests refused, by kind (unauthenticated, forbidden)",
+                &["kind"],
             )?,
             alerts_resolved: IntCounter::new(
                 "vigil_lifecycle_alerts_resolved_total",

@@ -29,8 +29,8 @@ pub struct ServiceSettings {
     pub kafka: LifecycleSettings,
     /// Where the API, `/metrics` and `/health` are served.
     pub listen: SocketAddr,
-    /// The API's bearer token; `None` serves no `/api/v1` routes (an explicit choice).
-    pub api_token: Option<String>,
+    /// The API's tokens (and OIDC verifier); `None` serves no `/api/v1` routes (an explicit choice).
+    pub api_auth: Option<crate::auth::Authenticator>,
     /// Where the pending approvals are kept (`approvals.json`).
     pub state_dir: PathBuf,
     /// ClickHouse for the audit and the resolve poll; `None` turns both off.
@@ -97,7 +97,7 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
     let state = ApiState {
         engine: engine.clone(),
         commands: commands.clone(),
-        token: settings.api_token.as_deref().map(Arc::from),
+        auth: settings.api_auth.clone().map(Arc::new),
         metrics: metrics.clone(),
         registry,
         readiness: readiness.clone(),

@@ -132,6 +132,11 @@ pub(crate) mod fixtures {
                 actor: "ci".into(),
                 remediation_id: None,
                 event_time_ms: 1_795_727_340_000,
+                kind: "STAGE_CHANGE".into(),
+                lineage: Some(crate::LineageView {
+                    training_run_id: Some("run-7".into()),
+                    ..Default::default()
+                }),
             }],
             at_ms: 1_795_727_340_000,
         }

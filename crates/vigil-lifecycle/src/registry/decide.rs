@@ -113,6 +113,8 @@ pub fn decide(
             actor: AUTOMATION_ACTOR.to_owned(),
             remediation_id: Some(remediation.remediation_id.clone()),
             event_time_ms: now_ms,
+            kind: vigil_events::EventKind::StageChange,
+            lineage: None,
         };
     match state.stage {
         Stage::Canary if hold && state.held_by.is_none() => Decision {
@@ -173,6 +175,8 @@ pub fn rollback_events(
         actor: by.actor.to_owned(),
         remediation_id: by.remediation_id.map(str::to_owned),
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     };
     let why = by.why;
     Some(match state.stage {
@@ -222,6 +226,8 @@ pub fn decide_canary(
         actor: AUTOMATION_ACTOR.to_owned(),
         remediation_id: None,
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     };
     if registry.contains_event(&event(Stage::Canary, None, String::new()).event_id)
         || registry.contains_event(&event(Stage::Production, None, String::new()).event_id)
@@ -315,6 +321,8 @@ pub fn reject(
         actor: by.actor.to_owned(),
         remediation_id: by.remediation_id.map(str::to_owned),
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     })
 }
 

@@ -19,9 +19,11 @@ pub(crate) fn lifecycle(
         stage,
         traffic_weight: weight,
         reason: "test".into(),
-        actor: "alice".into(),
+        actor: "ci".into(),
         remediation_id: None,
         event_time_ms: 1_000,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     }
 }
 
