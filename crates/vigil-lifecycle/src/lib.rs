@@ -17,6 +17,7 @@ pub mod engine;
 mod error;
 pub mod jwt;
 pub mod kafka;
+pub mod kpi;
 pub mod metrics;
 pub mod registry;
 pub mod resolve;

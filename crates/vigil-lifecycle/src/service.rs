@@ -46,6 +46,12 @@ pub struct ServiceSettings {
     pub canary_interval: Option<Duration>,
     /// The monitor's window length: a window's end names its canary analysis events.
     pub window_seconds: u32,
+    /// How often the KPI gauges (`vigil_lifecycle_kpi_*`) are recomputed; `None`: never.
+    pub kpi_interval: Option<Duration>,
+    /// The trailing period the KPI gauges cover.
+    pub kpi_period: Duration,
+    /// Answers to a remediation later than this are late approvals (KPIs).
+    pub approval_deadline: Duration,
 }
 
 /// Longest wait at shutdown for accepted alerts and updates to reach the outbox.
@@ -55,6 +61,8 @@ const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Result<(), LifecycleError> {
     let registry = prometheus::Registry::new();
     let metrics = LifecycleMetrics::register(&registry)
+        .map_err(|e| LifecycleError::Config(vec![format!("metrics: {e}")]))?;
+    let kpi_gauges = crate::kpi::KpiGauges::register(&registry)
         .map_err(|e| LifecycleError::Config(vec![format!("metrics: {e}")]))?;
     let approvals = Approvals::open(&settings.state_dir)?;
     let engine: SharedEngine =
@@ -126,6 +134,19 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         _ => None,
     };
 
+    let kpis = settings.kpi_interval.map(|interval| {
+        tokio::spawn(kpi_loop(
+            engine.clone(),
+            settings.store.clone(),
+            kpi_gauges,
+            interval,
+            settings.kpi_period,
+            settings.approval_deadline,
+            readiness.running.clone(),
+            shutdown.clone(),
+        ))
+    });
+
     let mut wiring = Wiring {
         notifier,
         platform,
@@ -140,7 +161,7 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
     shutdown.cancel();
     drop(wiring);
     let _ = http.await;
-    for task in [resolver, analysis].into_iter().flatten() {
+    for task in [resolver, analysis, kpis].into_iter().flatten() {
         let _ = task.await;
     }
     if let Some((notifier, mut tasks, attempts_task, _)) = webhooks {
@@ -159,6 +180,51 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         let _ = task.await;
     }
     result
+}
+
+/// Recomputes the KPI gauges over the trailing period every `interval`, once the log is replayed.
+/// A failed ClickHouse read leaves the gauges as they were (logged, retried next time).
+#[allow(clippy::too_many_arguments)]
+async fn kpi_loop(
+    engine: SharedEngine,
+    store: Option<vigil_store::StoreConfig>,
+    gauges: crate::kpi::KpiGauges,
+    interval: Duration,
+    period: Duration,
+    deadline: Duration,
+    running: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    // The first computation as soon as the log is replayed, then every `interval`.
+    while !running.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let registry = kafka::lock(&engine).registry.clone();
+        let to_ms = now_ms();
+        let from_ms = to_ms - period.as_millis() as i64;
+        match crate::kpi::store::report(
+            &registry,
+            store.as_ref(),
+            from_ms,
+            to_ms,
+            None,
+            deadline.as_millis() as i64,
+        )
+        .await
+        {
+            Ok(report) => gauges.set(&report),
+            Err(error) => tracing::warn!(%error, "kpis not recomputed"),
+        }
+    }
 }
 
 /// Every delivery attempt: counted by receiver and outcome, and audited.

@@ -37,6 +37,12 @@ pub struct LifecycleSection {
     /// How often canaries whose policy has `canary.analysis = true` are judged on the monitor's
     /// stored windows; 0 never. Needs `audit` (ClickHouse).
     pub canary_interval_ms: u64,
+    /// How often the KPI gauges (`vigil_lifecycle_kpi_*` on `/metrics`) are recomputed; 0 never.
+    pub kpi_interval_ms: u64,
+    /// The trailing period the KPI gauges cover, in days.
+    pub kpi_period_days: u32,
+    /// Answers to a remediation later than this count as late approvals in the KPIs.
+    pub approval_deadline_ms: u64,
     pub api: ApiSection,
     /// Serving-platform webhooks (`kind = "platform"` or `"mlflow"`), told after every change.
     pub platform: Vec<ReceiverConfig>,
@@ -54,6 +60,9 @@ impl Default for LifecycleSection {
             audit_queue: 10_000,
             resolve_interval_ms: 30_000,
             canary_interval_ms: 30_000,
+            kpi_interval_ms: 60_000,
+            kpi_period_days: 30,
+            approval_deadline_ms: 86_400_000,
             api: ApiSection::default(),
             platform: Vec::new(),
         }
@@ -285,9 +294,19 @@ impl LifecycleSection {
         if self.audit_queue == 0 {
             errors.push("lifecycle.audit_queue: must be at least 1".into());
         }
+        if !(1..=3660).contains(&self.kpi_period_days) {
+            errors.push(format!(
+                "lifecycle.kpi_period_days: {} must be between 1 and 3660",
+                self.kpi_period_days
+            ));
+        }
+        if self.approval_deadline_ms == 0 {
+            errors.push("lifecycle.approval_deadline_ms: must be at least 1".into());
+        }
         for (key, value) in [
             ("resolve_interval_ms", self.resolve_interval_ms),
             ("canary_interval_ms", self.canary_interval_ms),
+            ("kpi_interval_ms", self.kpi_interval_ms),
         ] {
             if value != 0 && value < 1_000 {
                 errors.push(format!("lifecycle.{key}: {value} must be 0 (never) or at least 1000"));
@@ -378,6 +397,9 @@ impl super::Config {
             canary_interval: (l.audit && l.canary_interval_ms > 0)
                 .then(|| Duration::from_millis(l.canary_interval_ms)),
             window_seconds: self.monitor.window_seconds,
+            kpi_interval: (l.kpi_interval_ms > 0).then(|| Duration::from_millis(l.kpi_interval_ms)),
+            kpi_period: Duration::from_secs(u64::from(l.kpi_period_days) * 86_400),
+            approval_deadline: Duration::from_millis(l.approval_deadline_ms),
         })
     }
 }

@@ -141,3 +141,134 @@ async fn a_log_written_with_the_old_schema_replays_and_lineage_shows_in_state() 
     assert!(table.contains("lineage (complete): run run-77, commit abc1234"), "{table}");
     env.cleanup();
 }
+
+/// 2026-09-21T11:33:20Z, the start of the scripted history's day.
+const BASE_MS: i64 = 1_790_000_000_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+fn scripted_event(
+    id: &str,
+    version: &str,
+    stage: vigil_events::Stage,
+    actor: &str,
+    remediation: Option<&str>,
+    at: i64,
+    lineage: bool,
+) -> vigil_events::LifecycleEvent {
+    vigil_events::LifecycleEvent {
+        event_id: id.into(),
+        model_id: "fraud".into(),
+        model_version: version.into(),
+        stage,
+        traffic_weight: (stage == vigil_events::Stage::Canary).then_some(0.1),
+        reason: format!("scripted {id}"),
+        actor: actor.into(),
+        remediation_id: remediation.map(Into::into),
+        event_time_ms: BASE_MS + at,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: lineage.then(|| {
+            Box::new(vigil_events::Lineage {
+                training_run_id: Some(format!("run-{version}")),
+                datasets: vec![vigil_events::DatasetRef {
+                    name: "transactions".into(),
+                    version: Some("2026-09".into()),
+                    sha256: None,
+                }],
+                code_commit: Some("9f8e7d6".into()),
+                artifact_uri: Some(format!("s3://models/fraud/{version}")),
+                artifact_sha256: Some("ef".repeat(32)),
+                team: Some("risk".into()),
+                ..Default::default()
+            })
+        }),
+    }
+}
+
+/// A day of model fraud: v1 straight to production (a bypassed gate), v2 registered without
+/// lineage, canary, drifting, rolled back by its remediation, v3 canary then promoted by alice;
+/// the monitor's policy checks of v2 in ClickHouse. Returns the config.
+pub async fn scripted_history(env: &LifecycleEnv) -> std::path::PathBuf {
+    use vigil_events::Stage::*;
+    let config = env.write_config("[lifecycle]\nreplay_timeout_ms = 30000\n");
+    let (code, _, stderr) = env.run_vigil(&config, &["migrate"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let events = [
+        scripted_event("k1", "v1", Production, "ci", None, 0, true),
+        scripted_event("k2", "v2", Candidate, "ci", None, HOUR, false),
+        scripted_event("k3", "v2", Canary, "ci", None, 2 * HOUR, false),
+        scripted_event("k4", "v2", RolledBack, "vigil", Some("rem-kpi"), 3 * HOUR + 20 * MIN, false),
+        scripted_event("k5", "v3", Canary, "ci", None, 4 * HOUR, true),
+        scripted_event("k6", "v3", Production, "alice", None, 6 * HOUR, false),
+    ];
+    create_topic(&env.lifecycle).await;
+    produce(&env.lifecycle, "fraud", &events.iter().map(vigil_events::encode).collect::<Vec<_>>()).await;
+    let s = |ms: i64| ms / 1000;
+    let check = |at: i64, verdict: &str, value: f64, rem: &str, computed: i64| {
+        format!(
+            "('fraud', 'v2', toDateTime({}), 'drift', '{verdict}', {value}, 0.25, '{{\"drifted\":[\"amount\"]}}', 0, '{rem}', 500, 'ref-1', 'cfg', toDateTime({}))",
+            s(BASE_MS + at),
+            s(BASE_MS + computed)
+        )
+    };
+    let rows = [
+        check(3 * HOUR, "healthy", 0.1, "", 3 * HOUR + 5 * MIN + 10_000),
+        check(3 * HOUR + 5 * MIN, "breach", 0.4, "", 3 * HOUR + 10 * MIN + 10_000),
+        check(3 * HOUR + 10 * MIN, "breach", 0.5, "rem-kpi", 3 * HOUR + 15 * MIN + 10_000),
+    ];
+    harness::clickhouse_sql(&format!(
+        "INSERT INTO {}.policy_checks (model_id, model_version, window_start, policy, verdict, value, threshold, detail, \
+         streak, remediation_id, events, reference_id, config_hash, computed_at) VALUES {}",
+        env.database,
+        rows.join(", ")
+    ))
+    .await;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kpis_of_a_scripted_history_match_the_hand_computed_ones() {
+    let env = LifecycleEnv::new("governance_kpi");
+    let config = scripted_history(&env).await;
+    let (from, to) = ((BASE_MS / 1000).to_string(), ((BASE_MS + 24 * HOUR) / 1000).to_string());
+    let (code, stdout, stderr) =
+        env.run_vigil(&config, &["kpi", "--model", "fraud", "--from", &from, "--to", &to, "--json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let k = &report["models"][0];
+    assert_eq!(k["model_id"], "fraud", "{report}");
+    // By hand: v1 (0 h) and v3 (6 h) became production: 2 in one day.
+    assert_eq!((k["deployments"].as_u64(), k["deployment_frequency_per_day"].as_f64()), (Some(2), Some(2.0)));
+    // Lead times: v1 0 s (registered into production), v3 4 h -> 6 h = 7200 s.
+    assert_eq!(k["lead_time"]["median_s"].as_f64(), Some(3600.0), "{k}");
+    assert_eq!(k["lead_time"]["max_s"].as_f64(), Some(7200.0), "{k}");
+    // v1, v2, v3 deployed, v2 rolled back.
+    assert_eq!((k["versions_deployed"].as_u64(), k["versions_rolled_back"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(k["change_failure_rate"].as_f64(), Some(1.0 / 3.0));
+    // Breach from the 3:05 window, remediation computed at 3:15:10: 610 s to detect; the
+    // rollback at 3:20 is 290 s later.
+    assert_eq!(k["incidents"].as_u64(), Some(1));
+    assert_eq!(k["time_to_detect"]["median_s"].as_f64(), Some(610.0), "{k}");
+    assert_eq!(k["time_to_remediate"]["median_s"].as_f64(), Some(290.0), "{k}");
+    // v1 and v3 with complete lineage, v2 without.
+    assert_eq!(
+        (
+            k["versions_registered"].as_u64(),
+            k["versions_with_lineage"].as_u64(),
+            k["versions_with_complete_lineage"].as_u64()
+        ),
+        (Some(3), Some(2), Some(2))
+    );
+    assert_eq!(k["exceptions"]["gates_bypassed"].as_u64(), Some(1), "v1 never was a canary: {k}");
+    assert_eq!(k["exceptions"]["manual_rollbacks"].as_u64(), Some(0));
+    assert_eq!(report["overall"]["deployments"].as_u64(), Some(2));
+
+    let (code, table, stderr) = env.run_vigil(&config, &["kpi", "--from", &from, "--to", &to]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(table.lines().any(|l| l.starts_with("fraud") && l.contains("33.3 %")), "{table}");
+    let (code, _, stderr) = env.run_vigil(&config, &["kpi", "--from", &to, "--to", &from]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--from must be before --to"), "{stderr}");
+    env.drop_database().await;
+    env.cleanup();
+}

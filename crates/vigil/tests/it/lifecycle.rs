@@ -599,6 +599,7 @@ manual_rollback = true
         r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#,
         r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#,
         r#"vigil_lifecycle_api_auth_failures_total{kind="forbidden"} 5"#,
+        r#"vigil_lifecycle_kpi_period_seconds{model="all"} 2592000"#,
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
     }
