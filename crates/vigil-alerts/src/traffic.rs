@@ -119,6 +119,7 @@ impl TrafficUpdate {
 pub enum Message {
     Alert(Alert),
     Traffic(TrafficUpdate),
+    Retrain(Box<crate::RetrainRequest>),
 }
 
 impl Message {
@@ -128,6 +129,7 @@ impl Message {
         match self {
             Message::Alert(alert) => alert.key.clone(),
             Message::Traffic(update) => format!("traffic/{}", update.model_id),
+            Message::Retrain(request) => format!("retrain/{}", request.remediation_id),
         }
     }
 
@@ -136,6 +138,7 @@ impl Message {
         match self {
             Message::Alert(alert) => alert.state.as_str().to_owned(),
             Message::Traffic(update) => update.event_id.clone(),
+            Message::Retrain(request) => request.idempotency_key.clone(),
         }
     }
 
@@ -143,12 +146,22 @@ impl Message {
         match self {
             Message::Alert(alert) => &alert.model_id,
             Message::Traffic(update) => &update.model_id,
+            Message::Retrain(request) => &request.model_id,
         }
     }
 
     /// Whether a receiver that last got `last` for this key must get this message too. The same
     /// state twice is a duplicate, and a resolve for an alert the receiver never got has nothing
     /// to close.
+    /// The receivers that take this message.
+    pub fn channel(&self) -> crate::config::Channel {
+        match self {
+            Message::Alert(_) => crate::config::Channel::Alerts,
+            Message::Traffic(_) => crate::config::Channel::Traffic,
+            Message::Retrain(_) => crate::config::Channel::Retrain,
+        }
+    }
+
     pub fn is_news(&self, last: Option<&str>) -> bool {
         match self {
             Message::Alert(alert) if alert.state == AlertState::Resolved && last.is_none() => false,

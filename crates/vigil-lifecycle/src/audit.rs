@@ -48,7 +48,8 @@ pub fn lifecycle_row(
 }
 
 /// The `alert_deliveries` row of one attempt. A serving-platform update is recorded with state
-/// `traffic`, its idempotency key (the lifecycle event id) as the key, and no policy.
+/// `traffic`, its idempotency key (the lifecycle event id) as the key, and no policy; a
+/// retraining request with state `retrain` and its idempotency key.
 pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
     let (alert_key, state, severity, model_version, policy, remediation_id) = match &attempt.message {
         Message::Alert(alert) => (
@@ -66,6 +67,18 @@ pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
             update.model_version().to_owned(),
             String::new(),
             update.changes.iter().find_map(|c| c.remediation_id.clone()),
+        ),
+        Message::Retrain(request) => (
+            request.idempotency_key.clone(),
+            "retrain",
+            match request.severity.as_str() {
+                "critical" => "critical",
+                "warning" => "warning",
+                _ => "info",
+            },
+            request.model_version.clone(),
+            request.policy.clone(),
+            Some(request.remediation_id.clone()),
         ),
     };
     AlertDeliveryRow {

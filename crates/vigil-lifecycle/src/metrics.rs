@@ -85,6 +85,7 @@ pub fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::RolledBackProduction { .. } => "rolled_back_production",
         Outcome::NoRollbackTarget { .. } => "no_rollback_target",
         Outcome::HeldPromotion { .. } => "held_promotion",
+        Outcome::RetrainRequested { .. } => "retrain_requested",
         Outcome::CanaryWeight { .. } => "canary_weight",
         Outcome::Promoted { .. } => "promoted",
         Outcome::AwaitingApproval { .. } => "awaiting_approval",

@@ -153,6 +153,7 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         auditor: auditor.clone(),
         metrics: metrics.clone(),
         running: readiness.running.clone(),
+        engine: engine.clone(),
     };
     let result =
         kafka::run_engine(settings.kafka.clone(), engine, requests, &mut wiring, shutdown.clone()).await;
@@ -249,6 +250,8 @@ struct Wiring {
     auditor: Option<Auditor>,
     metrics: LifecycleMetrics,
     running: Arc<AtomicBool>,
+    /// To look up the lineage a retraining request carries.
+    engine: SharedEngine,
 }
 
 impl Observer for Wiring {
@@ -296,6 +299,17 @@ impl Observer for Wiring {
         self.metrics.decisions.with_label_values(&[outcome_label(&decision.outcome)]).inc();
         if let Some(notifier) = &self.notifier {
             alert(notifier, remediation, decision);
+            let requested =
+                decision.events.iter().any(|e| e.kind == vigil_events::EventKind::RetrainRequested);
+            if requested {
+                let lineage = kafka::lock(&self.engine)
+                    .registry
+                    .version(&remediation.model_id, &remediation.model_version)
+                    .and_then(|v| v.lineage.as_ref().map(crate::view::lineage_view));
+                if let Err(error) = notifier.notify_retrain(retrain_request(remediation, lineage)) {
+                    tracing::error!(%error, remediation = %remediation.remediation_id, "retraining request not queued");
+                }
+            }
         }
     }
 }
@@ -332,6 +346,35 @@ pub fn traffic_update(
     })
 }
 
+/// What the training pipelines get for a `retrain` remediation.
+pub fn retrain_request(
+    remediation: &RemediationEvent,
+    lineage: Option<vigil_alerts::LineageView>,
+) -> vigil_alerts::RetrainRequest {
+    vigil_alerts::RetrainRequest {
+        idempotency_key: vigil_alerts::retrain_key(&remediation.remediation_id),
+        remediation_id: remediation.remediation_id.clone(),
+        model_id: remediation.model_id.clone(),
+        model_version: remediation.model_version.clone(),
+        policy: remediation.policy.clone(),
+        severity: format!("{:?}", remediation.severity).to_lowercase(),
+        window_start_ms: remediation.window_start_ms,
+        window_end_ms: remediation.window_end_ms,
+        evidence: remediation
+            .evidence
+            .iter()
+            .map(|e| vigil_alerts::RetrainEvidence {
+                metric: e.metric.clone(),
+                value: e.value,
+                threshold: e.threshold,
+                feature: e.feature.clone(),
+            })
+            .collect(),
+        lineage,
+        requested_at_ms: remediation.created_at_ms,
+    }
+}
+
 /// Every remediation the consumer reads becomes a firing alert, with what the lifecycle did
 /// about it; a redelivered one (already acted on) does not alert again.
 fn alert(notifier: &Notifier, remediation: &RemediationEvent, decision: &Decision) {
@@ -358,6 +401,7 @@ pub fn describe(outcome: &Outcome) -> String {
             format!("production {version} failed and there is no earlier version to roll back to")
         }
         Outcome::HeldPromotion { version } => format!("promotion of canary {version} held"),
+        Outcome::RetrainRequested { version } => format!("retraining of {version} requested"),
         Outcome::CanaryWeight { version, weight } => format!("canary {version} at weight {weight}"),
         Outcome::Promoted { version } => format!("{version} promoted to production"),
         Outcome::AwaitingApproval { proposed } => {

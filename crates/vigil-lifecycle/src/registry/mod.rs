@@ -168,8 +168,9 @@ impl Registry {
         Ok(())
     }
 
-    /// A retraining request: recorded in the history (and the remediation as acted on) without
-    /// changing any stage; the version must exist.
+    /// A retraining request: recorded in the history without changing any stage; the version
+    /// must exist. The remediation is not marked acted on: a rollback it asks for may still wait
+    /// for approval (its own event id keeps the request from repeating).
     fn record_retrain(&mut self, event: &LifecycleEvent) -> Result<(), LifecycleError> {
         let Some(model) = self.models.get_mut(&event.model_id) else {
             return Err(LifecycleError::InvalidEvent {
@@ -182,9 +183,6 @@ impl Registry {
         };
         model.history.push(event.clone());
         self.applied.insert(event.event_id.clone());
-        if let Some(remediation) = &event.remediation_id {
-            self.acted_on.insert(remediation.clone());
-        }
         Ok(())
     }
 

@@ -46,6 +46,9 @@ pub struct LifecycleSection {
     pub api: ApiSection,
     /// Serving-platform webhooks (`kind = "platform"` or `"mlflow"`), told after every change.
     pub platform: Vec<ReceiverConfig>,
+    /// Training pipelines a `retrain` remediation reaches (`kind = "airflow"`,
+    /// `"argo_workflows"`, `"kubeflow"` or `"retrain_webhook"`).
+    pub retrain: Vec<ReceiverConfig>,
 }
 
 impl Default for LifecycleSection {
@@ -65,6 +68,7 @@ impl Default for LifecycleSection {
             approval_deadline_ms: 86_400_000,
             api: ApiSection::default(),
             platform: Vec::new(),
+            retrain: Vec::new(),
         }
     }
 }
@@ -334,6 +338,13 @@ impl LifecycleSection {
                 self.api.url
             ));
         }
+        for (i, receiver) in self.retrain.iter().enumerate() {
+            if !receiver.kind.takes_retrain() {
+                errors.push(format!(
+                    "lifecycle.retrain[{i}].kind: must be \"airflow\", \"argo_workflows\", \"kubeflow\" or \"retrain_webhook\""
+                ));
+            }
+        }
         for (i, receiver) in self.platform.iter().enumerate() {
             if !receiver.kind.takes_traffic() {
                 errors.push(format!(
@@ -357,19 +368,26 @@ pub fn check_alerts(alerts: &AlertsConfig, lifecycle: &LifecycleSection, errors:
         if receiver.kind.takes_traffic() {
             errors.push(format!("alerts.receivers[{i}].kind: a serving-platform webhook takes no alerts; put it under [[lifecycle.platform]]"));
         }
+        if receiver.kind.takes_retrain() {
+            errors.push(format!("alerts.receivers[{i}].kind: a training pipeline takes no alerts; put it under [[lifecycle.retrain]]"));
+        }
     }
-    let all: Vec<ReceiverConfig> = alerts.receivers.iter().chain(&lifecycle.platform).cloned().collect();
+    let platform_count = lifecycle.platform.len();
+    let all: Vec<ReceiverConfig> =
+        alerts.receivers.iter().chain(&lifecycle.platform).chain(&lifecycle.retrain).cloned().collect();
     let mut problems = Vec::new();
     let key = |i: usize| {
         if i < alert_count {
             format!("alerts.receivers[{i}]")
-        } else {
+        } else if i < alert_count + platform_count {
             format!("lifecycle.platform[{}]", i - alert_count)
+        } else {
+            format!("lifecycle.retrain[{}]", i - alert_count - platform_count)
         }
     };
     vigil_alerts::check_receivers(&all, &key, &mut problems);
     // The alert receivers' own problems are already listed above.
-    errors.extend(problems.into_iter().filter(|p| p.starts_with("lifecycle.platform")));
+    errors.extend(problems.into_iter().filter(|p| p.starts_with("lifecycle.")));
 }
 
 impl super::Config {
@@ -380,6 +398,7 @@ impl super::Config {
         let api_auth = if l.api.enabled { Some(l.api.authenticator()?) } else { None };
         let mut webhooks = self.alerts.clone();
         webhooks.receivers.extend(l.platform.iter().cloned());
+        webhooks.receivers.extend(l.retrain.iter().cloned());
         Ok(vigil_lifecycle::service::ServiceSettings {
             kafka: self.lifecycle_settings(),
             listen: l

@@ -2,15 +2,22 @@
 //! written before lineage existed still replays; lineage given to `vigil lifecycle register`
 //! shows in `vigil lifecycle state`.
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
-use crate::harness::{self, version_of, LifecycleEnv};
+use crate::harness::{self, version_of, ChildGuard, LifecycleEnv};
 
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
@@ -269,6 +276,178 @@ async fn kpis_of_a_scripted_history_match_the_hand_computed_ones() {
     let (code, _, stderr) = env.run_vigil(&config, &["kpi", "--from", &to, "--to", &from]).await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--from must be before --to"), "{stderr}");
+    env.drop_database().await;
+    env.cleanup();
+}
+
+/// A fake Airflow webserver: checks each request against the stable REST API's shape
+/// (`POST /api/v1/dags/<dag>/dagRuns`, basic auth, a JSON body with `dag_run_id` and `conf`),
+/// answers 500 to the first and 200 (or 409 to a run id it already has) after.
+async fn fake_airflow() -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<(u16, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = Router::new().route(
+        "/api/v1/dags/{dag_id}/dagRuns",
+        post(move |Path(dag_id): Path<String>, headers: HeaderMap, body: Bytes| {
+            let log = log.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let json_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let well_formed = dag_id == "retrain_fraud"
+                    && auth == "Basic dmlnaWw6YWlyZmxvdy1wdw==" // vigil:airflow-pw
+                    && json_type
+                    && body["dag_run_id"].as_str().is_some_and(|id| id.starts_with("vigil-retrain-"))
+                    && body["conf"].is_object();
+                let mut log = log.lock().unwrap();
+                let status = if !well_formed {
+                    400
+                } else if log.is_empty() {
+                    500
+                } else if log.iter().any(|(s, b)| *s == 200 && b["dag_run_id"] == body["dag_run_id"]) {
+                    409
+                } else {
+                    200
+                };
+                log.push((status, body.clone()));
+                (axum::http::StatusCode::from_u16(status).unwrap(), body.to_string())
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retrain_remediation_reaches_airflow_once_despite_a_500_and_is_recorded() {
+    use vigil_events::{Evidence, RemediationAction, RemediationEvent, Severity};
+    let env = LifecycleEnv::new("governance_retrain");
+    let (airflow, seen) = fake_airflow().await;
+    let config = env.write_config(&format!(
+        r#"
+[lifecycle]
+replay_timeout_ms = 30000
+[[lifecycle.retrain]]
+name = "airflow"
+kind = "airflow"
+url = "{airflow}"
+dag_id = "retrain_fraud"
+username = "vigil"
+password = "airflow-pw"
+
+[alerts]
+outbox_dir = "{outbox}"
+[alerts.delivery]
+initial_backoff_ms = 100
+max_backoff_ms = 500
+"#,
+        outbox = env.dir.join("outbox").display()
+    ));
+    let (code, _, stderr) = env.run_vigil(&config, &["migrate"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let lineage = ["--training-run-id", "run-v1", "--code-commit", "abc"];
+    let mut args =
+        vec!["lifecycle", "register", "--model", "fraud", "--version", "v1", "--stage", "production"];
+    args.extend(lineage);
+    let (code, _, stderr) = env.run_vigil(&config, &args).await;
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let mut service = ChildGuard(
+        env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap(),
+    );
+    harness::await_port(env.api_port, Duration::from_secs(60)).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let remediation = RemediationEvent {
+        remediation_id: format!("rem-retrain-{}", env.name),
+        model_id: "fraud".into(),
+        model_version: "v1".into(),
+        window_start_ms: now - 60_000,
+        window_end_ms: now,
+        severity: Severity::Warning,
+        action: RemediationAction::Retrain,
+        policy: "drift".into(),
+        evidence: vec![Evidence {
+            metric: "psi".into(),
+            value: 0.4,
+            threshold: 0.2,
+            feature: Some("amount".into()),
+        }],
+        reference_id: Some("ref-1".into()),
+        config_hash: "it".into(),
+        created_at_ms: now,
+    };
+    // Twice: a redelivered remediation requests nothing new.
+    produce(
+        &env.remediations,
+        "fraud",
+        &[vigil_events::encode(&remediation), vigil_events::encode(&remediation)],
+    )
+    .await;
+
+    let started = Instant::now();
+    loop {
+        let requests = seen.lock().unwrap().clone();
+        if requests.iter().any(|(status, _)| *status == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no accepted airflow run within 60 s: {requests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let a second (wrong) delivery show up, if there were one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests = seen.lock().unwrap().clone();
+    let statuses: Vec<u16> = requests.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [500, 200], "one retry after the 500, then nothing: {requests:?}");
+    let (_, body) = &requests[1];
+    assert_eq!(body["dag_run_id"], vigil_alerts::retrain_key(&remediation.remediation_id).as_str());
+    assert_eq!(body, &requests[0].1, "the retry is the same request");
+    let conf = &body["conf"];
+    assert_eq!(
+        (
+            conf["model_id"].as_str(),
+            conf["remediation_id"].as_str(),
+            conf["lineage"]["training_run_id"].as_str()
+        ),
+        (Some("fraud"), Some(remediation.remediation_id.as_str()), Some("run-v1")),
+        "{conf}"
+    );
+    assert_eq!(conf["evidence"][0]["feature"], "amount", "{conf}");
+
+    // Recorded in the lifecycle log (the history) and in the audit's deliveries.
+    let (_, history) = env.http("GET", "/api/v1/models/fraud/history", Some(harness::API_TOKEN), None).await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let retrains: Vec<&Value> =
+        history["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "RETRAIN_REQUESTED").collect();
+    assert_eq!(retrains.len(), 1, "{history}");
+    assert_eq!(
+        (retrains[0]["stage"].as_str(), retrains[0]["remediation_id"].as_str()),
+        (Some("PRODUCTION"), Some(remediation.remediation_id.as_str()))
+    );
+    let started = Instant::now();
+    loop {
+        let rows = env.store().alert_deliveries().await.unwrap_or_default();
+        let outcomes: Vec<(String, String)> = rows
+            .iter()
+            .filter(|r| r.state == "retrain")
+            .map(|r| (r.receiver.clone(), r.outcome.clone()))
+            .collect();
+        if outcomes.iter().any(|(_, o)| o == "delivered") {
+            assert!(outcomes.iter().all(|(r, _)| r == "airflow"), "{outcomes:?}");
+            assert!(outcomes.iter().any(|(_, o)| o == "retrying"), "{outcomes:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "audited deliveries: {outcomes:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(harness::terminate(&mut service, Duration::from_secs(30)).success());
     env.drop_database().await;
     env.cleanup();
 }
