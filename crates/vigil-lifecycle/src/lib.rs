@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod kpi;
 pub mod metrics;
 pub mod registry;
+pub mod report;
 pub mod resolve;
 pub mod service;
 pub mod view;

@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod kpi;
 pub mod lifecycle;
 pub mod loadgen;

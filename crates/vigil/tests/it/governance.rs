@@ -230,7 +230,143 @@ pub async fn scripted_history(env: &LifecycleEnv) -> std::path::PathBuf {
         rows.join(", ")
     ))
     .await;
+    // Drift tests of the three windows (amount drifts from 3:05) and accuracy per window.
+    let mut drift = Vec::new();
+    let mut performance = Vec::new();
+    for (i, at) in [3 * HOUR, 3 * HOUR + 5 * MIN, 3 * HOUR + 10 * MIN].into_iter().enumerate() {
+        for (feature, statistic) in [("amount", 0.1 + 0.2 * i as f64), ("age", 0.05)] {
+            let drifted = u8::from(statistic > 0.25);
+            drift.push(format!(
+                "('fraud', 'v2', '', toDateTime({}), '{feature}', 'psi', {statistic}, NULL, NULL, 0.25, {drifted}, 500, 500, 'ref-1', 'cfg', toDateTime({}))",
+                s(BASE_MS + at),
+                s(BASE_MS + at + 5 * MIN)
+            ));
+        }
+        performance.push(format!(
+            "('fraud', 'v2', '', toDateTime({}), 300, 500, 400, 0.8, {}, 400, 'ref-1', 'cfg', toDateTime({}))",
+            s(BASE_MS + at),
+            0.9 - 0.1 * i as f64,
+            s(BASE_MS + at + 5 * MIN)
+        ));
+    }
+    harness::clickhouse_sql(&format!(
+        "INSERT INTO {}.feature_drift (model_id, model_version, segment, window_start, feature, test, statistic, p_value, \
+         error_bound, threshold, drifted, current_count, events, reference_id, config_hash, computed_at) VALUES {}",
+        env.database,
+        drift.join(", ")
+    ))
+    .await;
+    harness::clickhouse_sql(&format!(
+        "INSERT INTO {}.window_performance (model_id, model_version, segment, window_start, window_seconds, predictions, \
+         labeled, coverage, accuracy, revision, reference_id, config_hash, computed_at) VALUES {}",
+        env.database,
+        performance.join(", ")
+    ))
+    .await;
     config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_report_holds_lineage_evidence_kpis_and_its_hash() {
+    let env = LifecycleEnv::new("governance_report");
+    let config = scripted_history(&env).await;
+    let (from, to) = ((BASE_MS / 1000).to_string(), ((BASE_MS + 24 * HOUR) / 1000).to_string());
+    let json_path = env.dir.join("report.json");
+    let (code, stdout, stderr) = env
+        .run_vigil(
+            &config,
+            &[
+                "audit",
+                "report",
+                "--model",
+                "fraud",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--format",
+                "json",
+                "--out",
+                json_path.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let hash = report["content_sha256"].as_str().unwrap().to_owned();
+    assert_eq!(stdout.trim(), format!("content sha256 {hash}"));
+    // The hash verifies: the canonical JSON with the hash empty and the time 0.
+    let mut content = report.clone();
+    content["content_sha256"] = Value::String(String::new());
+    content["generated_at_ms"] = Value::from(0);
+    let mut text = String::new();
+    vigil_lifecycle::report::canonical(&content, &mut text);
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(digest, hash);
+
+    let version =
+        |v: &str| report["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap().clone();
+    assert_eq!(version("v1")["lineage"]["training_run_id"], "run-v1", "{report}");
+    assert_eq!(version("v3")["lineage"]["artifact_uri"], "s3://models/fraud/v3");
+    assert_eq!(version("v2")["lineage"], Value::Null);
+    let history = report["stage_history"].as_array().unwrap();
+    assert_eq!(history.len(), 6);
+    assert_eq!(
+        (history[5]["actor"].as_str(), history[5]["stage"].as_str()),
+        (Some("alice"), Some("PRODUCTION"))
+    );
+    let remediation = &report["remediations"][0];
+    assert_eq!(
+        (
+            remediation["remediation_id"].as_str(),
+            remediation["value"].as_f64(),
+            remediation["threshold"].as_f64()
+        ),
+        (Some("rem-kpi"), Some(0.5), Some(0.25))
+    );
+    assert_eq!(remediation["detail"]["drifted"][0], "amount");
+    let features = remediation["features"].as_array().unwrap();
+    assert_eq!(features.len(), 2, "{remediation}");
+    let amount = features.iter().find(|f| f["feature"] == "amount").unwrap();
+    assert_eq!((amount["statistic"].as_f64(), amount["drifted"].as_bool()), (Some(0.5), Some(true)));
+    assert_eq!(remediation["lifecycle"][0]["stage"], "ROLLED_BACK");
+    assert_eq!(report["kpis"]["deployments"], 2);
+    let drift: Vec<f64> =
+        report["series"]["drift"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(drift, [0.0, 1.0, 1.0]);
+    assert_eq!(report["series"]["performance"].as_array().unwrap().len(), 3);
+
+    let html_path = env.dir.join("report.html");
+    let (code, _, stderr) = env
+        .run_vigil(
+            &config,
+            &[
+                "audit",
+                "report",
+                "--model",
+                "fraud",
+                "--version",
+                "v2",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--out",
+                html_path.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("rem-kpi") && html.contains("chart-timeline")
+    );
+    assert!(!html.contains("run-v1"), "--version v2 leaves v1 out");
+    env.drop_database().await;
+    env.cleanup();
 }
 
 #[tokio::test(flavor = "multi_thread")]
