@@ -364,7 +364,7 @@ const SCRIPT: &str = r#"
 (function () {
   var data = JSON.parse(document.getElementById('report-data').textContent);
   var NS = 'http://www.w3.org/2000/svg';
-  var W = 760, H = 220, L = 56, R = 120, T = 14, B = 30;
+  var W = 760, H = 220, L = 96, R = 110, T = 14, B = 30;
   var COLORS = ['#2e90fa', '#f79009', '#12b76a', '#7a5af8', '#f04438', '#0ba5ec', '#ee46bc', '#667085'];
   function el(name, attrs, parent) {
     var e = document.createElementNS(NS, name);
