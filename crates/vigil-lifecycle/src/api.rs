@@ -67,6 +67,10 @@ pub struct ApiState {
     pub metrics: LifecycleMetrics,
     pub registry: prometheus::Registry,
     pub readiness: Readiness,
+    /// ClickHouse for the KPIs' times to detect and remediate; `None` leaves them empty.
+    pub store: Option<vigil_store::StoreConfig>,
+    /// Answers to a remediation later than this are late approvals (KPIs).
+    pub approval_deadline_ms: i64,
 }
 
 type Route = (Method, &'static str, MethodRouter<ApiState>);
@@ -83,6 +87,7 @@ fn api_routes() -> Vec<Route> {
         (Method::GET, "/api/v1/approvals", get(list_approvals)),
         (Method::POST, "/api/v1/approvals/{id}/approve", post(approve)),
         (Method::POST, "/api/v1/approvals/{id}/reject", post(reject)),
+        (Method::GET, "/api/v1/kpis", get(kpis)),
     ]
 }
 
@@ -519,6 +524,82 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 
 async fn openapi() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// `?name=value&...` as pairs, values decoded.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+/// The lifecycle KPIs of `[from_ms, to_ms)` (default: the last 30 days), of one model
+/// (`?model=`) or of every model, which needs a token scoped to all of them.
+async fn kpis(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut model = None;
+    let now = crate::now_ms();
+    let (mut from_ms, mut to_ms) = (None, now);
+    for (key, value) in query_pairs(query.as_deref()) {
+        let number = || {
+            value.parse::<i64>().map_err(|_| format!("{key}: {value:?} is not milliseconds since the epoch"))
+        };
+        match key.as_str() {
+            "model" => model = Some(value.clone()),
+            "from_ms" => match number() {
+                Ok(v) => from_ms = Some(v),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            },
+            "to_ms" => match number() {
+                Ok(v) => to_ms = v,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            },
+            _ => {}
+        }
+    }
+    let from_ms = from_ms.unwrap_or(to_ms - 30 * 86_400_000);
+    if from_ms >= to_ms || to_ms - from_ms > crate::kpi::MAX_PERIOD_DAYS * 86_400_000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("from_ms must be before to_ms, at most {} days", crate::kpi::MAX_PERIOD_DAYS),
+        );
+    }
+    if let Err(refused) = check(&state, &caller, Role::Viewer, model.as_deref()) {
+        return refused.into_response();
+    }
+    let registry = lock(&state.engine).registry.clone();
+    if model.is_none() {
+        if let Some((outside, _)) = registry.models().find(|(m, _)| !caller.covers(m)) {
+            state.metrics.auth_failures.with_label_values(&["forbidden"]).inc();
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "subject {:?} is not scoped to model {outside:?}: ask for ?model= within {}",
+                    caller.subject,
+                    caller.models.join(", ")
+                ),
+            );
+        }
+    }
+    match crate::kpi::store::report(
+        &registry,
+        state.store.as_ref(),
+        from_ms,
+        to_ms,
+        model.as_deref(),
+        state.approval_deadline_ms,
+    )
+    .await
+    {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
 
 /// `%XX` escapes and `+` of a query value.

@@ -109,6 +109,8 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         metrics: metrics.clone(),
         registry,
         readiness: readiness.clone(),
+        store: settings.store.clone(),
+        approval_deadline_ms: settings.approval_deadline.as_millis() as i64,
     };
     let http = api::serve(settings.listen, api::router(state), shutdown.clone()).await?;
 

@@ -594,11 +594,29 @@ manual_rollback = true
         ("ROLLED_BACK", Some(remediation.remediation_id.as_str()))
     );
 
+    // The KPIs through the API: all models need a token scoped to all of them.
+    let (status, body) = env.http("GET", "/api/v1/kpis", Some(dave), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = env.http("GET", "/api/v1/kpis?model=fraud", Some(bob), None).await;
+    assert_eq!(status, 200, "{body}");
+    let kpis: Value = serde_json::from_str(&body).unwrap();
+    let fraud = &kpis["models"][0];
+    assert_eq!(
+        (
+            fraud["deployments"].as_u64(),
+            fraud["versions_deployed"].as_u64(),
+            fraud["versions_rolled_back"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "{kpis}"
+    );
+    assert_eq!(fraud["exceptions"]["gates_bypassed"], 1, "v1 went straight to production: {kpis}");
+
     let (_, metrics) = env.http("GET", "/metrics", None, None).await;
     for needle in [
         r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#,
         r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#,
-        r#"vigil_lifecycle_api_auth_failures_total{kind="forbidden"} 5"#,
+        r#"vigil_lifecycle_api_auth_failures_total{kind="forbidden"} 6"#,
         r#"vigil_lifecycle_kpi_period_seconds{model="all"} 2592000"#,
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
