@@ -1,9 +1,15 @@
-"""`vigil audit report` rendered in a real browser: the HTML report of a scripted history (a
-version registered with lineage, a drifting canary with its policy checks, drift tests and
-accuracy per window in ClickHouse) is opened in headless Chromium (Debian's package); after its
-script ran, every chart must have drawn as many points as the report's JSON holds, and the
-content hash printed, embedded in the page and in the JSON must verify. A screenshot is taken
-each run (`VIGIL_UPDATE_SCREENSHOTS=1` also writes docs/images/audit-report.png).
+"""Governance on a scripted history (a version registered with lineage straight into production,
+a canary without complete lineage, drifting in its policy checks, drift tests and accuracy per
+window in ClickHouse, rolled back by hand through the API while `vigil lifecycle` runs and writes
+the audit copy of the log to lifecycle_events):
+
+- `vigil audit report` rendered in a real browser: the HTML report is opened in headless Chromium
+  (Debian's package); after its script ran, every chart must have drawn as many points as the
+  report's JSON holds, and the content hash printed, embedded in the page and in the JSON must
+  verify. A screenshot is taken each run (`VIGIL_UPDATE_SCREENSHOTS=1` also writes
+  docs/images/audit-report.png).
+- The Grafana KPI dashboard (deploy/grafana/dashboards/kpis.json): its queries, run on the local
+  ClickHouse over the same period, give the numbers `vigil kpi --json` gives.
 
 Needs the local stack (`VIGIL_TEST_KAFKA_BROKERS`, `VIGIL_TEST_CLICKHOUSE_URL`, loopback
 defaults), the vigil binary (`VIGIL_BIN`, default target/debug/vigil) and /usr/bin/chromium
@@ -15,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -30,6 +37,8 @@ CHROMIUM = os.environ.get("VIGIL_CHROMIUM", "/usr/bin/chromium")
 CLICKHOUSE_URL = os.environ.get("VIGIL_TEST_CLICKHOUSE_URL", "http://127.0.0.1:8123")
 BROKERS = os.environ.get("VIGIL_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 SCREENSHOT = REPO / "docs" / "images" / "audit-report.png"
+KPI_BOARD = REPO / "deploy" / "grafana" / "dashboards" / "kpis.json"
+ADMIN_TOKEN = "pytest-governance-admin"
 MIN, HOUR = 60, 3600
 
 
@@ -84,6 +93,39 @@ def history(tmp_path_factory):
     vigil("lifecycle", "register", "--model", "fraud", "--version", "v2", "--stage", "canary", "--weight", "0.2",
           "--actor", "ci", "--training-run-id", "run-42", "--parent-version", "v1")
 
+    # The service writes the audit copy of the log to ClickHouse; a person rolls v2 back through it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service_env = dict(env, VIGIL__LIFECYCLE__API__TOKEN=ADMIN_TOKEN, VIGIL__LIFECYCLE__API__TOKEN_SUBJECT="carol",
+                       VIGIL__LIFECYCLE__API__LISTEN=f"127.0.0.1:{port}",
+                       VIGIL__LIFECYCLE__STATE_DIR=str(tmp / "state"), VIGIL__LIFECYCLE__GROUP_ID=name)
+    service = subprocess.Popen([str(VIGIL), "--config", str(config), "lifecycle"], env=service_env,
+                               stdout=subprocess.DEVNULL, stderr=open(tmp / "lifecycle.log", "w"))
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline and service.poll() is None, (tmp / "lifecycle.log").read_text()[-3000:]
+            time.sleep(0.25)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/models/fraud/versions/v2/rollback", method="POST",
+            data=b'{"reason": "drift confirmed by hand"}',
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 200
+        while clickhouse("SELECT count() FROM lifecycle_events FINAL", name).strip() != "3":
+            assert time.time() < deadline, "the audit did not write the 3 events"
+            time.sleep(0.25)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=30)
+
     now = int(time.time())
     start = now - 2 * HOUR
     windows = [start + i * 10 * MIN for i in range(6)]
@@ -116,7 +158,9 @@ def history(tmp_path_factory):
     html, js = tmp / "report.html", tmp / "report.json"
     printed = vigil("audit", "report", "--model", "fraud", *period, "--out", str(html)).stdout
     vigil("audit", "report", "--model", "fraud", *period, "--format", "json", "--out", str(js))
-    yield {"html": html, "json": json.loads(js.read_text()), "printed": printed, "tmp": tmp}
+    kpi = json.loads(vigil("kpi", "--model", "fraud", *period, "--json").stdout)
+    yield {"html": html, "json": json.loads(js.read_text()), "printed": printed, "tmp": tmp, "kpi": kpi,
+           "database": name, "from": now - 3 * HOUR, "to": now + HOUR}
     clickhouse(f"DROP DATABASE IF EXISTS {name}")
     try:
         from confluent_kafka.admin import AdminClient
@@ -163,7 +207,7 @@ def test_the_charts_draw_every_point_in_headless_chromium(history):
     assert len(series["drift"]) == 12 and len(series["performance"]) == 12, series
     assert drawn["chart-drift"] == (12, 12), drawn
     assert drawn["chart-performance"] == (12, 12), drawn
-    assert drawn["chart-timeline"] == (len(report["stage_history"]),) * 2 == (2, 2), drawn
+    assert drawn["chart-timeline"] == (len(report["stage_history"]),) * 2 == (3, 3), drawn
     # The lineage table and the remediation's evidence are in the page.
     assert "run-41" in dom and "transactions@2026-11" in dom and "rem-audit" in dom
 
@@ -176,3 +220,48 @@ def test_a_screenshot_of_the_report(history):
     if os.environ.get("VIGIL_UPDATE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def board_queries() -> dict[str, str]:
+    board = json.loads(KPI_BOARD.read_text())
+    return {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"]}
+
+
+def run_panel(sql: str, history) -> list[dict]:
+    sql = (sql.replace("${model:singlequote}", "'fraud'")
+           .replace("$__fromTime", f"toDateTime({history['from']})")
+           .replace("$__toTime", f"toDateTime({history['to']})"))
+    assert "$" not in sql, sql
+    out = json.loads(clickhouse(sql + "\nFORMAT JSON", history["database"]))
+    return [{k: (float(v) if isinstance(v, str) and re.fullmatch(r"-?[0-9.]+", v) else v) for k, v in row.items()}
+            for row in out["data"]]
+
+
+def test_the_kpi_dashboard_agrees_with_vigil_kpi(history):
+    k = history["kpi"]["models"][0]
+    # The scripted history by hand: v1 straight to production (a bypassed gate), v2 canary rolled
+    # back by a person; the remediation's streak began one window (600 s) before its window, whose
+    # check came 605 s after it started; nothing in the log answers the remediation.
+    assert (k["deployments"], k["versions_deployed"], k["versions_rolled_back"]) == (1, 2, 1), k
+    assert k["time_to_detect"]["median_s"] == 1205.0, k
+    assert (k["exceptions"]["manual_rollbacks"], k["exceptions"]["gates_bypassed"]) == (1, 1), k
+    q = board_queries()
+    (deploy,) = run_panel(q["Deployments and change failure rate"], history)
+    assert (deploy["deployments"], deploy["versions_deployed"], deploy["versions_rolled_back"]) == (
+        k["deployments"], k["versions_deployed"], k["versions_rolled_back"])
+    assert deploy["change_failure_rate"] == pytest.approx(k["change_failure_rate"])
+    (lead,) = run_panel(q["Lead time (registration to production)"], history)
+    assert lead["median_lead_time_h"] == pytest.approx(k["lead_time"]["median_s"] / 3600)
+    assert lead["mean_lead_time_h"] == pytest.approx(k["lead_time"]["mean_s"] / 3600)
+    (incidents,) = run_panel(q["Incidents, time to detect and to remediate"], history)
+    assert incidents["incidents"] == k["incidents"] == 1
+    assert incidents["median_time_to_detect_min"] == pytest.approx(k["time_to_detect"]["median_s"] / 60)
+    assert k["time_to_remediate"]["median_s"] is None and incidents["median_time_to_remediate_min"] == 0
+    (exceptions,) = run_panel(q["Governance exceptions"], history)
+    assert {name: exceptions[name] for name in ("manual_overrides", "manual_rollbacks", "gates_bypassed")} == {
+        name: k["exceptions"][name] for name in ("manual_overrides", "manual_rollbacks", "gates_bypassed")}
+    (per_model,) = run_panel(q["KPIs per model"], history)
+    assert per_model["model_id"] == "fraud" and per_model["deployments"] == k["deployments"]
+    assert per_model["median_lead_time_h"] == pytest.approx(k["lead_time"]["median_s"] / 3600)
+    per_day = run_panel(q["Deployments per day"], history)
+    assert sum(row["deployments"] for row in per_day) == k["deployments"]
