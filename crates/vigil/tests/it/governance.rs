@@ -459,11 +459,78 @@ async fn fake_airflow() -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
     (url, seen)
 }
 
+/// Requests a fake pipeline got: (status answered, headers, JSON body).
+type Got = Arc<Mutex<Vec<(u16, HeaderMap, Value)>>>;
+
+/// A fake training-pipeline API at `route` that answers 200 to what `valid` accepts and 400 to
+/// anything else, keeping every request.
+async fn fake_pipeline(route: &'static str, valid: fn(&HeaderMap, &Bytes) -> bool) -> (String, Got) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got: Got = Arc::new(Mutex::new(Vec::new()));
+    let log = got.clone();
+    let app = Router::new().route(
+        route,
+        post(move |headers: HeaderMap, body: Bytes| {
+            let log = log.clone();
+            async move {
+                let status = if valid(&headers, &body) { 200 } else { 400 };
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push((status, headers, json));
+                (axum::http::StatusCode::from_u16(status).unwrap(), "{}")
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Argo Workflows' `WorkflowSubmitRequest` from a WorkflowTemplate, with the bearer token.
+fn argo_request(headers: &HeaderMap, body: &Bytes) -> bool {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    header(headers, "authorization") == "Bearer argo-token"
+        && b["namespace"] == "ml"
+        && b["resourceKind"] == "WorkflowTemplate"
+        && b["resourceName"] == "retrain-model"
+        && b["submitOptions"]["name"].as_str().is_some_and(|n| {
+            n.starts_with("vigil-retrain-")
+                && n.len() <= 63
+                && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        })
+        && b["submitOptions"]["parameters"].as_array().is_some_and(|p| {
+            p.iter().all(|x| x.as_str().is_some_and(|x| x.contains('='))) && p[0] == "model_id=fraud"
+        })
+}
+
+/// Kubeflow Pipelines v2beta1 `CreateRun`: a pipeline version reference and runtime parameters.
+fn kubeflow_request(_: &HeaderMap, body: &Bytes) -> bool {
+    let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    b["display_name"].as_str().is_some_and(|n| n.starts_with("vigil-retrain-"))
+        && b["pipeline_version_reference"]
+            == serde_json::json!({"pipeline_id": "p-1", "pipeline_version_id": "pv-7"})
+        && b["experiment_id"] == "exp-1"
+        && b["runtime_config"]["parameters"]["model_id"] == "fraud"
+        && b["runtime_config"]["parameters"]["request"].as_str().is_some_and(|r| r.contains("remediation_id"))
+}
+
+/// The signed retrain webhook: a valid `X-Vigil-Signature` and an `Idempotency-Key`.
+fn webhook_request(headers: &HeaderMap, body: &Bytes) -> bool {
+    header(headers, "x-vigil-signature") == crate::lifecycle::signature("retrain-secret", body)
+        && header(headers, "idempotency-key").starts_with("vigil-retrain-")
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_retrain_remediation_reaches_airflow_once_despite_a_500_and_is_recorded() {
+async fn a_retrain_remediation_reaches_every_pipeline_once_airflow_despite_a_500_and_is_recorded() {
     use vigil_events::{Evidence, RemediationAction, RemediationEvent, Severity};
     let env = LifecycleEnv::new("governance_retrain");
     let (airflow, seen) = fake_airflow().await;
+    let (argo, argo_got) = fake_pipeline("/api/v1/workflows/{namespace}/submit", argo_request).await;
+    let (kubeflow, kubeflow_got) = fake_pipeline("/apis/v2beta1/runs", kubeflow_request).await;
+    let (hook, hook_got) = fake_pipeline("/retrain", webhook_request).await;
     let config = env.write_config(&format!(
         r#"
 [lifecycle]
@@ -475,6 +542,25 @@ url = "{airflow}"
 dag_id = "retrain_fraud"
 username = "vigil"
 password = "airflow-pw"
+[[lifecycle.retrain]]
+name = "argo"
+kind = "argo_workflows"
+url = "{argo}"
+namespace = "ml"
+workflow_template = "retrain-model"
+token = "argo-token"
+[[lifecycle.retrain]]
+name = "kubeflow"
+kind = "kubeflow"
+url = "{kubeflow}/"
+pipeline_id = "p-1"
+pipeline_version_id = "pv-7"
+experiment_id = "exp-1"
+[[lifecycle.retrain]]
+name = "hook"
+kind = "retrain_webhook"
+url = "{hook}/retrain"
+secret = "retrain-secret"
 
 [alerts]
 outbox_dir = "{outbox}"
@@ -556,6 +642,20 @@ max_backoff_ms = 500
         "{conf}"
     );
     assert_eq!(conf["evidence"][0]["feature"], "amount", "{conf}");
+    // Argo, Kubeflow and the signed webhook: one well-formed request each, named by the same key.
+    let key = vigil_alerts::retrain_key(&remediation.remediation_id);
+    for (name, got) in [("argo", &argo_got), ("kubeflow", &kubeflow_got), ("hook", &hook_got)] {
+        let got = got.lock().unwrap().clone();
+        let statuses: Vec<u16> = got.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(statuses, [200], "{name}: {got:?}");
+        let (_, headers, body) = &got[0];
+        let named = [
+            &body["submitOptions"]["name"],
+            &body["display_name"],
+            &Value::String(header(headers, "idempotency-key").to_owned()),
+        ];
+        assert!(named.iter().any(|n| n.as_str() == Some(key.as_str())), "{name}: {body}");
+    }
 
     // Recorded in the lifecycle log (the history) and in the audit's deliveries.
     let (_, history) = env.http("GET", "/api/v1/models/fraud/history", Some(harness::API_TOKEN), None).await;
@@ -575,10 +675,14 @@ max_backoff_ms = 500
             .filter(|r| r.state == "retrain")
             .map(|r| (r.receiver.clone(), r.outcome.clone()))
             .collect();
-        if outcomes.iter().any(|(_, o)| o == "delivered") {
-            assert!(outcomes.iter().all(|(r, _)| r == "airflow"), "{outcomes:?}");
-            assert!(outcomes.iter().any(|(_, o)| o == "retrying"), "{outcomes:?}");
-            break;
+        if outcomes.iter().filter(|(_, o)| o == "delivered").count() >= 4 {
+            assert!(outcomes.contains(&("airflow".to_owned(), "retrying".to_owned())), "{outcomes:?}");
+            if ["airflow", "argo", "kubeflow", "hook"]
+                .iter()
+                .all(|r| outcomes.contains(&((*r).to_owned(), "delivered".to_owned())))
+            {
+                break;
+            }
         }
         assert!(started.elapsed() < Duration::from_secs(30), "audited deliveries: {outcomes:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
