@@ -1,6 +1,10 @@
-//! Governance end to end on the real broker (and ClickHouse where stated): a lifecycle log
-//! written before lineage existed still replays; lineage given to `vigil lifecycle register`
-//! shows in `vigil lifecycle state`.
+//! Governance end to end on the real broker and ClickHouse: a lifecycle log written before
+//! lineage existed still replays, and lineage given to `vigil lifecycle register` shows in `vigil
+//! lifecycle state`; `vigil kpi --json` on a scripted day gives the KPIs computed by hand; a
+//! `retrain` remediation reaches fake Airflow (once, despite a 500 first), Argo Workflows,
+//! Kubeflow Pipelines and signed-webhook servers that check their APIs' request shapes, and is
+//! recorded; the audit report of the scripted day holds lineage, evidence, KPIs and a hash that
+//! verifies. (Access control is in `lifecycle.rs`.)
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
