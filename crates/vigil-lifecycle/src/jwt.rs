@@ -143,9 +143,13 @@ impl JwtVerifier {
     }
 }
 
-/// Base64url without padding (RFC 7515); padding is tolerated.
+/// Base64url without padding (RFC 7515); padding is tolerated. Strict: a length that no byte
+/// string has, or unused bits that are not zero, is refused (no two encodings of one signature).
 pub fn b64url(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
+    if text.len() % 4 == 1 {
+        return None;
+    }
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text.bytes() {
@@ -162,9 +166,10 @@ pub fn b64url(text: &str) -> Option<Vec<u8>> {
         if bits >= 8 {
             bits -= 8;
             out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
         }
     }
-    Some(out)
+    (acc == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -258,5 +263,7 @@ pub(crate) mod tests {
             assert_eq!(b64url(&b64url_encode(bytes)).unwrap(), bytes);
         }
         assert_eq!(b64url("a+b"), None);
+        assert_eq!(b64url("Zh"), None, "unused bits set");
+        assert_eq!(b64url("Zg").unwrap(), b"f");
     }
 }

@@ -74,7 +74,7 @@ impl Default for LifecycleSection {
 }
 
 /// `[lifecycle.api]`: the registry API of `vigil lifecycle`, with `/metrics` and `/health`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Off only by choice: `vigil lifecycle` refuses to start the API without a token.
@@ -117,8 +117,25 @@ impl Default for ApiSection {
     }
 }
 
+impl std::fmt::Debug for ApiSection {
+    // Neither the token nor any hash in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token_set", &!self.token.is_empty())
+            .field("token_file", &self.token_file)
+            .field("token_subject", &self.token_subject)
+            .field("tokens", &self.tokens)
+            .field("token_hashes", &self.token_hashes.len())
+            .field("oidc", &self.oidc)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
 /// One `[[lifecycle.api.tokens]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSection {
     /// Recorded as the actor of every change made with the token.
@@ -130,6 +147,17 @@ pub struct TokenSection {
     pub models: Vec<String>,
     /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
+}
+
+impl std::fmt::Debug for TokenSection {
+    // The hash stays out of any debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSection")
+            .field("subject", &self.subject)
+            .field("role", &self.role)
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
 }
 
 fn every_model() -> Vec<String> {

@@ -852,3 +852,89 @@ webhook_url = "https://hooks.slack.com/x"
     assert!(stderr.contains("max_weight"), "{stderr}");
     env.cleanup();
 }
+
+/// Base64url without padding (RFC 7515).
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_jwts_checked_against_a_jwks_file_name_the_actor() {
+    use ring::rand::SystemRandom;
+    use ring::signature::{KeyPair, RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
+    // The test-only key of vigil-lifecycle's unit tests.
+    let key = RsaKeyPair::from_pkcs8(include_bytes!("../../../vigil-lifecycle/tests/data/jwt-test-key.pk8"))
+        .unwrap();
+    let public: RsaPublicKeyComponents<Vec<u8>> = key.public_key().into();
+    let env = LifecycleEnv::new("lifecycle_oidc");
+    let jwks = env.dir.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [{"kty": "RSA", "kid": "idp-1", "use": "sig",
+            "n": b64url(&public.n), "e": b64url(&public.e)}]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = env.write_config(&format!(
+        "[lifecycle]\nreplay_timeout_ms = 30000\n[lifecycle.api.oidc]\njwks_file = \"{}\"\nissuer = \"https://idp.example\"\naudience = \"vigil\"\n",
+        jwks.display()
+    ));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |claims: Value| {
+        let signed = format!(
+            "{}.{}",
+            b64url(br#"{"alg":"RS256","typ":"JWT","kid":"idp-1"}"#),
+            b64url(claims.to_string().as_bytes())
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signed.as_bytes(), &mut signature).unwrap();
+        format!("{signed}.{}", b64url(&signature))
+    };
+    let claims = |sub: &str, role: &str, exp: i64| {
+        serde_json::json!({"iss": "https://idp.example", "aud": "vigil", "sub": sub, "exp": exp,
+            "vigil_role": role, "vigil_models": ["fraud*"]})
+    };
+    let erin = sign(claims("erin", "operator", now + 600));
+    let viewer = sign(claims("frank", "viewer", now + 600));
+    let expired = sign(claims("erin", "operator", now - 3600));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap(),
+    );
+    await_ready(&env).await;
+    let register = r#"{"version": "v1", "stage": "production", "reason": "first"}"#;
+    let (status, body) =
+        env.http("POST", "/api/v1/models/fraud/versions", Some(&viewer), Some(register)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        env.http("POST", "/api/v1/models/fraud/versions", Some(&expired), Some(register)).await.0,
+        401
+    );
+    // The same header and signature over claims that make frank an admin.
+    let parts: Vec<&str> = viewer.split('.').collect();
+    let mut admin = claims("frank", "admin", now + 600);
+    admin["vigil_models"] = serde_json::json!(["*"]);
+    let forged = format!("{}.{}.{}", parts[0], b64url(admin.to_string().as_bytes()), parts[2]);
+    assert_eq!(env.http("GET", "/api/v1/models", Some(&forged), None).await.0, 401);
+    let trailing = format!("{}_", &erin[..erin.len() - 1]);
+    assert_eq!(
+        env.http("GET", "/api/v1/models", Some(&trailing), None).await.0,
+        401,
+        "non-canonical base64url"
+    );
+    let (status, body) = env.http("POST", "/api/v1/models/churn/versions", Some(&erin), Some(register)).await;
+    assert_eq!(status, 403, "out of the token's scope: {body}");
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(&erin), Some(register)).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""actor":"erin""#), "{body}");
+    assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
+    env.drop_database().await;
+    env.cleanup();
+}
