@@ -172,6 +172,19 @@ pub fn b64url(text: &str) -> Option<Vec<u8>> {
     (acc == 0).then_some(out)
 }
 
+/// Base64url without padding, as JWTs and JWKS write it (for tools and tests that make them).
+pub fn b64url_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use ring::rand::SystemRandom;
@@ -182,18 +195,6 @@ pub(crate) mod tests {
 
     /// A 2048-bit RSA key made for these tests only (`openssl genpkey`, PKCS#8 DER).
     const TEST_KEY: &[u8] = include_bytes!("../tests/data/jwt-test-key.pk8");
-
-    pub fn b64url_encode(bytes: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    }
 
     fn key() -> RsaKeyPair {
         RsaKeyPair::from_pkcs8(TEST_KEY).unwrap()

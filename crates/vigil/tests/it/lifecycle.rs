@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use sha2::Sha256;
 use vigil_events::{encode, Evidence, RemediationAction, RemediationEvent, Severity};
+use vigil_lifecycle::jwt::b64url_encode as b64url;
 
 use crate::harness::{self, clickhouse_sql, terminate, version_of, ChildGuard, LifecycleEnv, API_TOKEN};
 
@@ -851,19 +852,6 @@ webhook_url = "https://hooks.slack.com/x"
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("max_weight"), "{stderr}");
     env.cleanup();
-}
-
-/// Base64url without padding (RFC 7515).
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
