@@ -119,8 +119,9 @@ def history(tmp_path_factory):
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as r:
             assert r.status == 200
-        while clickhouse("SELECT count() FROM lifecycle_events FINAL", name).strip() != "3":
-            assert time.time() < deadline, "the audit did not write the 3 events"
+        while (clickhouse("SELECT count() FROM lifecycle_events FINAL", name).strip() != "3"
+               or clickhouse("SELECT count() FROM lifecycle_lineage FINAL", name).strip() != "2"):
+            assert time.time() < deadline, "the audit did not write the 3 events and 2 lineages"
             time.sleep(0.25)
     finally:
         service.send_signal(signal.SIGTERM)
@@ -263,5 +264,11 @@ def test_the_kpi_dashboard_agrees_with_vigil_kpi(history):
     (per_model,) = run_panel(q["KPIs per model"], history)
     assert per_model["model_id"] == "fraud" and per_model["deployments"] == k["deployments"]
     assert per_model["median_lead_time_h"] == pytest.approx(k["lead_time"]["median_s"] / 3600)
+    (lineage,) = run_panel(q["Lineage of the versions registered"], history)
+    # v1 with complete lineage, v2 with a training run and parent only.
+    assert (k["versions_registered"], k["versions_with_lineage"], k["versions_with_complete_lineage"]) == (2, 2, 1)
+    assert (lineage["versions_registered"], lineage["versions_with_lineage"], lineage["versions_with_complete_lineage"]) == (
+        k["versions_registered"], k["versions_with_lineage"], k["versions_with_complete_lineage"])
+    assert lineage["complete_lineage_share"] == pytest.approx(k["complete_lineage_share"])
     per_day = run_panel(q["Deployments per day"], history)
     assert sum(row["deployments"] for row in per_day) == k["deployments"]

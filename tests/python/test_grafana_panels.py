@@ -106,6 +106,8 @@ EXPECTED_COLUMNS = {
     ("vigil-kpis", "Incidents, time to detect and to remediate", "A"): [
         "incidents", "median_time_to_detect_min", "median_time_to_remediate_min"],
     ("vigil-kpis", "Governance exceptions", "A"): ["manual_overrides", "manual_rollbacks", "gates_bypassed"],
+    ("vigil-kpis", "Lineage of the versions registered", "A"): [
+        "versions_registered", "versions_with_lineage", "versions_with_complete_lineage", "complete_lineage_share"],
     ("vigil-kpis", "Deployments per day", "A"): ["time", "deployments"],
     ("vigil-kpis", "KPIs per model", "A"): [
         "model_id", "deployments", "versions_deployed", "versions_rolled_back", "change_failure_rate",
