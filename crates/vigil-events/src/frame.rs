@@ -260,8 +260,16 @@ pub fn fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
 
 /// Decodes and validates one event of type `T`.
 pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut r = body_of::<T>(bytes)?;
-    let event = T::decode_body(&mut r)?;
+    let fp = fingerprint(bytes)?;
+    let mut r = Reader::new(&bytes[HEADER_LEN..]);
+    let event = if fp == T::fingerprint() {
+        T::decode_body(&mut r)?
+    } else {
+        match T::decode_older(fp, &mut r) {
+            Some(event) => event?,
+            None => return Err(wrong_schema(fp)),
+        }
+    };
     r.finish()?;
     event.validate()?;
     Ok(event)
@@ -277,12 +285,16 @@ pub fn decode_prediction_view(bytes: &[u8]) -> Result<PredictionView<'_>, Decode
 fn body_of<T: AvroRecord>(bytes: &[u8]) -> Result<Reader<'_>, DecodeError> {
     let fp = fingerprint(bytes)?;
     if fp != T::fingerprint() {
-        return Err(match schema_name(fp) {
-            Some(schema) => DecodeError::WrongEventType { schema },
-            None => DecodeError::UnknownSchema { fingerprint: fp },
-        });
+        return Err(wrong_schema(fp));
     }
     Ok(Reader::new(&bytes[HEADER_LEN..]))
+}
+
+fn wrong_schema(fp: u64) -> DecodeError {
+    match schema_name(fp) {
+        Some(schema) => DecodeError::WrongEventType { schema },
+        None => DecodeError::UnknownSchema { fingerprint: fp },
+    }
 }
 
 /// The full name of a schema this build knows by fingerprint.
@@ -294,6 +306,8 @@ pub fn schema_name(fingerprint: u64) -> Option<&'static str> {
         (LifecycleEvent::fingerprint(), LifecycleEvent::FULL_NAME),
     ]
     .into_iter()
+    .chain(RemediationEvent::older_fingerprints().into_iter().map(|fp| (fp, RemediationEvent::FULL_NAME)))
+    .chain(LifecycleEvent::older_fingerprints().into_iter().map(|fp| (fp, LifecycleEvent::FULL_NAME)))
     .find_map(|(fp, name)| (fp == fingerprint).then_some(name))
 }
 

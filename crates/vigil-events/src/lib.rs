@@ -32,12 +32,15 @@ pub use frame::{
     CONFLUENT_MAGIC, HEADER_LEN, MAGIC,
 };
 pub use hash::fnv1a64;
-pub use lifecycle::{LifecycleEvent, Stage};
+pub use lifecycle::{
+    DatasetRef, EventKind, LifecycleEvent, Lineage, Stage, MAX_LINEAGE_ITEMS, MAX_LINEAGE_TEXT,
+};
 pub use outcome::OutcomeEvent;
 pub use prediction::{Prediction, PredictionEvent, PredictionView};
 pub use remediation::{Evidence, RemediationAction, RemediationEvent, Severity};
 pub use schema::{
-    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA, REMEDIATION_SCHEMA,
+    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, LIFECYCLE_SCHEMA_1, OUTCOME_SCHEMA, PREDICTION_SCHEMA,
+    REMEDIATION_SCHEMA, REMEDIATION_SCHEMA_1,
 };
 
 /// Topic names, versioned with the schemas' namespace.

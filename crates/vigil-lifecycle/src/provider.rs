@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -299,10 +299,16 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, String> {
 
 /// The route's handler.
 pub async fn analysis(
+    State(state): State<crate::api::ApiState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path((model, version)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     provider: Option<Extension<Provider>>,
 ) -> Response {
+    // Read-only: a viewer token whose scope covers the model.
+    if let Err(refused) = crate::api::check(&state, &caller, crate::auth::Role::Viewer, Some(&model)) {
+        return refused.into_response();
+    }
     let query = match parse_query(query.as_deref()) {
         Ok(q) => q,
         Err(message) => return reply(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": message })),

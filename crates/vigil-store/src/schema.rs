@@ -276,6 +276,28 @@ FROM {db}.reference_profiles"
             ),
         },
         Migration {
+            id: 11,
+            name: "lifecycle_lineage",
+            // The lineage a lifecycle event recorded (a version's registration, usually): the
+            // `Lineage` record of `schemas/lifecycle.avsc` as JSON, whether it is complete, and
+            // who registered it. Written by `vigil lifecycle`'s audit next to `lifecycle_events`
+            // (the row type is `vigil_lifecycle::audit::LineageRow`); one row per event id
+            // (ReplacingMergeTree, read with FINAL). No TTL: the audit trail is kept.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.lifecycle_lineage (
+    model_id {name_type},
+    model_version {name_type},
+    event_id String,
+    actor String,
+    lineage String,
+    complete UInt8,
+    event_time_ms Int64,
+    written_at DateTime
+) ENGINE = ReplacingMergeTree(written_at)
+ORDER BY (model_id, model_version, event_id)"
+            ),
+        },
+        Migration {
             id: 12,
             name: "remediation_outbox",
             // Remediations the monitor decided, written before their policy check and marked

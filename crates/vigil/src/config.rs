@@ -453,6 +453,7 @@ fn environment() -> config::Environment {
         .try_parsing(true)
         .list_separator(",")
         .with_list_parse_key("monitor.segment_tags")
+        .with_list_parse_key("lifecycle.api.token_hashes")
 }
 
 fn valid_topic(name: &str) -> bool {

@@ -235,6 +235,8 @@ async fn register_demo_versions(config: &Config) -> anyhow::Result<()> {
                 actor: "quickstart".into(),
                 remediation_id: None,
                 event_time_ms: now_ms,
+                kind: vigil_events::EventKind::StageChange,
+                lineage: None,
             };
             registry.apply(&event).context("demo registration")?;
             events.push(event);

@@ -23,7 +23,7 @@ pub struct PolicySection {
     pub consecutive_windows: u32,
     /// Family-wise false alarm rate per window (Bonferroni over the features tested).
     pub family_alpha: f64,
-    /// alert, hold_promotion or rollback.
+    /// alert, hold_promotion, rollback or retrain (a request to the [[lifecycle.retrain]] pipelines).
     pub action: String,
     /// info, warning or critical.
     pub severity: String,
@@ -145,8 +145,9 @@ fn action(key: &str, value: &str, errors: &mut Vec<String>) -> RemediationAction
         "alert" => RemediationAction::Alert,
         "hold_promotion" => RemediationAction::HoldPromotion,
         "rollback" => RemediationAction::Rollback,
+        "retrain" => RemediationAction::Retrain,
         _ => {
-            errors.push(format!("{key}: {value:?} must be alert, hold_promotion or rollback"));
+            errors.push(format!("{key}: {value:?} must be alert, hold_promotion, rollback or retrain"));
             RemediationAction::Alert
         }
     }

@@ -6,6 +6,7 @@
 mod closed_loop;
 mod drift;
 mod exactly_once;
+mod governance;
 mod harness;
 mod lifecycle;
 mod monitor;
