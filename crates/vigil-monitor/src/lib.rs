@@ -56,6 +56,10 @@ pub struct MonitorSettings {
     pub session_timeout: Duration,
     /// Threads (shards of partitions) that decode and update window state in parallel.
     pub threads: usize,
+    /// A Confluent-compatible Schema Registry for messages in its wire format (magic byte 0 and
+    /// a schema id), and how many writer schemas to keep; without one such messages are
+    /// dead-lettered as `unknown_schema_id`.
+    pub schema_registry: Option<(vigil_registry::RegistryConfig, usize)>,
     pub predictions_topic: String,
     /// Outcomes, keyed by model id like predictions and with as many partitions.
     pub outcomes_topic: String,

@@ -13,9 +13,13 @@
 //! waiting.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_events::{decode, decode_prediction_view, DecodeError, OutcomeEvent};
+use vigil_events::{
+    confluent_body, decode, decode_confluent, decode_prediction_view, decode_prediction_view_body, detect,
+    DecodeError, Framing, OutcomeEvent, PredictionEvent, PredictionView, WriterSchema,
+};
 
 use crate::clock::WindowClock;
 use crate::join::{JoinCounts, JoinSettings, Matched, OutcomeJoin};
@@ -109,6 +113,8 @@ pub struct MonitorCore {
     /// Newest event time (s) read per (topic, partition).
     newest_s: HashMap<(Source, i32), u64>,
     counts: CoreCounts,
+    /// Writer schemas of Confluent-framed messages by registry id, fetched by the driver.
+    writers: HashMap<u32, Arc<WriterSchema>>,
 }
 
 impl MonitorCore {
@@ -122,6 +128,7 @@ impl MonitorCore {
             stored: HashMap::new(),
             newest_s: HashMap::new(),
             counts: CoreCounts::default(),
+            writers: HashMap::new(),
             settings,
         }
     }
@@ -161,8 +168,54 @@ impl MonitorCore {
         })
     }
 
+    /// A writer schema for Confluent-framed messages with registry id `id`.
+    pub fn add_writer_schema(&mut self, id: u32, schema: Arc<WriterSchema>) {
+        self.writers.insert(id, schema);
+    }
+
+    pub fn knows_writer_schema(&self, id: u32) -> bool {
+        self.writers.contains_key(&id)
+    }
+
+    fn writer(&self, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
+        self.writers.get(&id).cloned().ok_or(DecodeError::UnknownSchemaId { id })
+    }
+
+    /// The writer schema of a Confluent-framed message (magic byte 0 and a registry id), or
+    /// `None` for anything else, decoded as vigil's single-object encoding as before.
+    fn confluent_writer(&self, payload: &[u8]) -> Result<Option<Arc<WriterSchema>>, DecodeError> {
+        if payload.first() != Some(&vigil_events::CONFLUENT_MAGIC) {
+            return Ok(None);
+        }
+        match detect(payload)? {
+            Framing::Confluent { schema_id } => self.writer(schema_id).map(Some),
+            Framing::SingleObject { .. } => Ok(None),
+        }
+    }
+
     fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<i64, DecodeError> {
-        let event = decode_prediction_view(payload)?;
+        match self.confluent_writer(payload)? {
+            None => {
+                let event = decode_prediction_view(payload)?;
+                Ok(self.count_prediction(partition, offset, &event))
+            }
+            Some(writer) => {
+                // Borrowed from the message when the writer schema is vigil's own.
+                let body = writer.resolve::<PredictionEvent>(confluent_body(payload)?)?;
+                let event = decode_prediction_view_body(&body)?;
+                Ok(self.count_prediction(partition, offset, &event))
+            }
+        }
+    }
+
+    fn decode_outcome(&self, payload: &[u8]) -> Result<OutcomeEvent, DecodeError> {
+        match self.confluent_writer(payload)? {
+            None => decode::<OutcomeEvent>(payload),
+            Some(writer) => decode_confluent::<OutcomeEvent>(payload, &writer),
+        }
+    }
+
+    fn count_prediction(&mut self, partition: i32, offset: i64, event: &PredictionView<'_>) -> i64 {
         self.counts.predictions += 1;
         let pane = self.pending.pane_start(event.event_time_ms);
         let late = self.clock.observe(
@@ -171,18 +224,18 @@ impl MonitorCore {
             event.event_time_ms,
         );
         self.counts.late_events += u64::from(late);
-        self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
-        let waiting = self.join.keep(&event, pane, &self.named);
+        self.pending.record_event(partition, offset, event, late, &mut self.segments, &mut self.named);
+        let waiting = self.join.keep(event, pane, &self.named);
         if let Some(matched) =
             self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting)
         {
             self.pending.record_matched(Source::Predictions, partition, &matched);
         }
-        Ok(event.event_time_ms)
+        event.event_time_ms
     }
 
     fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<i64, DecodeError> {
-        let outcome = decode::<OutcomeEvent>(payload)?;
+        let outcome = self.decode_outcome(payload)?;
         self.counts.outcomes += 1;
         self.pending.record_other(Source::Outcomes, partition, offset);
         if let Some(matched) = self.join_outcome(partition, &outcome) {
@@ -202,24 +255,44 @@ impl MonitorCore {
     pub fn rejoin(&mut self, source: Source, partition: i32, payload: &[u8]) {
         match source {
             Source::Predictions => {
-                let Ok(event) = decode_prediction_view(payload) else { return };
-                let pane = self.pending.pane_start(event.event_time_ms);
-                self.named.clear();
-                let names = &mut self.named;
-                self.segments.for_each(&event, |segment| {
-                    if !segment.is_empty() {
-                        names.push(segment.to_owned());
+                let Ok(writer) = self.confluent_writer(payload) else { return };
+                let body = match &writer {
+                    None => std::borrow::Cow::Borrowed(payload),
+                    Some(writer) => {
+                        let Ok(body) =
+                            confluent_body(payload).and_then(|b| writer.resolve::<PredictionEvent>(b))
+                        else {
+                            return;
+                        };
+                        body
                     }
-                });
-                let waiting = self.join.keep(&event, pane, &self.named);
-                let _ = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting);
+                };
+                let decoded = match writer {
+                    None => decode_prediction_view(&body),
+                    Some(_) => decode_prediction_view_body(&body),
+                };
+                let Ok(event) = decoded else { return };
+                self.rejoin_prediction(partition, &event);
             }
             Source::Outcomes => {
-                if let Ok(outcome) = decode::<OutcomeEvent>(payload) {
+                if let Ok(outcome) = self.decode_outcome(payload) {
                     let _ = self.join_outcome(partition, &outcome);
                 }
             }
         }
+    }
+
+    fn rejoin_prediction(&mut self, partition: i32, event: &PredictionView<'_>) {
+        let pane = self.pending.pane_start(event.event_time_ms);
+        self.named.clear();
+        let names = &mut self.named;
+        self.segments.for_each(event, |segment| {
+            if !segment.is_empty() {
+                names.push(segment.to_owned());
+            }
+        });
+        let waiting = self.join.keep(event, pane, &self.named);
+        let _ = self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting);
     }
 
     /// Ends a rebuild of the join: what matched while re-reading was counted before.

@@ -60,6 +60,8 @@ struct Pipeline {
     paused_outcomes: BTreeSet<i32>,
     /// When partials were last stored.
     flushed_at: Instant,
+    /// Writer schemas of Confluent-framed messages, fetched by id on first sight.
+    registry: Option<vigil_registry::Cache>,
 }
 
 /// Messages the core takes at once, split over its shards.
@@ -100,6 +102,14 @@ pub async fn run(
     readiness.set(true);
     tracing::info!(predictions = %settings.predictions_topic, outcomes = %settings.outcomes_topic, group = %settings.group_id, instance = settings.instance_id.as_deref().unwrap_or("-"), "monitor consuming");
 
+    let registry = match &settings.schema_registry {
+        Some((config, capacity)) => Some(vigil_registry::Cache::new(
+            vigil_registry::Client::new(config.clone())
+                .map_err(|e| MonitorError::Config(format!("schema_registry.url: {e}")))?,
+            *capacity,
+        )),
+        None => None,
+    };
     let remediations = Remediations::new(&settings.kafka, &settings.remediations_topic)?;
     let (closing, requests) = mpsc::channel(CLOSE_QUEUE);
     let abandon = CancellationToken::new();
@@ -120,6 +130,7 @@ pub async fn run(
         closing,
         paused_outcomes: BTreeSet::new(),
         flushed_at: Instant::now(),
+        registry,
     };
     let mut tick = tokio::time::interval(pipeline.settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,11 +220,45 @@ impl Pipeline {
             Source::Outcomes
         };
         let payload = message.payload().unwrap_or_default();
+        self.fetch_writer_schema(payload).await;
         self.batch.push(source, message.partition(), message.offset(), message.key(), payload);
         if self.batch.len() >= BATCH_MESSAGES {
             self.take_batch().await?;
         }
         Ok(())
+    }
+
+    /// For a message in the Confluent wire format whose schema id the core has not seen: fetches
+    /// the writer schema from the registry, waiting out a registry that does not answer (with
+    /// backoff, consumption paused meanwhile). An id the registry does not have, or no registry,
+    /// leaves the core to dead-letter the message (`unknown_schema_id`).
+    async fn fetch_writer_schema(&mut self, payload: &[u8]) {
+        let Ok(vigil_events::Framing::Confluent { schema_id }) = vigil_events::detect(payload) else {
+            return;
+        };
+        if self.core.knows_writer_schema(schema_id) {
+            return;
+        }
+        let Some(registry) = &self.registry else { return };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match registry.schema(schema_id).await {
+                Ok(schema) => {
+                    tracing::info!(schema_id, "writer schema fetched from the registry");
+                    self.core.add_writer_schema(schema_id, schema);
+                    return;
+                }
+                Err(error) if error.retriable() => {
+                    tracing::warn!(%error, schema_id, retry_in = ?backoff, "schema registry unavailable; waiting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, schema_id, "schema id unknown to the registry: its messages are dead-lettered");
+                    return;
+                }
+            }
+        }
     }
 
     /// Has the core take the batch (its shards in parallel) and dead-letters what it could not

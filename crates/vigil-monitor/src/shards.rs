@@ -144,6 +144,15 @@ impl ShardedCore {
         batch.clear();
     }
 
+    /// A writer schema for Confluent-framed messages, for every shard.
+    pub fn add_writer_schema(&mut self, id: u32, schema: std::sync::Arc<vigil_events::WriterSchema>) {
+        self.shards.iter_mut().for_each(|core| core.add_writer_schema(id, schema.clone()));
+    }
+
+    pub fn knows_writer_schema(&self, id: u32) -> bool {
+        self.shards[0].knows_writer_schema(id)
+    }
+
     /// See [`MonitorCore::rejoin`].
     pub fn rejoin(&mut self, source: Source, partition: i32, payload: &[u8]) {
         self.shard_of(partition).rejoin(source, partition, payload);

@@ -30,6 +30,27 @@ pub struct Config {
     pub lifecycle: LifecycleSection,
     /// No receivers (the default): alerting is off.
     pub alerts: vigil_alerts::AlertsConfig,
+    /// A Confluent-compatible Schema Registry, for events in its wire format; off by default.
+    pub schema_registry: SchemaRegistrySection,
+}
+
+/// Where the monitor fetches the writer schemas of Confluent-framed events (magic byte 0 and a
+/// 4-byte schema id; docs/schemas.md). vigil's own single-object events never need it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistrySection {
+    /// Base URL of the Confluent API, e.g. `http://127.0.0.1:8081` (Confluent, Karapace) or
+    /// `http://127.0.0.1:8081/apis/ccompat/v7` (Apicurio); empty turns it off.
+    pub url: String,
+    pub timeout_ms: u64,
+    /// Writer schemas kept in memory (registry ids are immutable: a forgotten one is fetched again).
+    pub cache_capacity: usize,
+}
+
+impl Default for SchemaRegistrySection {
+    fn default() -> Self {
+        Self { url: String::new(), timeout_ms: 5_000, cache_capacity: 1_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +304,22 @@ impl Config {
                 self.clickhouse.database
             ),
         );
+        let r = &self.schema_registry;
+        check(
+            r.url.is_empty() || r.url.starts_with("http://") || r.url.starts_with("https://"),
+            format!(
+                "schema_registry.url: {:?} must start with http:// or https:// (or be empty: off)",
+                r.url
+            ),
+        );
+        check(
+            (100..=120_000).contains(&r.timeout_ms),
+            format!("schema_registry.timeout_ms: {} must be between 100 and 120000", r.timeout_ms),
+        );
+        check(
+            (1..=100_000).contains(&r.cache_capacity),
+            format!("schema_registry.cache_capacity: {} must be between 1 and 100000", r.cache_capacity),
+        );
         let m = &self.monitor;
         check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
         check(
@@ -401,6 +438,11 @@ impl Config {
             group_id: m.group_id.clone(),
             instance_id: m.instance_id.clone(),
             session_timeout: Duration::from_millis(m.session_timeout_ms),
+            schema_registry: (!self.schema_registry.url.is_empty()).then(|| {
+                let mut registry = vigil_registry::RegistryConfig::new(self.schema_registry.url.clone());
+                registry.timeout = Duration::from_millis(self.schema_registry.timeout_ms);
+                (registry, self.schema_registry.cache_capacity)
+            }),
             threads: match m.threads {
                 0 => {
                     std::thread::available_parallelism().map_or(1, |n| n.get()).min(vigil_monitor::MAX_SHARDS)

@@ -4,8 +4,8 @@
 //! ids it got, and the monitor, told the registry's URL (`VIGIL__SCHEMA_REGISTRY__URL`), stores
 //! every event exactly once; on a topic with both formats mixed too, with nothing dead-lettered.
 //!
-//! Ignored until the monitor reads the format: it detects each message's framing with
-//! `vigil_events::detect` and fetches Confluent writer schemas with `vigil_registry::Cache::schema`.
+//! The monitor detects each message's framing with `vigil_events::detect` and fetches Confluent
+//! writer schemas once per id with `vigil_registry::Cache::schema`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,7 +94,6 @@ async fn assert_stored_exactly(env: &TestEnv, expected: &BTreeMap<(String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the monitor's wire-format wiring"]
 async fn sdk_events_in_the_confluent_format_are_stored_by_the_monitor() {
     let env = TestEnv::new("wire_confluent");
     let format = confluent_format(&env).await;
@@ -107,7 +106,6 @@ async fn sdk_events_in_the_confluent_format_are_stored_by_the_monitor() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the monitor's wire-format wiring"]
 async fn a_topic_with_both_formats_is_read_exactly() {
     let env = TestEnv::new("wire_mixed");
     let format = confluent_format(&env).await;
