@@ -113,14 +113,18 @@ impl Closing {
     async fn handle(&mut self, request: &CloseRequest) -> Result<(), MonitorError> {
         match request {
             CloseRequest::Window { partition, window, waited, handed_at } => {
+                let started = Instant::now();
                 let merged = self.merged_partials(*partition, *window).await?;
+                let read = started.elapsed();
                 let now = unix_seconds();
                 let closed = tokio::task::block_in_place(|| {
                     self.state.close(&self.settings, *partition, *window, &merged, now)
                 })?;
+                let computed = started.elapsed() - read;
                 let windows = closed.metrics.len() as u64;
                 self.make_durable(closed).await?;
                 self.metrics.windows_closed.inc_by(windows);
+                tracing::debug!(partition, window_start = window.start, windows, ?read, ?computed, stored = ?(started.elapsed() - read - computed), "window closed");
                 // From due to durable: the wait for a flush, the queue and the close itself.
                 self.metrics.close_latency_seconds.observe((*waited + handed_at.elapsed()).as_secs_f64());
             }

@@ -127,7 +127,9 @@ pub struct MonitorSection {
     /// is also how long a member may be down before its partitions move to another member.
     pub session_timeout_ms: u64,
     /// Threads that decode and update window state in parallel, each for a share of the
-    /// assigned partitions (a partition is never split); 0 (the default) uses one per core.
+    /// assigned partitions (a partition is never split); 0 (the default) uses one fewer than
+    /// the cores, at least one: librdkafka's threads and the closing task need the rest (on 2
+    /// cores shared with the broker, 2 shards ran 20% slower than 1; docs/BENCHMARKS.md).
     pub threads: usize,
     /// Window length in event time. Windows are tumbling unless `slide_seconds` is shorter.
     pub window_seconds: u32,
@@ -334,7 +336,7 @@ impl Config {
         check(
             m.threads <= vigil_monitor::MAX_SHARDS,
             format!(
-                "monitor.threads: {} must be at most {} (0 = one per core)",
+                "monitor.threads: {} must be at most {} (0 = one fewer than the cores)",
                 m.threads,
                 vigil_monitor::MAX_SHARDS
             ),
@@ -445,7 +447,8 @@ impl Config {
             }),
             threads: match m.threads {
                 0 => {
-                    std::thread::available_parallelism().map_or(1, |n| n.get()).min(vigil_monitor::MAX_SHARDS)
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    cores.saturating_sub(1).clamp(1, vigil_monitor::MAX_SHARDS)
                 }
                 n => n,
             },
