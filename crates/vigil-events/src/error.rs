@@ -20,6 +20,13 @@ pub enum DecodeError {
     Malformed(#[from] CodecError),
     #[error("invalid event: {0}")]
     Invalid(#[from] ValidationError),
+    #[error("message of {size} bytes is over the limit of {max} bytes (monitor.max_event_bytes)")]
+    TooLarge { size: usize, max: usize },
+    #[error(
+        "event time {event_time_ms} ms is {ahead_s} s ahead of the message's Kafka timestamp {timestamp_ms} ms \
+         (the limit is monitor.max_event_time_ahead_seconds = {max_ahead_s})"
+    )]
+    AheadOfTimestamp { event_time_ms: i64, timestamp_ms: i64, ahead_s: i64, max_ahead_s: i64 },
 }
 
 impl DecodeError {
@@ -34,6 +41,8 @@ impl DecodeError {
             DecodeError::WrongEventType { .. } => "wrong_event_type",
             DecodeError::Malformed(_) => "malformed",
             DecodeError::Invalid(v) => v.reason(),
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::AheadOfTimestamp { .. } => "event_time_ahead",
         }
     }
 }

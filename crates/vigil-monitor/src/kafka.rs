@@ -145,13 +145,13 @@ pub struct HistoryRange {
     pub end_offset: i64,
 }
 
-/// Reads `ranges` with a group-less consumer and calls `f(topic, partition, payload)` for each
+/// Reads `ranges` with a group-less consumer and calls `f(topic, partition, timestamp, payload)` for each
 /// message, in offset order per partition; returns how many it read. Stops early, with a
 /// warning, if the broker sends nothing for 30 s.
 pub async fn read_history(
     settings: &KafkaSettings,
     ranges: &[HistoryRange],
-    mut f: impl FnMut(&str, i32, &[u8]),
+    mut f: impl FnMut(&str, i32, Option<i64>, &[u8]),
 ) -> Result<u64, MonitorError> {
     if ranges.is_empty() {
         return Ok(0);
@@ -210,7 +210,8 @@ pub async fn read_history(
         let key = (message.topic().to_owned(), message.partition());
         let Some(&end) = remaining.get(&key) else { continue };
         if message.offset() < end {
-            f(message.topic(), message.partition(), message.payload().unwrap_or_default());
+            let timestamp_ms = message.timestamp().to_millis();
+            f(message.topic(), message.partition(), timestamp_ms, message.payload().unwrap_or_default());
             read += 1;
         }
         if message.offset() + 1 >= end {
@@ -383,7 +384,14 @@ pub struct Origin<'a> {
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
-    in_flight: Vec<DeliveryFuture>,
+    in_flight: Vec<InFlight>,
+}
+
+/// A dead letter on its way, with what a reference to it needs should the broker refuse it.
+struct InFlight {
+    delivery: DeliveryFuture,
+    headers: OwnedHeaders,
+    size: usize,
 }
 
 impl DeadLetters {
@@ -398,6 +406,9 @@ impl DeadLetters {
     }
 
     /// Queues the original bytes with the reason in headers; [`Self::settle`] awaits delivery.
+    /// A message too large for the dead-letter topic goes there by reference instead: no payload,
+    /// its source topic, partition, offset and size in headers (the original stays in its topic
+    /// until retention removes it).
     pub async fn send(
         &mut self,
         origin: Origin<'_>,
@@ -414,19 +425,22 @@ impl DeadLetters {
             .insert(Header { key: "vigil.source.partition", value: Some(&partition) })
             .insert(Header { key: "vigil.source.offset", value: Some(&offset) });
         let topic = self.topic.clone();
-        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(payload).headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(payload).headers(headers.clone());
         if let Some(key) = origin.key {
             record = record.key(key);
         }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
-                    self.in_flight.push(delivery);
+                    self.in_flight.push(InFlight { delivery, headers, size: payload.len() });
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     self.settle().await?;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return self.send_reference(headers, payload.len()).await;
                 }
                 Err((error, _)) => {
                     return Err(MonitorError::Kafka { action: "send dead letter", source: error })
@@ -435,12 +449,32 @@ impl DeadLetters {
         }
     }
 
+    /// Sends a dead letter without its payload and waits for the broker to have it.
+    async fn send_reference(&self, headers: OwnedHeaders, size: usize) -> Result<(), MonitorError> {
+        let size = size.to_string();
+        let headers = headers
+            .insert(Header {
+                key: "vigil.payload",
+                value: Some("omitted: too large for the dead-letter topic"),
+            })
+            .insert(Header { key: "vigil.source.size", value: Some(&size) });
+        let record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        self.producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(error, _)| {
+            MonitorError::Kafka { action: "send dead letter by reference", source: error }
+        })
+    }
+
     /// Waits until every queued dead letter is acknowledged by the broker. A flush calls this
     /// before storing its position, so a dead letter is never behind a stored position unsent.
     pub async fn settle(&mut self) -> Result<(), MonitorError> {
-        for delivery in self.in_flight.drain(..) {
+        let mut refused = Vec::new();
+        for InFlight { delivery, headers, size } in self.in_flight.drain(..) {
             match delivery.await {
                 Ok(Ok(_)) => {}
+                // The broker's limit for the topic can be below the producer's.
+                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))) => {
+                    refused.push((headers, size));
+                }
                 Ok(Err((error, _))) => {
                     return Err(MonitorError::Kafka { action: "deliver dead letter", source: error })
                 }
@@ -451,6 +485,9 @@ impl DeadLetters {
                     })
                 }
             }
+        }
+        for (headers, size) in refused {
+            self.send_reference(headers, size).await?;
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ pub use http::{serve, Readiness};
 pub use join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::{LatestGauges, LatestWindow, MonitorMetrics, MAX_LATEST_VERSIONS};
-pub use monitor_core::{CoreCounts, CoreSettings, MonitorCore, Taken};
+pub use monitor_core::{CoreCounts, CoreSettings, DoorBounds, MonitorCore, Taken};
 pub use partials::{PendingPartials, Segmenter, Source};
 pub use performance::{Observed, PerformanceState, PerformanceSummary, Predicted};
 pub use pipeline::run;
@@ -85,6 +85,8 @@ pub struct MonitorSettings {
     pub join: JoinSettings,
     /// The class a binary model's `score` is the probability of (for AUC, Brier, precision).
     pub positive_label: String,
+    /// Size and event-time bounds a message must meet before it counts.
+    pub door: DoorBounds,
     /// Longest time counts wait in memory before they are stored.
     pub flush_interval: Duration,
     /// A flush also starts once this many messages are pending.

@@ -2,8 +2,8 @@
 //! `vigil replay` from the retained log or an exported file, and the unit tests from memory.
 //!
 //! ```text
-//! on_message(source, partition, offset, payload)
-//!   -> decode -> clock (lateness, which windows to close) -> pane state (PendingPartials)
+//! on_message(source, partition, offset, timestamp, payload)
+//!   -> door bounds (size, event time against the Kafka timestamp) -> decode -> clock (lateness, which windows to close) -> pane state (PendingPartials)
 //!   -> outcome join (a matched pair adds to its prediction's pane)
 //! take_partials() / closable(now)                           -> the driver stores and closes
 //! ```
@@ -28,6 +28,50 @@ use crate::performance::Observed;
 use crate::windowing::{Window, Windowing};
 use crate::MonitorSettings;
 
+/// What a message must satisfy before it counts, whatever its schema allows: one oversized or
+/// far-future message must neither stop the monitor nor move its partition's clock (a prediction
+/// dated 2105 would make every later event on the partition late).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DoorBounds {
+    /// Larger messages are dead-lettered without being decoded.
+    pub max_event_bytes: usize,
+    /// An event time further than this ahead of its message's Kafka timestamp (the producer's
+    /// send time, or the broker's append time) is dead-lettered. The timestamp is in the log, so
+    /// replay decides the same; messages without one (files) are not checked.
+    pub max_ahead_ms: i64,
+}
+
+impl Default for DoorBounds {
+    fn default() -> Self {
+        Self { max_event_bytes: 1 << 20, max_ahead_ms: 300_000 }
+    }
+}
+
+impl DoorBounds {
+    fn admit_size(&self, payload: &[u8]) -> Result<(), DecodeError> {
+        match payload.len() {
+            size if size > self.max_event_bytes => {
+                Err(DecodeError::TooLarge { size, max: self.max_event_bytes })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn admit_time(&self, event_time_ms: i64, timestamp_ms: Option<i64>) -> Result<(), DecodeError> {
+        match timestamp_ms {
+            Some(timestamp_ms) if event_time_ms.saturating_sub(timestamp_ms) > self.max_ahead_ms => {
+                Err(DecodeError::AheadOfTimestamp {
+                    event_time_ms,
+                    timestamp_ms,
+                    ahead_s: (event_time_ms - timestamp_ms) / 1000,
+                    max_ahead_s: self.max_ahead_ms / 1000,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The settings that shape what the core computes from a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoreSettings {
@@ -40,6 +84,7 @@ pub struct CoreSettings {
     pub max_segments_per_model: usize,
     pub join: JoinSettings,
     pub positive_label: String,
+    pub door: DoorBounds,
 }
 
 impl CoreSettings {
@@ -52,6 +97,7 @@ impl CoreSettings {
             max_segments_per_model: settings.max_segments_per_model,
             join: settings.join,
             positive_label: settings.positive_label.clone(),
+            door: settings.door,
         }
     }
 }
@@ -137,14 +183,16 @@ impl MonitorCore {
         &self.settings
     }
 
-    /// Takes one message. Messages of one topic partition come in offset order. A message that
-    /// does not decode still moves its partition's position (the caller dead-letters it before
+    /// Takes one message with its Kafka timestamp, if it has one. Messages of one topic
+    /// partition come in offset order. A message that does not decode or is refused at the door
+    /// ([`DoorBounds`]) still moves its partition's position (the caller dead-letters it before
     /// the next flush stores that position).
     pub fn on_message(
         &mut self,
         source: Source,
         partition: i32,
         offset: i64,
+        timestamp_ms: Option<i64>,
         payload: &[u8],
     ) -> Result<Taken, DecodeError> {
         self.counts.messages += 1;
@@ -152,10 +200,10 @@ impl MonitorCore {
             self.counts.already_stored += 1;
             return Ok(Taken::AlreadyStored);
         }
-        let taken = match source {
-            Source::Predictions => self.take_prediction(partition, offset, payload),
-            Source::Outcomes => self.take_outcome(partition, offset, payload),
-        };
+        let taken = self.settings.door.admit_size(payload).and_then(|()| match source {
+            Source::Predictions => self.take_prediction(partition, offset, timestamp_ms, payload),
+            Source::Outcomes => self.take_outcome(partition, offset, timestamp_ms, payload),
+        });
         if taken.is_err() {
             self.counts.undecodable += 1;
             self.pending.record_other(source, partition, offset);
@@ -193,16 +241,24 @@ impl MonitorCore {
         }
     }
 
-    fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<i64, DecodeError> {
+    fn take_prediction(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: &[u8],
+    ) -> Result<i64, DecodeError> {
         match self.confluent_writer(payload)? {
             None => {
                 let event = decode_prediction_view(payload)?;
+                self.settings.door.admit_time(event.event_time_ms, timestamp_ms)?;
                 Ok(self.count_prediction(partition, offset, &event))
             }
             Some(writer) => {
                 // Borrowed from the message when the writer schema is vigil's own.
                 let body = writer.resolve::<PredictionEvent>(confluent_body(payload)?)?;
                 let event = decode_prediction_view_body(&body)?;
+                self.settings.door.admit_time(event.event_time_ms, timestamp_ms)?;
                 Ok(self.count_prediction(partition, offset, &event))
             }
         }
@@ -234,8 +290,15 @@ impl MonitorCore {
         event.event_time_ms
     }
 
-    fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Result<i64, DecodeError> {
+    fn take_outcome(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: &[u8],
+    ) -> Result<i64, DecodeError> {
         let outcome = self.decode_outcome(payload)?;
+        self.settings.door.admit_time(outcome.event_time_ms, timestamp_ms)?;
         self.counts.outcomes += 1;
         self.pending.record_other(Source::Outcomes, partition, offset);
         if let Some(matched) = self.join_outcome(partition, &outcome) {
@@ -251,8 +314,12 @@ impl MonitorCore {
     }
 
     /// A message re-read from before the stored position after a (re)start: it enters the join
-    /// only (its numbers are stored already), so what still waited there waits again.
-    pub fn rejoin(&mut self, source: Source, partition: i32, payload: &[u8]) {
+    /// only (its numbers are stored already), so what still waited there waits again. What the
+    /// door refused the first time stays out.
+    pub fn rejoin(&mut self, source: Source, partition: i32, timestamp_ms: Option<i64>, payload: &[u8]) {
+        if self.settings.door.admit_size(payload).is_err() {
+            return;
+        }
         match source {
             Source::Predictions => {
                 let Ok(writer) = self.confluent_writer(payload) else { return };
@@ -272,11 +339,15 @@ impl MonitorCore {
                     Some(_) => decode_prediction_view_body(&body),
                 };
                 let Ok(event) = decoded else { return };
-                self.rejoin_prediction(partition, &event);
+                if self.settings.door.admit_time(event.event_time_ms, timestamp_ms).is_ok() {
+                    self.rejoin_prediction(partition, &event);
+                }
             }
             Source::Outcomes => {
                 if let Ok(outcome) = self.decode_outcome(payload) {
-                    let _ = self.join_outcome(partition, &outcome);
+                    if self.settings.door.admit_time(outcome.event_time_ms, timestamp_ms).is_ok() {
+                        let _ = self.join_outcome(partition, &outcome);
+                    }
                 }
             }
         }
@@ -415,6 +486,7 @@ mod tests {
             max_segments_per_model: 10,
             join: JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
             positive_label: "1".into(),
+            door: DoorBounds::default(),
         }
     }
 
@@ -464,11 +536,11 @@ mod tests {
     fn a_window_closes_once_the_watermark_passes_its_end_plus_lateness() {
         let mut core = MonitorCore::new(settings());
         let now = Instant::now();
-        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0 + 1_000)).unwrap();
-        core.on_message(Source::Predictions, 0, 1, &prediction(1, T0 + 65_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 0, None, &prediction(0, T0 + 1_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 1, None, &prediction(1, T0 + 65_000)).unwrap();
         assert!(core.closable(now).is_empty(), "65 s is within the 10 s lateness of the first window's end");
         assert!(!core.window_due());
-        core.on_message(Source::Predictions, 0, 2, &prediction(2, T0 + 70_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 2, None, &prediction(2, T0 + 70_000)).unwrap();
         assert!(core.window_due(), "the driver flushes early so the window closes promptly");
         let closed: Vec<_> = core.closable(now).into_iter().map(|(p, w, _)| (p, w.start)).collect();
         assert_eq!(closed, vec![(0, minute(0))]);
@@ -478,7 +550,7 @@ mod tests {
     #[test]
     fn a_quiet_partition_closes_its_windows_on_the_wall_clock() {
         let mut core = MonitorCore::new(settings());
-        core.on_message(Source::Predictions, 3, 0, &prediction(0, T0 + 59_000)).unwrap();
+        core.on_message(Source::Predictions, 3, 0, None, &prediction(0, T0 + 59_000)).unwrap();
         let start = Instant::now();
         assert!(core.closable(start + Duration::from_secs(29)).is_empty(), "not idle yet: 59 - 10 < 60");
         // Idle for 30 s: event time is taken to have moved 30 s too, 59 + 30 - 10 >= 60.
@@ -492,10 +564,10 @@ mod tests {
     fn a_late_event_counts_reopens_its_window_and_is_reported() {
         let mut core = MonitorCore::new(settings());
         let now = Instant::now();
-        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0 + 1_000)).unwrap();
-        core.on_message(Source::Predictions, 0, 1, &prediction(1, T0 + 200_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 0, None, &prediction(0, T0 + 1_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 1, None, &prediction(1, T0 + 200_000)).unwrap();
         assert_eq!(core.closable(now).len(), 1);
-        core.on_message(Source::Predictions, 0, 2, &prediction(2, T0 + 2_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 2, None, &prediction(2, T0 + 2_000)).unwrap();
         assert_eq!(core.take_counts().late_events, 1);
         assert!(core.is_open(0, Window { start: minute(0), length: 60 }));
         let counts = flushed_counts(&mut core);
@@ -506,7 +578,9 @@ mod tests {
     fn after_a_restart_messages_below_the_stored_position_are_skipped() {
         let mut first = MonitorCore::new(settings());
         for i in 0..10 {
-            first.on_message(Source::Predictions, 0, i, &prediction(i as usize, T0 + i * 1_000)).unwrap();
+            first
+                .on_message(Source::Predictions, 0, i, None, &prediction(i as usize, T0 + i * 1_000))
+                .unwrap();
         }
         let stored: HashMap<_, _> = first.pending().positions().map(|(s, p, next)| ((s, p), next)).collect();
         assert_eq!(stored[&(Source::Predictions, 0)], 10);
@@ -522,7 +596,7 @@ mod tests {
         );
         for i in 5..12 {
             let taken = second
-                .on_message(Source::Predictions, 0, i, &prediction(i as usize, T0 + i * 1_000))
+                .on_message(Source::Predictions, 0, i, None, &prediction(i as usize, T0 + i * 1_000))
                 .unwrap();
             assert_eq!(taken == Taken::AlreadyStored, i < 10, "offset {i}");
         }
@@ -534,17 +608,17 @@ mod tests {
     #[test]
     fn a_rebuilt_join_matches_an_outcome_to_a_prediction_stored_before_the_restart() {
         let mut first = MonitorCore::new(settings());
-        first.on_message(Source::Predictions, 0, 0, &prediction(7, T0 + 1_000)).unwrap();
+        first.on_message(Source::Predictions, 0, 0, None, &prediction(7, T0 + 1_000)).unwrap();
         let stored: HashMap<_, _> = first.pending().positions().map(|(s, p, next)| ((s, p), next)).collect();
         first.flushed();
 
         let mut second = MonitorCore::new(settings());
         second.resume(stored, Vec::new(), [(0, u64::from(minute(0)))], []);
         // The join horizon before the stored position is re-read into the join only...
-        second.rejoin(Source::Predictions, 0, &prediction(7, T0 + 1_000));
+        second.rejoin(Source::Predictions, 0, None, &prediction(7, T0 + 1_000));
         assert_eq!(second.rejoined(), (1, 0));
         // ...so the outcome that arrives after the restart finds its prediction.
-        second.on_message(Source::Outcomes, 0, 0, &outcome(7, T0 + 30_000)).unwrap();
+        second.on_message(Source::Outcomes, 0, 0, None, &outcome(7, T0 + 30_000)).unwrap();
         let counts = flushed_counts(&mut second);
         assert_eq!(counts[&minute(0)], (0, 1), "the pair counts in the prediction's window, once");
     }
@@ -552,9 +626,9 @@ mod tests {
     #[test]
     fn a_rebalance_drops_revoked_work_and_keeps_the_rest() {
         let mut core = MonitorCore::new(settings());
-        core.on_message(Source::Predictions, 0, 0, &prediction(0, T0)).unwrap();
-        core.on_message(Source::Predictions, 1, 0, &prediction(1, T0)).unwrap();
-        core.on_message(Source::Predictions, 1, 1, &prediction(2, T0 + 100_000)).unwrap();
+        core.on_message(Source::Predictions, 0, 0, None, &prediction(0, T0)).unwrap();
+        core.on_message(Source::Predictions, 1, 0, None, &prediction(1, T0)).unwrap();
+        core.on_message(Source::Predictions, 1, 1, None, &prediction(2, T0 + 100_000)).unwrap();
         core.revoke(&[1]);
         let partitions: Vec<i32> = core.pending().positions().map(|(_, p, _)| p).collect();
         assert_eq!(partitions, vec![0], "the revoked partition's pending work is dropped");
@@ -565,10 +639,48 @@ mod tests {
     #[test]
     fn an_undecodable_message_moves_the_position_and_is_reported() {
         let mut core = MonitorCore::new(settings());
-        assert!(core.on_message(Source::Predictions, 0, 0, b"not avro").is_err());
-        assert!(core.on_message(Source::Outcomes, 0, 0, b"\xc3\x01garbage").is_err());
+        assert!(core.on_message(Source::Predictions, 0, 0, None, b"not avro").is_err());
+        assert!(core.on_message(Source::Outcomes, 0, 0, None, b"\xc3\x01garbage").is_err());
         let positions: Vec<_> = core.pending().positions().collect();
         assert_eq!(positions, vec![(Source::Predictions, 0, 1), (Source::Outcomes, 0, 1)]);
         assert_eq!(core.take_counts().undecodable, 2);
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_undecoded_and_moves_the_position() {
+        let mut core = MonitorCore::new(CoreSettings {
+            door: DoorBounds { max_event_bytes: 40, ..DoorBounds::default() },
+            ..settings()
+        });
+        let big = prediction(0, T0);
+        assert!(big.len() > 40, "{} bytes", big.len());
+        let error = core.on_message(Source::Predictions, 0, 0, None, &big).unwrap_err();
+        assert_eq!(error, DecodeError::TooLarge { size: big.len(), max: 40 });
+        assert_eq!(error.reason(), "too_large");
+        assert_eq!(core.pending().positions().collect::<Vec<_>>(), vec![(Source::Predictions, 0, 1)]);
+        assert_eq!(core.take_counts().undecodable, 1);
+    }
+
+    #[test]
+    fn a_far_future_event_is_refused_and_leaves_the_clock_alone() {
+        let mut core = MonitorCore::new(settings());
+        // Sent at T0, dated 2105: refused, so the next event on the partition is not late.
+        let error = core
+            .on_message(Source::Predictions, 0, 0, Some(T0), &prediction(0, 4_260_000_000_000))
+            .unwrap_err();
+        assert_eq!(error.reason(), "event_time_ahead");
+        let taken = core.on_message(Source::Predictions, 0, 1, Some(T0), &prediction(1, T0 + 1_000)).unwrap();
+        assert_eq!(taken, Taken::Counted { event_time_ms: T0 + 1_000 });
+        let counts = core.take_counts();
+        assert_eq!((counts.predictions, counts.late_events, counts.undecodable), (1, 0, 1));
+        // Within the allowed skew (300 s) an event ahead of its timestamp counts, and outcomes
+        // are held to the same bound.
+        core.on_message(Source::Predictions, 0, 2, Some(T0), &prediction(2, T0 + 299_000)).unwrap();
+        let error = core.on_message(Source::Outcomes, 0, 0, Some(T0), &outcome(2, T0 + 301_000)).unwrap_err();
+        assert_eq!(error.reason(), "event_time_ahead");
+        // A rejoin after a restart keeps the refused event out of the join as well.
+        let mut second = MonitorCore::new(settings());
+        second.rejoin(Source::Predictions, 0, Some(T0), &prediction(9, 4_260_000_000_000));
+        assert_eq!(second.waiting().0, 0);
     }
 }

@@ -221,7 +221,8 @@ impl Pipeline {
         };
         let payload = message.payload().unwrap_or_default();
         self.fetch_writer_schema(payload).await;
-        self.batch.push(source, message.partition(), message.offset(), message.key(), payload);
+        let timestamp_ms = message.timestamp().to_millis();
+        self.batch.push(source, message.partition(), message.offset(), timestamp_ms, message.key(), payload);
         if self.batch.len() >= BATCH_MESSAGES {
             self.take_batch().await?;
         }
@@ -387,11 +388,12 @@ impl Pipeline {
         let predictions_topic = self.settings.predictions_topic.clone();
         let kafka_settings = self.settings.kafka.clone();
         let core = &mut self.core;
-        let read = kafka::read_history(&kafka_settings, &ranges, |topic, partition, payload| {
-            let source = if topic == predictions_topic { Source::Predictions } else { Source::Outcomes };
-            core.rejoin(source, partition, payload);
-        })
-        .await?;
+        let read =
+            kafka::read_history(&kafka_settings, &ranges, |topic, partition, timestamp_ms, payload| {
+                let source = if topic == predictions_topic { Source::Predictions } else { Source::Outcomes };
+                core.rejoin(source, partition, timestamp_ms, payload);
+            })
+            .await?;
         let (predictions, outcomes) = self.core.rejoined();
         tracing::info!(
             read,

@@ -116,7 +116,10 @@ pub struct ReplayedWindow {
 #[derive(Debug)]
 struct Queued {
     offset: i64,
+    /// For the order between the two topics: the Kafka timestamp, or the one before it.
     timestamp_ms: i64,
+    /// The message's own Kafka timestamp, for the door's event-time bound.
+    kafka_timestamp_ms: Option<i64>,
     payload: Vec<u8>,
 }
 
@@ -186,6 +189,7 @@ impl Replay {
         lane.queued[side].push_back(Queued {
             offset: message.offset,
             timestamp_ms,
+            kafka_timestamp_ms: message.timestamp_ms,
             payload: message.payload.to_vec(),
         });
         self.drain(message.partition);
@@ -215,7 +219,14 @@ impl Replay {
     }
 
     fn take(&mut self, source: Source, partition: i32, message: &Queued) {
-        let event_time_ms = match self.core.on_message(source, partition, message.offset, &message.payload) {
+        let taken = self.core.on_message(
+            source,
+            partition,
+            message.offset,
+            message.kafka_timestamp_ms,
+            &message.payload,
+        );
+        let event_time_ms = match taken {
             Ok(Taken::Counted { event_time_ms }) => Some(event_time_ms),
             Ok(Taken::AlreadyStored) | Err(_) => None,
         };
@@ -671,6 +682,7 @@ mod tests {
             max_segments_per_model: segment_cap,
             join: crate::JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
             positive_label: "1".into(),
+            door: crate::DoorBounds::default(),
         }
     }
 
@@ -744,7 +756,7 @@ mod tests {
         for (n, (source, _, payload)) in log.iter().enumerate() {
             let offset = offsets[slot(*source)];
             offsets[slot(*source)] += 1;
-            let _ = core.on_message(*source, 0, offset, payload);
+            let _ = core.on_message(*source, 0, offset, None, payload);
             if (n + 1).is_multiple_of(flush_every) || n + 1 == log.len() {
                 partials.extend(core.pending().rows(["p", "o"], 0).unwrap());
                 core.flushed();

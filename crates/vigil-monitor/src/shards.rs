@@ -30,6 +30,7 @@ struct Queued {
     source: Source,
     partition: i32,
     offset: i64,
+    timestamp_ms: Option<i64>,
     payload: std::ops::Range<usize>,
     key: Option<std::ops::Range<usize>>,
 }
@@ -46,7 +47,15 @@ pub struct Rejected<'a> {
 }
 
 impl Batch {
-    pub fn push(&mut self, source: Source, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) {
+    pub fn push(
+        &mut self,
+        source: Source,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
         let mut copy = |bytes: &[u8]| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(bytes);
@@ -54,7 +63,7 @@ impl Batch {
         };
         let key = key.map(&mut copy);
         let payload = copy(payload);
-        self.messages.push(Queued { source, partition, offset, payload, key });
+        self.messages.push(Queued { source, partition, offset, timestamp_ms, payload, key });
     }
 
     pub fn len(&self) -> usize {
@@ -105,9 +114,13 @@ impl ShardedCore {
             let mut errors = Vec::new();
             for &i in lane {
                 let m = &messages[i];
-                if let Err(error) =
-                    core.on_message(m.source, m.partition, m.offset, &bytes[m.payload.clone()])
-                {
+                if let Err(error) = core.on_message(
+                    m.source,
+                    m.partition,
+                    m.offset,
+                    m.timestamp_ms,
+                    &bytes[m.payload.clone()],
+                ) {
                     errors.push((i, error));
                 }
             }
@@ -154,8 +167,8 @@ impl ShardedCore {
     }
 
     /// See [`MonitorCore::rejoin`].
-    pub fn rejoin(&mut self, source: Source, partition: i32, payload: &[u8]) {
-        self.shard_of(partition).rejoin(source, partition, payload);
+    pub fn rejoin(&mut self, source: Source, partition: i32, timestamp_ms: Option<i64>, payload: &[u8]) {
+        self.shard_of(partition).rejoin(source, partition, timestamp_ms, payload);
     }
 
     /// See [`MonitorCore::rejoined`]; summed over shards.
@@ -273,6 +286,7 @@ mod tests {
             max_segments_per_model: 3,
             join: JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
             positive_label: "1".into(),
+            door: crate::DoorBounds::default(),
         }
     }
 
@@ -331,7 +345,7 @@ mod tests {
         let log = log();
         for (n, (source, partition, payload)) in log.iter().enumerate() {
             let offset = offsets.entry((*source, *partition)).or_default();
-            batch.push(*source, *partition, *offset, Some(b"key"), payload);
+            batch.push(*source, *partition, *offset, None, Some(b"key"), payload);
             *offset += 1;
             if batch.len() == batch_size || n + 1 == log.len() {
                 core.take(&mut batch, |r| rejected.push((r.partition, r.offset)));

@@ -155,6 +155,11 @@ pub struct MonitorSection {
     pub join_capacity: usize,
     /// The class a binary model's `score` is the probability of.
     pub positive_label: String,
+    /// Messages larger than this are dead-lettered undecoded (reason `too_large`).
+    pub max_event_bytes: usize,
+    /// An event time more than this ahead of its message's Kafka timestamp is dead-lettered
+    /// (reason `event_time_ahead`) instead of moving its partition's clock.
+    pub max_event_time_ahead_seconds: u64,
     /// When drift verdicts become a remediation (`[monitor.policy]`).
     pub policy: PolicySection,
     /// Accuracy and error budgets (`[monitor.performance_policy]`).
@@ -187,6 +192,8 @@ impl Default for MonitorSection {
             join_horizon_seconds: 86_400,
             join_capacity: 250_000,
             positive_label: "1".into(),
+            max_event_bytes: 1 << 20,
+            max_event_time_ahead_seconds: 300,
             policy: PolicySection::default(),
             performance_policy: PerformancePolicySection::default(),
             latency_policy: LatencyPolicySection::default(),
@@ -390,6 +397,20 @@ impl Config {
             "monitor.positive_label: must not be empty (e.g. \"1\" or \"fraud\")".into(),
         );
         check(
+            (1024..=64 << 20).contains(&m.max_event_bytes),
+            format!(
+                "monitor.max_event_bytes: {} must be between 1024 and 67108864 (default 1048576, 1 MiB)",
+                m.max_event_bytes
+            ),
+        );
+        check(
+            (1..=7 * 86_400).contains(&m.max_event_time_ahead_seconds),
+            format!(
+                "monitor.max_event_time_ahead_seconds: {} must be between 1 and 604800 (default 300)",
+                m.max_event_time_ahead_seconds
+            ),
+        );
+        check(
             m.drain_timeout_ms > 0 && m.drain_timeout_ms < 300_000,
             format!(
                 "monitor.drain_timeout_ms: {} must be between 1 and 299999 (below Kafka's max.poll.interval.ms of 300000)",
@@ -468,6 +489,10 @@ impl Config {
                 capacity: m.join_capacity,
             },
             positive_label: m.positive_label.clone(),
+            door: vigil_monitor::DoorBounds {
+                max_event_bytes: m.max_event_bytes,
+                max_ahead_ms: m.max_event_time_ahead_seconds as i64 * 1000,
+            },
             flush_interval: Duration::from_millis(m.flush_interval_ms),
             max_pending_messages: m.max_pending_messages,
             drain_timeout: Duration::from_millis(m.drain_timeout_ms),

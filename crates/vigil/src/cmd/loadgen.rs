@@ -49,7 +49,9 @@ pub struct Args {
     /// Share of predictions that get an outcome (ground truth) on topics.outcomes, 0 to 1.
     #[arg(long, default_value_t = 0.0)]
     pub label_rate: f64,
-    /// How long after its prediction an outcome is observed (event time), e.g. 2s or 1h.
+    /// How long after its prediction an outcome is observed (event time), e.g. 2s or 1m.
+    /// Outcomes are sent at once, dated this far ahead: the monitor dead-letters event times
+    /// more than monitor.max_event_time_ahead_seconds (default 300) ahead of their send time.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub label_delay: Duration,
 }
@@ -82,6 +84,13 @@ pub async fn publish(config: &Config, args: Args, stop: Arc<AtomicBool>) -> anyh
         "--label-rate {} must be between 0 and 1",
         args.label_rate
     );
+    let ahead = config.monitor.max_event_time_ahead_seconds;
+    if args.label_rate > 0.0 && args.label_delay.as_secs() > ahead {
+        tracing::warn!(
+            "--label-delay {:?} dates outcomes more than monitor.max_event_time_ahead_seconds ({ahead} s) ahead of their send time: the monitor will dead-letter them",
+            args.label_delay
+        );
+    }
     vigil_monitor::ensure_topics(
         &config.kafka_settings(),
         &[&config.topics.predictions, &config.topics.outcomes],

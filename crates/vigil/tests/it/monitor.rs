@@ -387,3 +387,104 @@ async fn positions_stored_past_the_end_of_a_recreated_topic_stop_the_monitor_wit
     );
     env.cleanup().await;
 }
+
+/// Dead letters with all their headers, read from the start of `env`'s dead-letter topic.
+fn dead_letters_with_headers(env: &TestEnv, expected: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", harness::brokers())
+        .set("group.id", format!("{}-dlq-headers", env.group))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&env.deadletter]).unwrap();
+    let started = std::time::Instant::now();
+    let mut letters = Vec::new();
+    while letters.len() < expected && started.elapsed() < Duration::from_secs(60) {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            letters.push((headers, message.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    letters
+}
+
+/// One message too large to copy to the dead-letter topic, one over `monitor.max_event_bytes`
+/// and one prediction dated 2105 used to stop the monitor or poison their partition's clock
+/// (every later event late). Now each is dead-lettered and the traffic after them counts, on
+/// time.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_far_future_messages_are_dead_lettered_and_monitoring_goes_on() {
+    let env = TestEnv::new("door");
+    let mut monitor = env.spawn_monitor_with(&[("VIGIL__MONITOR__MAX_EVENT_BYTES", "200000")]);
+    await_port(env.http_port, Duration::from_secs(60)).await;
+
+    // All on model-1's partition (keyed by model id), ahead of the traffic.
+    let raw: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", harness::brokers())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let mut noise = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..1_010_000)
+        .map(|_| {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            noise as u8
+        })
+        .collect();
+    env.send_raw(&raw, "model-1", &random).await;
+    let mut generator = generator(5);
+    let mut bloated = generator.next_prediction(1_764_000_000_000);
+    bloated.model_id = "model-1".into();
+    bloated.prediction_id = "x".repeat(300_000);
+    let bloated = encode(&bloated);
+    env.send_raw(&raw, "model-1", &bloated).await;
+    let mut future = generator.next_prediction(4_260_000_000_000);
+    future.model_id = "model-1".into();
+    let future = encode(&future);
+    env.send_raw(&raw, "model-1", &future).await;
+
+    const N: u64 = 400;
+    let producer = sdk(&env);
+    for _ in 0..N {
+        producer.log_prediction(generator.next_prediction(1_764_000_000_000)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    env.await_stored_exactly(N, Duration::from_secs(60)).await;
+
+    let mut letters = dead_letters_with_headers(&env, 3);
+    letters.sort_by_key(|(h, _)| h.get("vigil.source.offset").cloned());
+    assert_eq!(letters.len(), 3, "{:?}", letters.iter().map(|(h, _)| h).collect::<Vec<_>>());
+    let reasons: Vec<&str> = letters.iter().map(|(h, _)| h["vigil.reason"].as_str()).collect();
+    assert_eq!(reasons, ["too_large", "too_large", "event_time_ahead"]);
+    // 1,010,000 bytes exceed the producer's 1,000,000: sent by reference.
+    let (reference, payload) = &letters[0];
+    assert!(payload.is_empty(), "no payload in a reference");
+    assert_eq!(reference["vigil.source.size"], "1010000");
+    assert_eq!(reference["vigil.source.topic"], env.predictions);
+    assert!(reference["vigil.payload"].starts_with("omitted"), "{reference:?}");
+    // The others fit and keep their bytes.
+    assert_eq!(letters[1].1, bloated);
+    assert!(letters[1].0["vigil.error"].contains("monitor.max_event_bytes"), "{:?}", letters[1].0);
+    assert_eq!(letters[2].1, future);
+
+    let metrics = env.metrics_text().await;
+    assert!(metrics.contains("vigil_monitor_late_events_total 0"), "nothing counted late: {metrics}");
+    assert!(metrics.contains("vigil_monitor_deadlettered_total{reason=\"event_time_ahead\"} 1"), "{metrics}");
+    assert!(monitor.try_wait().unwrap().is_none(), "the monitor still runs");
+    assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
+    env.cleanup().await;
+}
