@@ -141,6 +141,13 @@ pub async fn serve(
     }))
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive (RFC
+/// 7235), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(char::is_whitespace)?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// `Authorization: Bearer <token>`: a known token's hash (compared in constant time) or a valid
 /// OIDC JWT names the [`Caller`], put in the request's extensions; anything else is 401.
 async fn authorize(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
@@ -148,7 +155,7 @@ async fn authorize(State(state): State<ApiState>, mut request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or_default();
     let now_s = crate::now_ms() / 1000;
     let Some(caller) = state.auth.as_ref().and_then(|auth| auth.authenticate(given.trim(), now_s)) else {
@@ -673,5 +680,15 @@ mod tests {
         assert_eq!(percent_decode("fraud%2Fde"), "fraud/de");
         assert_eq!(percent_decode("a+b"), "a b");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token(""), None);
     }
 }

@@ -586,6 +586,27 @@ mod tests {
     }
 
     #[test]
+    fn audit_off_with_resolving_or_canary_analysis_names_both_keys() {
+        let file = write("[lifecycle]\naudit = false\n[lifecycle.models.fraud.canary]\nanalysis = true\n");
+        let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("lifecycle.audit = false with lifecycle.resolve_interval_ms"), "{err}");
+        assert!(err.contains("lifecycle.models.fraud.canary.analysis"), "{err}");
+        let file = write("[lifecycle]\naudit = false\nresolve_interval_ms = 0\n");
+        assert!(Config::load_from(Some(&file.0), env(&[])).is_ok(), "audit off with nothing reading it");
+    }
+
+    #[test]
+    fn monitor_door_bounds_are_checked() {
+        let vars = [
+            ("VIGIL__MONITOR__MAX_EVENT_BYTES", "100"),
+            ("VIGIL__MONITOR__MAX_EVENT_TIME_AHEAD_SECONDS", "0"),
+        ];
+        let err = Config::load_from(None, env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("monitor.max_event_bytes: 100 must be between 1024"), "{err}");
+        assert!(err.contains("monitor.max_event_time_ahead_seconds: 0 must be between 1"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let file = write("[kafka]\nbroker = \"x:1\"\n");
         let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err().to_string();

@@ -344,6 +344,27 @@ impl LifecycleSection {
                 errors.push(format!("lifecycle.{key}: {value} must be 0 (never) or at least 1000"));
             }
         }
+        // Resolving and canary analysis read ClickHouse through the audit's store: without it
+        // they would be silently off.
+        if !self.audit && self.resolve_interval_ms != 0 {
+            errors.push(
+                "lifecycle.audit = false with lifecycle.resolve_interval_ms set: resolving alerts needs the audit's \
+                 ClickHouse; set lifecycle.audit = true or lifecycle.resolve_interval_ms = 0"
+                    .into(),
+            );
+        }
+        let analysed = std::iter::once(("defaults".to_owned(), &self.defaults))
+            .chain(self.models.iter().map(|(id, p)| (format!("models.{id}"), p)))
+            .filter(|(_, p)| p.canary.analysis)
+            .map(|(key, _)| format!("lifecycle.{key}.canary.analysis"))
+            .collect::<Vec<_>>();
+        if !self.audit && self.canary_interval_ms != 0 && !analysed.is_empty() {
+            errors.push(format!(
+                "lifecycle.audit = false with {} = true: canary analysis reads the audit's ClickHouse; set \
+                 lifecycle.audit = true, or turn the analysis off (or lifecycle.canary_interval_ms = 0)",
+                analysed.join(", ")
+            ));
+        }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             errors.push(format!(
                 "lifecycle.api.listen: {:?} is not an address like 127.0.0.1:9465",
