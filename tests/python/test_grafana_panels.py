@@ -692,7 +692,13 @@ def test_panel_query_on_clickhouse_18_16(q, run, variables):
     check_result(q, run_on_server(sql, run.database), sql)
 
 
-BINARY_STATE_TABLES = {"window_partials", "reference_profiles", "reference_profiles_v2"}
+# Binary columns (MessagePack window states, Avro remediations) per table.
+BINARY_COLUMNS = {
+    "window_partials": "state",
+    "reference_profiles": "state",
+    "reference_profiles_v2": "state",
+    "remediation_outbox": "payload",
+}
 
 
 @pytest.fixture(scope="module")
@@ -709,9 +715,9 @@ def current_clickhouse(run, tmp_path_factory):
     s.query("USE vigil")
     for table in clickhouse("SHOW TABLES", run.database).split():
         columns = [line.split("\t")[0] for line in clickhouse(f"DESCRIBE TABLE {table}", run.database).splitlines()]
-        # Window states are binary (MessagePack), not text JSON can carry, and no panel reads them:
-        # they stay empty in the copy.
-        selected = ", ".join(c for c in columns if not (c == "state" and table in BINARY_STATE_TABLES))
+        # Binary columns are not text JSON can carry, and no panel reads them: they stay empty in
+        # the copy.
+        selected = ", ".join(c for c in columns if c != BINARY_COLUMNS.get(table))
         rows = clickhouse(f"SELECT {selected} FROM {table} FORMAT JSONEachRow", run.database,
                           output_format_json_quote_64bit_integers=0)
         if rows.strip():
