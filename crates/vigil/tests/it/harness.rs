@@ -166,17 +166,12 @@ impl TestEnv {
     }
 
     pub async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
-            .await
-            .expect("metrics port answers");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        body
+        self.monitor_get("/metrics").await.1
+    }
+
+    /// `GET path` on the monitor's HTTP port: the status code and the whole response.
+    pub async fn monitor_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_port, path).await
     }
 
     pub async fn cleanup(&self) {
@@ -502,17 +497,12 @@ impl MonitorInstance {
     }
 
     pub async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
-            .await
-            .expect("metrics port answers");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        body
+        self.monitor_get("/metrics").await.1
+    }
+
+    /// `GET path` on the monitor's HTTP port: the status code and the whole response.
+    pub async fn monitor_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_port, path).await
     }
 
     /// Reads this monitor's whole remediations topic as payloads (see [`read_topic`]).
@@ -539,4 +529,16 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
         .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
         .sum()
+}
+
+/// `GET path` on a loopback port: the status code and the whole response.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("http port answers");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, response)
 }

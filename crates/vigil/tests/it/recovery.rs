@@ -222,3 +222,53 @@ async fn a_killed_monitor_with_a_stable_instance_id_consumes_again_within_ten_se
     assert!(status.success(), "{status}");
     env.cleanup().await;
 }
+
+/// Forwards loopback connections on `port` to `target` from `after` on: ClickHouse that comes up
+/// late, as seen by the monitor (the server itself is the real one).
+async fn forward_from(port: u16, target: std::net::SocketAddr, after: Duration) {
+    tokio::time::sleep(after).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("proxy port is free");
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+/// A monitor started while ClickHouse is down waits for it (readiness 503, the process alive)
+/// instead of exiting, and counts everything once ClickHouse answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_started_while_clickhouse_is_down_waits_and_then_counts_everything() {
+    let env = TestEnv::new("ch_late");
+    let url = crate::harness::clickhouse_url();
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("clickhouse at http://ip:port");
+    let port = crate::harness::free_port();
+    let mut monitor =
+        env.spawn_monitor_with(&[("VIGIL__CLICKHOUSE__URL", format!("http://127.0.0.1:{port}").as_str())]);
+    await_port(env.http_port, Duration::from_secs(60)).await;
+    let readyz = || async { env.monitor_get("/health/readyz").await.0 };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(monitor.try_wait().unwrap().is_none(), "the monitor waits instead of exiting");
+    assert_eq!(readyz().await, 503, "not ready while ClickHouse is down");
+
+    let proxy = tokio::spawn(forward_from(port, target, Duration::ZERO));
+    const N: u64 = 300;
+    let producer = sdk(&env);
+    let mut generator = generator(3);
+    for _ in 0..N {
+        producer.log_prediction(generator.next_prediction(window_start_ms())).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    env.await_stored_exactly(N, Duration::from_secs(90)).await;
+    assert_eq!(readyz().await, 200, "ready once consuming and storing");
+    assert!(terminate(&mut monitor, Duration::from_secs(30)).success());
+    proxy.abort();
+    env.cleanup().await;
+}
