@@ -35,6 +35,9 @@ pub struct LifecycleSettings {
     pub client: BTreeMap<String, String>,
     pub lifecycle_topic: String,
     pub remediations_topic: String,
+    /// Where remediations that do not decode go, with the reason in headers (the monitor's
+    /// dead-letter topic).
+    pub deadletter_topic: String,
     /// Consumer group for remediations; the lifecycle log is always read whole, without a group.
     pub group_id: String,
     pub policy: LifecyclePolicy,
@@ -372,8 +375,12 @@ pub async fn run_engine(
                 match decode::<RemediationEvent>(m.payload().unwrap_or_default()) {
                     Ok(remediation) => handle(&settings, &engine, &producer, &remediation, observer).await?,
                     Err(source) => {
+                        let reason = source.reason();
                         let error = LifecycleError::Decode { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), source };
-                        tracing::warn!(%error, "remediation skipped");
+                        tracing::warn!(%error, deadletter = %settings.deadletter_topic, "remediation dead-lettered");
+                        if !dead_letter(&settings, &producer, &m, reason, &error.to_string(), &shutdown).await {
+                            break;
+                        }
                     }
                 }
                 if let Err(error) = remediations.commit_message(&m, CommitMode::Async) {
@@ -385,6 +392,48 @@ pub async fn run_engine(
     }
     tracing::info!("lifecycle consumer stopped");
     Ok(())
+}
+
+/// Copies an undecodable remediation to the dead-letter topic with the reason and its origin in
+/// headers, retrying with backoff while the broker refuses; `false` if shutdown came first (the
+/// message is then not committed and is read again at the next start).
+async fn dead_letter(
+    settings: &LifecycleSettings,
+    producer: &FutureProducer,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    reason: &str,
+    detail: &str,
+    shutdown: &CancellationToken,
+) -> bool {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "vigil.reason", value: Some(reason) })
+        .insert(Header { key: "vigil.error", value: Some(detail) })
+        .insert(Header { key: "vigil.source.topic", value: Some(message.topic()) })
+        .insert(Header { key: "vigil.source.partition", value: Some(&partition) })
+        .insert(Header { key: "vigil.source.offset", value: Some(&offset) });
+    let payload = message.payload().unwrap_or_default();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&settings.deadletter_topic)
+            .payload(payload)
+            .headers(headers.clone());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => return true,
+            Err((error, _)) => {
+                tracing::warn!(%error, retry_in = ?wait, "dead letter not delivered; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
 }
 
 async fn handle(

@@ -505,6 +505,7 @@ impl Config {
             client: self.kafka.client.clone(),
             lifecycle_topic: self.topics.lifecycle.clone(),
             remediations_topic: self.topics.remediations.clone(),
+            deadletter_topic: self.topics.deadletter.clone(),
             group_id: self.lifecycle.group_id.clone(),
             policy: self.lifecycle.policy(),
             replay_timeout: self.lifecycle.replay_timeout(),

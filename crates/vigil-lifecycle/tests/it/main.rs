@@ -28,6 +28,7 @@ fn settings(test: &str) -> LifecycleSettings {
         client: BTreeMap::new(),
         lifecycle_topic: format!("it.{name}.lifecycle"),
         remediations_topic: format!("it.{name}.remediations"),
+        deadletter_topic: format!("it.{name}.deadletter"),
         group_id: format!("it-{name}"),
         policy: LifecyclePolicy::default(),
         replay_timeout: Duration::from_secs(20),
@@ -37,7 +38,7 @@ fn settings(test: &str) -> LifecycleSettings {
 async fn create_topics(settings: &LifecycleSettings, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().unwrap();
-    let topics = [&settings.lifecycle_topic, &settings.remediations_topic];
+    let topics = [&settings.lifecycle_topic, &settings.remediations_topic, &settings.deadletter_topic];
     let new: Vec<_> =
         topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
     for result in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
@@ -172,6 +173,65 @@ async fn critical_remediation_rolls_back_the_canary_exactly_once() {
     assert_eq!(replayed, after_restart);
     let model = replayed.model("fraud").unwrap();
     assert_eq!((model.production.as_deref(), model.canary.as_deref()), (Some("v1"), None));
+}
+
+/// A remediation that does not decode goes to the dead-letter topic with its reason and bytes,
+/// and the consumer goes on to the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_remediation_is_dead_lettered_and_the_next_one_acted_on() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let settings = settings("remediation_dlq");
+    create_topics(&settings, 1).await;
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().unwrap();
+    for event in
+        [lifecycle("d1", "v1", Stage::Production, None), lifecycle("d2", "v2", Stage::Canary, Some(0.1))]
+    {
+        publish(&producer, &settings.lifecycle_topic, "fraud", &event).await;
+    }
+    let garbage = b"{\"not\": \"avro\"}".to_vec();
+    producer
+        .send(
+            FutureRecord::to(&settings.remediations_topic).key("fraud").payload(&garbage),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    publish(&producer, &settings.remediations_topic, "fraud", &critical("v2")).await;
+
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(kafka::run(settings.clone(), shutdown.clone()));
+    let rolled_back = |r: &Registry| r.version("fraud", "v2").is_some_and(|v| v.stage == Stage::RolledBack);
+    assert!(rolled_back(&replay_until(&settings, rolled_back).await), "the valid remediation was acted on");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("{}-dlq", settings.group_id))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&settings.deadletter_topic]).unwrap();
+    let started = Instant::now();
+    let letter = loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "no dead letter");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            break message.unwrap().detach();
+        }
+    };
+    let header = |key: &str| {
+        letter
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == key))
+            .and_then(|h| h.value)
+            .map(|v| v.to_vec())
+    };
+    assert_eq!(letter.payload(), Some(garbage.as_slice()));
+    assert_eq!(header("vigil.reason").as_deref(), Some(b"not_avro".as_slice()));
+    assert_eq!(header("vigil.source.topic"), Some(settings.remediations_topic.clone().into_bytes()));
+    assert_eq!(header("vigil.source.offset").as_deref(), Some(b"0".as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,7 +327,7 @@ fn print_events(events: &[EventView]) {
 async fn ensure_topics(config: &Config) -> anyhow::Result<()> {
     vigil_monitor::ensure_topics(
         &config.kafka_settings(),
-        &[&config.topics.lifecycle, &config.topics.remediations],
+        &[&config.topics.lifecycle, &config.topics.remediations, &config.topics.deadletter],
         config.kafka.topic_partitions,
     )
     .await
