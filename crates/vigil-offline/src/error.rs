@@ -29,6 +29,15 @@ pub enum OfflineError {
     TooManyBadRows { first: Box<OfflineError>, count: u64, limit: u64 },
     #[error("{path}: no rows to build a reference from{detail}")]
     NoRows { path: PathBuf, detail: String },
+    #[error("{path}: the file has a header row but no data rows")]
+    HeaderOnly { path: PathBuf },
+    #[error("{path}: expected a {expected} file: {detail}")]
+    WrongFormat { path: PathBuf, expected: &'static str, detail: String },
+    /// `columns`: how many were counted when reading stopped (at least `limit + 1`).
+    #[error("{path}: more than {limit} columns, the limit (--max-columns)")]
+    TooWide { path: PathBuf, columns: usize, limit: usize },
+    #[error("{path}: line {line}: longer than {limit} bytes (--max-line-bytes)")]
+    LineTooLong { path: PathBuf, line: u64, limit: usize },
     #[error("{flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
     #[error("writing the report: {0}")]
