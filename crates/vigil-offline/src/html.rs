@@ -177,6 +177,9 @@ fn gauge(h: &mut String, c: &ColumnReport, stat: f64) -> std::fmt::Result {
     let (w, x_t) = (360.0, 360.0 * (c.threshold / scale).clamp(0.0, 1.0));
     let x_v = w * (value.abs() / scale).clamp(0.0, 1.0);
     let fill = if c.drifted { "#cf222e" } else { "#1a7f37" };
+    let shown = if label == "p-value" { readable_p(value) } else { readable(value) };
+    // SVG text has no superscripts: powers of ten as 3.5e-11.
+    let shown = shown.replace(" &times; 10<sup>", "e").replace("10<sup>", "1e").replace("</sup>", "");
     write!(
         h,
         "<svg class=\"gauge\" width=\"520\" height=\"34\" role=\"img\" aria-label=\"{label} against threshold\">\
@@ -186,7 +189,7 @@ fn gauge(h: &mut String, c: &ColumnReport, stat: f64) -> std::fmt::Result {
          <text x=\"{:.1}\" y=\"33\">threshold {}</text><text x=\"372\" y=\"18\">{label} {}</text></svg>",
         (x_t - 30.0).max(0.0),
         number(c.threshold),
-        if label == "p-value" { readable_p(value) } else { readable(value) }
+        shown
     )
 }
 
