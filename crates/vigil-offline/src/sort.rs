@@ -34,7 +34,23 @@ pub(crate) fn sort_floats(values: Vec<f64>) -> Vec<f64> {
             count[((k >> (8 * byte)) & 0xff) as usize] += 1;
         }
     }
-    let mut scratch = vec![0u64; keys.len()];
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        scratch.resize(keys.len(), 0);
+        radix(&mut keys, &mut scratch, &counts);
+    });
+    keys.into_iter().map(value).collect()
+}
+
+thread_local! {
+    /// The second buffer of the passes, kept per thread: a fresh one per column would have its
+    /// pages zeroed by the kernel every time.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The passes: `keys` sorted, `scratch` (as long) used in between.
+fn radix(keys: &mut Vec<u64>, scratch: &mut Vec<u64>, counts: &[[usize; 256]]) {
     for (byte, count) in counts.iter().enumerate() {
         if count.contains(&keys.len()) {
             continue;
@@ -45,14 +61,13 @@ pub(crate) fn sort_floats(values: Vec<f64>) -> Vec<f64> {
             *n = sum;
             sum += c;
         }
-        for &k in &keys {
+        for &k in keys.iter() {
             let d = ((k >> (8 * byte)) & 0xff) as usize;
             scratch[next[d]] = k;
             next[d] += 1;
         }
-        std::mem::swap(&mut keys, &mut scratch);
+        std::mem::swap(keys, scratch);
     }
-    keys.into_iter().map(value).collect()
 }
 
 #[cfg(test)]
