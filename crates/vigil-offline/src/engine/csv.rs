@@ -70,7 +70,8 @@ fn read_once(
     let io = |source| OfflineError::Io { path: path.into(), source };
     let mut file = File::open(path).map_err(io)?;
     let mut splitter = Splitter { carry: Vec::new(), eof: false, next_line: 1 };
-    let Some(first) = splitter.next(&mut file, path, limits)? else {
+    let pool: Pool = Mutex::new(Vec::new());
+    let Some(first) = splitter.next(&mut file, path, limits, &pool)? else {
         return Err(OfflineError::Empty { path: path.into() });
     };
     let (header, header_end, header_lines) = read_header(path, &first.bytes, limits)?;
@@ -98,7 +99,7 @@ fn read_once(
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
         let rx = &rx;
-        let (results, failed, header, wants) = (&results, &failed, &header, &wants);
+        let (results, failed, header, wants, pool) = (&results, &failed, &header, &wants, &pool);
         for _ in 0..workers {
             scope.spawn(move || {
                 while let Some(block) = take(rx) {
@@ -108,6 +109,9 @@ fn read_once(
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     results.lock().expect("no worker panics").push(parsed);
+                    if let Ok(mut pool) = pool.lock() {
+                        pool.push(block.bytes);
+                    }
                 }
             });
         }
@@ -117,7 +121,7 @@ fn read_once(
         }
         let mut index = 1;
         while !failed.load(std::sync::atomic::Ordering::Relaxed) {
-            match splitter.next(&mut file, path, limits) {
+            match splitter.next(&mut file, path, limits, pool) {
                 Ok(Some(mut block)) => {
                     block.index = index;
                     index += 1;
@@ -213,6 +217,9 @@ fn merge(chunks: Vec<Chunk>, bases: &[usize], rows: usize) -> Option<Column> {
     None
 }
 
+/// Buffers of parsed blocks, for the next ones.
+type Pool = Mutex<Vec<Vec<u8>>>;
+
 /// Cuts the file into blocks that end at a record end (a line end outside quotes).
 struct Splitter {
     carry: Vec<u8>,
@@ -221,11 +228,24 @@ struct Splitter {
 }
 
 impl Splitter {
-    fn next(&mut self, file: &mut File, path: &Path, limits: &Limits) -> Result<Option<Block>, OfflineError> {
-        let mut buf = std::mem::take(&mut self.carry);
-        let mut want = BLOCK.max(buf.len() + BLOCK / 2);
+    /// The next block, in a buffer from `pool` (parsed blocks' buffers come back to it, so
+    /// their pages are not zeroed by the kernel again for every block).
+    fn next(
+        &mut self,
+        file: &mut File,
+        path: &Path,
+        limits: &Limits,
+        pool: &Pool,
+    ) -> Result<Option<Block>, OfflineError> {
+        let mut buf = pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        buf.clear();
+        let mut want = BLOCK.max(self.carry.len() + BLOCK / 2);
+        buf.reserve(want);
+        buf.extend_from_slice(&self.carry);
+        self.carry.clear();
         loop {
             if !self.eof && buf.len() < want {
+                buf.reserve(want - buf.len());
                 let before = buf.len();
                 (&mut *file)
                     .take((want - before) as u64)
@@ -244,7 +264,8 @@ impl Splitter {
             let cut = if self.eof { Some(buf.len()) } else { last_record_end(&buf) };
             match cut {
                 Some(cut) => {
-                    self.carry = buf.split_off(cut);
+                    self.carry.extend_from_slice(&buf[cut..]);
+                    buf.truncate(cut);
                     let first_line = self.next_line;
                     self.next_line += memchr::memchr_iter(b'\n', &buf).count() as u64;
                     return Ok(Some(Block { index: 0, bytes: buf, first_line }));
@@ -469,7 +490,7 @@ fn push_cell(
             if is_missing_bytes(cell) {
                 t.codes.push(MISSING);
             } else {
-                t.codes.push(interner.code(&String::from_utf8_lossy(cell)));
+                t.codes.push(interner.code_bytes(cell));
             }
         }
         (Chunk::Numeric(n), _) => {
@@ -553,7 +574,7 @@ impl<'a> Filling<'a> {
         if self.rows == 0 {
             // Room for the block's rows, estimated from the first record's length, so the
             // columns grow without copies.
-            let rows = self.block_bytes / record_bytes.max(1) + 16;
+            let rows = self.block_bytes / record_bytes.max(1) * 5 / 4 + 16;
             for chunk in &mut self.chunks {
                 match chunk {
                     Chunk::Numeric(n) => n.values.reserve(rows),
