@@ -83,9 +83,8 @@ def blend(color, opacity):
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("drift") / "report.html"
     proc = subprocess.run(
-        [str(vigil()), "drift", str(TESTDATA / "reference.csv"), str(TESTDATA / "current.csv"),
-         "--format", "html", "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [str(vigil()), "drift", "reference.csv", "current.csv", "--format", "html", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=TESTDATA,
     )
     assert proc.returncode == 0, proc.stderr
     return out
