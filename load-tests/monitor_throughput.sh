@@ -5,8 +5,10 @@
 #   2. `vigil monitor` starts on that backlog (5 s windows, so windows close while it works) and
 #      the test times until ClickHouse holds all N predictions.
 # Prints producer events/s, monitor predictions/s (decode, window state, outcome join, store and
-# close, broker and ClickHouse on the same box), peak RSS, and the p50/p99 of the time from a
-# window becoming due to its rows being in ClickHouse (from the monitor's histogram).
+# close, broker and ClickHouse on the same box), peak RSS, the p50/p99 of the time from a
+# window becoming due to its rows being in ClickHouse (from the monitor's histogram), and then
+# the rate at which Kafka's own ConsumerPerformance reads the same backlog, with the monitor's
+# share of it (the figure to compare between machines and runs).
 # Usage: [MODELS=20 VERSIONS=3 LABEL_RATE=0.3 WINDOW_SECONDS=5 SLIDE_SECONDS=5] load-tests/monitor_throughput.sh [N]
 #   (SLIDE_SECONDS below WINDOW_SECONDS: sliding windows, e.g. WINDOW_SECONDS=20 SLIDE_SECONDS=5)
 #   (default N 1000000; needs a release build: cargo build --release -p vigil)
@@ -17,7 +19,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-vigil="$repo/target/release/vigil"
+vigil="${VIGIL_BIN:-$repo/target/release/vigil}"
 n="${1:-1000000}"
 models="${MODELS:-20}"
 versions="${VERSIONS:-3}"
@@ -88,6 +90,8 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
   /^vigil_monitor_outcomes_matched_total/ { matched = $2 }
   /^vigil_monitor_outcomes_decoded_total/ { outcomes = $2 }
   /^vigil_monitor_join_evicted_total/ { evicted = $2 }
+  /^vigil_monitor_flush_duration_seconds_sum/ { flush_s = $2 }
+  /^vigil_monitor_flush_duration_seconds_count/ { flushes = $2 }
   END {
     total = counts[k]
     if (total == 0) { print "[load] no window closed"; exit }
@@ -104,5 +108,31 @@ curl -sf "http://127.0.0.1:$port/metrics" | awk '
         prev_le = les[j]; prev_c = counts[j]
       }
     }
+    if (flushes > 0) printf "[load] %d flushes of partials took %.2f s in all (%.0f ms each on average)\n", flushes, flush_s, 1000 * flush_s / flushes
     printf "[load] outcomes matched: %d of %d read so far (the outcomes topic may still be catching up); join entries evicted: %d\n", matched, outcomes, evicted
   }'
+
+# The same backlog read by Kafka's own consumer (org.apache.kafka.tools.ConsumerPerformance, from
+# the jars deploy/local fetched), right after the monitor: what the broker delivers on this
+# machine now, and the monitor's share of it.
+libs="${VIGIL_LOCAL_DIR:-$repo/.local}/kafka/libs"
+if [[ -d "$libs" ]]; then
+  kill "$monitor_pid" 2>/dev/null && wait "$monitor_pid" 2>/dev/null || true
+  monitor_pid=""
+  perf_out="$(java -Xmx512m -Dlog4j2.configurationFile="$repo/deploy/local/kafka/tools-log4j2.properties" -cp "$libs/*" \
+    org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$VIGIL__KAFKA__BROKERS" \
+    --topic "$VIGIL__TOPICS__PREDICTIONS" --messages "$n" --group "bare-$run" --timeout 60000 2>&1)" || true
+  # The data line: start, end, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, ...
+  bare="$(awk -F', *' 'NF >= 6 && $6 ~ /^[0-9.]+$/ { rate = $6 } END { print rate }' <<<"$perf_out")"
+  if [[ -n "$bare" ]]; then
+    awk -v m="$n" -v a="$t0" -v b="$t1" -v bare="$bare" 'BEGIN {
+      rate = m / (b - a)
+      printf "[load] bare Kafka consumer (ConsumerPerformance) read the predictions topic at %.0f msg/s\n", bare
+      printf "[load] monitor / bare consumer: %.0f / %.0f = %.1f%%\n", rate, bare, 100 * rate / bare }'
+  else
+    echo "[load] ConsumerPerformance gave no rate:" >&2
+    echo "$perf_out" | tail -5 >&2
+  fi
+else
+  echo "[load] no Kafka jars at $libs: skipping the bare-consumer comparison (run deploy/local/up)"
+fi

@@ -97,6 +97,21 @@ EXPECTED_COLUMNS = {
     ("vigil-lifecycle", "Remediations and what the lifecycle did", "A"): [
         "window_start", "model_id", "model_version", "remediation_id", "drifted_features", "detail", "lifecycle_stage",
         "lifecycle_time", "lifecycle_reason"],
+    # The KPI dashboard; test_governance.py also checks its numbers against `vigil kpi`.
+    ("vigil-kpis", "variable model", "-"): ["model_id"],
+    ("vigil-kpis", "Deployments and change failure rate", "A"): [
+        "deployments", "versions_deployed", "versions_rolled_back", "change_failure_rate"],
+    ("vigil-kpis", "Lead time (registration to production)", "A"): [
+        "deployments", "mean_lead_time_h", "median_lead_time_h"],
+    ("vigil-kpis", "Incidents, time to detect and to remediate", "A"): [
+        "incidents", "median_time_to_detect_min", "median_time_to_remediate_min"],
+    ("vigil-kpis", "Governance exceptions", "A"): ["manual_overrides", "manual_rollbacks", "gates_bypassed"],
+    ("vigil-kpis", "Lineage of the versions registered", "A"): [
+        "versions_registered", "versions_with_lineage", "versions_with_complete_lineage", "complete_lineage_share"],
+    ("vigil-kpis", "Deployments per day", "A"): ["time", "deployments"],
+    ("vigil-kpis", "KPIs per model", "A"): [
+        "model_id", "deployments", "versions_deployed", "versions_rolled_back", "change_failure_rate",
+        "median_lead_time_h", "gates_bypassed"],
 }
 
 
@@ -207,7 +222,7 @@ def test_provisioning_yaml_is_valid():
 
 def test_dashboards_use_the_provisioned_datasources():
     uids = {uid: ds["type"] for uid, ds in provisioned_datasources().items()}
-    assert set(BOARDS) == {"vigil-fleet", "vigil-model", "vigil-lifecycle", "vigil-pipeline"}
+    assert set(BOARDS) == {"vigil-fleet", "vigil-model", "vigil-lifecycle", "vigil-pipeline", "vigil-kpis"}
     for uid, board in BOARDS.items():
         refs = []
         for panel in panels(board):

@@ -93,12 +93,78 @@ pub enum ReceiverKind {
         #[serde(default)]
         version_prefix: String,
     },
+    /// Apache Airflow's stable REST API: a retrain remediation triggers a run of `dag_id` with
+    /// the request as `conf` and its idempotency key as `dag_run_id` (409: already triggered).
+    Airflow {
+        /// The webserver's base URL; requests go to `<url>/api/v1/dags/<dag_id>/dagRuns`.
+        url: String,
+        dag_id: String,
+        /// `Authorization: Bearer <token>` when not empty; else basic auth when `username` is set.
+        #[serde(default)]
+        token: String,
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        password: String,
+    },
+    /// Argo Workflows' server: submits a workflow from the WorkflowTemplate `workflow_template`
+    /// named by the idempotency key (409: already submitted), with parameters `model_id`,
+    /// `model_version`, `remediation_id`, `policy` and `request` (the whole request as JSON).
+    ArgoWorkflows {
+        /// The Argo server's base URL; requests go to `<url>/api/v1/workflows/<namespace>/submit`.
+        url: String,
+        namespace: String,
+        workflow_template: String,
+        #[serde(default)]
+        token: String,
+    },
+    /// Kubeflow Pipelines (v2beta1): creates a run of a pipeline version, the request's fields as
+    /// runtime parameters, the idempotency key as display name.
+    Kubeflow {
+        /// The pipelines API's base URL; requests go to `<url>/apis/v2beta1/runs`.
+        url: String,
+        pipeline_id: String,
+        pipeline_version_id: String,
+        #[serde(default)]
+        experiment_id: String,
+        #[serde(default)]
+        token: String,
+    },
+    /// The retraining request as JSON to any URL, signed like `generic`, with the idempotency
+    /// key as `Idempotency-Key`.
+    RetrainWebhook { url: String, secret: String },
+}
+
+/// Which messages a receiver takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Alerts,
+    /// Serving-platform updates.
+    Traffic,
+    /// Retraining requests.
+    Retrain,
 }
 
 impl ReceiverKind {
     /// Whether this receiver takes serving-platform updates (and no alerts).
     pub fn takes_traffic(&self) -> bool {
-        matches!(self, ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. })
+        self.channel() == Channel::Traffic
+    }
+
+    /// Whether this receiver takes retraining requests (and nothing else).
+    pub fn takes_retrain(&self) -> bool {
+        self.channel() == Channel::Retrain
+    }
+
+    pub fn channel(&self) -> Channel {
+        match self {
+            ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. } => Channel::Traffic,
+            ReceiverKind::Airflow { .. }
+            | ReceiverKind::ArgoWorkflows { .. }
+            | ReceiverKind::Kubeflow { .. }
+            | ReceiverKind::RetrainWebhook { .. } => Channel::Retrain,
+            _ => Channel::Alerts,
+        }
     }
 }
 
@@ -218,7 +284,11 @@ pub fn check_receivers(
             | ReceiverKind::Opsgenie { url, .. }
             | ReceiverKind::Generic { url, .. }
             | ReceiverKind::Platform { url, .. }
-            | ReceiverKind::Mlflow { url, .. } => ("url", url),
+            | ReceiverKind::Mlflow { url, .. }
+            | ReceiverKind::Airflow { url, .. }
+            | ReceiverKind::ArgoWorkflows { url, .. }
+            | ReceiverKind::Kubeflow { url, .. }
+            | ReceiverKind::RetrainWebhook { url, .. } => ("url", url),
             ReceiverKind::Slack { webhook_url } => ("webhook_url", webhook_url),
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -227,13 +297,28 @@ pub fn check_receivers(
         let secret = match &receiver.kind {
             ReceiverKind::Pagerduty { routing_key, .. } => Some(("routing_key", routing_key)),
             ReceiverKind::Opsgenie { api_key, .. } => Some(("api_key", api_key)),
-            ReceiverKind::Generic { secret, .. } | ReceiverKind::Platform { secret, .. } => {
-                Some(("secret", secret))
-            }
+            ReceiverKind::Generic { secret, .. }
+            | ReceiverKind::Platform { secret, .. }
+            | ReceiverKind::RetrainWebhook { secret, .. } => Some(("secret", secret)),
             _ => None,
         };
         if let Some((field, _)) = secret.filter(|(_, v)| v.is_empty()) {
             problems.push(format!("{key}.{field} must not be empty"));
+        }
+        let required: Vec<(&str, &String)> = match &receiver.kind {
+            ReceiverKind::Airflow { dag_id, .. } => vec![("dag_id", dag_id)],
+            ReceiverKind::ArgoWorkflows { namespace, workflow_template, .. } => {
+                vec![("namespace", namespace), ("workflow_template", workflow_template)]
+            }
+            ReceiverKind::Kubeflow { pipeline_id, pipeline_version_id, .. } => {
+                vec![("pipeline_id", pipeline_id), ("pipeline_version_id", pipeline_version_id)]
+            }
+            _ => Vec::new(),
+        };
+        for (field, value) in required {
+            if value.trim().is_empty() {
+                problems.push(format!("{key}.{field} must not be empty"));
+            }
         }
         if let ReceiverKind::Mlflow { production_alias, canary_alias, .. } = &receiver.kind {
             if production_alias.is_empty() || canary_alias.is_empty() || production_alias == canary_alias {

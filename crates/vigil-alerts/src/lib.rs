@@ -12,10 +12,12 @@ mod error;
 mod notifier;
 mod outbox;
 pub mod payload;
+mod retrain;
 mod traffic;
 
 pub use alert::{rfc3339, Alert, AlertSeverity, AlertState};
-pub use config::{check_receivers, AlertsConfig, DeliveryConfig, ReceiverConfig, ReceiverKind};
+pub use config::{check_receivers, AlertsConfig, Channel, DeliveryConfig, ReceiverConfig, ReceiverKind};
 pub use error::AlertError;
 pub use notifier::{start, start_with_audit, Notifier, Stats, StatsSnapshot};
-pub use traffic::{CanarySplit, Message, StageChange, TrafficUpdate};
+pub use retrain::{retrain_key, RetrainEvidence, RetrainRequest};
+pub use traffic::{CanarySplit, DatasetView, LineageView, Message, StageChange, TrafficUpdate};

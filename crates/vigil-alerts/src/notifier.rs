@@ -89,6 +89,12 @@ impl Notifier {
         self.send(Message::Traffic(update))
     }
 
+    /// Queues a retraining request for the `airflow`, `argo_workflows`, `kubeflow` and
+    /// `retrain_webhook` receivers, like [`Notifier::notify`].
+    pub fn notify_retrain(&self, request: crate::RetrainRequest) -> Result<(), AlertError> {
+        self.send(Message::Retrain(Box::new(request)))
+    }
+
     /// The alerts fired and not resolved yet (the newest copy per key), restored from the outbox
     /// after a restart: what a "healthy again" check may resolve.
     pub fn open_alerts(&self) -> Vec<Alert> {
@@ -174,7 +180,7 @@ pub fn start_with_audit(
     let (queue, messages) = mpsc::channel(config.queue_capacity);
     let open: OpenAlerts = Arc::new(Mutex::new(recovered.open));
     let dispatcher = Dispatcher {
-        receivers: config.receivers.iter().map(|r| (r.name.clone(), r.kind.takes_traffic())).collect(),
+        receivers: config.receivers.iter().map(|r| (r.name.clone(), r.kind.channel())).collect(),
         lanes,
         seen: recovered.seen,
         open: open.clone(),
@@ -188,8 +194,8 @@ pub fn start_with_audit(
 }
 
 struct Dispatcher {
-    /// Name, and whether it takes platform updates (else alerts).
-    receivers: Vec<(String, bool)>,
+    /// Name, and the messages it takes.
+    receivers: Vec<(String, crate::Channel)>,
     lanes: HashMap<String, mpsc::Sender<Delivery>>,
     /// Last mark queued per (receiver, key): the dedup.
     seen: HashMap<(String, String), String>,
@@ -224,10 +230,10 @@ impl Dispatcher {
             if let Message::Alert(alert) = &message {
                 track_open(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()), alert);
             }
-            let traffic = matches!(message, Message::Traffic(_));
+            let channel = message.channel();
             let (key, mark) = (message.key(), message.mark());
-            for (receiver, takes_traffic) in self.receivers.clone() {
-                if takes_traffic != traffic {
+            for (receiver, takes) in self.receivers.clone() {
+                if takes != channel {
                     continue;
                 }
                 let slot = (receiver.clone(), key.clone());
@@ -399,7 +405,8 @@ async fn send(client: &reqwest::Client, request: &WebhookRequest) -> Result<u16,
     }
     let response = builder.send().await?;
     let status = response.status();
-    if status.is_success() {
+    // A 409 to a request named by its idempotency key: an earlier attempt created the run.
+    if status.is_success() || (request.conflict_is_done && status == reqwest::StatusCode::CONFLICT) {
         return Ok(status.as_u16());
     }
     let retry_after = response

@@ -41,6 +41,52 @@ pub struct StageChange {
     pub actor: String,
     pub remediation_id: Option<String>,
     pub event_time_ms: i64,
+    /// `STAGE_CHANGE` or `RETRAIN_REQUESTED` (then `stage` is the version's current one).
+    #[serde(default = "stage_change")]
+    pub kind: String,
+    /// Where the version came from, on the event that registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageView>,
+}
+
+fn stage_change() -> String {
+    "STAGE_CHANGE".into()
+}
+
+/// A version's lineage as JSON (`Lineage` in `schemas/lifecycle.avsc`); every field optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_run_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl TrafficUpdate {
@@ -73,6 +119,7 @@ impl TrafficUpdate {
 pub enum Message {
     Alert(Alert),
     Traffic(TrafficUpdate),
+    Retrain(Box<crate::RetrainRequest>),
 }
 
 impl Message {
@@ -82,6 +129,7 @@ impl Message {
         match self {
             Message::Alert(alert) => alert.key.clone(),
             Message::Traffic(update) => format!("traffic/{}", update.model_id),
+            Message::Retrain(request) => format!("retrain/{}", request.remediation_id),
         }
     }
 
@@ -90,6 +138,7 @@ impl Message {
         match self {
             Message::Alert(alert) => alert.state.as_str().to_owned(),
             Message::Traffic(update) => update.event_id.clone(),
+            Message::Retrain(request) => request.idempotency_key.clone(),
         }
     }
 
@@ -97,12 +146,22 @@ impl Message {
         match self {
             Message::Alert(alert) => &alert.model_id,
             Message::Traffic(update) => &update.model_id,
+            Message::Retrain(request) => &request.model_id,
         }
     }
 
     /// Whether a receiver that last got `last` for this key must get this message too. The same
     /// state twice is a duplicate, and a resolve for an alert the receiver never got has nothing
     /// to close.
+    /// The receivers that take this message.
+    pub fn channel(&self) -> crate::config::Channel {
+        match self {
+            Message::Alert(_) => crate::config::Channel::Alerts,
+            Message::Traffic(_) => crate::config::Channel::Traffic,
+            Message::Retrain(_) => crate::config::Channel::Retrain,
+        }
+    }
+
     pub fn is_news(&self, last: Option<&str>) -> bool {
         match self {
             Message::Alert(alert) if alert.state == AlertState::Resolved && last.is_none() => false,

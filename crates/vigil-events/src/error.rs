@@ -4,8 +4,14 @@ use thiserror::Error;
 /// dead-letters the message with [`DecodeError::reason`] and goes on.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum DecodeError {
-    #[error("not a vigil avro message: expected single-object marker c3 01")]
+    #[error("not a vigil avro message: expected single-object marker c3 01 or confluent magic byte 00")]
     NotAvro,
+    #[error("schema id {id} is not in the schema registry")]
+    UnknownSchemaId { id: u32 },
+    #[error("writer schema is not valid avro: {0}")]
+    BadWriterSchema(String),
+    #[error("writer schema cannot be read as {expected}: {detail}")]
+    Incompatible { expected: &'static str, detail: String },
     #[error("unknown schema fingerprint {fingerprint:016x}")]
     UnknownSchema { fingerprint: u64 },
     #[error("schema {schema} is not accepted on this topic")]
@@ -22,6 +28,9 @@ impl DecodeError {
         match self {
             DecodeError::NotAvro => "not_avro",
             DecodeError::UnknownSchema { .. } => "unknown_schema",
+            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
+            DecodeError::BadWriterSchema(_) => "bad_writer_schema",
+            DecodeError::Incompatible { .. } => "incompatible_schema",
             DecodeError::WrongEventType { .. } => "wrong_event_type",
             DecodeError::Malformed(_) => "malformed",
             DecodeError::Invalid(v) => v.reason(),

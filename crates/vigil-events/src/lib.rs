@@ -1,5 +1,5 @@
-//! vigil's events: the types in `schemas/*.avsc`, their Avro single-object wire format, and the
-//! validation every consumer applies. No I/O.
+//! vigil's events: the types in `schemas/*.avsc`, their Avro wire formats (single-object, and the
+//! Confluent Schema Registry framing), and the validation every consumer applies. No I/O.
 //!
 //! ```
 //! use vigil_events::{decode, encode, PredictionEvent};
@@ -26,14 +26,21 @@ mod validate;
 
 pub use codec::{Reader, Writer};
 pub use error::{CodecError, DecodeError, ValidationError};
-pub use frame::{decode, decode_prediction_view, encode, fingerprint, schema_name, HEADER_LEN, MAGIC};
+pub use frame::{
+    confluent_body, decode, decode_confluent, decode_prediction_view, decode_prediction_view_body, detect,
+    encode, encode_confluent, fingerprint, schema_name, Framing, Header, WriterSchema, CONFLUENT_HEADER_LEN,
+    CONFLUENT_MAGIC, HEADER_LEN, MAGIC,
+};
 pub use hash::fnv1a64;
-pub use lifecycle::{LifecycleEvent, Stage};
+pub use lifecycle::{
+    DatasetRef, EventKind, LifecycleEvent, Lineage, Stage, MAX_LINEAGE_ITEMS, MAX_LINEAGE_TEXT,
+};
 pub use outcome::OutcomeEvent;
 pub use prediction::{Prediction, PredictionEvent, PredictionView};
 pub use remediation::{Evidence, RemediationAction, RemediationEvent, Severity};
 pub use schema::{
-    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, OUTCOME_SCHEMA, PREDICTION_SCHEMA, REMEDIATION_SCHEMA,
+    fingerprint_of, AvroRecord, LIFECYCLE_SCHEMA, LIFECYCLE_SCHEMA_1, OUTCOME_SCHEMA, PREDICTION_SCHEMA,
+    REMEDIATION_SCHEMA, REMEDIATION_SCHEMA_1,
 };
 
 /// Topic names, versioned with the schemas' namespace.

@@ -2,7 +2,7 @@ use std::sync::OnceLock;
 
 use crate::codec::{Reader, Writer};
 use crate::error::{CodecError, ValidationError};
-use crate::schema::{cached, AvroRecord, REMEDIATION_SCHEMA};
+use crate::schema::{cached, AvroRecord, REMEDIATION_SCHEMA, REMEDIATION_SCHEMA_1};
 use crate::validate::non_empty;
 
 /// A policy breach at window close (`schemas/remediation.avsc`).
@@ -35,6 +35,8 @@ pub enum RemediationAction {
     Alert,
     HoldPromotion,
     Rollback,
+    /// Ask the configured training pipelines to retrain the model (revision 2).
+    Retrain,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +48,14 @@ pub struct Evidence {
 }
 
 const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
-const ACTIONS: [RemediationAction; 3] =
-    [RemediationAction::Alert, RemediationAction::HoldPromotion, RemediationAction::Rollback];
+const ACTIONS: [RemediationAction; 4] = [
+    RemediationAction::Alert,
+    RemediationAction::HoldPromotion,
+    RemediationAction::Rollback,
+    RemediationAction::Retrain,
+];
+/// Revision 1 knew the first three actions.
+const ACTIONS_1: usize = 3;
 
 impl AvroRecord for RemediationEvent {
     const FULL_NAME: &'static str = "vigil.v1.RemediationEvent";
@@ -80,43 +88,57 @@ impl AvroRecord for RemediationEvent {
         w.long(self.created_at_ms);
     }
 
+    fn older_fingerprints() -> Vec<u64> {
+        static FP: OnceLock<u64> = OnceLock::new();
+        vec![cached(&FP, REMEDIATION_SCHEMA_1)]
+    }
+
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let remediation_id = r.string()?;
-        let model_id = r.string()?;
-        let model_version = r.string()?;
-        let window_start_ms = r.long()?;
-        let window_end_ms = r.long()?;
-        let severity = SEVERITIES[r.index(SEVERITIES.len())?];
-        let action = ACTIONS[r.index(ACTIONS.len())?];
-        let policy = r.string()?;
-        let mut evidence = Vec::new();
-        r.blocks(|r| {
-            evidence.push(Evidence {
-                metric: r.string()?,
-                value: r.double()?,
-                threshold: r.double()?,
-                feature: r.optional(Reader::string)?,
-            });
-            Ok(())
-        })?;
-        Ok(Self {
-            remediation_id,
-            model_id,
-            model_version,
-            window_start_ms,
-            window_end_ms,
-            severity,
-            action,
-            policy,
-            evidence,
-            reference_id: r.optional(Reader::string)?,
-            config_hash: r.string()?,
-            created_at_ms: r.long()?,
-        })
+        decode_with_actions(r, ACTIONS.len())
+    }
+
+    fn decode_older(fingerprint: u64, r: &mut Reader<'_>) -> Option<Result<Self, CodecError>> {
+        Self::older_fingerprints().contains(&fingerprint).then(|| decode_with_actions(r, ACTIONS_1))
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
         non_empty("remediation_id", &self.remediation_id)?;
         non_empty("model_id", &self.model_id)
     }
+}
+
+/// The body, with the first `actions` symbols of the action enum known to its writer.
+fn decode_with_actions(r: &mut Reader<'_>, actions: usize) -> Result<RemediationEvent, CodecError> {
+    let remediation_id = r.string()?;
+    let model_id = r.string()?;
+    let model_version = r.string()?;
+    let window_start_ms = r.long()?;
+    let window_end_ms = r.long()?;
+    let severity = SEVERITIES[r.index(SEVERITIES.len())?];
+    let action = ACTIONS[r.index(actions)?];
+    let policy = r.string()?;
+    let mut evidence = Vec::new();
+    r.blocks(|r| {
+        evidence.push(Evidence {
+            metric: r.string()?,
+            value: r.double()?,
+            threshold: r.double()?,
+            feature: r.optional(Reader::string)?,
+        });
+        Ok(())
+    })?;
+    Ok(RemediationEvent {
+        remediation_id,
+        model_id,
+        model_version,
+        window_start_ms,
+        window_end_ms,
+        severity,
+        action,
+        policy,
+        evidence,
+        reference_id: r.optional(Reader::string)?,
+        config_hash: r.string()?,
+        created_at_ms: r.long()?,
+    })
 }

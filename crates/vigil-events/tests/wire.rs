@@ -126,6 +126,17 @@ fn apache_avro_agrees_on_remediation_and_lifecycle_bytes() {
         actor: "alice".into(),
         remediation_id: None,
         event_time_ms: 1,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: Some(Box::new(vigil_events::Lineage {
+            training_run_id: Some("run-7".into()),
+            datasets: vec![vigil_events::DatasetRef {
+                name: "tx".into(),
+                version: Some("2026-11".into()),
+                sha256: None,
+            }],
+            tags: [("owner".to_owned(), "risk".to_owned())].into(),
+            ..Default::default()
+        })),
     };
     let schema = Schema::parse_str(LIFECYCLE_SCHEMA).unwrap();
     let bytes = encode(&lifecycle);

@@ -1,11 +1,16 @@
-//! The HTTP side of `vigil lifecycle`: the registry API under `/api/v1` (bearer token), and
-//! `/metrics`, `/health/livez`, `/health/readyz` (and `/healthz`) and `/openapi.json` without one.
-//! `docs/openapi/lifecycle.json` describes every route; a test checks the router against it.
+//! The HTTP side of `vigil lifecycle`: the registry API under `/api/v1` (bearer tokens, see
+//! [`crate::auth`]), and `/metrics`, `/health/livez`, `/health/readyz` (and `/healthz`) and
+//! `/openapi.json` without one. `docs/openapi/lifecycle.json` describes every route; a test
+//! checks the router against it.
 //!
 //! Reads come from the engine the consumer task keeps; changes go to that task as commands, so
 //! they are checked, applied and published in one order with the decisions on remediations, and
-//! answered once the broker acknowledged them. A request with a missing or wrong token is
-//! answered 401 before anything is read or changed.
+//! answered once the broker acknowledged them. A request with a missing or unknown token is
+//! answered 401 before anything is read or changed; the middleware puts the [`Caller`] in the
+//! request's extensions, and each handler takes it and states what it needs with
+//! [`Caller::require`] (403 naming the missing role or model otherwise). A new route does the
+//! same: `async fn route(caller: Extension<Caller>, ...) { caller.require(Role::Viewer, Some(&model))?; }`.
+//! The actor recorded for a change is always the caller's subject.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{Extension, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::approvals::Pending;
 use crate::audit::StoreHealth;
+use crate::auth::{Authenticator, Caller, Forbidden, Role};
 use crate::engine::{Command, CommandError, CommandErrorKind};
 use crate::kafka::{lock, Request as EngineRequest, SharedEngine};
 use crate::metrics::LifecycleMetrics;
-use crate::view::{event_view, stage_from_name, EventView, ModelView, StateView};
+use crate::view::{event_view, lineage_of, stage_from_name, EventView, ModelView, StateView};
 use crate::LifecycleError;
 
 /// The OpenAPI 3 document of this API, served at `/openapi.json`.
@@ -57,15 +63,20 @@ pub struct ApiState {
     pub engine: SharedEngine,
     pub commands: mpsc::Sender<EngineRequest>,
     /// `None` turns the `/api/v1` routes off (the metrics and health stay).
-    pub token: Option<Arc<str>>,
+    pub auth: Option<Arc<Authenticator>>,
     pub metrics: LifecycleMetrics,
     pub registry: prometheus::Registry,
     pub readiness: Readiness,
+    /// ClickHouse for the KPIs' times to detect and remediate; `None` leaves them empty.
+    pub store: Option<vigil_store::StoreConfig>,
+    /// Answers to a remediation later than this are late approvals (KPIs).
+    pub approval_deadline_ms: i64,
 }
 
 type Route = (Method, &'static str, MethodRouter<ApiState>);
 
-/// The registry API; every route needs the bearer token.
+/// The registry API; every route needs a bearer token, and each handler checks the caller's role
+/// and model scope.
 fn api_routes() -> Vec<Route> {
     vec![
         (Method::GET, "/api/v1/models", get(list_models)),
@@ -73,9 +84,11 @@ fn api_routes() -> Vec<Route> {
         (Method::GET, "/api/v1/models/{model}/history", get(history)),
         (Method::POST, "/api/v1/models/{model}/versions", post(register)),
         (Method::POST, "/api/v1/models/{model}/versions/{version}/rollback", post(rollback)),
+        (Method::GET, "/api/v1/models/{model}/versions/{version}/analysis", get(crate::provider::analysis)),
         (Method::GET, "/api/v1/approvals", get(list_approvals)),
         (Method::POST, "/api/v1/approvals/{id}/approve", post(approve)),
         (Method::POST, "/api/v1/approvals/{id}/reject", post(reject)),
+        (Method::GET, "/api/v1/kpis", get(kpis)),
     ]
 }
 
@@ -97,7 +110,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 
 pub fn router(state: ApiState) -> Router {
     let mut api = Router::new();
-    if state.token.is_some() {
+    if state.auth.is_some() {
         for (_, path, handler) in api_routes() {
             api = api.route(path, handler);
         }
@@ -128,33 +141,69 @@ pub async fn serve(
     }))
 }
 
-/// `Authorization: Bearer <token>`, compared in constant time; anything else is 401.
-async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let expected = state.token.as_deref().unwrap_or_default();
+/// `Authorization: Bearer <token>`: a known token's hash (compared in constant time) or a valid
+/// OIDC JWT names the [`Caller`], put in the request's extensions; anything else is 401.
+async fn authorize(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    let now_s = crate::now_ms() / 1000;
+    let Some(caller) = state.auth.as_ref().and_then(|auth| auth.authenticate(given.trim(), now_s)) else {
+        state.metrics.auth_failures.with_label_values(&["unauthenticated"]).inc();
         let mut response = error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <lifecycle.api.token>)",
+            "missing or unknown bearer token (Authorization: Bearer <token>; see lifecycle.api.tokens)",
         );
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
         return response;
-    }
+    };
     if !state.readiness.running.load(Ordering::Relaxed) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the lifecycle log is still being replayed");
     }
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl IntoResponse for Forbidden {
+    fn into_response(self) -> Response {
+        error(StatusCode::FORBIDDEN, &self.0)
+    }
+}
+
+/// A refusal a handler answers with: status and message.
+pub struct Refused(pub StatusCode, pub String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+/// 403 when `caller` lacks `role` or `model`, counted.
+pub fn check(state: &ApiState, caller: &Caller, role: Role, model: Option<&str>) -> Result<(), Refused> {
+    caller.require(role, model).map_err(|Forbidden(why)| {
+        state.metrics.auth_failures.with_label_values(&["forbidden"]).inc();
+        Refused(StatusCode::FORBIDDEN, why)
+    })
+}
+
+/// The actor of a change: the caller's subject. A body may repeat it, never name someone else.
+fn actor_of(caller: &Caller, claimed: Option<&str>) -> Result<String, Refused> {
+    match claimed {
+        Some(name) if name != caller.subject => Err(Refused(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "actor: the actor is the token's subject ({:?}), not {name:?}; leave the field out",
+                caller.subject
+            ),
+        )),
+        _ => Ok(caller.subject.clone()),
+    }
 }
 
 /// Counts every request by route template, method and status.
@@ -198,12 +247,23 @@ fn body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &Bytes) -> Res
     serde_json::from_slice(bytes).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
 }
 
-async fn list_models(State(state): State<ApiState>) -> Response {
-    let view = StateView::of(&lock(&state.engine).registry);
+async fn list_models(State(state): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(refused) = check(&state, &caller, Role::Viewer, None) {
+        return refused.into_response();
+    }
+    let mut view = StateView::of(&lock(&state.engine).registry);
+    view.models.retain(|m| caller.covers(&m.model_id));
     json(StatusCode::OK, &view)
 }
 
-async fn get_model(State(state): State<ApiState>, Path(model): Path<String>) -> Response {
+async fn get_model(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+) -> Response {
+    if let Err(refused) = check(&state, &caller, Role::Viewer, Some(&model)) {
+        return refused.into_response();
+    }
     let engine = lock(&state.engine);
     match engine.registry.model(&model) {
         Some(m) => json(StatusCode::OK, &ModelView::of(&model, m)),
@@ -218,7 +278,14 @@ pub struct History {
     pub events: Vec<EventView>,
 }
 
-async fn history(State(state): State<ApiState>, Path(model): Path<String>) -> Response {
+async fn history(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(model): Path<String>,
+) -> Response {
+    if let Err(refused) = check(&state, &caller, Role::Viewer, Some(&model)) {
+        return refused.into_response();
+    }
     let engine = lock(&state.engine);
     match engine.registry.model(&model) {
         Some(m) => json(
@@ -237,16 +304,23 @@ pub struct RegisterBody {
     pub stage: String,
     #[serde(default)]
     pub traffic_weight: Option<f64>,
-    pub actor: String,
+    /// Deprecated: the actor is the token's subject; when given it must be that subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Where the version came from (training run, datasets, code, artifact, parent, team, tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<vigil_alerts::LineageView>,
 }
 
-/// Who decides and why: every change through the API records both.
+/// Why: every change through the API records it, with the caller's subject as actor.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    pub actor: String,
+    /// Deprecated: the actor is the token's subject; when given it must be that subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     pub reason: String,
 }
 
@@ -258,14 +332,26 @@ pub struct Published {
 
 async fn register(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(model): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
+    if let Err(refused) = check(&state, &caller, Role::Operator, Some(&model)) {
+        return refused.into_response();
+    }
     let request: RegisterBody = match body(&headers, &bytes) {
         Ok(r) => r,
         Err((status, message)) => return error(status, &message),
     };
+    let actor = match actor_of(&caller, request.actor.as_deref()) {
+        Ok(actor) => actor,
+        Err(refused) => return refused.into_response(),
+    };
+    let lineage = request.lineage.as_ref().map(|l| Box::new(lineage_of(l)));
+    if let Some(Err(invalid)) = lineage.as_deref().map(vigil_events::Lineage::validate) {
+        return error(StatusCode::BAD_REQUEST, &format!("invalid lineage: {invalid}"));
+    }
     let Some(stage) = stage_from_name(&request.stage) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -277,36 +363,45 @@ async fn register(
         version: request.version,
         stage,
         traffic_weight: request.traffic_weight,
-        actor: request.actor,
+        actor,
         reason: request.reason,
+        lineage,
     };
     run(&state, command, StatusCode::CREATED).await
 }
 
 async fn rollback(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path((model_id, version)): Path<(String, String)>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    decision(&state, &headers, &bytes, |d| Command::Rollback {
+    if let Err(refused) = check(&state, &caller, Role::Operator, Some(&model_id)) {
+        return refused.into_response();
+    }
+    decision(&state, &caller, &headers, &bytes, |actor, reason| Command::Rollback {
         model_id,
         version,
-        actor: d.actor,
-        reason: d.reason,
+        actor,
+        reason,
     })
     .await
 }
 
-/// A command from a [`DecisionBody`], carried out.
+/// A command from a [`DecisionBody`] (actor, reason), carried out.
 async fn decision(
     state: &ApiState,
+    caller: &Caller,
     headers: &HeaderMap,
     bytes: &Bytes,
-    command: impl FnOnce(DecisionBody) -> Command,
+    command: impl FnOnce(String, String) -> Command,
 ) -> Response {
     match body::<DecisionBody>(headers, bytes) {
-        Ok(d) => run(state, command(d), StatusCode::OK).await,
+        Ok(d) => match actor_of(caller, d.actor.as_deref()) {
+            Ok(actor) => run(state, command(actor, d.reason), StatusCode::OK).await,
+            Err(refused) => refused.into_response(),
+        },
         Err((status, message)) => error(status, &message),
     }
 }
@@ -316,7 +411,14 @@ pub struct Approvals {
     pub approvals: Vec<Pending>,
 }
 
-async fn list_approvals(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
+async fn list_approvals(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(refused) = check(&state, &caller, Role::Viewer, None) {
+        return refused.into_response();
+    }
     let mut model = None;
     let mut version = None;
     for pair in query.as_deref().unwrap_or_default().split('&') {
@@ -332,27 +434,42 @@ async fn list_approvals(State(state): State<ApiState>, RawQuery(query): RawQuery
         .list()
         .filter(|p| model.as_deref().is_none_or(|m| m == p.model_id))
         .filter(|p| version.as_deref().is_none_or(|v| v == p.model_version))
+        .filter(|p| caller.covers(&p.model_id))
         .cloned()
         .collect();
     json(StatusCode::OK, &Approvals { approvals })
 }
 
+/// Approving and rejecting need the approver role on the proposal's model.
+fn check_approver(state: &ApiState, caller: &Caller, id: &str) -> Result<(), Refused> {
+    let model = lock(&state.engine).approvals.get(id).map(|p| p.model_id.clone());
+    check(state, caller, Role::Approver, model.as_deref())
+}
+
 async fn approve(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    decision(&state, &headers, &bytes, |d| Command::Approve { id, actor: d.actor, reason: d.reason }).await
+    if let Err(refused) = check_approver(&state, &caller, &id) {
+        return refused.into_response();
+    }
+    decision(&state, &caller, &headers, &bytes, |actor, reason| Command::Approve { id, actor, reason }).await
 }
 
 async fn reject(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    decision(&state, &headers, &bytes, |d| Command::Reject { id, actor: d.actor, reason: d.reason }).await
+    if let Err(refused) = check_approver(&state, &caller, &id) {
+        return refused.into_response();
+    }
+    decision(&state, &caller, &headers, &bytes, |actor, reason| Command::Reject { id, actor, reason }).await
 }
 
 /// Hands a command to the consumer task and answers with the events it published.
@@ -364,7 +481,12 @@ async fn run(state: &ApiState, command: Command, success: StatusCode) -> Respons
     }
     match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
         Ok(Ok(Ok(events))) => json(success, &Published { events: events.iter().map(event_view).collect() }),
-        Ok(Ok(Err(refused))) => command_error(&refused),
+        Ok(Ok(Err(refused))) => {
+            if refused.kind == CommandErrorKind::Forbidden {
+                state.metrics.auth_failures.with_label_values(&["forbidden"]).inc();
+            }
+            command_error(&refused)
+        }
         Ok(Err(_)) | Err(_) => unavailable(),
     }
 }
@@ -374,6 +496,7 @@ fn command_error(refused: &CommandError) -> Response {
         CommandErrorKind::Invalid => StatusCode::BAD_REQUEST,
         CommandErrorKind::NotFound => StatusCode::NOT_FOUND,
         CommandErrorKind::Conflict => StatusCode::CONFLICT,
+        CommandErrorKind::Forbidden => StatusCode::FORBIDDEN,
         CommandErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &refused.message)
@@ -402,6 +525,82 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 
 async fn openapi() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// `?name=value&...` as pairs, values decoded.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+/// The lifecycle KPIs of `[from_ms, to_ms)` (default: the last 30 days), of one model
+/// (`?model=`) or of every model, which needs a token scoped to all of them.
+async fn kpis(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut model = None;
+    let now = crate::now_ms();
+    let (mut from_ms, mut to_ms) = (None, now);
+    for (key, value) in query_pairs(query.as_deref()) {
+        let number = || {
+            value.parse::<i64>().map_err(|_| format!("{key}: {value:?} is not milliseconds since the epoch"))
+        };
+        match key.as_str() {
+            "model" => model = Some(value.clone()),
+            "from_ms" => match number() {
+                Ok(v) => from_ms = Some(v),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            },
+            "to_ms" => match number() {
+                Ok(v) => to_ms = v,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            },
+            _ => {}
+        }
+    }
+    let from_ms = from_ms.unwrap_or(to_ms - 30 * 86_400_000);
+    if from_ms >= to_ms || to_ms - from_ms > crate::kpi::MAX_PERIOD_DAYS * 86_400_000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("from_ms must be before to_ms, at most {} days", crate::kpi::MAX_PERIOD_DAYS),
+        );
+    }
+    if let Err(refused) = check(&state, &caller, Role::Viewer, model.as_deref()) {
+        return refused.into_response();
+    }
+    let registry = lock(&state.engine).registry.clone();
+    if model.is_none() {
+        if let Some((outside, _)) = registry.models().find(|(m, _)| !caller.covers(m)) {
+            state.metrics.auth_failures.with_label_values(&["forbidden"]).inc();
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "subject {:?} is not scoped to model {outside:?}: ask for ?model= within {}",
+                    caller.subject,
+                    caller.models.join(", ")
+                ),
+            );
+        }
+    }
+    match crate::kpi::store::report(
+        &registry,
+        state.store.as_ref(),
+        from_ms,
+        to_ms,
+        model.as_deref(),
+        state.approval_deadline_ms,
+    )
+    .await
+    {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
 
 /// `%XX` escapes and `+` of a query value.
@@ -467,13 +666,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct Pending {
     /// The events approving publishes (with the approver as actor).
     pub proposed: Vec<EventView>,
     pub created_ms: i64,
+    /// Who asked for the change, when a person did (automation's proposals have none); they may
+    /// not approve it (four eyes), nor may whoever registered the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +134,7 @@ mod tests {
 
     fn pending(id: &str) -> Pending {
         Pending {
+            requested_by: None,
             id: id.into(),
             model_id: "fraud".into(),
             model_version: "v2".into(),

@@ -48,7 +48,8 @@ pub fn lifecycle_row(
 }
 
 /// The `alert_deliveries` row of one attempt. A serving-platform update is recorded with state
-/// `traffic`, its idempotency key (the lifecycle event id) as the key, and no policy.
+/// `traffic`, its idempotency key (the lifecycle event id) as the key, and no policy; a
+/// retraining request with state `retrain` and its idempotency key.
 pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
     let (alert_key, state, severity, model_version, policy, remediation_id) = match &attempt.message {
         Message::Alert(alert) => (
@@ -66,6 +67,18 @@ pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
             update.model_version().to_owned(),
             String::new(),
             update.changes.iter().find_map(|c| c.remediation_id.clone()),
+        ),
+        Message::Retrain(request) => (
+            request.idempotency_key.clone(),
+            "retrain",
+            match request.severity.as_str() {
+                "critical" => "critical",
+                "warning" => "warning",
+                _ => "info",
+            },
+            request.model_version.clone(),
+            request.policy.clone(),
+            Some(request.remediation_id.clone()),
         ),
     };
     AlertDeliveryRow {
@@ -90,6 +103,7 @@ pub fn delivery_row(attempt: &DeliveryAttempt) -> AlertDeliveryRow {
 pub enum AuditRow {
     Lifecycle(LifecycleEventRow),
     Delivery(AlertDeliveryRow),
+    Lineage(LineageRow),
 }
 
 impl AuditRow {
@@ -97,8 +111,39 @@ impl AuditRow {
         match self {
             AuditRow::Lifecycle(_) => "lifecycle_events",
             AuditRow::Delivery(_) => "alert_deliveries",
+            AuditRow::Lineage(_) => "lifecycle_lineage",
         }
     }
+}
+
+/// A `lifecycle_lineage` row: the lineage one event recorded (`vigil-store`'s migration 11).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct LineageRow {
+    pub model_id: String,
+    pub model_version: String,
+    pub event_id: String,
+    pub actor: String,
+    /// The lineage as the API shows it (JSON).
+    pub lineage: String,
+    pub complete: u8,
+    pub event_time_ms: i64,
+    /// Seconds since the Unix epoch.
+    pub written_at: u32,
+}
+
+/// The lineage row of an event that carries lineage.
+pub fn lineage_row(event: &LifecycleEvent, written_at: u32) -> Option<LineageRow> {
+    let lineage = event.lineage.as_deref()?;
+    Some(LineageRow {
+        model_id: event.model_id.clone(),
+        model_version: event.model_version.clone(),
+        event_id: event.event_id.clone(),
+        actor: event.actor.clone(),
+        lineage: serde_json::to_string(&crate::view::lineage_view(lineage)).unwrap_or_default(),
+        complete: u8::from(lineage.is_complete()),
+        event_time_ms: event.event_time_ms,
+        written_at,
+    })
 }
 
 /// The sending side; cheap to clone, never blocks.
@@ -125,8 +170,31 @@ impl Auditor {
                 logged.offset,
                 now,
             )));
+            if let Some(row) = lineage_row(&logged.event, now) {
+                self.send(AuditRow::Lineage(row));
+            }
         }
     }
+}
+
+/// Inserts lineage rows; network trouble is retryable, anything else is not (as `vigil-store`
+/// classifies its own inserts).
+async fn insert_lineage(
+    config: &vigil_store::StoreConfig,
+    rows: &[LineageRow],
+) -> Result<(), vigil_store::StoreError> {
+    let classify = |error: clickhouse::error::Error| match error {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+            vigil_store::StoreError::Unreachable { url: config.url.clone(), source: error }
+        }
+        other => vigil_store::StoreError::Rejected(other),
+    };
+    let client = crate::kpi::store::client(config);
+    let mut insert = client.insert::<LineageRow>("lifecycle_lineage").await.map_err(classify)?;
+    for row in rows {
+        insert.write(row).await.map_err(classify)?;
+    }
+    insert.end().await.map_err(classify)
 }
 
 /// Whether ClickHouse answered the writer's last request (for `/health/readyz`).
@@ -241,11 +309,12 @@ impl Writer {
 
     /// Inserts each table's rows, retrying network trouble until `shutdown`.
     async fn write(&self, batch: Vec<AuditRow>, shutdown: &CancellationToken) {
-        let (mut lifecycle, mut deliveries) = (Vec::new(), Vec::new());
+        let (mut lifecycle, mut deliveries, mut lineage) = (Vec::new(), Vec::new(), Vec::new());
         for row in batch {
             match row {
                 AuditRow::Lifecycle(row) => lifecycle.push(row),
                 AuditRow::Delivery(row) => deliveries.push(row),
+                AuditRow::Lineage(row) => lineage.push(row),
             }
         }
         let store = &self.store;
@@ -257,6 +326,8 @@ impl Writer {
             store.insert_alert_deliveries(&deliveries)
         })
         .await;
+        let config = store.config();
+        self.insert("lifecycle_lineage", lineage.len(), shutdown, || insert_lineage(config, &lineage)).await;
     }
 
     async fn insert<F, Fut>(
@@ -310,6 +381,38 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    /// RowBinary is positional: `lifecycle_lineage`'s columns are `LineageRow`'s fields, in order,
+    /// on old and current servers.
+    #[test]
+    fn the_lineage_table_has_the_row_fields_in_order() {
+        use clickhouse::Row;
+        for version in
+            [vigil_store::ServerVersion { major: 18, minor: 16 }, vigil_store::ServerVersion::MODERN]
+        {
+            let options = vigil_store::SchemaOptions { database: "vigil".into(), retention_days: Some(30) };
+            let migrations = vigil_store::migrations(version, &options);
+            let sql = &migrations.iter().find(|m| m.name == "lifecycle_lineage").unwrap().sql;
+            let columns: Vec<&str> = sql
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.starts_with(')'))
+                .map(|l| l.split_whitespace().next().unwrap())
+                .collect();
+            assert_eq!(columns, super::LineageRow::COLUMN_NAMES, "{sql}");
+        }
+    }
+
+    #[test]
+    fn only_events_with_lineage_get_a_lineage_row() {
+        let mut event =
+            crate::registry::tests::lifecycle("e1", "fraud", "v1", vigil_events::Stage::Candidate, None);
+        assert_eq!(super::lineage_row(&event, 5), None);
+        event.lineage =
+            Some(Box::new(vigil_events::Lineage { team: Some("risk".into()), ..Default::default() }));
+        let row = super::lineage_row(&event, 5).unwrap();
+        assert_eq!((row.complete, row.lineage.as_str(), row.actor.as_str()), (0, r#"{"team":"risk"}"#, "ci"));
+    }
+
     use vigil_alerts::audit::AttemptOutcome;
     use vigil_alerts::{StageChange, TrafficUpdate};
     use vigil_events::Stage;
@@ -328,6 +431,8 @@ mod tests {
             actor: "vigil".into(),
             remediation_id: Some("r1".into()),
             event_time_ms: 1_795_727_340_000,
+            kind: vigil_events::EventKind::StageChange,
+            lineage: None,
         };
         let row = lifecycle_row(&event, 2, 41, 1_795_727_341);
         assert_eq!((row.stage.as_str(), row.event_date, row.source_offset), ("ROLLED_BACK", 20_783, 41));
@@ -350,6 +455,8 @@ mod tests {
                 actor: "vigil".into(),
                 remediation_id: Some("r1".into()),
                 event_time_ms: 0,
+                kind: "STAGE_CHANGE".into(),
+                lineage: None,
             }],
             at_ms: 0,
         };

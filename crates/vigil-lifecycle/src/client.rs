@@ -1,6 +1,7 @@
 //! A client of the lifecycle HTTP API, for `vigil lifecycle approve`, `reject`, `rollback` and
 //! `approvals`: people's decisions go through the running consumer (which holds the pending
-//! approvals and publishes in one order), never straight to the log.
+//! approvals and publishes in one order), never straight to the log. The actor is the token's
+//! subject; an `actor` given here is only checked against it.
 
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ impl Client {
     pub async fn approve(
         &self,
         id: &str,
-        actor: &str,
+        actor: Option<&str>,
         reason: &str,
     ) -> Result<Vec<EventView>, LifecycleError> {
         self.answer(id, "approve", actor, reason).await
@@ -59,7 +60,7 @@ impl Client {
     pub async fn reject(
         &self,
         id: &str,
-        actor: &str,
+        actor: Option<&str>,
         reason: &str,
     ) -> Result<Vec<EventView>, LifecycleError> {
         self.answer(id, "reject", actor, reason).await
@@ -69,7 +70,7 @@ impl Client {
         &self,
         id: &str,
         verb: &str,
-        actor: &str,
+        actor: Option<&str>,
         reason: &str,
     ) -> Result<Vec<EventView>, LifecycleError> {
         let path = format!("/api/v1/approvals/{}/{verb}", segment(id));
@@ -80,15 +81,20 @@ impl Client {
         &self,
         model: &str,
         version: &str,
-        actor: &str,
+        actor: Option<&str>,
         reason: &str,
     ) -> Result<Vec<EventView>, LifecycleError> {
         let path = format!("/api/v1/models/{}/versions/{}/rollback", segment(model), segment(version));
         self.decide(&path, actor, reason).await
     }
 
-    async fn decide(&self, path: &str, actor: &str, reason: &str) -> Result<Vec<EventView>, LifecycleError> {
-        let body = DecisionBody { actor: actor.to_owned(), reason: reason.to_owned() };
+    async fn decide(
+        &self,
+        path: &str,
+        actor: Option<&str>,
+        reason: &str,
+    ) -> Result<Vec<EventView>, LifecycleError> {
+        let body = DecisionBody { actor: actor.map(str::to_owned), reason: reason.to_owned() };
         let answer: Published = self.call(reqwest::Method::POST, path, Some(&body)).await?;
         Ok(answer.events)
     }

@@ -24,6 +24,8 @@ pub enum Command {
         traffic_weight: Option<f64>,
         actor: String,
         reason: Option<String>,
+        /// Where the version came from; none is allowed (and counted by the KPIs).
+        lineage: Option<Box<vigil_events::Lineage>>,
     },
     /// Takes a canary or production version out of service (production returns to its last
     /// good version). A person's rollback needs no approval: they are the approval.
@@ -75,6 +77,8 @@ pub enum CommandErrorKind {
     Conflict,
     /// The change could not be published; nothing was done.
     Unavailable,
+    /// The actor may not do this (four eyes: approving a change they registered or asked for).
+    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -153,6 +157,7 @@ impl Engine {
             remediation_id: remediation_id.map(str::to_owned),
             proposed: proposed.iter().map(event_view).collect(),
             created_ms: now_ms,
+            requested_by: None,
         });
     }
 
@@ -171,16 +176,11 @@ impl Engine {
             return Err(CommandError::new(Invalid, "actor and reason must not be empty"));
         }
         let events = match command {
-            Command::Register { model_id, version, stage, traffic_weight, actor, reason } => {
-                vec![self.register_event(
-                    model_id,
-                    version,
-                    *stage,
-                    *traffic_weight,
-                    actor,
-                    reason,
-                    now_ms,
-                )?]
+            Command::Register { model_id, version, stage, traffic_weight, actor, reason, lineage } => {
+                let mut event =
+                    self.register_event(model_id, version, *stage, *traffic_weight, actor, reason, now_ms)?;
+                event.lineage = lineage.clone();
+                vec![event]
             }
             Command::Rollback { model_id, version, actor, reason } => {
                 let prefix = format!("manual:{model_id}:{now_ms}");
@@ -205,6 +205,7 @@ impl Engine {
                     .approvals
                     .get(id)
                     .ok_or_else(|| CommandError::new(NotFound, format!("no pending approval {id:?}")))?;
+                self.four_eyes(pending, actor)?;
                 let proposed: Vec<LifecycleEvent> = pending.proposed.iter().filter_map(to_event).collect();
                 approve(&proposed, actor, reason, now_ms)
             }
@@ -266,6 +267,29 @@ impl Engine {
         Ok(events)
     }
 
+    /// Nobody approves their own change: not whoever registered the version the proposal is
+    /// about, nor whoever asked for it.
+    fn four_eyes(&self, pending: &Pending, actor: &str) -> Result<(), CommandError> {
+        let registrant = self
+            .registry
+            .version(&pending.model_id, &pending.model_version)
+            .map(|v| v.registered_by.as_str());
+        let why = if registrant == Some(actor) {
+            "registered"
+        } else if pending.requested_by.as_deref() == Some(actor) {
+            "requested"
+        } else {
+            return Ok(());
+        };
+        Err(CommandError::new(
+            CommandErrorKind::Forbidden,
+            format!(
+                "four eyes: {actor:?} {why} model {:?} version {:?} and may not approve {:?}; another approver must",
+                pending.model_id, pending.model_version, pending.id
+            ),
+        ))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn register_event(
         &self,
@@ -303,6 +327,8 @@ impl Engine {
             actor: actor.to_owned(),
             remediation_id: None,
             event_time_ms: now_ms,
+            kind: vigil_events::EventKind::StageChange,
+            lineage: None,
         })
     }
 }
@@ -429,6 +455,7 @@ mod tests {
                     traffic_weight: None,
                     actor: "ci".into(),
                     reason: None,
+                    lineage: None,
                 },
                 CommandErrorKind::Conflict,
             ),
@@ -440,6 +467,7 @@ mod tests {
                     traffic_weight: Some(1.5),
                     actor: "ci".into(),
                     reason: None,
+                    lineage: None,
                 },
                 CommandErrorKind::Invalid,
             ),
@@ -451,6 +479,7 @@ mod tests {
                     traffic_weight: None,
                     actor: " ".into(),
                     reason: None,
+                    lineage: None,
                 },
                 CommandErrorKind::Invalid,
             ),
@@ -486,6 +515,7 @@ mod tests {
                     traffic_weight: None,
                     actor: "ci".into(),
                     reason: None,
+                    lineage: None,
                 },
                 2,
             )
@@ -494,5 +524,38 @@ mod tests {
             (events[0].event_id.as_str(), events[0].reason.as_str()),
             ("manual:fraud:v3:CANDIDATE:2", "registered by ci")
         );
+    }
+
+    #[test]
+    fn nobody_approves_a_change_to_a_version_they_registered() {
+        let mut engine = gated();
+        engine.remediation(&critical("r1"), 10);
+        // `lifecycle(..)` registers as "ci".
+        let own = Command::Approve { id: "r1".into(), actor: "ci".into(), reason: "fine".into() };
+        let refused = engine.command(&own, 11).unwrap_err();
+        assert_eq!(refused.kind, CommandErrorKind::Forbidden, "{refused}");
+        assert!(refused.message.contains("four eyes") && refused.message.contains("\"ci\""), "{refused}");
+        assert_eq!(engine.approvals.len(), 1, "the proposal still waits");
+        let other = Command::Approve { id: "r1".into(), actor: "dana".into(), reason: "fine".into() };
+        assert_eq!(engine.command(&other, 12).unwrap()[0].actor, "dana");
+    }
+
+    #[test]
+    fn registration_carries_lineage_into_the_version() {
+        let mut engine = gated();
+        let lineage = vigil_events::Lineage { training_run_id: Some("run-9".into()), ..Default::default() };
+        let register = Command::Register {
+            model_id: "fraud".into(),
+            version: "v3".into(),
+            stage: Stage::Candidate,
+            traffic_weight: None,
+            actor: "erin".into(),
+            reason: None,
+            lineage: Some(Box::new(lineage.clone())),
+        };
+        let events = engine.command(&register, 5).unwrap();
+        assert_eq!(events[0].lineage.as_deref(), Some(&lineage));
+        let v3 = engine.registry.version("fraud", "v3").unwrap();
+        assert_eq!((v3.registered_by.as_str(), v3.lineage.as_ref()), ("erin", Some(&lineage)));
     }
 }

@@ -25,11 +25,21 @@ pub enum LifecycleError {
     Api { status: u16, message: String },
     #[error("lifecycle api at {url} did not answer: {source}")]
     ApiUnreachable { url: String, source: reqwest::Error },
+    #[error("clickhouse at {url}: {source}")]
+    Query { url: String, source: clickhouse::error::Error },
 }
 
 impl LifecycleError {
     /// Broker or network trouble may pass; a bad event, transition or configuration never does.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LifecycleError::Kafka { .. } | LifecycleError::ApiUnreachable { .. })
+        matches!(
+            self,
+            LifecycleError::Kafka { .. }
+                | LifecycleError::ApiUnreachable { .. }
+                | LifecycleError::Query {
+                    source: clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut,
+                    ..
+                }
+        )
     }
 }

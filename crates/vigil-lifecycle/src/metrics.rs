@@ -17,6 +17,8 @@ pub struct LifecycleMetrics {
     pub api_requests: IntCounterVec,
     /// Audit rows, by table and result (written, dropped).
     pub audit_rows: IntCounterVec,
+    /// API requests refused, by kind (`unauthenticated`: 401, `forbidden`: 403).
+    pub auth_failures: IntCounterVec,
     pub alerts_resolved: IntCounter,
     pub pending_approvals: IntGauge,
 }
@@ -54,6 +56,11 @@ impl LifecycleMetrics {
                 "Audit rows for ClickHouse, by table and result (written, dropped)",
                 &["table", "result"],
             )?,
+            auth_failures: counter(
+                "vigil_lifecycle_api_auth_failures_total",
+                "API requests refused, by kind (unauthenticated, forbidden)",
+                &["kind"],
+            )?,
             alerts_resolved: IntCounter::new(
                 "vigil_lifecycle_alerts_resolved_total",
                 "Alerts resolved because their policy was healthy again",
@@ -78,6 +85,7 @@ pub fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::RolledBackProduction { .. } => "rolled_back_production",
         Outcome::NoRollbackTarget { .. } => "no_rollback_target",
         Outcome::HeldPromotion { .. } => "held_promotion",
+        Outcome::RetrainRequested { .. } => "retrain_requested",
         Outcome::CanaryWeight { .. } => "canary_weight",
         Outcome::Promoted { .. } => "promoted",
         Outcome::AwaitingApproval { .. } => "awaiting_approval",

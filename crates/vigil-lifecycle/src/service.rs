@@ -29,8 +29,8 @@ pub struct ServiceSettings {
     pub kafka: LifecycleSettings,
     /// Where the API, `/metrics` and `/health` are served.
     pub listen: SocketAddr,
-    /// The API's bearer token; `None` serves no `/api/v1` routes (an explicit choice).
-    pub api_token: Option<String>,
+    /// The API's tokens (and OIDC verifier); `None` serves no `/api/v1` routes (an explicit choice).
+    pub api_auth: Option<crate::auth::Authenticator>,
     /// Where the pending approvals are kept (`approvals.json`).
     pub state_dir: PathBuf,
     /// ClickHouse for the audit and the resolve poll; `None` turns both off.
@@ -46,6 +46,12 @@ pub struct ServiceSettings {
     pub canary_interval: Option<Duration>,
     /// The monitor's window length: a window's end names its canary analysis events.
     pub window_seconds: u32,
+    /// How often the KPI gauges (`vigil_lifecycle_kpi_*`) are recomputed; `None`: never.
+    pub kpi_interval: Option<Duration>,
+    /// The trailing period the KPI gauges cover.
+    pub kpi_period: Duration,
+    /// Answers to a remediation later than this are late approvals (KPIs).
+    pub approval_deadline: Duration,
 }
 
 /// Longest wait at shutdown for accepted alerts and updates to reach the outbox.
@@ -55,6 +61,8 @@ const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Result<(), LifecycleError> {
     let registry = prometheus::Registry::new();
     let metrics = LifecycleMetrics::register(&registry)
+        .map_err(|e| LifecycleError::Config(vec![format!("metrics: {e}")]))?;
+    let kpi_gauges = crate::kpi::KpiGauges::register(&registry)
         .map_err(|e| LifecycleError::Config(vec![format!("metrics: {e}")]))?;
     let approvals = Approvals::open(&settings.state_dir)?;
     let engine: SharedEngine =
@@ -97,12 +105,19 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
     let state = ApiState {
         engine: engine.clone(),
         commands: commands.clone(),
-        token: settings.api_token.as_deref().map(Arc::from),
+        auth: settings.api_auth.clone().map(Arc::new),
         metrics: metrics.clone(),
         registry,
         readiness: readiness.clone(),
+        store: settings.store.clone(),
+        approval_deadline_ms: settings.approval_deadline.as_millis() as i64,
     };
-    let http = api::serve(settings.listen, api::router(state), shutdown.clone()).await?;
+    let mut router = api::router(state);
+    if let Some(config) = &settings.store {
+        // The analysis provider for Argo Rollouts and Flagger reads the monitor's tables.
+        router = router.layer(axum::Extension(crate::provider::Provider::new(config)));
+    }
+    let http = api::serve(settings.listen, router, shutdown.clone()).await?;
 
     let resolver = match (&settings.store, &notifier, settings.resolve_interval) {
         (Some(config), Some(notifier), Some(interval)) => Some(tokio::spawn(crate::resolve::run(
@@ -126,12 +141,26 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         _ => None,
     };
 
+    let kpis = settings.kpi_interval.map(|interval| {
+        tokio::spawn(kpi_loop(
+            engine.clone(),
+            settings.store.clone(),
+            kpi_gauges,
+            interval,
+            settings.kpi_period,
+            settings.approval_deadline,
+            readiness.running.clone(),
+            shutdown.clone(),
+        ))
+    });
+
     let mut wiring = Wiring {
         notifier,
         platform,
         auditor: auditor.clone(),
         metrics: metrics.clone(),
         running: readiness.running.clone(),
+        engine: engine.clone(),
     };
     let result =
         kafka::run_engine(settings.kafka.clone(), engine, requests, &mut wiring, shutdown.clone()).await;
@@ -140,7 +169,7 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
     shutdown.cancel();
     drop(wiring);
     let _ = http.await;
-    for task in [resolver, analysis].into_iter().flatten() {
+    for task in [resolver, analysis, kpis].into_iter().flatten() {
         let _ = task.await;
     }
     if let Some((notifier, mut tasks, attempts_task, _)) = webhooks {
@@ -159,6 +188,51 @@ pub async fn run(settings: ServiceSettings, shutdown: CancellationToken) -> Resu
         let _ = task.await;
     }
     result
+}
+
+/// Recomputes the KPI gauges over the trailing period every `interval`, once the log is replayed.
+/// A failed ClickHouse read leaves the gauges as they were (logged, retried next time).
+#[allow(clippy::too_many_arguments)]
+async fn kpi_loop(
+    engine: SharedEngine,
+    store: Option<vigil_store::StoreConfig>,
+    gauges: crate::kpi::KpiGauges,
+    interval: Duration,
+    period: Duration,
+    deadline: Duration,
+    running: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    // The first computation as soon as the log is replayed, then every `interval`.
+    while !running.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let registry = kafka::lock(&engine).registry.clone();
+        let to_ms = now_ms();
+        let from_ms = to_ms - period.as_millis() as i64;
+        match crate::kpi::store::report(
+            &registry,
+            store.as_ref(),
+            from_ms,
+            to_ms,
+            None,
+            deadline.as_millis() as i64,
+        )
+        .await
+        {
+            Ok(report) => gauges.set(&report),
+            Err(error) => tracing::warn!(%error, "kpis not recomputed"),
+        }
+    }
 }
 
 /// Every delivery attempt: counted by receiver and outcome, and audited.
@@ -183,6 +257,8 @@ struct Wiring {
     auditor: Option<Auditor>,
     metrics: LifecycleMetrics,
     running: Arc<AtomicBool>,
+    /// To look up the lineage a retraining request carries.
+    engine: SharedEngine,
 }
 
 impl Observer for Wiring {
@@ -230,6 +306,17 @@ impl Observer for Wiring {
         self.metrics.decisions.with_label_values(&[outcome_label(&decision.outcome)]).inc();
         if let Some(notifier) = &self.notifier {
             alert(notifier, remediation, decision);
+            let requested =
+                decision.events.iter().any(|e| e.kind == vigil_events::EventKind::RetrainRequested);
+            if requested {
+                let lineage = kafka::lock(&self.engine)
+                    .registry
+                    .version(&remediation.model_id, &remediation.model_version)
+                    .and_then(|v| v.lineage.as_ref().map(crate::view::lineage_view));
+                if let Err(error) = notifier.notify_retrain(retrain_request(remediation, lineage)) {
+                    tracing::error!(%error, remediation = %remediation.remediation_id, "retraining request not queued");
+                }
+            }
         }
     }
 }
@@ -266,6 +353,35 @@ pub fn traffic_update(
     })
 }
 
+/// What the training pipelines get for a `retrain` remediation.
+pub fn retrain_request(
+    remediation: &RemediationEvent,
+    lineage: Option<vigil_alerts::LineageView>,
+) -> vigil_alerts::RetrainRequest {
+    vigil_alerts::RetrainRequest {
+        idempotency_key: vigil_alerts::retrain_key(&remediation.remediation_id),
+        remediation_id: remediation.remediation_id.clone(),
+        model_id: remediation.model_id.clone(),
+        model_version: remediation.model_version.clone(),
+        policy: remediation.policy.clone(),
+        severity: format!("{:?}", remediation.severity).to_lowercase(),
+        window_start_ms: remediation.window_start_ms,
+        window_end_ms: remediation.window_end_ms,
+        evidence: remediation
+            .evidence
+            .iter()
+            .map(|e| vigil_alerts::RetrainEvidence {
+                metric: e.metric.clone(),
+                value: e.value,
+                threshold: e.threshold,
+                feature: e.feature.clone(),
+            })
+            .collect(),
+        lineage,
+        requested_at_ms: remediation.created_at_ms,
+    }
+}
+
 /// Every remediation the consumer reads becomes a firing alert, with what the lifecycle did
 /// about it; a redelivered one (already acted on) does not alert again.
 fn alert(notifier: &Notifier, remediation: &RemediationEvent, decision: &Decision) {
@@ -292,6 +408,7 @@ pub fn describe(outcome: &Outcome) -> String {
             format!("production {version} failed and there is no earlier version to roll back to")
         }
         Outcome::HeldPromotion { version } => format!("promotion of canary {version} held"),
+        Outcome::RetrainRequested { version } => format!("retraining of {version} requested"),
         Outcome::CanaryWeight { version, weight } => format!("canary {version} at weight {weight}"),
         Outcome::Promoted { version } => format!("{version} promoted to production"),
         Outcome::AwaitingApproval { proposed } => {

@@ -2,7 +2,8 @@
 //! approvals file keeps. Field names are the API's contract (`docs/openapi/lifecycle.json`).
 
 use serde::{Deserialize, Serialize};
-use vigil_events::{LifecycleEvent, Stage};
+use vigil_alerts::{DatasetView, LineageView};
+use vigil_events::{DatasetRef, EventKind, LifecycleEvent, Lineage, Stage};
 
 use crate::{stage_name, ModelState, Registry};
 
@@ -21,6 +22,62 @@ pub fn event_view(e: &LifecycleEvent) -> EventView {
         actor: e.actor.clone(),
         remediation_id: e.remediation_id.clone(),
         event_time_ms: e.event_time_ms,
+        kind: kind_name(e.kind).to_owned(),
+        lineage: e.lineage.as_deref().map(lineage_view),
+    }
+}
+
+/// The Avro symbol of an event kind.
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::StageChange => "STAGE_CHANGE",
+        EventKind::RetrainRequested => "RETRAIN_REQUESTED",
+    }
+}
+
+pub fn lineage_view(l: &Lineage) -> LineageView {
+    LineageView {
+        training_run_id: l.training_run_id.clone(),
+        training_run_uri: l.training_run_uri.clone(),
+        datasets: l
+            .datasets
+            .iter()
+            .map(|d| DatasetView {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+        code_repository: l.code_repository.clone(),
+        code_commit: l.code_commit.clone(),
+        artifact_uri: l.artifact_uri.clone(),
+        artifact_sha256: l.artifact_sha256.clone(),
+        parent_version: l.parent_version.clone(),
+        team: l.team.clone(),
+        tags: l.tags.clone(),
+    }
+}
+
+pub fn lineage_of(v: &LineageView) -> Lineage {
+    Lineage {
+        training_run_id: v.training_run_id.clone(),
+        training_run_uri: v.training_run_uri.clone(),
+        datasets: v
+            .datasets
+            .iter()
+            .map(|d| DatasetRef {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+        code_repository: v.code_repository.clone(),
+        code_commit: v.code_commit.clone(),
+        artifact_uri: v.artifact_uri.clone(),
+        artifact_sha256: v.artifact_sha256.clone(),
+        parent_version: v.parent_version.clone(),
+        team: v.team.clone(),
+        tags: v.tags.clone(),
     }
 }
 
@@ -36,6 +93,11 @@ pub fn to_event(view: &EventView) -> Option<LifecycleEvent> {
         actor: view.actor.clone(),
         remediation_id: view.remediation_id.clone(),
         event_time_ms: view.event_time_ms,
+        kind: match view.kind.as_str() {
+            "RETRAIN_REQUESTED" => EventKind::RetrainRequested,
+            _ => EventKind::StageChange,
+        },
+        lineage: view.lineage.as_ref().map(|l| Box::new(lineage_of(l))),
     })
 }
 
@@ -71,6 +133,13 @@ pub struct VersionView {
     pub actor: String,
     pub reason: String,
     pub updated_ms: i64,
+    /// Who registered the version (the first event's actor) and when.
+    pub registered_by: String,
+    pub registered_ms: i64,
+    /// Where the version came from; `None` when registered without lineage.
+    pub lineage: Option<LineageView>,
+    /// Whether the lineage names run, datasets, commit and artifact with its hash.
+    pub lineage_complete: bool,
 }
 
 impl StateView {
@@ -97,6 +166,10 @@ impl ModelView {
                     actor: v.last_actor.clone(),
                     reason: v.last_reason.clone(),
                     updated_ms: v.updated_ms,
+                    registered_by: v.registered_by.clone(),
+                    registered_ms: v.registered_ms,
+                    lineage: v.lineage.as_ref().map(lineage_view),
+                    lineage_complete: v.lineage.as_ref().is_some_and(Lineage::is_complete),
                 })
                 .collect(),
         }

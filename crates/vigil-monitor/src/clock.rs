@@ -43,6 +43,19 @@ impl PartitionClock {
     fn watermark(&self, lateness_seconds: u32) -> Option<u64> {
         self.newest_event_s.map(|s| s.saturating_sub(u64::from(lateness_seconds)))
     }
+
+    /// The watermark for closing: on a partition quiet for `idle_after` of wall clock, event
+    /// time is taken to have kept pace with the wall clock since it last moved.
+    fn watermark_at(&self, now: Instant, lateness_seconds: u32, idle_after: Option<Duration>) -> Option<u64> {
+        let newest = self.newest_event_s?;
+        let idle = match (idle_after, self.advanced_at) {
+            (Some(after), Some(at)) if now.saturating_duration_since(at) >= after => {
+                now.saturating_duration_since(at).as_secs()
+            }
+            _ => 0,
+        };
+        Some((newest + idle).saturating_sub(u64::from(lateness_seconds)))
+    }
 }
 
 #[derive(Debug)]
@@ -50,11 +63,13 @@ pub struct WindowClock {
     lateness_seconds: u32,
     idle_after: Option<Duration>,
     partitions: BTreeMap<i32, PartitionClock>,
+    /// Whether a window became due since the last [`Self::take_closable_at`].
+    became_due: bool,
 }
 
 impl WindowClock {
     pub fn new(lateness_seconds: u32) -> Self {
-        Self { lateness_seconds, idle_after: None, partitions: BTreeMap::new() }
+        Self { lateness_seconds, idle_after: None, partitions: BTreeMap::new(), became_due: false }
     }
 
     /// Lets partitions quiet for `idle_after` (wall clock) close their windows.
@@ -82,6 +97,7 @@ impl WindowClock {
             let watermark = seconds.saturating_sub(u64::from(self.lateness_seconds));
             for w in clock.open.iter().take_while(|w| w.end <= watermark) {
                 clock.due_since.entry(*w).or_insert(now);
+                self.became_due = true;
             }
         }
         late
@@ -111,18 +127,16 @@ impl WindowClock {
     /// Takes every open window whose end the watermark has passed, in order of their end per
     /// partition, with the time since it became due (for idle partitions: since it was taken).
     pub fn take_closable(&mut self) -> Vec<(i32, Window, Duration)> {
+        self.take_closable_at(Instant::now())
+    }
+
+    /// [`Self::take_closable`] as of `now` (tests pass a later instant instead of waiting).
+    pub fn take_closable_at(&mut self, now: Instant) -> Vec<(i32, Window, Duration)> {
+        self.became_due = false;
         let mut due = Vec::new();
-        let lateness = u64::from(self.lateness_seconds);
-        let now = Instant::now();
+        let (lateness, idle_after) = (self.lateness_seconds, self.idle_after);
         for (&partition, clock) in &mut self.partitions {
-            let Some(newest) = clock.newest_event_s else { continue };
-            let idle = match (self.idle_after, clock.advanced_at) {
-                (Some(after), Some(at)) if now.duration_since(at) >= after => {
-                    now.duration_since(at).as_secs()
-                }
-                _ => 0,
-            };
-            let watermark = (newest + idle).saturating_sub(lateness);
+            let Some(watermark) = clock.watermark_at(now, lateness, idle_after) else { continue };
             while let Some(first) = clock.open.first().copied().filter(|w| w.end <= watermark) {
                 clock.open.remove(&first);
                 let since = clock.due_since.remove(&first).unwrap_or(now);
@@ -130,6 +144,20 @@ impl WindowClock {
             }
         }
         due
+    }
+
+    /// Whether event time made a window due since closable windows were last taken: the driver
+    /// flushes early then, so the window closes within its close latency, not a flush interval.
+    pub fn became_due(&self) -> bool {
+        self.became_due
+    }
+
+    /// Each partition's closing watermark (s) as of `now`.
+    pub fn watermarks_at(&self, now: Instant) -> Vec<(i32, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(&p, c)| Some((p, c.watermark_at(now, self.lateness_seconds, self.idle_after)?)))
+            .collect()
     }
 
     /// Forgets revoked partitions; their new owner finds their unclosed windows in the store.

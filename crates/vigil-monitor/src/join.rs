@@ -6,9 +6,17 @@
 //! the horizon (expired), or until the partition holds `capacity` entries and it is the oldest
 //! (evicted). Pure state: the pipeline feeds it and stores what it matches.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use foldhash::fast::{FixedState, RandomState};
 
 use crate::performance::{Observed, Predicted};
+
+/// Interned names (versions, predicted labels) beyond which new ones are no longer shared: a
+/// label per event must not grow the table without end.
+const MAX_INTERNED: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JoinSettings {
@@ -22,7 +30,7 @@ pub struct JoinSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matched {
     pub model_id: String,
-    pub model_version: String,
+    pub model_version: Arc<str>,
     /// The prediction's segments besides all traffic, as the segmenter named them.
     pub segments: Vec<String>,
     pub window_start: u32,
@@ -33,29 +41,11 @@ pub struct Matched {
 /// A prediction waiting for its outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaitingPrediction {
-    pub model_version: String,
+    pub model_version: Arc<str>,
     pub segments: Vec<String>,
     pub window_start: u32,
     pub predicted: Predicted,
     pub event_time_s: u64,
-}
-
-impl WaitingPrediction {
-    /// What the join keeps of `event`, whose window starts at `window_start` and whose segments
-    /// besides all traffic are `segments`.
-    pub fn of(event: &vigil_events::PredictionView<'_>, window_start: u32, segments: &[String]) -> Self {
-        Self {
-            model_version: event.model_version.to_owned(),
-            segments: segments.to_vec(),
-            window_start,
-            predicted: Predicted {
-                label: event.label.map(str::to_owned),
-                score: event.score,
-                value: event.value,
-            },
-            event_time_s: (event.event_time_ms / 1000) as u64,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -72,13 +62,17 @@ pub struct JoinCounts {
     pub duplicate_outcomes: u64,
 }
 
+/// A (model id, prediction id) pair as 128 random-seeded hash bits: no allocation per entry,
+/// and two distinct ids share a key with a chance of about n^2 / 2^129 (1e-27 for a million).
+type JoinKey = u128;
+
 #[derive(Debug, Default)]
 struct PartitionJoin {
-    predictions: HashMap<String, WaitingPrediction>,
-    outcomes: HashMap<String, (Observed, u64)>,
+    predictions: HashMap<JoinKey, WaitingPrediction, FixedState>,
+    outcomes: HashMap<JoinKey, (Observed, u64), FixedState>,
     /// Arrival order of waiting entries, for expiry and eviction; entries matched since are
     /// skipped when they reach the front.
-    order: VecDeque<(u64, Side, String)>,
+    order: VecDeque<(u64, Side, JoinKey)>,
     newest_s: u64,
 }
 
@@ -93,11 +87,59 @@ pub struct OutcomeJoin {
     settings: JoinSettings,
     partitions: BTreeMap<i32, PartitionJoin>,
     counts: JoinCounts,
+    /// Two independent seeds, one per half of a [`JoinKey`].
+    seeds: (RandomState, RandomState),
+    names: HashSet<Arc<str>, FixedState>,
 }
 
 impl OutcomeJoin {
     pub fn new(settings: JoinSettings) -> Self {
-        Self { settings, partitions: BTreeMap::new(), counts: JoinCounts::default() }
+        Self {
+            settings,
+            partitions: BTreeMap::new(),
+            counts: JoinCounts::default(),
+            seeds: (RandomState::default(), RandomState::default()),
+            names: HashSet::default(),
+        }
+    }
+
+    /// What the join keeps of `event`, whose window starts at `window_start` and whose segments
+    /// besides all traffic are `segments`: its version and label shared with the other waiting
+    /// predictions that have them.
+    pub fn keep(
+        &mut self,
+        event: &vigil_events::PredictionView<'_>,
+        window_start: u32,
+        segments: &[String],
+    ) -> WaitingPrediction {
+        WaitingPrediction {
+            model_version: self.intern(event.model_version),
+            segments: segments.to_vec(),
+            window_start,
+            predicted: Predicted {
+                label: event.label.map(|l| self.intern(l)),
+                score: event.score,
+                value: event.value,
+            },
+            event_time_s: (event.event_time_ms / 1000) as u64,
+        }
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        if self.names.len() < MAX_INTERNED {
+            self.names.insert(shared.clone());
+        }
+        shared
+    }
+
+    /// Prediction ids are unique per model; the key keeps two models' ids apart.
+    fn key(&self, model_id: &str, prediction_id: &str) -> JoinKey {
+        let half = |seed: &RandomState| seed.hash_one((model_id, prediction_id));
+        (u128::from(half(&self.seeds.0)) << 64) | u128::from(half(&self.seeds.1))
     }
 
     /// A prediction arrived: returns the pair if its outcome was waiting.
@@ -108,7 +150,7 @@ impl OutcomeJoin {
         prediction_id: &str,
         prediction: WaitingPrediction,
     ) -> Option<Matched> {
-        let key = join_key(model_id, prediction_id);
+        let key = self.key(model_id, prediction_id);
         let time = prediction.event_time_s;
         let join = self.partitions.entry(partition).or_default();
         join.newest_s = join.newest_s.max(time);
@@ -129,7 +171,7 @@ impl OutcomeJoin {
                 None
             }
             None => {
-                join.order.push_back((time, Side::Prediction, key.clone()));
+                join.order.push_back((time, Side::Prediction, key));
                 join.predictions.insert(key, prediction);
                 None
             }
@@ -147,7 +189,7 @@ impl OutcomeJoin {
         observed: Observed,
         event_time_s: u64,
     ) -> Option<Matched> {
-        let key = join_key(model_id, prediction_id);
+        let key = self.key(model_id, prediction_id);
         let join = self.partitions.entry(partition).or_default();
         join.newest_s = join.newest_s.max(event_time_s);
         let matched = match join.predictions.remove(&key) {
@@ -167,7 +209,7 @@ impl OutcomeJoin {
                 None
             }
             None => {
-                join.order.push_back((event_time_s, Side::Outcome, key.clone()));
+                join.order.push_back((event_time_s, Side::Outcome, key));
                 join.outcomes.insert(key, (observed, event_time_s));
                 None
             }
@@ -224,15 +266,6 @@ impl OutcomeJoin {
     }
 }
 
-/// Prediction ids are unique per model; the key keeps two models' ids apart.
-fn join_key(model_id: &str, prediction_id: &str) -> String {
-    let mut key = String::with_capacity(model_id.len() + 1 + prediction_id.len());
-    key.push_str(model_id);
-    key.push('\u{1f}');
-    key.push_str(prediction_id);
-    key
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +293,7 @@ mod tests {
         let mut j = join(3600, 100);
         assert!(j.on_prediction(0, "m", "p1", prediction(60, 61)).is_none());
         let m = j.on_outcome(0, "m", "p1", outcome("0"), 500).expect("outcome after prediction");
-        assert_eq!((m.window_start, m.model_version.as_str(), m.segments.len()), (60, "v1", 1));
+        assert_eq!((m.window_start, &*m.model_version, m.segments.len()), (60, "v1", 1));
         assert_eq!(m.observed, outcome("0"));
 
         assert!(j.on_outcome(0, "m", "p2", outcome("1"), 510).is_none());

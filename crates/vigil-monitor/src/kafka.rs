@@ -87,6 +87,8 @@ pub type MonitorConsumer = StreamConsumer<MonitorContext>;
 pub fn consumer(
     settings: &KafkaSettings,
     group_id: &str,
+    instance_id: Option<&str>,
+    session_timeout: Duration,
     lag: IntGauge,
 ) -> Result<(MonitorConsumer, Arc<Mutex<RebalanceNotes>>), MonitorError> {
     let notes = Arc::new(Mutex::new(RebalanceNotes::default()));
@@ -101,7 +103,13 @@ pub fn consumer(
         // Range assigns the same partition numbers of every subscribed topic to one member, so
         // an outcome is consumed where its prediction's partition is (the join needs both).
         .set("partition.assignment.strategy", "range")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set("session.timeout.ms", session_timeout.as_millis().to_string());
+    if let Some(id) = instance_id {
+        // Static membership: a restarted member with the same id takes its partitions back at
+        // once (no rebalance, no wait for the dead member's session to expire).
+        config.set("group.instance.id", id);
+    }
     for (key, value) in &settings.client {
         config.set(key, value);
     }

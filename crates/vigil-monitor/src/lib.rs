@@ -3,11 +3,14 @@
 //! they cover (partial states and positions in one atomic insert) so that a crash or restart neither loses nor double-counts an event.
 
 mod clock;
+mod close;
+mod closing;
 mod drift;
 mod http;
 mod join;
 mod kafka;
 mod metrics;
+mod monitor_core;
 mod partials;
 mod performance;
 mod pipeline;
@@ -15,6 +18,7 @@ mod policy;
 pub mod reference;
 pub mod replay;
 pub mod rows;
+mod shards;
 mod window;
 pub mod windowing;
 
@@ -28,13 +32,16 @@ pub use http::{serve, Readiness};
 pub use join::{JoinCounts, JoinSettings, Matched, OutcomeJoin, WaitingPrediction};
 pub use kafka::{ensure_topics, KafkaSettings};
 pub use metrics::{LatestGauges, LatestWindow, MonitorMetrics, MAX_LATEST_VERSIONS};
+pub use monitor_core::{CoreCounts, CoreSettings, MonitorCore, Taken};
 pub use partials::{PendingPartials, Segmenter, Source};
 pub use performance::{Observed, PerformanceState, PerformanceSummary, Predicted};
 pub use pipeline::run;
 pub use policy::{
     check, check_latency, check_performance, remediation_id, DriftPolicySettings, Escalation, Judgement,
-    LatencyPolicySettings, PerformancePolicySettings, Policies, PolicyBook, PolicyCheck, Streaks, Verdict,
+    LatencyPolicySettings, NoTrafficPolicySettings, PerformancePolicySettings, Policies, PolicyBook,
+    PolicyCheck, Streaks, Verdict,
 };
+pub use shards::{Batch, ShardedCore, MAX_SHARDS};
 pub use window::{StateCodecError, WindowState, WindowSummary};
 pub use windowing::{Window, WindowSpec, Windowing};
 
@@ -43,6 +50,16 @@ pub use windowing::{Window, WindowSpec, Windowing};
 pub struct MonitorSettings {
     pub kafka: KafkaSettings,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`), unique per running instance.
+    pub instance_id: Option<String>,
+    /// The consumer's `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// Threads (shards of partitions) that decode and update window state in parallel.
+    pub threads: usize,
+    /// A Confluent-compatible Schema Registry for messages in its wire format (magic byte 0 and
+    /// a schema id), and how many writer schemas to keep; without one such messages are
+    /// dead-lettered as `unknown_schema_id`.
+    pub schema_registry: Option<(vigil_registry::RegistryConfig, usize)>,
     pub predictions_topic: String,
     /// Outcomes, keyed by model id like predictions and with as many partitions.
     pub outcomes_topic: String,

@@ -20,7 +20,11 @@ pub enum Source {
 
 /// (model, version, segment, pane start) -> state, nested so the hot path looks up by `&str`
 /// and allocates only for a key it has not seen since the last flush.
-type States = HashMap<String, HashMap<String, HashMap<String, BTreeMap<u32, WindowState>>>>;
+type States = Map<Map<Map<BTreeMap<u32, WindowState>>>>;
+
+/// A string-keyed map with a fast fixed-seed hasher (keys are model ids, versions and
+/// segments, bounded by configuration).
+type Map<V> = HashMap<String, V, foldhash::fast::FixedState>;
 
 #[derive(Debug, Default)]
 struct PartitionBatch {
@@ -286,7 +290,7 @@ impl PendingPartials {
     }
 }
 
-fn get_or_insert<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+fn get_or_insert<'m, V: Default>(map: &'m mut Map<V>, key: &str) -> &'m mut V {
     if !map.contains_key(key) {
         map.insert(key.to_owned(), V::default());
     }

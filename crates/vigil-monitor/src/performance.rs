@@ -17,7 +17,7 @@ const AUC_BINS: usize = 100;
 /// What the model said, kept by the join until the outcome arrives.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Predicted {
-    pub label: Option<String>,
+    pub label: Option<std::sync::Arc<str>>,
     pub score: Option<f64>,
     pub value: Option<f64>,
 }

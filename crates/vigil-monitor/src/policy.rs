@@ -86,12 +86,35 @@ impl Default for LatencyPolicySettings {
     }
 }
 
+/// A version that had traffic and then none for `windows` whole windows breaches (off when
+/// `None`): the quiet model is one an operator must hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoTrafficPolicySettings {
+    pub escalation: Escalation,
+    pub windows: Option<u32>,
+}
+
+impl Default for NoTrafficPolicySettings {
+    fn default() -> Self {
+        Self {
+            escalation: Escalation {
+                name: "no_traffic".into(),
+                action: RemediationAction::Alert,
+                severity: Severity::Warning,
+                consecutive_windows: 1,
+            },
+            windows: None,
+        }
+    }
+}
+
 /// Every policy a model is held to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policies {
     pub drift: DriftPolicySettings,
     pub performance: PerformancePolicySettings,
     pub latency: LatencyPolicySettings,
+    pub no_traffic: NoTrafficPolicySettings,
 }
 
 /// The default policies and per-model replacements.
@@ -305,6 +328,15 @@ impl Streaks {
         self.decided_up_to
             .get(&(model.to_owned(), version.to_owned(), policy.to_owned()))
             .is_some_and(|w| window_start <= *w)
+    }
+
+    /// The streak length a verdict would make, without recording it.
+    pub fn preview(&self, model: &str, version: &str, policy: &str, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Breach => self.current(model, version, policy) + 1,
+            Verdict::Healthy => 0,
+            Verdict::InsufficientData => self.current(model, version, policy),
+        }
     }
 
     /// Records a verdict on `window_start`; returns the streak length after it.

@@ -4,12 +4,10 @@
 //! reads Kafka (or an exported file, framed by [`write_record`]) and ClickHouse.
 //!
 //! ## How a replay follows the live run
-//! - Every message goes through the monitor's own parts: predictions are decoded with
-//!   `decode_prediction_view`, get their lateness from a [`WindowClock`] per partition (same
-//!   window and allowed lateness), their segments from one [`Segmenter`] (same tags, cap and
-//!   `__other__`) and are recorded by [`PendingPartials`]; outcomes and predictions meet in an
-//!   [`OutcomeJoin`] with the configured horizon and capacity, and a matched pair adds to its
-//!   prediction's window. Undecodable messages (dead-lettered live) count nowhere.
+//! - Every message goes through the monitor's own message path, [`MonitorCore`] (decode,
+//!   clock, panes, segments, outcome join), with the live settings except the wall clock: a
+//!   replay closes windows by event time only. Undecodable messages (dead-lettered live) count
+//!   nowhere.
 //! - A partition's predictions are taken in offset order, and so are its outcomes. The live
 //!   monitor saw the two topics interleaved as the consumer fetched them, which the log does not
 //!   record; the replay interleaves them by Kafka record timestamp (a prediction first on a tie),
@@ -41,19 +39,16 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 use serde_json::Value;
-use vigil_events::{decode, decode_prediction_view, OutcomeEvent};
 use vigil_stats::StatsError;
 use vigil_store::{FeatureDriftRow, WindowMetricsRow, WindowPerformanceRow};
 
-use crate::clock::WindowClock;
-use crate::join::{JoinCounts, JoinSettings, OutcomeJoin, WaitingPrediction};
+use crate::join::JoinCounts;
 pub use crate::kafka::{log_extents, read_retained, PartitionExtent, RetainedMessage};
-use crate::partials::{PendingPartials, Segmenter, Source};
-use crate::performance::Observed;
+use crate::monitor_core::{CoreSettings, MonitorCore, Taken};
+use crate::partials::Source;
 use crate::rows::{self, ReferenceRef, RowContext, RowKey};
 use crate::window::WindowState;
-use crate::windowing::{Window, Windowing};
-use crate::MonitorSettings;
+use crate::windowing::Window;
 
 /// Messages between two merges of the recorded states into the replayed windows.
 const BATCH_MESSAGES: usize = 10_000;
@@ -65,29 +60,8 @@ pub const ABSOLUTE_TOLERANCE: f64 = 1e-12;
 
 pub use crate::rows::drift_policy as monitor_drift_policy;
 
-/// The settings that shape a window's state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplaySettings {
-    pub windows: Windowing,
-    pub lateness_seconds: u32,
-    pub segment_tags: Vec<String>,
-    pub max_segments_per_model: usize,
-    pub join: JoinSettings,
-    pub positive_label: String,
-}
-
-impl ReplaySettings {
-    pub fn of(settings: &MonitorSettings) -> Self {
-        Self {
-            windows: settings.windows.clone(),
-            lateness_seconds: settings.allowed_lateness.as_secs() as u32,
-            segment_tags: settings.segment_tags.clone(),
-            max_segments_per_model: settings.max_segments_per_model,
-            join: settings.join,
-            positive_label: settings.positive_label.clone(),
-        }
-    }
-}
+/// The settings that shape a window's state: the monitor core's.
+pub type ReplaySettings = CoreSettings;
 
 /// Which windows to rebuild: all of them, or those of one model (and version), starting in
 /// `[from, to)` (seconds since the Unix epoch).
@@ -171,41 +145,27 @@ struct FirstSeen {
 
 /// The replay engine: feed it every message with [`Replay::push`], say where each topic
 /// partition ends with [`Replay::end_of`] (or let [`Replay::finish`] end them all).
-#[derive(Debug)]
 pub struct Replay {
-    settings: ReplaySettings,
+    core: MonitorCore,
     selection: Selection,
-    pending: PendingPartials,
-    segments: Segmenter,
-    clock: WindowClock,
-    join: OutcomeJoin,
-    named: Vec<String>,
     interleave: BTreeMap<i32, Interleave>,
     windows: BTreeMap<RowKey, ReplayedWindow>,
-    counts: ReplayCounts,
     first: BTreeMap<(Source, i32), FirstSeen>,
     log_starts: BTreeMap<(Source, i32), i64>,
-    /// Newest prediction event time per partition (seconds): where its watermark ends.
-    newest_s: BTreeMap<i32, u64>,
     error: Option<StatsError>,
 }
 
 impl Replay {
     pub fn new(settings: ReplaySettings, selection: Selection) -> Self {
+        // Event time only: a replay has no wall clock to wait on.
+        let settings = CoreSettings { idle_timeout: None, ..settings };
         Self {
-            pending: PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label),
-            segments: Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model),
-            clock: WindowClock::new(settings.lateness_seconds),
-            join: OutcomeJoin::new(settings.join),
-            named: Vec::new(),
+            core: MonitorCore::new(settings),
             interleave: BTreeMap::new(),
             windows: BTreeMap::new(),
-            counts: ReplayCounts::default(),
             first: BTreeMap::new(),
             log_starts: BTreeMap::new(),
-            newest_s: BTreeMap::new(),
             error: None,
-            settings,
             selection,
         }
     }
@@ -255,10 +215,9 @@ impl Replay {
     }
 
     fn take(&mut self, source: Source, partition: i32, message: &Queued) {
-        self.counts.messages += 1;
-        let event_time_ms = match source {
-            Source::Predictions => self.take_prediction(partition, message.offset, &message.payload),
-            Source::Outcomes => self.take_outcome(partition, message.offset, &message.payload),
+        let event_time_ms = match self.core.on_message(source, partition, message.offset, &message.payload) {
+            Ok(Taken::Counted { event_time_ms }) => Some(event_time_ms),
+            Ok(Taken::AlreadyStored) | Err(_) => None,
         };
         let first = self
             .first
@@ -267,62 +226,17 @@ impl Replay {
         if first.event_time_ms.is_none() {
             first.event_time_ms = event_time_ms;
         }
-        if self.pending.messages() >= BATCH_MESSAGES {
+        if self.core.pending().messages() >= BATCH_MESSAGES {
             self.collect();
         }
-    }
-
-    /// As the monitor takes a prediction: window, lateness, segments, state, then the join.
-    fn take_prediction(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Option<i64> {
-        let Ok(event) = decode_prediction_view(payload) else {
-            self.counts.undecodable += 1;
-            self.pending.record_other(Source::Predictions, partition, offset);
-            return None;
-        };
-        self.counts.predictions += 1;
-        let pane = self.pending.pane_start(event.event_time_ms);
-        let late = self.clock.observe(
-            partition,
-            self.settings.windows.for_model(event.model_id),
-            event.event_time_ms,
-        );
-        self.counts.late_events += u64::from(late);
-        let newest = self.newest_s.entry(partition).or_default();
-        *newest = (*newest).max((event.event_time_ms / 1000) as u64);
-        self.pending.record_event(partition, offset, &event, late, &mut self.segments, &mut self.named);
-        let waiting = WaitingPrediction::of(&event, pane, &self.named);
-        if let Some(matched) =
-            self.join.on_prediction(partition, event.model_id, event.prediction_id, waiting)
-        {
-            self.pending.record_matched(Source::Predictions, partition, &matched);
-        }
-        Some(event.event_time_ms)
-    }
-
-    fn take_outcome(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Option<i64> {
-        self.pending.record_other(Source::Outcomes, partition, offset);
-        let Ok(outcome) = decode::<OutcomeEvent>(payload) else {
-            self.counts.undecodable += 1;
-            return None;
-        };
-        self.counts.outcomes += 1;
-        let observed = Observed { label: outcome.label.clone(), value: outcome.value };
-        let time_s = (outcome.event_time_ms / 1000) as u64;
-        if let Some(matched) =
-            self.join.on_outcome(partition, &outcome.model_id, &outcome.prediction_id, observed, time_s)
-        {
-            self.pending.record_matched(Source::Outcomes, partition, &matched);
-        }
-        Some(outcome.event_time_ms)
     }
 
     /// Merges the recorded pane states into the selected windows holding them, as closing merges
     /// a window's partials.
     fn collect(&mut self) {
-        for (partition, model_id, model_version, segment, pane, state) in self.pending.take_states() {
-            for Window { start, length } in
-                self.settings.windows.for_model(&model_id).windows_containing(u64::from(pane))
-            {
+        let windows = self.core.settings().windows.clone();
+        for (partition, model_id, model_version, segment, pane, state) in self.core.take_states() {
+            for Window { start, length } in windows.for_model(&model_id).windows_containing(u64::from(pane)) {
                 if !self.selection.contains(&model_id, &model_version, start) {
                     continue;
                 }
@@ -355,16 +269,30 @@ impl Replay {
         if let Some(error) = self.error {
             return Err(error);
         }
-        self.counts.join = self.join.take_counts();
-        self.counts.segment_overflow = self.segments.take_overflowed();
+        let counts = self.core.take_counts();
+        let newest_s = self
+            .core
+            .partitions()
+            .into_iter()
+            .filter_map(|p| Some((p, self.core.newest(Source::Predictions, p)?)))
+            .collect();
+        let settings = self.core.settings();
         Ok(Replayed {
-            pane_seconds: self.settings.windows.pane_seconds(),
-            lateness_seconds: self.settings.lateness_seconds,
+            pane_seconds: settings.windows.pane_seconds(),
+            lateness_seconds: settings.lateness_seconds,
             windows: self.windows,
-            counts: self.counts,
+            counts: ReplayCounts {
+                messages: counts.messages,
+                predictions: counts.predictions,
+                outcomes: counts.outcomes,
+                undecodable: counts.undecodable,
+                late_events: counts.late_events,
+                segment_overflow: counts.segment_overflow,
+                join: counts.join,
+            },
             first: self.first,
             log_starts: self.log_starts,
-            newest_s: self.newest_s,
+            newest_s,
         })
     }
 }
@@ -729,7 +657,8 @@ pub fn read_record(input: &mut impl Read) -> io::Result<Option<LogRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_events::{encode, Prediction, PredictionEvent};
+    use crate::Windowing;
+    use vigil_events::{encode, OutcomeEvent, Prediction, PredictionEvent};
 
     const T0: i64 = 1_764_000_000_000;
 
@@ -737,9 +666,10 @@ mod tests {
         ReplaySettings {
             windows: Windowing::tumbling(60),
             lateness_seconds: 30,
+            idle_timeout: None,
             segment_tags: vec!["country".into()],
             max_segments_per_model: segment_cap,
-            join: JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
+            join: crate::JoinSettings { horizon_seconds: 3_600, capacity: 1_000 },
             positive_label: "1".into(),
         }
     }
@@ -808,52 +738,16 @@ mod tests {
         settings: &ReplaySettings,
         flush_every: usize,
     ) -> BTreeMap<RowKey, WindowState> {
-        let mut pending = PendingPartials::new(settings.windows.pane_seconds(), &settings.positive_label);
-        let mut segments = Segmenter::new(settings.segment_tags.clone(), settings.max_segments_per_model);
-        let mut clock = WindowClock::new(settings.lateness_seconds);
-        let mut join = OutcomeJoin::new(settings.join);
-        let mut named = Vec::new();
+        let mut core = MonitorCore::new(settings.clone());
         let mut partials = Vec::new();
         let mut offsets = [0i64; 2];
         for (n, (source, _, payload)) in log.iter().enumerate() {
             let offset = offsets[slot(*source)];
             offsets[slot(*source)] += 1;
-            match source {
-                Source::Predictions => match decode_prediction_view(payload) {
-                    Ok(event) => {
-                        let pane = pending.pane_start(event.event_time_ms);
-                        let late =
-                            clock.observe(0, settings.windows.for_model(event.model_id), event.event_time_ms);
-                        pending.record_event(0, offset, &event, late, &mut segments, &mut named);
-                        if let Some(m) = join.on_prediction(
-                            0,
-                            event.model_id,
-                            event.prediction_id,
-                            WaitingPrediction::of(&event, pane, &named),
-                        ) {
-                            pending.record_matched(Source::Predictions, 0, &m);
-                        }
-                    }
-                    Err(_) => pending.record_other(Source::Predictions, 0, offset),
-                },
-                Source::Outcomes => {
-                    let o: OutcomeEvent = decode(payload).unwrap();
-                    pending.record_other(Source::Outcomes, 0, offset);
-                    let observed = Observed { label: o.label.clone(), value: o.value };
-                    if let Some(m) = join.on_outcome(
-                        0,
-                        &o.model_id,
-                        &o.prediction_id,
-                        observed,
-                        (o.event_time_ms / 1000) as u64,
-                    ) {
-                        pending.record_matched(Source::Outcomes, 0, &m);
-                    }
-                }
-            }
+            let _ = core.on_message(*source, 0, offset, payload);
             if (n + 1).is_multiple_of(flush_every) || n + 1 == log.len() {
-                partials.extend(pending.rows(["p", "o"], 0).unwrap());
-                pending.clear();
+                partials.extend(core.pending().rows(["p", "o"], 0).unwrap());
+                core.flushed();
             }
         }
         let mut windows: BTreeMap<RowKey, WindowState> = BTreeMap::new();

@@ -327,7 +327,7 @@ mod tests {
     fn with_outcomes(mut state: WindowState) -> WindowState {
         for i in 0..30 {
             let predicted = Predicted {
-                label: Some((i % 2).to_string()),
+                label: Some((i % 2).to_string().into()),
                 score: Some(f64::from(i) / 31.0),
                 value: Some(f64::from(i)),
             };

@@ -3,9 +3,36 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use vigil_events::topics;
+use vigil_events::{topics, Header};
 
 use crate::error::SdkError;
+use crate::sender::Headers;
+
+/// How each message is framed on the wire. Consumers of vigil's topics (`vigil monitor`) read
+/// both, message by message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WireFormat {
+    /// Avro single-object encoding (`c3 01` and the schema's fingerprint): needs no registry.
+    #[default]
+    SingleObject,
+    /// The Confluent Schema Registry format (byte `00` and the schema's 4-byte registry id), for
+    /// shops whose other consumers expect it. The ids are those the registry gave vigil's
+    /// prediction and outcome schemas: [`register_schemas`](crate::register_schemas) (feature
+    /// `schema-registry`) registers them and fills this in.
+    Confluent { prediction_schema_id: u32, outcome_schema_id: u32 },
+}
+
+impl WireFormat {
+    pub(crate) fn headers(self) -> Headers {
+        match self {
+            WireFormat::SingleObject => Headers::default(),
+            WireFormat::Confluent { prediction_schema_id, outcome_schema_id } => Headers {
+                prediction: Header::Confluent { schema_id: prediction_schema_id },
+                outcome: Header::Confluent { schema_id: outcome_schema_id },
+            },
+        }
+    }
+}
 
 /// What happens to an event logged while the queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +73,8 @@ pub struct SdkConfig {
     pub close_timeout: Duration,
     /// Any further librdkafka producer settings, applied last.
     pub kafka: BTreeMap<String, String>,
+    /// Single-object (the default) or the Confluent Schema Registry format.
+    pub wire_format: WireFormat,
 }
 
 impl SdkConfig {
@@ -62,6 +91,7 @@ impl SdkConfig {
             sample_rate: 1.0,
             close_timeout: Duration::from_secs(5),
             kafka: BTreeMap::new(),
+            wire_format: WireFormat::SingleObject,
         }
     }
 

@@ -60,6 +60,30 @@
 //! one. Every outcome is counted in [`SdkStats`]: `enqueued`, `delivered`, `failed`,
 //! `dropped_queue_full`, `dropped_oldest`, `sampled_out`, `invalid`.
 //!
+//! # Wire format
+//!
+//! Events are Avro single-object messages by default (no registry needed). For a Kafka shop whose
+//! consumers expect the Confluent Schema Registry format, enable the `schema-registry` feature and
+//! register vigil's schemas once at start-up; [`register_schemas`] sets
+//! [`SdkConfig::wire_format`] to [`WireFormat::Confluent`] with the ids the registry gave:
+//!
+//! ```no_run
+//! # #[cfg(feature = "schema-registry")]
+//! # async fn start() -> Result<vigil_sdk::Producer, Box<dyn std::error::Error>> {
+//! use vigil_sdk::schema_registry::{Client, RegistryConfig, SubjectNameStrategy};
+//! use vigil_sdk::{register_schemas, Producer, SdkConfig};
+//!
+//! let mut config = SdkConfig::new("127.0.0.1:9092");
+//! let registry = Client::new(RegistryConfig::new("http://127.0.0.1:8081/apis/ccompat/v7"))?;
+//! register_schemas(&registry, SubjectNameStrategy::TopicName, &mut config).await?;
+//! Ok(Producer::new(config)?)
+//! # }
+//! ```
+//!
+//! Subjects follow Confluent's `TopicNameStrategy` by default (`vigil.predictions.v1-value`,
+//! `vigil.outcomes.v1-value`); the registry checks each schema against the subject's compatibility
+//! level (vigil's schemas only ever evolve backward-compatibly: new fields come with defaults).
+//!
 //! # Shutdown
 //!
 //! [`Producer::flush`] waits (bounded) for what is queued; [`Producer::close`] stops accepting
@@ -91,10 +115,22 @@ mod config;
 mod error;
 mod producer;
 mod queue;
+#[cfg(feature = "schema-registry")]
+mod registry;
 mod sampling;
 mod sender;
 
-pub use config::{DropPolicy, SdkConfig};
+#[cfg(feature = "schema-registry")]
+pub use registry::register_schemas;
+#[cfg(feature = "schema-registry")]
+pub use vigil_registry as schema_registry;
+
+pub use config::{DropPolicy, SdkConfig, WireFormat};
 pub use error::SdkError;
 pub use producer::{Loggable, Producer, SdkStats};
 pub use sampling::sample_point;
+
+/// The examples of README.md, compiled as doctests so the README cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -12,7 +12,7 @@ use crate::config::SdkConfig;
 use crate::error::SdkError;
 use crate::queue::{Item, Queue, Refused, Topic};
 use crate::sampling::sample_point;
-use crate::sender::{encode_with_hint, DeliveryContext, Sender, SenderCounts, Shared};
+use crate::sender::{encode_with_hint, DeliveryContext, Headers, Sender, SenderCounts, Shared};
 
 /// Counters since the producer started. Once [`Producer::flush`] returned `Ok` or
 /// [`Producer::close`] returned, `enqueued == delivered + failed + dropped_oldest`.
@@ -63,17 +63,17 @@ mod sealed {
 
     pub trait Sealed<E> {
         fn event(&self) -> &E;
-        fn into_item(self) -> Queued;
+        fn into_item(self, headers: &Headers) -> Queued;
     }
 
     /// The owned form moves into the queue; the borrowed form is encoded at once.
     macro_rules! loggable {
-        ($event:ty, $variant:ident, $topic:expr) => {
+        ($event:ty, $variant:ident, $topic:expr, $field:ident) => {
             impl Sealed<$event> for $event {
                 fn event(&self) -> &$event {
                     self
                 }
-                fn into_item(self) -> Queued {
+                fn into_item(self, _: &Headers) -> Queued {
                     Queued(Item::$variant(self))
                 }
             }
@@ -82,8 +82,8 @@ mod sealed {
                 fn event(&self) -> &$event {
                     self
                 }
-                fn into_item(self) -> Queued {
-                    encoded($topic, &self.model_id, self)
+                fn into_item(self, headers: &Headers) -> Queued {
+                    encoded($topic, &self.model_id, headers.$field, self)
                 }
             }
 
@@ -92,17 +92,17 @@ mod sealed {
         };
     }
 
-    loggable!(PredictionEvent, Prediction, Topic::Predictions);
-    loggable!(OutcomeEvent, Outcome, Topic::Outcomes);
+    loggable!(PredictionEvent, Prediction, Topic::Predictions, prediction);
+    loggable!(OutcomeEvent, Outcome, Topic::Outcomes, outcome);
 
     /// The largest encoding seen so far (key included), so one allocation fits the next one.
     static SIZE_HINT: AtomicUsize = AtomicUsize::new(512);
 
-    fn encoded<T: AvroRecord>(topic: Topic, key: &str, event: &T) -> Queued {
+    fn encoded<T: AvroRecord>(topic: Topic, key: &str, header: vigil_events::Header, event: &T) -> Queued {
         let hint = SIZE_HINT.load(Ordering::Relaxed);
         let mut grown = hint;
         // Key and value in one allocation.
-        let bytes = encode_with_hint(key.as_bytes(), event, &mut grown);
+        let bytes = encode_with_hint(key.as_bytes(), header, event, &mut grown);
         if grown > hint {
             SIZE_HINT.store(grown, Ordering::Relaxed);
         }
@@ -125,6 +125,7 @@ pub struct Producer {
     closed: AtomicBool,
     sample_rate: f64,
     close_timeout: Duration,
+    headers: Headers,
 }
 
 impl std::fmt::Debug for Producer {
@@ -157,11 +158,13 @@ impl Producer {
             stop: AtomicBool::new(false),
             started,
         });
+        let headers = config.wire_format.headers();
         let sender = Sender {
             kafka,
             shared: shared.clone(),
             predictions_topic: config.predictions_topic,
             outcomes_topic: config.outcomes_topic,
+            headers,
         };
         let handle = std::thread::Builder::new()
             .name("vigil-sdk-sender".into())
@@ -174,6 +177,7 @@ impl Producer {
             closed: AtomicBool::new(false),
             sample_rate: config.sample_rate,
             close_timeout: config.close_timeout,
+            headers,
         })
     }
 
@@ -185,7 +189,7 @@ impl Producer {
     pub fn log_prediction(&self, event: impl Loggable<PredictionEvent>) -> Result<(), SdkError> {
         let e = event.event();
         if self.admit(&e.prediction_id, e)? {
-            self.enqueue(event.into_item().0)?;
+            self.enqueue(event.into_item(&self.headers).0)?;
         }
         Ok(())
     }
@@ -195,7 +199,7 @@ impl Producer {
     pub fn log_outcome(&self, event: impl Loggable<OutcomeEvent>) -> Result<(), SdkError> {
         let e = event.event();
         if self.admit(&e.prediction_id, e)? {
-            self.enqueue(event.into_item().0)?;
+            self.enqueue(event.into_item(&self.headers).0)?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
 };
 use rdkafka::ClientContext;
-use vigil_events::{AvroRecord, Writer, MAGIC};
+use vigil_events::{AvroRecord, Header, Writer};
 
 use crate::queue::{Item, Queue, Topic};
 
@@ -88,6 +88,14 @@ pub(crate) struct Sender {
     pub shared: Arc<Shared>,
     pub predictions_topic: String,
     pub outcomes_topic: String,
+    pub headers: Headers,
+}
+
+/// The header written before each event type's body (see [`WireFormat`](crate::WireFormat)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Headers {
+    pub prediction: Header,
+    pub outcome: Header,
 }
 
 enum Handed {
@@ -174,11 +182,11 @@ impl Sender {
         let owned;
         let (topic, key, payload): (&str, &[u8], &[u8]) = match item {
             Item::Prediction(event) => {
-                owned = encode_with_hint(&[], event, size_hint);
+                owned = encode_with_hint(&[], self.headers.prediction, event, size_hint);
                 (&self.predictions_topic, event.model_id.as_bytes(), &owned)
             }
             Item::Outcome(event) => {
-                owned = encode_with_hint(&[], event, size_hint);
+                owned = encode_with_hint(&[], self.headers.outcome, event, size_hint);
                 (&self.outcomes_topic, event.model_id.as_bytes(), &owned)
             }
             Item::Encoded { topic, key_len, bytes } => {
@@ -223,13 +231,17 @@ impl Sender {
     }
 }
 
-/// `prefix`, then the single-object encoding of [`vigil_events::encode`], in one buffer sized from
-/// the largest so far (`size_hint`, updated).
-pub(crate) fn encode_with_hint<T: AvroRecord>(prefix: &[u8], event: &T, size_hint: &mut usize) -> Vec<u8> {
+/// `prefix`, then `header` and the event's Avro body (with the single-object header, the bytes of
+/// [`vigil_events::encode`]), in one buffer sized from the largest so far (`size_hint`, updated).
+pub(crate) fn encode_with_hint<T: AvroRecord>(
+    prefix: &[u8],
+    header: Header,
+    event: &T,
+    size_hint: &mut usize,
+) -> Vec<u8> {
     let mut w = Writer::with_capacity(*size_hint);
     w.raw(prefix);
-    w.raw(&MAGIC);
-    w.raw(&T::fingerprint().to_le_bytes());
+    header.write::<T>(&mut w);
     event.encode_body(&mut w);
     let bytes = w.into_bytes();
     *size_hint = (*size_hint).max(bytes.len());
@@ -240,7 +252,7 @@ pub(crate) fn encode_with_hint<T: AvroRecord>(prefix: &[u8], event: &T, size_hin
 mod tests {
     use std::collections::BTreeMap;
 
-    use vigil_events::{encode, OutcomeEvent, Prediction, PredictionEvent};
+    use vigil_events::{encode, encode_confluent, OutcomeEvent, Prediction, PredictionEvent};
 
     use super::*;
 
@@ -258,7 +270,7 @@ mod tests {
             ..Default::default()
         };
         let mut hint = 8;
-        assert_eq!(encode_with_hint(&[], &event, &mut hint), encode(&event));
+        assert_eq!(encode_with_hint(&[], Header::SingleObject, &event, &mut hint), encode(&event));
         assert_eq!(hint, encode(&event).len());
         let outcome = OutcomeEvent {
             prediction_id: "p".into(),
@@ -266,7 +278,9 @@ mod tests {
             label: Some("1".into()),
             ..Default::default()
         };
-        let with_key = encode_with_hint(b"key", &outcome, &mut hint);
+        let with_key = encode_with_hint(b"key", Header::SingleObject, &outcome, &mut hint);
         assert_eq!((&with_key[..3], &with_key[3..]), (&b"key"[..], &encode(&outcome)[..]));
+        let confluent = encode_with_hint(b"key", Header::Confluent { schema_id: 42 }, &outcome, &mut hint);
+        assert_eq!(&confluent[3..], &encode_confluent(42, &outcome)[..]);
     }
 }

@@ -187,6 +187,20 @@ pub struct PolicyCheckRow {
     pub computed_at: u32,
 }
 
+/// A decided remediation, encoded as published (`remediation_outbox`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct RemediationOutboxRow {
+    pub remediation_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    /// The Avro single-object message, as sent to the remediations topic.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// 1 once Kafka acknowledged the message.
+    pub published: u8,
+    pub written_at: u32,
+}
+
 /// A window's performance from the outcomes joined so far (`window_performance`).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct WindowPerformanceRow {
@@ -576,7 +590,28 @@ impl Store {
     /// Stores a reference. Storing the same id again (the same data uploaded twice) leaves one
     /// row, with the newest `created_at`.
     pub async fn insert_reference(&self, row: &ReferenceRow) -> Result<(), StoreError> {
-        self.insert_rows("reference_profiles_v2", std::slice::from_ref(row)).await
+        self.insert_references(std::slice::from_ref(row)).await
+    }
+
+    pub async fn insert_outbox(&self, rows: &[RemediationOutboxRow]) -> Result<(), StoreError> {
+        self.insert_rows("remediation_outbox", rows).await
+    }
+
+    /// Remediations written to the outbox and never marked published.
+    pub async fn unpublished_remediations(&self) -> Result<Vec<RemediationOutboxRow>, StoreError> {
+        self.db
+            .query(
+                "SELECT remediation_id, model_id, model_version, payload, published, toUInt32(written_at) \
+                 FROM remediation_outbox FINAL WHERE published = 0 ORDER BY written_at, remediation_id",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Several references in one INSERT (the baselines of one closed window).
+    pub async fn insert_references(&self, rows: &[ReferenceRow]) -> Result<(), StoreError> {
+        self.insert_rows("reference_profiles_v2", rows).await
     }
 
     /// The reference the monitor uses, one per (model, version) that has any: the newest upload
@@ -953,6 +988,35 @@ impl Store {
                 "SELECT delivery_id, receiver, alert_key, state, severity, model_id, model_version, policy, \
                  remediation_id, attempt, outcome, http_status, error, toUInt32(at) \
                  FROM alert_deliveries ORDER BY at, delivery_id, attempt",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Per (model, version): the partition and end (s) of its newest closed window with events,
+    /// so a restarted monitor knows since when a version has been quiet.
+    pub async fn version_traffic(&self) -> Result<Vec<(String, String, u32, u64)>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version, argMax(source_partition, window_start), \
+                 toUInt64(max(toUInt32(window_start) + window_seconds)) \
+                 FROM window_metrics FINAL WHERE segment = '' AND events > 0 \
+                 GROUP BY model_id, model_version",
+            )
+            .fetch_all()
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Versions whose latest lifecycle stage is retired or rolled back: no traffic is expected
+    /// of them.
+    pub async fn retired_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db
+            .query(
+                "SELECT model_id, model_version FROM lifecycle_events FINAL \
+                 GROUP BY model_id, model_version \
+                 HAVING argMax(stage, event_time_ms) IN ('RETIRED', 'ROLLED_BACK')",
             )
             .fetch_all()
             .await

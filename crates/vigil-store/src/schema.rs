@@ -275,6 +275,46 @@ AS SELECT model_id, model_version, reference_id, content_hash, source, events, s
 FROM {db}.reference_profiles"
             ),
         },
+        Migration {
+            id: 11,
+            name: "lifecycle_lineage",
+            // The lineage a lifecycle event recorded (a version's registration, usually): the
+            // `Lineage` record of `schemas/lifecycle.avsc` as JSON, whether it is complete, and
+            // who registered it. Written by `vigil lifecycle`'s audit next to `lifecycle_events`
+            // (the row type is `vigil_lifecycle::audit::LineageRow`); one row per event id
+            // (ReplacingMergeTree, read with FINAL). No TTL: the audit trail is kept.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.lifecycle_lineage (
+    model_id {name_type},
+    model_version {name_type},
+    event_id String,
+    actor String,
+    lineage String,
+    complete UInt8,
+    event_time_ms Int64,
+    written_at DateTime
+) ENGINE = ReplacingMergeTree(written_at)
+ORDER BY (model_id, model_version, event_id)"
+            ),
+        },
+        Migration {
+            id: 12,
+            name: "remediation_outbox",
+            // Remediations the monitor decided, written before their policy check and marked
+            // published (a second row with published = 1) once Kafka acknowledged them: a monitor
+            // killed in between publishes the unmarked ones again at its next start.
+            sql: format!(
+                "CREATE TABLE IF NOT EXISTS {db}.remediation_outbox (
+    remediation_id String,
+    model_id {name_type},
+    model_version {name_type},
+    payload String,
+    published UInt8,
+    written_at DateTime
+) ENGINE = ReplacingMergeTree(published)
+ORDER BY remediation_id"
+            ),
+        },
     ]
 }
 
@@ -338,7 +378,7 @@ mod tests {
     #[test]
     fn ddl_columns_are_the_row_fields_in_order() {
         use clickhouse::Row;
-        let rows: [(&str, &[&str]); 8] = [
+        let rows: [(&str, &[&str]); 9] = [
             ("window_partials", crate::WindowPartialRow::COLUMN_NAMES),
             ("window_metrics", crate::WindowMetricsRow::COLUMN_NAMES),
             ("reference_profiles", crate::ReferenceRow::COLUMN_NAMES),
@@ -347,6 +387,7 @@ mod tests {
             ("window_performance", crate::WindowPerformanceRow::COLUMN_NAMES),
             ("lifecycle_events", crate::LifecycleEventRow::COLUMN_NAMES),
             ("alert_deliveries", crate::AlertDeliveryRow::COLUMN_NAMES),
+            ("remediation_outbox", crate::RemediationOutboxRow::COLUMN_NAMES),
         ];
         for version in [ServerVersion { major: 18, minor: 16 }, ServerVersion::MODERN] {
             let migrations = migrations(version, &options(Some(30)));

@@ -15,7 +15,9 @@ mod lifecycle;
 mod policy;
 mod windows;
 pub use lifecycle::LifecycleSection;
-pub use policy::{LatencyPolicySection, ModelPolicySection, PerformancePolicySection, PolicySection};
+pub use policy::{
+    LatencyPolicySection, ModelPolicySection, NoTrafficPolicySection, PerformancePolicySection, PolicySection,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +30,27 @@ pub struct Config {
     pub lifecycle: LifecycleSection,
     /// No receivers (the default): alerting is off.
     pub alerts: vigil_alerts::AlertsConfig,
+    /// A Confluent-compatible Schema Registry, for events in its wire format; off by default.
+    pub schema_registry: SchemaRegistrySection,
+}
+
+/// Where the monitor fetches the writer schemas of Confluent-framed events (magic byte 0 and a
+/// 4-byte schema id; docs/schemas.md). vigil's own single-object events never need it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistrySection {
+    /// Base URL of the Confluent API, e.g. `http://127.0.0.1:8081` (Confluent, Karapace) or
+    /// `http://127.0.0.1:8081/apis/ccompat/v7` (Apicurio); empty turns it off.
+    pub url: String,
+    pub timeout_ms: u64,
+    /// Writer schemas kept in memory (registry ids are immutable: a forgotten one is fetched again).
+    pub cache_capacity: usize,
+}
+
+impl Default for SchemaRegistrySection {
+    fn default() -> Self {
+        Self { url: String::new(), timeout_ms: 5_000, cache_capacity: 1_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +119,16 @@ impl Default for ClickHouseSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorSection {
     pub group_id: String,
+    /// Kafka static group membership (`group.instance.id`): a monitor restarted with the same
+    /// id gets its partitions back at once instead of after the dead member's session timeout.
+    /// Unique per running instance (e.g. the StatefulSet pod name); unset, membership is dynamic.
+    pub instance_id: Option<String>,
+    /// How long the broker keeps a silent member's partitions (ms); with `instance_id` set this
+    /// is also how long a member may be down before its partitions move to another member.
+    pub session_timeout_ms: u64,
+    /// Threads that decode and update window state in parallel, each for a share of the
+    /// assigned partitions (a partition is never split); 0 (the default) uses one per core.
+    pub threads: usize,
     /// Window length in event time. Windows are tumbling unless `slide_seconds` is shorter.
     pub window_seconds: u32,
     /// A window starts every this many seconds (sliding windows overlap by `window_seconds -
@@ -126,6 +159,8 @@ pub struct MonitorSection {
     pub performance_policy: PerformancePolicySection,
     /// Serving latency budget (`[monitor.latency_policy]`); off until `max_p99_ms` is set.
     pub latency_policy: LatencyPolicySection,
+    /// A version that goes quiet (`[monitor.no_traffic_policy]`); off until `windows` is set.
+    pub no_traffic_policy: NoTrafficPolicySection,
     /// Per-model thresholds (`[monitor.models.<model id>]`), replacing the defaults above.
     pub models: BTreeMap<String, ModelPolicySection>,
     pub flush_interval_ms: u64,
@@ -137,6 +172,9 @@ impl Default for MonitorSection {
     fn default() -> Self {
         Self {
             group_id: "vigil-monitor".into(),
+            instance_id: None,
+            session_timeout_ms: 45_000,
+            threads: 0,
             window_seconds: 60,
             slide_seconds: None,
             segment_tags: Vec::new(),
@@ -150,6 +188,7 @@ impl Default for MonitorSection {
             policy: PolicySection::default(),
             performance_policy: PerformancePolicySection::default(),
             latency_policy: LatencyPolicySection::default(),
+            no_traffic_policy: NoTrafficPolicySection::default(),
             models: BTreeMap::new(),
             flush_interval_ms: 1_000,
             max_pending_messages: 100_000,
@@ -265,8 +304,48 @@ impl Config {
                 self.clickhouse.database
             ),
         );
+        let r = &self.schema_registry;
+        check(
+            r.url.is_empty() || r.url.starts_with("http://") || r.url.starts_with("https://"),
+            format!(
+                "schema_registry.url: {:?} must start with http:// or https:// (or be empty: off)",
+                r.url
+            ),
+        );
+        check(
+            (100..=120_000).contains(&r.timeout_ms),
+            format!("schema_registry.timeout_ms: {} must be between 100 and 120000", r.timeout_ms),
+        );
+        check(
+            (1..=100_000).contains(&r.cache_capacity),
+            format!("schema_registry.cache_capacity: {} must be between 1 and 100000", r.cache_capacity),
+        );
         let m = &self.monitor;
         check(!m.group_id.trim().is_empty(), "monitor.group_id: must not be empty".into());
+        check(
+            m.instance_id.as_deref().is_none_or(|id| {
+                !id.is_empty() && id.len() <= 249 && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            }),
+            format!(
+                "monitor.instance_id: {:?} must be 1 to 249 characters of letters, digits, '.', '_' and '-' (e.g. the pod name)",
+                m.instance_id.as_deref().unwrap_or_default()
+            ),
+        );
+        check(
+            m.threads <= vigil_monitor::MAX_SHARDS,
+            format!(
+                "monitor.threads: {} must be at most {} (0 = one per core)",
+                m.threads,
+                vigil_monitor::MAX_SHARDS
+            ),
+        );
+        check(
+            (6_000..=300_000).contains(&m.session_timeout_ms),
+            format!(
+                "monitor.session_timeout_ms: {} must be between 6000 and 300000 (the broker's default bounds)",
+                m.session_timeout_ms
+            ),
+        );
         check(
             (10..=600_000).contains(&m.flush_interval_ms),
             format!("monitor.flush_interval_ms: {} must be between 10 and 600000", m.flush_interval_ms),
@@ -357,6 +436,19 @@ impl Config {
         vigil_monitor::MonitorSettings {
             kafka: self.kafka_settings(),
             group_id: m.group_id.clone(),
+            instance_id: m.instance_id.clone(),
+            session_timeout: Duration::from_millis(m.session_timeout_ms),
+            schema_registry: (!self.schema_registry.url.is_empty()).then(|| {
+                let mut registry = vigil_registry::RegistryConfig::new(self.schema_registry.url.clone());
+                registry.timeout = Duration::from_millis(self.schema_registry.timeout_ms);
+                (registry, self.schema_registry.cache_capacity)
+            }),
+            threads: match m.threads {
+                0 => {
+                    std::thread::available_parallelism().map_or(1, |n| n.get()).min(vigil_monitor::MAX_SHARDS)
+                }
+                n => n,
+            },
             predictions_topic: self.topics.predictions.clone(),
             outcomes_topic: self.topics.outcomes.clone(),
             deadletter_topic: self.topics.deadletter.clone(),
@@ -403,6 +495,7 @@ fn environment() -> config::Environment {
         .try_parsing(true)
         .list_separator(",")
         .with_list_parse_key("monitor.segment_tags")
+        .with_list_parse_key("lifecycle.api.token_hashes")
 }
 
 fn valid_topic(name: &str) -> bool {
@@ -477,6 +570,29 @@ mod tests {
         let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(keys, vec!["kafka.brokers", "clickhouse.url", "monitor.window_seconds"], "{err}");
+    }
+
+    #[test]
+    fn the_shipped_local_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/vigil.toml");
+        Config::load_from(Some(&path), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn instance_id_and_no_traffic_are_checked_and_reach_the_monitor() {
+        let file = write("[monitor]\ninstance_id = \"pod/0\"\n[monitor.no_traffic_policy]\nwindows = 0\n");
+        let err = Config::load_from(Some(&file.0), env(&[])).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(keys, vec!["monitor.instance_id", "monitor.no_traffic_policy.windows"], "{err}");
+
+        let file = write(
+            "[monitor]\ninstance_id = \"vigil-monitor-0\"\n[monitor.no_traffic_policy]\nwindows = 3\n\
+             [monitor.models.batch]\nno_traffic_windows = 0\n",
+        );
+        let settings = Config::load_from(Some(&file.0), env(&[])).unwrap().monitor_settings();
+        assert_eq!(settings.instance_id.as_deref(), Some("vigil-monitor-0"));
+        assert_eq!(settings.policies.for_model("fraud").no_traffic.windows, Some(3));
+        assert_eq!(settings.policies.for_model("batch").no_traffic.windows, None);
     }
 
     #[test]

@@ -44,6 +44,12 @@ enum Command {
     /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
     /// `register` read and append to the lifecycle log.
     Lifecycle(cmd::lifecycle::Args),
+    /// Lifecycle KPIs of a period per model: deployments, lead time, change failure rate,
+    /// incidents, time to detect and remediate, lineage, governance exceptions.
+    Kpi(cmd::kpi::Args),
+    /// Governance records: `audit report` writes one model's lineage, stage history,
+    /// remediations with evidence, approvals, deliveries and KPIs as HTML or JSON.
+    Audit(cmd::audit::Args),
 }
 
 /// mimalloc instead of glibc malloc: the monitor creates and drops thousands of sketches per flush,
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => cmd::loadgen::run(&config, args).await,
             Command::Quickstart(args) => cmd::quickstart::run(&config, args).await,
             Command::Lifecycle(args) => cmd::lifecycle::run(&config, args).await,
+            Command::Kpi(args) => cmd::kpi::run(&config, args).await,
+            Command::Audit(args) => cmd::audit::run(&config, args).await,
             Command::Status(args) => cmd::status::run(&config, args).await,
             Command::Reference(args) => cmd::reference::run(&config, args).await,
             Command::Drift(_) => unreachable!("handled before the configuration is loaded"),

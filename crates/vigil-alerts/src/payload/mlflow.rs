@@ -12,6 +12,11 @@
 //! numbers its versions: with prefix `v`, vigil's `v3` is MLflow's `3`). Aliases carry no traffic
 //! share: a platform that splits traffic reads the weight from the signed `platform` webhook.
 //! `Authorization: Bearer <token>` when a token is set (Databricks, or an auth proxy).
+//!
+//! A change whose event recorded lineage with a training run id also tags that model version:
+//! `POST <url>/api/2.0/mlflow/model-versions/set-tag` with
+//! `{name, version, key: "vigil.training_run_id", value}` (and `vigil.registered_by`), after the
+//! aliases.
 
 use serde_json::json;
 
@@ -19,6 +24,7 @@ use super::WebhookRequest;
 use crate::TrafficUpdate;
 
 pub const ALIAS_PATH: &str = "/api/2.0/mlflow/registered-models/alias";
+pub const SET_TAG_PATH: &str = "/api/2.0/mlflow/model-versions/set-tag";
 
 pub struct Aliases<'a> {
     pub production: &'a str,
@@ -51,10 +57,27 @@ pub fn build(
         }
         request
     };
-    vec![
+    let mut requests = vec![
         set_or_delete(aliases.production, update.production.as_deref()),
         set_or_delete(aliases.canary, update.canary.as_ref().map(|c| c.model_version.as_str())),
-    ]
+    ];
+    let tag_url = format!("{}{SET_TAG_PATH}", base_url.trim_end_matches('/'));
+    for change in &update.changes {
+        let Some(run) = change.lineage.as_ref().and_then(|l| l.training_run_id.as_deref()) else {
+            continue;
+        };
+        for (key, value) in [("vigil.training_run_id", run), ("vigil.registered_by", change.actor.as_str())] {
+            let mut request = WebhookRequest::json(
+                tag_url.clone(),
+                &json!({"name": name, "version": version(&change.model_version), "key": key, "value": value}),
+            );
+            if !token.is_empty() {
+                request.headers.push(("authorization", format!("Bearer {token}")));
+            }
+            requests.push(request);
+        }
+    }
+    requests
 }
 
 #[cfg(test)]
@@ -89,6 +112,16 @@ mod tests {
                     "POST",
                     "http://mlflow:5000/api/2.0/mlflow/registered-models/alias",
                     json!({"name": "fraud", "alias": "canary", "version": "2"})
+                ),
+                (
+                    "POST",
+                    "http://mlflow:5000/api/2.0/mlflow/model-versions/set-tag",
+                    json!({"name": "fraud", "version": "2", "key": "vigil.training_run_id", "value": "run-7"})
+                ),
+                (
+                    "POST",
+                    "http://mlflow:5000/api/2.0/mlflow/model-versions/set-tag",
+                    json!({"name": "fraud", "version": "2", "key": "vigil.registered_by", "value": "ci"})
                 ),
             ]
         );

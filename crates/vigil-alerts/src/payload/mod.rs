@@ -6,6 +6,7 @@ mod mlflow;
 mod opsgenie;
 mod pagerduty;
 mod platform;
+mod retrain;
 mod slack;
 
 pub use generic::{sign, SIGNATURE_HEADER};
@@ -23,6 +24,9 @@ pub struct WebhookRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A 409 answer means an earlier attempt already did it (the request is named by an
+    /// idempotency key): delivered, not retried.
+    pub conflict_is_done: bool,
 }
 
 impl WebhookRequest {
@@ -33,6 +37,7 @@ impl WebhookRequest {
             headers: vec![("content-type", "application/json".to_owned())],
             // A `Value` always serializes.
             body: serde_json::to_vec(body).unwrap_or_default(),
+            conflict_is_done: false,
         }
     }
 }
@@ -62,6 +67,7 @@ pub fn build(
             }
             _ => Vec::new(),
         },
+        Message::Retrain(request) => retrain::build(receiver, request, delivery_id).into_iter().collect(),
     }
 }
 
@@ -77,7 +83,7 @@ fn build_alert(
         ReceiverKind::Opsgenie { api_key, url } => opsgenie::build(url, api_key, alert),
         ReceiverKind::Slack { webhook_url } => slack::build(webhook_url, alert),
         ReceiverKind::Generic { url, secret } => generic::build(url, secret, alert, delivery_id),
-        ReceiverKind::Platform { .. } | ReceiverKind::Mlflow { .. } => return None,
+        _ => return None,
     })
 }
 
@@ -132,6 +138,11 @@ pub(crate) mod fixtures {
                 actor: "ci".into(),
                 remediation_id: None,
                 event_time_ms: 1_795_727_340_000,
+                kind: "STAGE_CHANGE".into(),
+                lineage: Some(crate::LineageView {
+                    training_run_id: Some("run-7".into()),
+                    ..Default::default()
+                }),
             }],
             at_ms: 1_795_727_340_000,
         }

@@ -29,6 +29,7 @@ pub fn build(url: &str, secret: &str, update: &TrafficUpdate, delivery_id: u64) 
                 "reason": c.reason,
                 "actor": c.actor,
                 "remediation_id": c.remediation_id,
+                "training_run_id": c.lineage.as_ref().and_then(|l| l.training_run_id.as_deref()),
                 "event_time": rfc3339(c.event_time_ms),
             })
         })
@@ -82,6 +83,7 @@ mod tests {
                     "reason": "registered by ci",
                     "actor": "ci",
                     "remediation_id": null,
+                    "training_run_id": "run-7",
                     "event_time": "2026-11-26T21:09:00.000Z"
                 }],
                 "applied_at": "2026-11-26T21:09:00.000Z"

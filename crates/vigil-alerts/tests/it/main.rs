@@ -417,6 +417,8 @@ fn rollback_update() -> TrafficUpdate {
             actor: "vigil".into(),
             remediation_id: Some("rem-1".into()),
             event_time_ms: 1_795_727_340_000,
+            kind: "STAGE_CHANGE".into(),
+            lineage: None,
         }],
         at_ms: 1_795_727_340_000,
     }

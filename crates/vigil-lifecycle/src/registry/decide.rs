@@ -42,6 +42,11 @@ pub enum Outcome {
     HeldPromotion {
         version: String,
     },
+    /// A retraining request went to the training pipelines (recorded as a `RETRAIN_REQUESTED`
+    /// event, after any rollback a critical severity asked for).
+    RetrainRequested {
+        version: String,
+    },
     CanaryWeight {
         version: String,
         weight: f64,
@@ -80,6 +85,9 @@ pub fn decide(
     let Some(state) = registry.version(model_id, version) else {
         return Decision::nothing(Outcome::NoAction { why: "the model version is not in the registry" });
     };
+    if remediation.action == RemediationAction::Retrain {
+        return retrain(registry, remediation, policy, now_ms, state.stage);
+    }
     let rollback =
         remediation.action == RemediationAction::Rollback || remediation.severity == Severity::Critical;
     let hold = remediation.action == RemediationAction::HoldPromotion;
@@ -113,6 +121,8 @@ pub fn decide(
             actor: AUTOMATION_ACTOR.to_owned(),
             remediation_id: Some(remediation.remediation_id.clone()),
             event_time_ms: now_ms,
+            kind: vigil_events::EventKind::StageChange,
+            lineage: None,
         };
     match state.stage {
         Stage::Canary if hold && state.held_by.is_none() => Decision {
@@ -173,6 +183,8 @@ pub fn rollback_events(
         actor: by.actor.to_owned(),
         remediation_id: by.remediation_id.map(str::to_owned),
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     };
     let why = by.why;
     Some(match state.stage {
@@ -222,6 +234,8 @@ pub fn decide_canary(
         actor: AUTOMATION_ACTOR.to_owned(),
         remediation_id: None,
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     };
     if registry.contains_event(&event(Stage::Canary, None, String::new()).event_id)
         || registry.contains_event(&event(Stage::Production, None, String::new()).event_id)
@@ -274,6 +288,53 @@ pub fn decide_canary(
     }
 }
 
+/// A `RETRAIN` remediation: a critical one first rolls back as any critical remediation does
+/// (or proposes the rollback at a manual gate), and a `RETRAIN_REQUESTED` event records the
+/// request the lifecycle service sends to the training pipelines at once (retraining changes no
+/// traffic, so no gate holds it). Its event id makes a redelivery request nothing twice.
+fn retrain(
+    registry: &Registry,
+    remediation: &RemediationEvent,
+    policy: &LifecyclePolicy,
+    now_ms: i64,
+    stage: Stage,
+) -> Decision {
+    let event_id = format!("{}:RETRAIN_REQUESTED:{}", remediation.remediation_id, remediation.model_version);
+    let already = registry.contains_event(&event_id);
+    let mut decision = match remediation.severity {
+        Severity::Critical => {
+            let as_rollback = RemediationEvent { action: RemediationAction::Rollback, ..remediation.clone() };
+            decide(registry, &as_rollback, policy, now_ms)
+        }
+        _ => Decision::nothing(Outcome::Duplicate),
+    };
+    if !already {
+        let stage = decision
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.model_version == remediation.model_version)
+            .map_or(stage, |e| e.stage);
+        decision.events.push(LifecycleEvent {
+            event_id,
+            model_id: remediation.model_id.clone(),
+            model_version: remediation.model_version.clone(),
+            stage,
+            traffic_weight: None,
+            reason: format!("retraining requested: {}", describe(remediation)),
+            actor: AUTOMATION_ACTOR.to_owned(),
+            remediation_id: Some(remediation.remediation_id.clone()),
+            event_time_ms: now_ms,
+            kind: vigil_events::EventKind::RetrainRequested,
+            lineage: None,
+        });
+        if matches!(decision.outcome, Outcome::Duplicate | Outcome::NoAction { .. }) {
+            decision.outcome = Outcome::RetrainRequested { version: remediation.model_version.clone() };
+        }
+    }
+    decision
+}
+
 /// A human's approval of proposed events: same ids (approving twice is harmless), their name as
 /// actor, their reason after the proposal's.
 pub fn approve(proposed: &[LifecycleEvent], actor: &str, reason: &str, now_ms: i64) -> Vec<LifecycleEvent> {
@@ -315,6 +376,8 @@ pub fn reject(
         actor: by.actor.to_owned(),
         remediation_id: by.remediation_id.map(str::to_owned),
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     })
 }
 

@@ -8,7 +8,7 @@ pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use vigil_events::{LifecycleEvent, Stage};
+use vigil_events::{EventKind, LifecycleEvent, Lineage, Stage};
 
 use crate::{stage_name, LifecycleError};
 
@@ -47,6 +47,11 @@ pub struct VersionState {
     pub last_reason: String,
     pub last_actor: String,
     pub updated_ms: i64,
+    /// Who registered the version (the actor of its first event) and when.
+    pub registered_by: String,
+    pub registered_ms: i64,
+    /// The lineage of the latest event that carried one (normally the registration).
+    pub lineage: Option<Lineage>,
 }
 
 impl Registry {
@@ -112,6 +117,9 @@ impl Registry {
             return Ok(());
         }
         check_fields(event)?;
+        if event.kind == EventKind::RetrainRequested {
+            return self.record_retrain(event);
+        }
         let model = self.models.get(&event.model_id);
         let current = model.and_then(|m| m.versions.get(&event.model_version));
         let illegal = |from: &'static str, why: &'static str| LifecycleError::IllegalTransition {
@@ -160,6 +168,24 @@ impl Registry {
         Ok(())
     }
 
+    /// A retraining request: recorded in the history without changing any stage; the version
+    /// must exist. The remediation is not marked acted on: a rollback it asks for may still wait
+    /// for approval (its own event id keeps the request from repeating).
+    fn record_retrain(&mut self, event: &LifecycleEvent) -> Result<(), LifecycleError> {
+        let Some(model) = self.models.get_mut(&event.model_id) else {
+            return Err(LifecycleError::InvalidEvent {
+                event_id: event.event_id.clone(),
+                reason: format!(
+                    "retrain requested for model {:?}, which is not in the registry",
+                    event.model_id
+                ),
+            });
+        };
+        model.history.push(event.clone());
+        self.applied.insert(event.event_id.clone());
+        Ok(())
+    }
+
     /// The state change of an event `apply` accepted.
     fn commit(&mut self, event: &LifecycleEvent, previous: Option<Stage>) {
         let version = event.model_version.clone();
@@ -191,9 +217,19 @@ impl Registry {
             model.production = None;
         }
         debug_assert!(previous != Some(Stage::RolledBack));
+        let earlier = model.versions.get(&version);
+        let registered_by = earlier.map_or_else(|| event.actor.clone(), |v| v.registered_by.clone());
+        let registered_ms = earlier.map_or(event.event_time_ms, |v| v.registered_ms);
+        let lineage = match &event.lineage {
+            Some(l) => Some((**l).clone()),
+            None => earlier.and_then(|v| v.lineage.clone()),
+        };
         model.versions.insert(
             version,
             VersionState {
+                registered_by,
+                registered_ms,
+                lineage,
                 stage: event.stage,
                 traffic_weight: if event.stage == Stage::Canary { event.traffic_weight } else { None },
                 held_by,

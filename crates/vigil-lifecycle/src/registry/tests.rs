@@ -19,9 +19,11 @@ pub(crate) fn lifecycle(
         stage,
         traffic_weight: weight,
         reason: "test".into(),
-        actor: "alice".into(),
+        actor: "ci".into(),
         remediation_id: None,
         event_time_ms: 1_000,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     }
 }
 
@@ -366,4 +368,38 @@ proptest! {
             prop_assert_eq!(&registry, &after);
         }
     }
+}
+
+#[test]
+fn a_retrain_remediation_records_one_request_and_a_critical_one_also_rolls_back() {
+    let mut registry = Registry::replay(&[
+        lifecycle("e1", "fraud", "v1", Stage::Production, None),
+        lifecycle("e2", "fraud", "v2", Stage::Canary, Some(0.2)),
+    ])
+    .unwrap();
+    let policy = LifecyclePolicy::default();
+    let warning = remediation("r1", "fraud", "v1", Severity::Warning, RemediationAction::Retrain);
+    let decision = decide(&registry, &warning, &policy, 5);
+    assert_eq!(decision.outcome, Outcome::RetrainRequested { version: "v1".into() });
+    assert_eq!(decision.events.len(), 1);
+    let e = &decision.events[0];
+    assert_eq!(
+        (e.kind, e.stage, e.event_id.as_str()),
+        (vigil_events::EventKind::RetrainRequested, Stage::Production, "r1:RETRAIN_REQUESTED:v1")
+    );
+    registry.apply(e).unwrap();
+    assert_eq!(registry.version("fraud", "v1").unwrap().stage, Stage::Production, "no stage change");
+    assert_eq!(decide(&registry, &warning, &policy, 6).outcome, Outcome::Duplicate);
+
+    let critical = remediation("r2", "fraud", "v2", Severity::Critical, RemediationAction::Retrain);
+    let decision = decide(&registry, &critical, &policy, 7);
+    assert_eq!(decision.outcome, Outcome::RolledBackCanary { version: "v2".into() });
+    let kinds: Vec<_> = decision.events.iter().map(|e| (e.stage, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Stage::RolledBack, vigil_events::EventKind::StageChange),
+            (Stage::RolledBack, vigil_events::EventKind::RetrainRequested)
+        ]
+    );
 }

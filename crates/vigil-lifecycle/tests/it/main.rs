@@ -64,6 +64,8 @@ fn lifecycle(id: &str, version: &str, stage: Stage, weight: Option<f64>) -> Life
         actor: "alice".into(),
         remediation_id: None,
         event_time_ms: 1_000,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: None,
     }
 }
 

@@ -14,14 +14,14 @@ fn brokers() -> String {
 }
 
 /// A predictions and an outcomes topic no other test or run shares, deleted on drop.
-struct Topics {
-    predictions: String,
-    outcomes: String,
-    runtime: tokio::runtime::Runtime,
+pub(crate) struct Topics {
+    pub(crate) predictions: String,
+    pub(crate) outcomes: String,
+    pub(crate) runtime: tokio::runtime::Runtime,
 }
 
 impl Topics {
-    fn new(test: &str) -> Self {
+    pub(crate) fn new(test: &str) -> Self {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
         let name = format!("{test}_{}_{nanos}", std::process::id());
         let topics = Self {
@@ -45,7 +45,7 @@ impl Topics {
         ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap()
     }
 
-    fn config(&self) -> SdkConfig {
+    pub(crate) fn config(&self) -> SdkConfig {
         let mut config = SdkConfig::new(brokers());
         config.predictions_topic = self.predictions.clone();
         config.outcomes_topic = self.outcomes.clone();
@@ -64,7 +64,7 @@ impl Drop for Topics {
 
 /// Every message of `topic` from the start as (key, value), until `expected` arrived and 1 s
 /// passed without more (to catch duplicates), or `timeout`.
-fn consume(topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn consume(topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", format!("{topic}-reader"))
@@ -92,7 +92,7 @@ fn consume(topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, Vec
     messages
 }
 
-fn prediction(i: usize) -> PredictionEvent {
+pub(crate) fn prediction(i: usize) -> PredictionEvent {
     PredictionEvent {
         event_id: format!("e-{i}"),
         prediction_id: format!("p-{i}"),
@@ -107,7 +107,7 @@ fn prediction(i: usize) -> PredictionEvent {
     }
 }
 
-fn outcome(i: usize) -> OutcomeEvent {
+pub(crate) fn outcome(i: usize) -> OutcomeEvent {
     OutcomeEvent {
         event_id: format!("o-{i}"),
         prediction_id: format!("p-{i}"),

@@ -31,7 +31,7 @@ enum Sub {
         json: bool,
     },
     /// Append a stage change for a model version, checked against the replayed registry first.
-    Register(RegisterArgs),
+    Register(Box<RegisterArgs>),
     /// List the decisions waiting for approval (asks the running `vigil lifecycle`).
     Approvals {
         #[arg(long)]
@@ -54,9 +54,10 @@ enum Sub {
 struct DecideArgs {
     model: String,
     version: String,
-    /// Who decides (recorded in the log).
+    /// Deprecated: the log records your token's subject (`VIGIL_API_TOKEN`); when given, it must
+    /// be that subject.
     #[arg(long)]
-    actor: String,
+    actor: Option<String>,
     /// Why (recorded in the log).
     #[arg(long)]
     reason: String,
@@ -82,6 +83,120 @@ struct RegisterArgs {
     /// Why, recorded in the log.
     #[arg(long)]
     reason: Option<String>,
+    #[command(flatten)]
+    lineage: LineageArgs,
+}
+
+/// Where the version came from: options, or a JSON file (`--lineage-file`) the options override.
+#[derive(clap::Args, Default)]
+struct LineageArgs {
+    /// A JSON object with any of the fields below (`datasets` as [{"name", "version", "sha256"}],
+    /// `tags` as an object); at most 1 MiB.
+    #[arg(long, value_name = "FILE")]
+    lineage_file: Option<std::path::PathBuf>,
+    #[arg(long)]
+    training_run_id: Option<String>,
+    #[arg(long)]
+    training_run_uri: Option<String>,
+    /// A training dataset as NAME, NAME@VERSION, NAME#SHA256 or NAME@VERSION#SHA256; repeatable.
+    #[arg(long = "dataset", value_name = "NAME[@VERSION][#SHA256]")]
+    datasets: Vec<String>,
+    #[arg(long)]
+    code_repository: Option<String>,
+    #[arg(long)]
+    code_commit: Option<String>,
+    #[arg(long)]
+    artifact_uri: Option<String>,
+    /// Hex SHA-256 of the artifact.
+    #[arg(long)]
+    artifact_sha256: Option<String>,
+    #[arg(long)]
+    parent_version: Option<String>,
+    /// The owning team.
+    #[arg(long)]
+    team: Option<String>,
+    /// A free tag as KEY=VALUE; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+}
+
+/// Largest `--lineage-file`, in bytes.
+const MAX_LINEAGE_FILE: u64 = 1024 * 1024;
+
+impl LineageArgs {
+    /// The lineage given, validated; `None` when no option and no file was given.
+    fn lineage(&self) -> anyhow::Result<Option<vigil_events::Lineage>> {
+        let mut view =
+            match &self.lineage_file {
+                Some(path) => {
+                    let size = std::fs::metadata(path)
+                        .with_context(|| format!("--lineage-file {}", path.display()))?
+                        .len();
+                    anyhow::ensure!(
+                        size <= MAX_LINEAGE_FILE,
+                        "--lineage-file {}: {size} bytes, at most {MAX_LINEAGE_FILE}",
+                        path.display()
+                    );
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--lineage-file {}", path.display()))?;
+                    Some(serde_json::from_str::<vigil_alerts::LineageView>(&text).with_context(|| {
+                        format!("--lineage-file {}: not a lineage object", path.display())
+                    })?)
+                }
+                None => None,
+            };
+        let given = [
+            &self.training_run_id,
+            &self.training_run_uri,
+            &self.code_repository,
+            &self.code_commit,
+            &self.artifact_uri,
+            &self.artifact_sha256,
+            &self.parent_version,
+            &self.team,
+        ]
+        .iter()
+        .any(|o| o.is_some())
+            || !self.datasets.is_empty()
+            || !self.tags.is_empty();
+        if given {
+            let v = view.get_or_insert_with(Default::default);
+            let set = |field: &mut Option<String>, value: &Option<String>| {
+                if value.is_some() {
+                    field.clone_from(value);
+                }
+            };
+            set(&mut v.training_run_id, &self.training_run_id);
+            set(&mut v.training_run_uri, &self.training_run_uri);
+            set(&mut v.code_repository, &self.code_repository);
+            set(&mut v.code_commit, &self.code_commit);
+            set(&mut v.artifact_uri, &self.artifact_uri);
+            set(&mut v.artifact_sha256, &self.artifact_sha256);
+            set(&mut v.parent_version, &self.parent_version);
+            set(&mut v.team, &self.team);
+            for spec in &self.datasets {
+                let (rest, sha256) = match spec.split_once('#') {
+                    Some((rest, hash)) => (rest, Some(hash.to_owned())),
+                    None => (spec.as_str(), None),
+                };
+                let (name, version) = match rest.split_once('@') {
+                    Some((name, version)) => (name, Some(version.to_owned())),
+                    None => (rest, None),
+                };
+                anyhow::ensure!(!name.is_empty(), "--dataset {spec:?}: the name is empty");
+                v.datasets.push(vigil_alerts::DatasetView { name: name.to_owned(), version, sha256 });
+            }
+            for tag in &self.tags {
+                let (key, value) =
+                    tag.split_once('=').with_context(|| format!("--tag {tag:?}: expected KEY=VALUE"))?;
+                v.tags.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        let Some(view) = view else { return Ok(None) };
+        let lineage = vigil_lifecycle::view::lineage_of(&view);
+        lineage.validate().map_err(|e| anyhow::anyhow!("lineage: {e}"))?;
+        Ok(Some(lineage))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -112,7 +227,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     match args.command {
         None => run_until(config, super::shutdown_on_signal()).await,
         Some(Sub::State { json }) => state(config, json).await,
-        Some(Sub::Register(args)) => register(config, args).await,
+        Some(Sub::Register(args)) => register(config, *args).await,
         Some(Sub::Approvals { model, version, json }) => {
             approvals(config, model.as_deref(), version.as_deref(), json).await
         }
@@ -126,7 +241,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
 pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = config.lifecycle_service().map_err(anyhow::Error::msg)?;
     ensure_topics(config).await?;
-    if settings.api_token.is_none() {
+    if settings.api_auth.is_none() {
         tracing::warn!("lifecycle.api.enabled = false: no /api/v1 routes (metrics and health only)");
     }
     let listen = settings.listen;
@@ -136,7 +251,7 @@ pub async fn run_until(config: &Config, shutdown: CancellationToken) -> anyhow::
 }
 
 fn client(config: &Config) -> anyhow::Result<Client> {
-    let token = config.lifecycle.api.token().map_err(anyhow::Error::msg)?;
+    let token = config.lifecycle.api.client_token().map_err(anyhow::Error::msg)?;
     Ok(Client::new(&config.lifecycle.api.base_url(), &token)?)
 }
 
@@ -168,7 +283,9 @@ async fn approvals(
 async fn decide(config: &Config, what: Decide, args: DecideArgs) -> anyhow::Result<()> {
     let client = client(config)?;
     let events = match what {
-        Decide::Rollback => client.rollback(&args.model, &args.version, &args.actor, &args.reason).await?,
+        Decide::Rollback => {
+            client.rollback(&args.model, &args.version, args.actor.as_deref(), &args.reason).await?
+        }
         Decide::Approve | Decide::Reject => {
             let id = match args.id {
                 Some(id) => id,
@@ -188,8 +305,8 @@ async fn decide(config: &Config, what: Decide, args: DecideArgs) -> anyhow::Resu
                 }
             };
             match what {
-                Decide::Approve => client.approve(&id, &args.actor, &args.reason).await?,
-                _ => client.reject(&id, &args.actor, &args.reason).await?,
+                Decide::Approve => client.approve(&id, args.actor.as_deref(), &args.reason).await?,
+                _ => client.reject(&id, args.actor.as_deref(), &args.reason).await?,
             }
         }
     };
@@ -263,6 +380,22 @@ async fn state(config: &Config, json: bool) -> anyhow::Result<()> {
                 v.actor,
                 v.reason
             );
+            if let Some(l) = &v.lineage {
+                let show = |label: &str, value: &Option<String>| {
+                    value.as_ref().map(|v| format!("{label} {v}")).unwrap_or_default()
+                };
+                let parts: Vec<String> = [
+                    show("run", &l.training_run_id),
+                    show("commit", &l.code_commit),
+                    show("artifact", &l.artifact_uri),
+                    show("team", &l.team),
+                ]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
+                let complete = if v.lineage_complete { "complete" } else { "incomplete" };
+                println!("{:<20} lineage ({complete}): {}", "", parts.join(", "));
+            }
         }
     }
     Ok(())
@@ -292,6 +425,8 @@ async fn register(config: &Config, args: RegisterArgs) -> anyhow::Result<()> {
         actor,
         remediation_id: None,
         event_time_ms: now_ms,
+        kind: vigil_events::EventKind::StageChange,
+        lineage: args.lineage.lineage()?.map(Box::new),
     };
     ensure_topics(config).await?;
     let mut registry = replay(config).await?;

@@ -1,3 +1,5 @@
+pub mod audit;
+pub mod kpi;
 pub mod lifecycle;
 pub mod loadgen;
 pub mod migrate;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vigil_alerts::{AlertsConfig, ReceiverConfig};
+use vigil_lifecycle::auth::{Authenticator, Role, TokenEntry};
+use vigil_lifecycle::jwt::{JwtSettings, JwtVerifier};
 use vigil_lifecycle::{LifecycleError, LifecyclePolicy, ModelPolicy};
 
 /// `defaults` and `models` are spelled out rather than a flattened `LifecyclePolicy`, because
@@ -35,9 +37,18 @@ pub struct LifecycleSection {
     /// How often canaries whose policy has `canary.analysis = true` are judged on the monitor's
     /// stored windows; 0 never. Needs `audit` (ClickHouse).
     pub canary_interval_ms: u64,
+    /// How often the KPI gauges (`vigil_lifecycle_kpi_*` on `/metrics`) are recomputed; 0 never.
+    pub kpi_interval_ms: u64,
+    /// The trailing period the KPI gauges cover, in days.
+    pub kpi_period_days: u32,
+    /// Answers to a remediation later than this count as late approvals in the KPIs.
+    pub approval_deadline_ms: u64,
     pub api: ApiSection,
     /// Serving-platform webhooks (`kind = "platform"` or `"mlflow"`), told after every change.
     pub platform: Vec<ReceiverConfig>,
+    /// Training pipelines a `retrain` remediation reaches (`kind = "airflow"`,
+    /// `"argo_workflows"`, `"kubeflow"` or `"retrain_webhook"`).
+    pub retrain: Vec<ReceiverConfig>,
 }
 
 impl Default for LifecycleSection {
@@ -52,24 +63,39 @@ impl Default for LifecycleSection {
             audit_queue: 10_000,
             resolve_interval_ms: 30_000,
             canary_interval_ms: 30_000,
+            kpi_interval_ms: 60_000,
+            kpi_period_days: 30,
+            approval_deadline_ms: 86_400_000,
             api: ApiSection::default(),
             platform: Vec::new(),
+            retrain: Vec::new(),
         }
     }
 }
 
 /// `[lifecycle.api]`: the registry API of `vigil lifecycle`, with `/metrics` and `/health`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Off only by choice: `vigil lifecycle` refuses to start the API without a token.
     pub enabled: bool,
     /// Address of the API, `/metrics` and `/health` (served even with the API off).
     pub listen: String,
-    /// The bearer token (better: `VIGIL__LIFECYCLE__API__TOKEN` or `token_file`).
+    /// One token in clear, with the admin role on every model and `token_subject` as its subject
+    /// (better: `VIGIL__LIFECYCLE__API__TOKEN` or `token_file`). Only its hash is kept in memory.
+    /// The CLI's approve, reject, rollback and approvals send it unless `VIGIL_API_TOKEN` is set.
     pub token: String,
     /// A file holding the token (a mounted secret); surrounding white space is ignored.
     pub token_file: PathBuf,
+    /// The subject (recorded actor) of `token`.
+    pub token_subject: String,
+    /// `[[lifecycle.api.tokens]]`: tokens known by their SHA-256, each with subject, role and scope.
+    pub tokens: Vec<TokenSection>,
+    /// The same as `subject:role:glob|glob:sha256hex` strings; from the environment as
+    /// `VIGIL__LIFECYCLE__API__TOKEN_HASHES`, comma-separated.
+    pub token_hashes: Vec<String>,
+    /// `[lifecycle.api.oidc]`: also accept OIDC JWTs (RS256) verified against a JWKS file.
+    pub oidc: OidcSection,
     /// Where `vigil lifecycle approve|reject|rollback|approvals` reach the API; empty:
     /// `http://<listen>`.
     pub url: String,
@@ -82,15 +108,166 @@ impl Default for ApiSection {
             listen: "127.0.0.1:9465".into(),
             token: String::new(),
             token_file: PathBuf::new(),
+            token_subject: "admin".into(),
+            tokens: Vec::new(),
+            token_hashes: Vec::new(),
+            oidc: OidcSection::default(),
             url: String::new(),
         }
     }
 }
 
-const TOKEN_FIX: &str = "set lifecycle.api.token (or the VIGIL__LIFECYCLE__API__TOKEN environment variable, or lifecycle.api.token_file), \
-                         or run without the API with lifecycle.api.enabled = false";
+impl std::fmt::Debug for ApiSection {
+    // Neither the token nor any hash in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token_set", &!self.token.is_empty())
+            .field("token_file", &self.token_file)
+            .field("token_subject", &self.token_subject)
+            .field("tokens", &self.tokens)
+            .field("token_hashes", &self.token_hashes.len())
+            .field("oidc", &self.oidc)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// One `[[lifecycle.api.tokens]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// Recorded as the actor of every change made with the token.
+    pub subject: String,
+    /// `viewer`, `operator`, `approver` or `admin`.
+    pub role: String,
+    /// Model id globs the token may act on; default every model.
+    #[serde(default = "every_model")]
+    pub models: Vec<String>,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for TokenSection {
+    // The hash stays out of any debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSection")
+            .field("subject", &self.subject)
+            .field("role", &self.role)
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
+fn every_model() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// `[lifecycle.api.oidc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcSection {
+    /// The identity provider's JWKS as a local file; empty: no JWTs.
+    pub jwks_file: PathBuf,
+    /// Required `iss`; empty: not checked.
+    pub issuer: String,
+    /// Required in `aud`; empty: not checked.
+    pub audience: String,
+    pub subject_claim: String,
+    pub role_claim: String,
+    pub models_claim: String,
+}
+
+impl Default for OidcSection {
+    fn default() -> Self {
+        Self {
+            jwks_file: PathBuf::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            subject_claim: "sub".into(),
+            role_claim: "vigil_role".into(),
+            models_claim: "vigil_models".into(),
+        }
+    }
+}
+
+const TOKEN_FIX: &str = "set lifecycle.api.tokens (or lifecycle.api.token_hashes, or the VIGIL__LIFECYCLE__API__TOKEN_HASHES environment variable), \
+                         lifecycle.api.token (or the VIGIL__LIFECYCLE__API__TOKEN environment variable, or lifecycle.api.token_file), \
+                         or lifecycle.api.oidc.jwks_file; or run without the API with lifecycle.api.enabled = false";
 
 impl ApiSection {
+    /// What the CLI sends: `VIGIL_API_TOKEN`, else `token` or `token_file`.
+    pub fn client_token(&self) -> Result<String, String> {
+        match std::env::var("VIGIL_API_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+            _ => self.token().map_err(|e| format!("{e} (or set VIGIL_API_TOKEN to your own token)")),
+        }
+    }
+
+    /// The hashed entries of `tokens` and `token_hashes`, each problem naming its key.
+    fn token_entries(&self, errors: &mut Vec<String>) -> Vec<TokenEntry> {
+        let mut entries = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let entry = Role::parse(&t.role)
+                .ok_or_else(|| format!("role {:?} must be viewer, operator, approver or admin", t.role))
+                .and_then(|role| TokenEntry::new(&t.subject, role, t.models.clone(), &t.sha256));
+            match entry {
+                Ok(e) => entries.push(e),
+                Err(e) => errors.push(format!("lifecycle.api.tokens[{i}]: {e}")),
+            }
+        }
+        for (i, spec) in self.token_hashes.iter().enumerate() {
+            match TokenEntry::parse_spec(spec) {
+                Ok(e) => entries.push(e),
+                // The spec holds a hash: name the entry and its subject, never echo it.
+                Err(e) => errors.push(format!(
+                    "lifecycle.api.token_hashes[{i}] (subject {:?}): {e}",
+                    spec.split(':').next().unwrap_or_default()
+                )),
+            }
+        }
+        entries
+    }
+
+    /// Every token and the OIDC verifier the API accepts; an error names the key and the fix.
+    pub fn authenticator(&self) -> Result<Authenticator, String> {
+        let mut errors = Vec::new();
+        let mut entries = self.token_entries(&mut errors);
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        if !self.token.trim().is_empty() || !self.token_file.as_os_str().is_empty() {
+            entries.push(TokenEntry::from_secret(
+                &self.token_subject,
+                Role::Admin,
+                vec!["*".into()],
+                &self.token()?,
+            ));
+        }
+        let mut auth = Authenticator::new(entries);
+        if !self.oidc.jwks_file.as_os_str().is_empty() {
+            let o = &self.oidc;
+            let settings = JwtSettings {
+                issuer: (!o.issuer.is_empty()).then(|| o.issuer.clone()),
+                audience: (!o.audience.is_empty()).then(|| o.audience.clone()),
+                subject_claim: o.subject_claim.clone(),
+                role_claim: o.role_claim.clone(),
+                models_claim: o.models_claim.clone(),
+            };
+            auth = auth.with_jwt(
+                JwtVerifier::from_file(&o.jwks_file, settings)
+                    .map_err(|e| format!("lifecycle.api.oidc.jwks_file: {e}"))?,
+            );
+        }
+        if auth.is_empty() {
+            return Err(format!(
+                "lifecycle.api.tokens: the lifecycle API needs at least one token: {TOKEN_FIX}"
+            ));
+        }
+        Ok(auth)
+    }
+
     /// The token from `token` or `token_file`; an error names the key and the fix.
     pub fn token(&self) -> Result<String, String> {
         let token = if self.token_file.as_os_str().is_empty() {
@@ -149,9 +326,19 @@ impl LifecycleSection {
         if self.audit_queue == 0 {
             errors.push("lifecycle.audit_queue: must be at least 1".into());
         }
+        if !(1..=3660).contains(&self.kpi_period_days) {
+            errors.push(format!(
+                "lifecycle.kpi_period_days: {} must be between 1 and 3660",
+                self.kpi_period_days
+            ));
+        }
+        if self.approval_deadline_ms == 0 {
+            errors.push("lifecycle.approval_deadline_ms: must be at least 1".into());
+        }
         for (key, value) in [
             ("resolve_interval_ms", self.resolve_interval_ms),
             ("canary_interval_ms", self.canary_interval_ms),
+            ("kpi_interval_ms", self.kpi_interval_ms),
         ] {
             if value != 0 && value < 1_000 {
                 errors.push(format!("lifecycle.{key}: {value} must be 0 (never) or at least 1000"));
@@ -162,6 +349,10 @@ impl LifecycleSection {
                 "lifecycle.api.listen: {:?} is not an address like 127.0.0.1:9465",
                 self.api.listen
             ));
+        }
+        self.api.token_entries(errors);
+        if self.api.token_subject.trim().is_empty() {
+            errors.push("lifecycle.api.token_subject: must not be empty".into());
         }
         if !self.api.token.is_empty() && !self.api.token_file.as_os_str().is_empty() {
             errors.push("lifecycle.api.token and lifecycle.api.token_file: set one, not both".into());
@@ -174,6 +365,13 @@ impl LifecycleSection {
                 "lifecycle.api.url: {:?} must be an http:// or https:// URL, or empty for http://<listen>",
                 self.api.url
             ));
+        }
+        for (i, receiver) in self.retrain.iter().enumerate() {
+            if !receiver.kind.takes_retrain() {
+                errors.push(format!(
+                    "lifecycle.retrain[{i}].kind: must be \"airflow\", \"argo_workflows\", \"kubeflow\" or \"retrain_webhook\""
+                ));
+            }
         }
         for (i, receiver) in self.platform.iter().enumerate() {
             if !receiver.kind.takes_traffic() {
@@ -198,19 +396,26 @@ pub fn check_alerts(alerts: &AlertsConfig, lifecycle: &LifecycleSection, errors:
         if receiver.kind.takes_traffic() {
             errors.push(format!("alerts.receivers[{i}].kind: a serving-platform webhook takes no alerts; put it under [[lifecycle.platform]]"));
         }
+        if receiver.kind.takes_retrain() {
+            errors.push(format!("alerts.receivers[{i}].kind: a training pipeline takes no alerts; put it under [[lifecycle.retrain]]"));
+        }
     }
-    let all: Vec<ReceiverConfig> = alerts.receivers.iter().chain(&lifecycle.platform).cloned().collect();
+    let platform_count = lifecycle.platform.len();
+    let all: Vec<ReceiverConfig> =
+        alerts.receivers.iter().chain(&lifecycle.platform).chain(&lifecycle.retrain).cloned().collect();
     let mut problems = Vec::new();
     let key = |i: usize| {
         if i < alert_count {
             format!("alerts.receivers[{i}]")
-        } else {
+        } else if i < alert_count + platform_count {
             format!("lifecycle.platform[{}]", i - alert_count)
+        } else {
+            format!("lifecycle.retrain[{}]", i - alert_count - platform_count)
         }
     };
     vigil_alerts::check_receivers(&all, &key, &mut problems);
     // The alert receivers' own problems are already listed above.
-    errors.extend(problems.into_iter().filter(|p| p.starts_with("lifecycle.platform")));
+    errors.extend(problems.into_iter().filter(|p| p.starts_with("lifecycle.")));
 }
 
 impl super::Config {
@@ -218,9 +423,10 @@ impl super::Config {
     /// stops the start with the key and the fix.
     pub fn lifecycle_service(&self) -> Result<vigil_lifecycle::service::ServiceSettings, String> {
         let l = &self.lifecycle;
-        let api_token = if l.api.enabled { Some(l.api.token()?) } else { None };
+        let api_auth = if l.api.enabled { Some(l.api.authenticator()?) } else { None };
         let mut webhooks = self.alerts.clone();
         webhooks.receivers.extend(l.platform.iter().cloned());
+        webhooks.receivers.extend(l.retrain.iter().cloned());
         Ok(vigil_lifecycle::service::ServiceSettings {
             kafka: self.lifecycle_settings(),
             listen: l
@@ -228,7 +434,7 @@ impl super::Config {
                 .listen
                 .parse()
                 .map_err(|_| format!("lifecycle.api.listen: {:?} is not an address", l.api.listen))?,
-            api_token,
+            api_auth,
             state_dir: l.state_dir.clone(),
             store: l.audit.then(|| self.store_config()),
             audit_queue: l.audit_queue,
@@ -238,6 +444,9 @@ impl super::Config {
             canary_interval: (l.audit && l.canary_interval_ms > 0)
                 .then(|| Duration::from_millis(l.canary_interval_ms)),
             window_seconds: self.monitor.window_seconds,
+            kpi_interval: (l.kpi_interval_ms > 0).then(|| Duration::from_millis(l.kpi_interval_ms)),
+            kpi_period: Duration::from_secs(u64::from(l.kpi_period_days) * 86_400),
+            approval_deadline: Duration::from_millis(l.approval_deadline_ms),
         })
     }
 }

@@ -5,7 +5,8 @@
 use serde::Deserialize;
 use vigil_events::{RemediationAction, Severity};
 use vigil_monitor::{
-    DriftPolicySettings, Escalation, LatencyPolicySettings, PerformancePolicySettings, Policies, PolicyBook,
+    DriftPolicySettings, Escalation, LatencyPolicySettings, NoTrafficPolicySettings,
+    PerformancePolicySettings, Policies, PolicyBook,
 };
 
 use super::MonitorSection;
@@ -22,7 +23,7 @@ pub struct PolicySection {
     pub consecutive_windows: u32,
     /// Family-wise false alarm rate per window (Bonferroni over the features tested).
     pub family_alpha: f64,
-    /// alert, hold_promotion or rollback.
+    /// alert, hold_promotion, rollback or retrain (a request to the [[lifecycle.retrain]] pipelines).
     pub action: String,
     /// info, warning or critical.
     pub severity: String,
@@ -101,6 +102,22 @@ impl Default for LatencyPolicySection {
     }
 }
 
+/// A version that had traffic and then none for `windows` whole windows breaches `no_traffic`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoTrafficPolicySection {
+    /// Silent windows before the breach; unset (off) by default.
+    pub windows: Option<u32>,
+    pub action: String,
+    pub severity: String,
+}
+
+impl Default for NoTrafficPolicySection {
+    fn default() -> Self {
+        Self { windows: None, action: "alert".into(), severity: "warning".into() }
+    }
+}
+
 /// One model's windows and thresholds; what is not set comes from `[monitor]` and the sections
 /// above. `action` and `severity` apply to every policy of the model (e.g. `rollback`/`critical`
 /// for a model in a canary rollout).
@@ -117,6 +134,8 @@ pub struct ModelPolicySection {
     pub max_accuracy_drop: Option<f64>,
     pub max_mae: Option<f64>,
     pub max_p99_ms: Option<f64>,
+    /// Silent windows before `no_traffic` breaches for this model's versions; 0 turns it off.
+    pub no_traffic_windows: Option<u32>,
     pub action: Option<String>,
     pub severity: Option<String>,
 }
@@ -126,8 +145,9 @@ fn action(key: &str, value: &str, errors: &mut Vec<String>) -> RemediationAction
         "alert" => RemediationAction::Alert,
         "hold_promotion" => RemediationAction::HoldPromotion,
         "rollback" => RemediationAction::Rollback,
+        "retrain" => RemediationAction::Retrain,
         _ => {
-            errors.push(format!("{key}: {value:?} must be alert, hold_promotion or rollback"));
+            errors.push(format!("{key}: {value:?} must be alert, hold_promotion, rollback or retrain"));
             RemediationAction::Alert
         }
     }
@@ -147,7 +167,7 @@ fn severity(key: &str, value: &str, errors: &mut Vec<String>) -> Severity {
 
 /// Builds the policy book, collecting every invalid value (with its key) in `errors`.
 fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
-    let (d, p, l) = (&m.policy, &m.performance_policy, &m.latency_policy);
+    let (d, p, l, q) = (&m.policy, &m.performance_policy, &m.latency_policy, &m.no_traffic_policy);
     let escalation =
         |name: &str, section: &str, consecutive_windows: u32, a: &str, s: &str, errors: &mut Vec<String>| {
             if consecutive_windows == 0 {
@@ -201,7 +221,17 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
             min_events: l.min_events,
             max_p99_ms: l.max_p99_ms,
         },
+        no_traffic: NoTrafficPolicySettings {
+            escalation: escalation("no_traffic", "no_traffic_policy", 1, &q.action, &q.severity, errors),
+            windows: q.windows,
+        },
     };
+    if q.windows == Some(0) {
+        errors.push(
+            "monitor.no_traffic_policy.windows: must be at least 1 (leave it unset to turn the policy off)"
+                .into(),
+        );
+    }
     check_thresholds("monitor.policy", Some(d.family_alpha), Some(d.min_drifted_features), errors);
     check_fraction("monitor.performance_policy.min_accuracy", Some(p.min_accuracy), errors);
     check_fraction("monitor.performance_policy.max_accuracy_drop", Some(p.max_accuracy_drop), errors);
@@ -230,12 +260,18 @@ fn build(m: &MonitorSection, errors: &mut Vec<String>) -> PolicyBook {
             o.max_accuracy_drop.or(policies.performance.max_accuracy_drop);
         policies.performance.max_mae = o.max_mae.or(policies.performance.max_mae);
         policies.latency.max_p99_ms = o.max_p99_ms.or(policies.latency.max_p99_ms);
+        match o.no_traffic_windows {
+            Some(0) => policies.no_traffic.windows = None,
+            Some(windows) => policies.no_traffic.windows = Some(windows),
+            None => {}
+        }
         let model_action = o.action.as_deref().map(|a| action(&format!("{key}.action"), a, errors));
         let model_severity = o.severity.as_deref().map(|s| severity(&format!("{key}.severity"), s, errors));
         for escalation in [
             &mut policies.drift.escalation,
             &mut policies.performance.escalation,
             &mut policies.latency.escalation,
+            &mut policies.no_traffic.escalation,
         ] {
             escalation.action = model_action.unwrap_or(escalation.action);
             escalation.severity = model_severity.unwrap_or(escalation.severity);

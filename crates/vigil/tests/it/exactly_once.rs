@@ -196,7 +196,7 @@ fn produce(env: &Topics, set: &EventSet, rate: Option<u64>) {
 // ClickHouse over HTTP, as text
 
 /// Runs `sql` on the test server; the body as text, or the server's error.
-async fn query(sql: &str) -> Result<String, String> {
+pub(crate) async fn query(sql: &str) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = harness::clickhouse_url();
     let address = url.trim_start_matches("http://").trim_end_matches('/').to_owned();

@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use sha2::Sha256;
 use vigil_events::{encode, Evidence, RemediationAction, RemediationEvent, Severity};
+use vigil_lifecycle::jwt::b64url_encode as b64url;
 
 use crate::harness::{self, clickhouse_sql, terminate, version_of, ChildGuard, LifecycleEnv, API_TOKEN};
 
@@ -330,28 +331,80 @@ secret = "{SECRET}"
     env.cleanup();
 }
 
+/// Runs `vigil` with `VIGIL_API_TOKEN` set, as a person with their own token would.
+async fn run_vigil_as(
+    env: &LifecycleEnv,
+    config: &std::path::Path,
+    token: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut command = env.vigil(config, args);
+    command.env("VIGIL_API_TOKEN", token);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Hex SHA-256, as `printf %s TOKEN | sha256sum` prints it.
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_api_refuses_a_wrong_token_and_an_approval_records_who_and_why() {
+async fn the_api_checks_tokens_roles_scopes_and_four_eyes_and_records_the_subject() {
     let env = LifecycleEnv::new("lifecycle_api");
-    let config = env.write_config(
+    // alice registers (approver, so only four eyes stop her), bob only reads, carol approves,
+    // dave approves but only churn models.
+    let (alice, bob, carol, dave) = ("alice-token", "bob-token", "carol-token", "dave-token");
+    let toml = format!(
         r#"
 [lifecycle]
 replay_timeout_ms = 30000
+[lifecycle.api]
+token_hashes = ["alice:approver:fraud*:{}", "bob:viewer:*:{}"]
+[[lifecycle.api.tokens]]
+subject = "carol"
+role = "approver"
+sha256 = "{}"
+[[lifecycle.api.tokens]]
+subject = "dave"
+role = "approver"
+models = ["churn*"]
+sha256 = "{}"
 [lifecycle.models.fraud]
 manual_rollback = true
 "#,
+        sha256_hex(alice),
+        sha256_hex(bob),
+        sha256_hex(carol),
+        sha256_hex(dave)
     );
-    // Without a token the API does not start, and the error says how to give one.
-    let mut no_token = env.vigil(&config, &["lifecycle"]);
+    // Without any token the API does not start, and the error says how to give one.
+    let bare = env.write_config("[lifecycle]\nreplay_timeout_ms = 30000\n");
+    let mut no_token = env.vigil(&bare, &["lifecycle"]);
     no_token.env_remove("VIGIL__LIFECYCLE__API__TOKEN");
     let output = tokio::task::spawn_blocking(move || no_token.output().unwrap()).await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success()
-            && stderr.contains("lifecycle.api.token")
+            && stderr.contains("lifecycle.api.tokens")
             && stderr.contains("lifecycle.api.enabled = false"),
         "{stderr}"
     );
+    // A malformed hash is named by key and subject, and the hash is not echoed.
+    let broken = env.dir.join("broken.toml");
+    std::fs::write(&broken, "[lifecycle.api]\ntoken_hashes = [\"eve:viewer:*:abc123\"]\n").unwrap();
+    let (code, _, stderr) = env.run_vigil(&broken, &["lifecycle"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("lifecycle.api.token_hashes[0] (subject \"eve\")") && !stderr.contains("abc123"),
+        "{stderr}"
+    );
+    let config = env.write_config(&toml);
 
     // Killed when the test ends, passed or failed.
     let mut consumer = ChildGuard(
@@ -363,7 +416,7 @@ manual_rollback = true
     );
     await_ready(&env).await;
 
-    let register_v1 = r#"{"version": "v1", "stage": "production", "actor": "ci", "reason": "first release"}"#;
+    let register_v1 = r#"{"version": "v1", "stage": "production", "reason": "first release"}"#;
     for token in [None, Some("wrong-token"), Some("")] {
         assert_eq!(
             env.http("POST", "/api/v1/models/fraud/versions", token, Some(register_v1)).await.0,
@@ -374,21 +427,53 @@ manual_rollback = true
     }
     let (status, body) = env.http("GET", "/api/v1/models", Some(API_TOKEN), None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"models":[]}"#), "nothing changed");
+    // A viewer cannot register, and the answer names the role it lacks.
+    let (status, body) =
+        env.http("POST", "/api/v1/models/fraud/versions", Some(bob), Some(register_v1)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("role viewer") && body.contains("role operator"), "{body}");
+    // Nobody records a change in someone else's name.
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            Some(alice),
+            Some(r#"{"version": "v1", "stage": "production", "actor": "mallory"}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("subject (\\\"alice\\\")") && body.contains("mallory"), "{body}");
 
     let (status, body) =
-        env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(register_v1)).await;
+        env.http("POST", "/api/v1/models/fraud/versions", Some(alice), Some(register_v1)).await;
     assert_eq!(status, 201, "{body}");
-    let canary = r#"{"version": "v2", "stage": "canary", "traffic_weight": 0.2, "actor": "ci"}"#;
-    assert_eq!(env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await.0, 201);
-    let (status, body) =
-        env.http("POST", "/api/v1/models/fraud/versions", Some(API_TOKEN), Some(canary)).await;
+    let canary = format!(
+        r#"{{"version": "v2", "stage": "canary", "traffic_weight": 0.2, "lineage": {{
+            "training_run_id": "run-42", "training_run_uri": "mlflow://runs/run-42",
+            "datasets": [{{"name": "transactions", "version": "2026-11"}}, {{"name": "labels", "sha256": "{h}"}}],
+            "code_repository": "https://git.example/ml/fraud.git", "code_commit": "4f1c2d3",
+            "artifact_uri": "s3://models/fraud/v2", "artifact_sha256": "{h}",
+            "parent_version": "v1", "team": "risk", "tags": {{"ticket": "RISK-7"}}}}}}"#,
+        h = "ab".repeat(32)
+    );
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(alice), Some(&canary)).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""actor":"alice""#) && body.contains(r#""training_run_id":"run-42""#), "{body}");
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            Some(alice),
+            Some(r#"{"version": "v2", "stage": "canary", "traffic_weight": 0.2}"#),
+        )
+        .await;
     assert_eq!(status, 201, "a canary event at its weight again is legal: {body}");
     let (status, body) = env
         .http(
             "POST",
             "/api/v1/models/fraud/versions",
-            Some(API_TOKEN),
-            Some(r#"{"version": "v1", "stage": "canary", "actor": "ci"}"#),
+            Some(alice),
+            Some(r#"{"version": "v1", "stage": "canary"}"#),
         )
         .await;
     assert_eq!(status, 409, "{body}");
@@ -397,48 +482,84 @@ manual_rollback = true
         .http(
             "POST",
             "/api/v1/models/fraud/versions",
-            Some(API_TOKEN),
-            Some(r#"{"version": "v3", "stage": "canary", "actor": "ci", "colour": "red"}"#),
+            Some(alice),
+            Some(r#"{"version": "v3", "stage": "canary", "colour": "red"}"#),
         )
         .await;
     assert_eq!(status, 400, "unknown fields are refused: {body}");
+    let (status, body) = env
+        .http(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            Some(alice),
+            Some(r#"{"version": "v3", "stage": "candidate", "lineage": {"artifact_sha256": "nothex"}}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("lineage.artifact_sha256"), "{body}");
+
+    // The lineage is in the model's state, for viewers too; out-of-scope models are hidden.
+    let (status, model) = env.http("GET", "/api/v1/models/fraud", Some(bob), None).await;
+    assert_eq!(status, 200, "{model}");
+    let model: Value = serde_json::from_str(&model).unwrap();
+    let v2 = model["versions"].as_array().unwrap().iter().find(|v| v["version"] == "v2").unwrap().clone();
+    assert_eq!(v2["registered_by"], "alice", "{v2}");
+    assert_eq!(v2["lineage"]["datasets"][1]["sha256"], "ab".repeat(32), "{v2}");
+    assert_eq!(
+        (v2["lineage"]["team"].as_str(), v2["lineage_complete"].as_bool()),
+        (Some("risk"), Some(true))
+    );
+    let (status, body) = env.http("GET", "/api/v1/models/fraud", Some(dave), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not scoped to model") && body.contains("churn*"), "{body}");
+    let (_, listed) = env.http("GET", "/api/v1/models", Some(dave), None).await;
+    assert_eq!(listed, r#"{"models":[]}"#);
 
     // A critical remediation for the gated model waits for a human.
     let remediation = critical_remediation(&env);
     publish_remediation(&env, &remediation, 1).await;
     let started = Instant::now();
     loop {
-        let (_, body) = env.http("GET", "/api/v1/approvals?model=fraud", Some(API_TOKEN), None).await;
+        let (_, body) = env.http("GET", "/api/v1/approvals?model=fraud", Some(bob), None).await;
         if body.contains(&remediation.remediation_id) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "no pending approval within 60 s: {body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (code, stdout, stderr) = env.run_vigil(&config, &["lifecycle", "approvals"]).await;
+    let (code, stdout, stderr) = run_vigil_as(&env, &config, bob, &["lifecycle", "approvals"]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains(&remediation.remediation_id) && stdout.contains("v2 ROLLED_BACK"), "{stdout}");
 
-    let decision = r#"{"actor": "mallory", "reason": "no"}"#;
+    let decision = r#"{"reason": "drift confirmed"}"#;
     let path = format!("/api/v1/approvals/{}/approve", remediation.remediation_id);
     assert_eq!(env.http("POST", &path, Some("wrong-token"), Some(decision)).await.0, 401);
+    let (status, body) = env.http("POST", &path, Some(bob), Some(decision)).await;
+    assert_eq!(status, 403, "a viewer cannot approve: {body}");
+    assert!(body.contains("role approver"), "{body}");
+    let (status, body) = env.http("POST", &path, Some(dave), Some(decision)).await;
+    assert_eq!(status, 403, "out of scope: {body}");
+    let (status, body) = env.http("POST", &path, Some(alice), Some(decision)).await;
+    assert_eq!(status, 403, "the registrant cannot approve: {body}");
+    assert!(body.contains("four eyes") && body.contains("alice\\\" registered"), "{body}");
     let (_, model) = env.http("GET", "/api/v1/models/fraud", Some(API_TOKEN), None).await;
-    assert!(model.contains(r#""stage":"CANARY""#), "still a canary after a refused approval: {model}");
+    assert!(model.contains(r#""stage":"CANARY""#), "still a canary after refused approvals: {model}");
 
-    let (code, stdout, stderr) = env
-        .run_vigil(
-            &config,
-            &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "drift confirmed"],
-        )
-        .await;
+    let (code, stdout, stderr) = run_vigil_as(
+        &env,
+        &config,
+        carol,
+        &["lifecycle", "approve", "fraud", "v2", "--reason", "drift confirmed"],
+    )
+    .await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stdout.contains("model fraud version v2: ROLLED_BACK") && stdout.contains("actor alice"),
+        stdout.contains("model fraud version v2: ROLLED_BACK") && stdout.contains("actor carol"),
         "{stdout}"
     );
-    let (code, _, stderr) = env
-        .run_vigil(&config, &["lifecycle", "approve", "fraud", "v2", "--actor", "alice", "--reason", "again"])
-        .await;
+    let (code, _, stderr) =
+        run_vigil_as(&env, &config, carol, &["lifecycle", "approve", "fraud", "v2", "--reason", "again"])
+            .await;
     assert_eq!(code, Some(1), "nothing left to approve");
     assert!(stderr.contains("no decision about model fraud version v2"), "{stderr}");
 
@@ -448,41 +569,63 @@ manual_rollback = true
     let last = history["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["stage"].as_str(), last["actor"].as_str()),
-        (Some("ROLLED_BACK"), Some("alice")),
+        (Some("ROLLED_BACK"), Some("carol")),
         "{history}"
     );
     assert_eq!(last["remediation_id"], remediation.remediation_id.as_str(), "{history}");
-    assert!(last["reason"].as_str().unwrap().ends_with("approved by alice: drift confirmed"), "{history}");
+    assert!(last["reason"].as_str().unwrap().ends_with("approved by carol: drift confirmed"), "{history}");
     assert!(last["event_time_ms"].as_i64().unwrap() > remediation.created_at_ms, "{history}");
 
-    // A manual rollback of production with nothing earlier to return to is refused.
+    // A manual rollback of production with nothing earlier to return to is refused; the legacy
+    // token is an admin whose subject is lifecycle.api.token_subject.
     let (status, body) = env
         .http(
             "POST",
             "/api/v1/models/fraud/versions/v1/rollback",
             Some(API_TOKEN),
-            Some(r#"{"actor": "bob", "reason": "test"}"#),
+            Some(r#"{"reason": "test"}"#),
         )
         .await;
     assert_eq!(status, 409, "{body}");
 
-    let rows = audited(&env, Duration::from_secs(30), |rows| rows.iter().any(|r| r.actor == "alice")).await;
-    let approved = rows.iter().find(|r| r.actor == "alice").unwrap();
+    let rows = audited(&env, Duration::from_secs(30), |rows| rows.iter().any(|r| r.actor == "carol")).await;
+    let approved = rows.iter().find(|r| r.actor == "carol").unwrap();
     assert_eq!(
         (approved.stage.as_str(), approved.remediation_id.as_deref()),
         ("ROLLED_BACK", Some(remediation.remediation_id.as_str()))
     );
 
+    // The KPIs through the API: all models need a token scoped to all of them.
+    let (status, body) = env.http("GET", "/api/v1/kpis", Some(dave), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = env.http("GET", "/api/v1/kpis?model=fraud", Some(bob), None).await;
+    assert_eq!(status, 200, "{body}");
+    let kpis: Value = serde_json::from_str(&body).unwrap();
+    let fraud = &kpis["models"][0];
+    assert_eq!(
+        (
+            fraud["deployments"].as_u64(),
+            fraud["versions_deployed"].as_u64(),
+            fraud["versions_rolled_back"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "{kpis}"
+    );
+    assert_eq!(fraud["exceptions"]["gates_bypassed"], 1, "v1 went straight to production: {kpis}");
+
     let (_, metrics) = env.http("GET", "/metrics", None, None).await;
     for needle in [
         r#"vigil_lifecycle_decisions_total{outcome="awaiting_approval"} 1"#,
         r#"vigil_lifecycle_events_applied_total{origin="command"} 4"#,
+        r#"vigil_lifecycle_api_auth_failures_total{kind="forbidden"} 6"#,
+        r#"vigil_lifecycle_kpi_period_seconds{model="all"} 2592000"#,
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
     }
     for (route, status) in [
         ("/api/v1/models/{model}/versions", "401"),
         ("/api/v1/approvals/{id}/approve", "401"),
+        ("/api/v1/approvals/{id}/approve", "403"),
         ("/api/v1/approvals/{id}/approve", "200"),
     ] {
         let counted = metrics.lines().any(|l| {
@@ -491,6 +634,9 @@ manual_rollback = true
                 && l.contains(&format!(r#"status="{status}""#))
         });
         assert!(counted, "{route} {status} counted in {metrics}");
+    }
+    for token in [alice, bob, carol, dave, API_TOKEN] {
+        assert!(!metrics.contains(token) && !metrics.contains(&sha256_hex(token)), "no token in metrics");
     }
     let (status, openapi) = env.http("GET", "/openapi.json", None, None).await;
     assert!(status == 200 && openapi.contains("\"/api/v1/approvals/{id}/approve\""), "{status}");
@@ -705,5 +851,78 @@ webhook_url = "https://hooks.slack.com/x"
     let (code, _, stderr) = env.run_vigil(&config, &["lifecycle", "state"]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("max_weight"), "{stderr}");
+    env.cleanup();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_jwts_checked_against_a_jwks_file_name_the_actor() {
+    use ring::rand::SystemRandom;
+    use ring::signature::{KeyPair, RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
+    // The test-only key of vigil-lifecycle's unit tests.
+    let key = RsaKeyPair::from_pkcs8(include_bytes!("../../../vigil-lifecycle/tests/data/jwt-test-key.pk8"))
+        .unwrap();
+    let public: RsaPublicKeyComponents<Vec<u8>> = key.public_key().into();
+    let env = LifecycleEnv::new("lifecycle_oidc");
+    let jwks = env.dir.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [{"kty": "RSA", "kid": "idp-1", "use": "sig",
+            "n": b64url(&public.n), "e": b64url(&public.e)}]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = env.write_config(&format!(
+        "[lifecycle]\nreplay_timeout_ms = 30000\n[lifecycle.api.oidc]\njwks_file = \"{}\"\nissuer = \"https://idp.example\"\naudience = \"vigil\"\n",
+        jwks.display()
+    ));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |claims: Value| {
+        let signed = format!(
+            "{}.{}",
+            b64url(br#"{"alg":"RS256","typ":"JWT","kid":"idp-1"}"#),
+            b64url(claims.to_string().as_bytes())
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signed.as_bytes(), &mut signature).unwrap();
+        format!("{signed}.{}", b64url(&signature))
+    };
+    let claims = |sub: &str, role: &str, exp: i64| {
+        serde_json::json!({"iss": "https://idp.example", "aud": "vigil", "sub": sub, "exp": exp,
+            "vigil_role": role, "vigil_models": ["fraud*"]})
+    };
+    let erin = sign(claims("erin", "operator", now + 600));
+    let viewer = sign(claims("frank", "viewer", now + 600));
+    let expired = sign(claims("erin", "operator", now - 3600));
+    let mut consumer = ChildGuard(
+        env.vigil(&config, &["lifecycle"]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap(),
+    );
+    await_ready(&env).await;
+    let register = r#"{"version": "v1", "stage": "production", "reason": "first"}"#;
+    let (status, body) =
+        env.http("POST", "/api/v1/models/fraud/versions", Some(&viewer), Some(register)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        env.http("POST", "/api/v1/models/fraud/versions", Some(&expired), Some(register)).await.0,
+        401
+    );
+    // The same header and signature over claims that make frank an admin.
+    let parts: Vec<&str> = viewer.split('.').collect();
+    let mut admin = claims("frank", "admin", now + 600);
+    admin["vigil_models"] = serde_json::json!(["*"]);
+    let forged = format!("{}.{}.{}", parts[0], b64url(admin.to_string().as_bytes()), parts[2]);
+    assert_eq!(env.http("GET", "/api/v1/models", Some(&forged), None).await.0, 401);
+    let trailing = format!("{}_", &erin[..erin.len() - 1]);
+    assert_eq!(
+        env.http("GET", "/api/v1/models", Some(&trailing), None).await.0,
+        401,
+        "non-canonical base64url"
+    );
+    let (status, body) = env.http("POST", "/api/v1/models/churn/versions", Some(&erin), Some(register)).await;
+    assert_eq!(status, 403, "out of the token's scope: {body}");
+    let (status, body) = env.http("POST", "/api/v1/models/fraud/versions", Some(&erin), Some(register)).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""actor":"erin""#), "{body}");
+    assert!(terminate(&mut consumer, Duration::from_secs(30)).success());
+    env.drop_database().await;
     env.cleanup();
 }

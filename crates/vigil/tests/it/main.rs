@@ -6,10 +6,13 @@
 mod closed_loop;
 mod drift;
 mod exactly_once;
+mod governance;
 mod harness;
 mod lifecycle;
 mod monitor;
 mod outcomes;
+mod recovery;
 mod reference;
 mod replay;
 mod windows;
+mod wire_format;

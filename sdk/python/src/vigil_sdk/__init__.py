@@ -1,10 +1,19 @@
 """vigil producer SDK: log ML predictions and outcomes to Kafka as Avro, byte-identical to the
 Rust SDK (`crates/vigil-sdk`), without blocking the serving path."""
 
-from .codec import decode, encode_outcome, encode_prediction, fingerprint
-from .errors import ConfigError, InvalidEvent, KafkaProduceError, ProducerClosed, QueueFull, VigilError
+from .codec import confluent_header, decode, encode_outcome, encode_prediction, fingerprint
+from .errors import (
+    ConfigError,
+    InvalidEvent,
+    KafkaProduceError,
+    ProducerClosed,
+    QueueFull,
+    SchemaRegistryError,
+    VigilError,
+)
 from .events import OutcomeEvent, Prediction, PredictionEvent, validate_outcome, validate_prediction
 from .producer import OUTCOMES_TOPIC, PREDICTIONS_TOPIC, SdkStats, VigilProducer
+from .registry import SchemaRegistry, subject
 from .sampling import fnv1a64, sample_point
 
 __all__ = [
@@ -18,15 +27,19 @@ __all__ = [
     "PredictionEvent",
     "ProducerClosed",
     "QueueFull",
+    "SchemaRegistry",
+    "SchemaRegistryError",
     "SdkStats",
     "VigilError",
     "VigilProducer",
+    "confluent_header",
     "decode",
     "encode_outcome",
     "encode_prediction",
     "fingerprint",
     "fnv1a64",
     "sample_point",
+    "subject",
     "validate_outcome",
     "validate_prediction",
 ]

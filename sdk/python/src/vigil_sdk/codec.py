@@ -23,6 +23,16 @@ from .events import OutcomeEvent, Prediction, PredictionEvent
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+#: The Confluent Schema Registry framing: byte 0, then the schema id as 4 bytes big-endian.
+CONFLUENT_MAGIC = 0
+CONFLUENT_HEADER_LEN = 5
+
+
+def confluent_header(schema_id: int) -> bytes:
+    """The 5-byte Confluent header for ``schema_id`` (the id the registry gave the schema)."""
+    if not 0 <= schema_id < 2**32:
+        raise ValueError(f"schema id must fit in 4 bytes, got {schema_id}")
+    return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
 
 PREDICTION = "vigil.v1.PredictionEvent"
 OUTCOME = "vigil.v1.OutcomeEvent"
@@ -205,11 +215,12 @@ def _opt_string(out: list[bytes], v: str | None) -> None:
 _ENCODE_ERRORS = (TypeError, AttributeError, struct.error, UnicodeError, OverflowError)
 
 
-def encode_prediction(e: PredictionEvent) -> bytes:
-    """The single-object bytes of a prediction (not validated: see `validate_prediction`)."""
+def encode_prediction(e: PredictionEvent, header: bytes | None = None) -> bytes:
+    """The single-object bytes of a prediction (not validated: see `validate_prediction`); with
+    ``header=confluent_header(id)``, the Confluent Schema Registry framing of the same body."""
     try:
         out = [
-            _PREDICTION.header,
+            _PREDICTION.header if header is None else header,
             _string(e.event_id),
             _string(e.prediction_id),
             _name(e.model_id),
@@ -234,11 +245,12 @@ def encode_prediction(e: PredictionEvent) -> bytes:
         raise _wrong_type(e, error) from None
 
 
-def encode_outcome(e: OutcomeEvent) -> bytes:
-    """The single-object bytes of an outcome (not validated: see `validate_outcome`)."""
+def encode_outcome(e: OutcomeEvent, header: bytes | None = None) -> bytes:
+    """The single-object bytes of an outcome (not validated: see `validate_outcome`); with
+    ``header=confluent_header(id)``, the Confluent Schema Registry framing of the same body."""
     try:
         out = [
-            _OUTCOME.header,
+            _OUTCOME.header if header is None else header,
             _string(e.event_id),
             _string(e.prediction_id),
             _name(e.model_id),
@@ -358,11 +370,14 @@ def encode_with_fastavro(e: PredictionEvent | OutcomeEvent) -> bytes:
     })
 
 
-def decode(data: bytes) -> PredictionEvent | OutcomeEvent:
-    """Reads single-object bytes written by any vigil SDK. Raises `ValueError` on bytes that are
-    not a vigil prediction or outcome."""
+def decode(data: bytes, registry: Any = None) -> PredictionEvent | OutcomeEvent:
+    """Reads bytes written by any vigil SDK: single-object, or the Confluent framing (then the
+    writer schema is fetched by id from ``registry``, a `SchemaRegistry`, and resolved against
+    vigil's). Raises `ValueError` on bytes that are not a vigil prediction or outcome."""
+    if len(data) >= CONFLUENT_HEADER_LEN and data[0] == CONFLUENT_MAGIC:
+        return _decode_confluent(data, registry)
     if len(data) < HEADER_LEN or data[:2] != MAGIC:
-        raise ValueError("not a vigil avro message: expected single-object marker c3 01")
+        raise ValueError("not a vigil avro message: expected single-object marker c3 01 or confluent magic byte 00")
     found = _BY_FINGERPRINT.get(bytes(data[2:HEADER_LEN]))
     if found is None:
         raise ValueError(f"unknown schema fingerprint {int.from_bytes(data[2:HEADER_LEN], 'little'):016x}")
@@ -370,6 +385,29 @@ def decode(data: bytes) -> PredictionEvent | OutcomeEvent:
     buf = io.BytesIO(data)
     buf.seek(HEADER_LEN)
     record = schemaless_reader(buf, schema.parsed, None)
+    if buf.tell() != len(data):
+        raise ValueError(f"{len(data) - buf.tell()} bytes left after the record")
+    assert isinstance(record, dict)
+    if name == PREDICTION:
+        record["prediction"] = Prediction(**record["prediction"])
+        return PredictionEvent(**record)
+    return OutcomeEvent(**record)
+
+
+def _decode_confluent(data: bytes, registry: Any) -> PredictionEvent | OutcomeEvent:
+    schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_LEN], "big")
+    if registry is None:
+        raise ValueError(f"confluent-framed message (schema id {schema_id}): pass registry= to decode it")
+    writer = registry.schema(schema_id)
+    name = writer.get("name", "") if isinstance(writer, dict) else ""
+    if isinstance(writer, dict) and "." not in name and writer.get("namespace"):
+        name = f"{writer['namespace']}.{name}"
+    schema = SCHEMAS.get(name)
+    if schema is None:
+        raise ValueError(f"schema id {schema_id} is {name or 'not a record'}, not a vigil prediction or outcome")
+    buf = io.BytesIO(data)
+    buf.seek(CONFLUENT_HEADER_LEN)
+    record = schemaless_reader(buf, parse_schema(_strip_logical_types(writer)), schema.parsed)
     if buf.tell() != len(data):
         raise ValueError(f"{len(data) - buf.tell()} bytes left after the record")
     assert isinstance(record, dict)

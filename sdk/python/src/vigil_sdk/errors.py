@@ -54,3 +54,19 @@ class KafkaProduceError(VigilError):
         self.error = error
         retriable = getattr(error, "retriable", None)
         self.retriable = bool(retriable()) if callable(retriable) else False
+
+
+class SchemaRegistryError(VigilError):
+    """The Schema Registry refused a request or could not be reached.
+
+    ``status`` is the HTTP status (``None`` when the registry was unreachable) and ``code`` the
+    registry's ``error_code`` (e.g. 40403 for an unknown schema id, 409 for an incompatible
+    schema). Retriable when the registry was unreachable or answered 5xx or 429.
+    """
+
+    def __init__(self, url: str, detail: str, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(f"schema registry {url}: {detail}")
+        self.url = url
+        self.status = status
+        self.code = code
+        self.retriable = status is None or status >= 500 or status == 429

@@ -12,7 +12,8 @@ from typing import Any, TypeVar, overload
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .codec import encode_outcome, encode_prediction
+from .codec import OUTCOME, PREDICTION, confluent_header, encode_outcome, encode_prediction, load_schema_json
+from .registry import SchemaRegistry, subject
 from .errors import ConfigError, InvalidEvent, KafkaProduceError, ProducerClosed, QueueFull
 from .events import OutcomeEvent, Prediction, PredictionEvent, validate_outcome, validate_prediction
 from .sampling import sample_point
@@ -46,6 +47,11 @@ class VigilProducer:
     `queue.buffering.max.messages`); `linger_ms` is how long librdkafka waits to fill a batch;
     `sample_rate` in (0, 1] is the share of predictions kept, decided per prediction id so a
     kept prediction keeps its outcome; `kafka_config` adds or overrides librdkafka settings.
+
+    `wire_format` is `single_object` (the default: Avro single-object encoding, no registry
+    needed) or `confluent` (the Confluent Schema Registry framing: the constructor registers
+    vigil's schemas with `schema_registry`, a URL or a `SchemaRegistry`, under subjects named by
+    `subject_name_strategy`: `topic`, `record` or `topic_record`).
     """
 
     def __init__(
@@ -58,6 +64,9 @@ class VigilProducer:
         linger_ms: int = 5,
         sample_rate: float = 1.0,
         kafka_config: dict[str, Any] | None = None,
+        wire_format: str = "single_object",
+        schema_registry: SchemaRegistry | str | None = None,
+        subject_name_strategy: str = "topic",
     ) -> None:
         if not (0.0 < sample_rate <= 1.0):
             raise ConfigError(f"sample_rate must be in (0, 1], got {sample_rate}")
@@ -65,6 +74,23 @@ class VigilProducer:
             raise ConfigError(f"queue_capacity must be at least 1, got {queue_capacity}")
         if linger_ms < 0:
             raise ConfigError(f"linger_ms must be at least 0, got {linger_ms}")
+        if wire_format not in ("single_object", "confluent"):
+            raise ConfigError(f"wire_format must be single_object or confluent, got {wire_format!r}")
+        if wire_format == "confluent" and schema_registry is None:
+            raise ConfigError("wire_format='confluent' needs schema_registry (a URL or a SchemaRegistry)")
+        self.wire_format = wire_format
+        self._prediction_header: bytes | None = None
+        self._outcome_header: bytes | None = None
+        if wire_format == "confluent":
+            registry = SchemaRegistry(schema_registry) if isinstance(schema_registry, str) else schema_registry
+            # Registered once, before any event: an unreachable registry fails the constructor
+            # (SchemaRegistryError), so a caller may fall back to single_object, which needs none.
+            self.prediction_schema_id = registry.register(
+                subject(subject_name_strategy, predictions_topic, PREDICTION), load_schema_json("prediction"))
+            self.outcome_schema_id = registry.register(
+                subject(subject_name_strategy, outcomes_topic, OUTCOME), load_schema_json("outcome"))
+            self._prediction_header = confluent_header(self.prediction_schema_id)
+            self._outcome_header = confluent_header(self.outcome_schema_id)
         self.predictions_topic = predictions_topic
         self.outcomes_topic = outcomes_topic
         self.queue_capacity = queue_capacity
@@ -117,7 +143,9 @@ class VigilProducer:
         elif fields:
             raise TypeError("pass either a PredictionEvent or keyword fields, not both")
         if self._sampled(event.prediction_id):
-            self._send(self.predictions_topic, self._encode(validate_prediction, encode_prediction, event), event.model_id)
+            self._send(self.predictions_topic,
+                       self._encode(validate_prediction, encode_prediction, event, self._prediction_header),
+                       event.model_id)
         return event.prediction_id
 
     @overload
@@ -133,7 +161,9 @@ class VigilProducer:
         elif fields:
             raise TypeError("pass either an OutcomeEvent or keyword fields, not both")
         if self._sampled(event.prediction_id):
-            self._send(self.outcomes_topic, self._encode(validate_outcome, encode_outcome, event), event.model_id)
+            self._send(self.outcomes_topic,
+                       self._encode(validate_outcome, encode_outcome, event, self._outcome_header),
+                       event.model_id)
 
     def _sampled(self, prediction_id: str) -> bool:
         if self.sample_rate >= 1.0 or sample_point(prediction_id) < self.sample_rate:
@@ -142,10 +172,11 @@ class VigilProducer:
             self._sampled_out += 1
         return False
 
-    def _encode(self, validate: Callable[[_E], None], encode: Callable[[_E], bytes], event: _E) -> bytes:
+    def _encode(self, validate: Callable[..., None], encode: Callable[..., bytes], event: _E,
+                header: bytes | None) -> bytes:
         try:
             validate(event)
-            return encode(event)
+            return encode(event, header)
         except InvalidEvent:
             with self._lock:
                 self._invalid += 1
