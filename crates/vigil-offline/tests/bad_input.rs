@@ -51,10 +51,40 @@ fn empty_and_header_only_files_are_errors_naming_the_file() {
     let empty = write(&dir, "empty.csv", "");
     let err = drift_report(&DriftArgs::new(&header_only, data("current.csv"))).unwrap_err();
     assert!(matches!(err, OfflineError::HeaderOnly { .. }), "{err}");
-    assert!(err.to_string().contains("header_only.csv: the file has a header row but no data rows"), "{err}");
+    assert!(
+        err.to_string().contains("header_only.csv: the file names its columns but has no data rows"),
+        "{err}"
+    );
     let err = drift_report(&DriftArgs::new(data("reference.csv"), &empty)).unwrap_err();
     assert!(matches!(err, OfflineError::Empty { .. }), "{err}");
     assert!(err.to_string().contains("empty.csv: the file is empty"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn parquet_and_arrow_files_without_rows_are_errors_naming_the_file() {
+    use arrow_schema::{DataType, Field, Schema};
+
+    let dir = scratch("columnar-empty");
+    // An Arrow IPC stream with a schema and no batches: the columnar header-only file.
+    let no_rows = dir.join("no_rows.arrows");
+    let schema = Schema::new(vec![Field::new("age", DataType::Float64, true)]);
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(&no_rows).unwrap(), &schema).unwrap();
+    writer.finish().unwrap();
+    let err = drift_report(&DriftArgs::new(&no_rows, data("current.csv"))).unwrap_err();
+    assert!(matches!(err, OfflineError::HeaderOnly { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no_rows.arrows: the file names its columns but has no data rows"),
+        "{err}"
+    );
+    // Zero bytes under a Parquet or Arrow name is an empty file, not a malformed one.
+    for name in ["empty.parquet", "empty.arrow"] {
+        let empty = write(&dir, name, "");
+        let err = drift_report(&DriftArgs::new(data("reference.csv"), &empty)).unwrap_err();
+        assert!(matches!(err, OfflineError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{name}: the file is empty")), "{err}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -77,7 +107,7 @@ fn a_wrong_format_names_the_format_expected() {
     args.input_format = Some(InputFormat::Arrow);
     let err = drift_report(&args).unwrap_err().to_string();
     assert!(
-        err.contains("reference.csv: expected a Arrow IPC file") || err.contains("expected an Arrow"),
+        err.contains("reference.csv: expected an Arrow IPC file: not an Arrow IPC file or stream"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();

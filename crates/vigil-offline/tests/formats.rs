@@ -1,6 +1,6 @@
 //! Parquet and Arrow IPC input give the report CSV input gives: the same types, tests,
 //! statistics and counts (the files in testdata/ are pyarrow's copies of the CSV files, written
-//! by testdata/make_columnar.py), and the CSV statistics match SciPy's.
+//! by testdata/make_columnar.py), and every format's statistics match the same SciPy values.
 
 use std::path::PathBuf;
 
@@ -24,16 +24,38 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
     }
 }
 
+/// SciPy 1.17.1 on testdata/reference.csv and current.csv (missing cells dropped), the same
+/// golden values for every input format: (column, test, statistic, p-value).
+/// - age, income: `scipy.stats.ks_2samp(reference, current)`;
+/// - city, note: `scipy.stats.chisquare(current_counts, reference_shares * n_current)` over the
+///   reference's categories plus "other" (city's "rennes, fr" is new: its expected share is
+///   floored at 1e-4 and the shares renormalised, as `vigil_stats::chi_square_counts` documents);
+/// - churned: the pooled two-proportion z of "1" and `2 * scipy.stats.norm.sf(|z|)`.
+const GOLDEN: [(&str, DriftTest, f64, f64); 5] = [
+    ("age", DriftTest::Ks, 0.298, 3.536820966548333e-11),
+    ("income", DriftTest::Ks, 0.08469879518072289, 0.2634177286406304),
+    ("city", DriftTest::ChiSquare, 139150.90524037607, 0.0),
+    ("churned", DriftTest::ZTest, -6.568023753190678, 5.0987409336970266e-11),
+    ("note", DriftTest::ChiSquare, 7.279438872827129, 0.06350482693534192),
+];
+
 #[test]
-fn csv_statistics_match_scipy() {
-    let csv = report("csv");
-    let col = |name: &str| csv.columns.iter().find(|c| c.column == name).unwrap();
-    // scipy.stats.ks_2samp(reference.age, current.age) and the same for income (NaN dropped).
-    assert_eq!(col("age").test, DriftTest::Ks);
-    assert!(close(col("age").statistic, Some(0.298)), "{:?}", col("age").statistic);
-    assert!(close(col("age").p_value, Some(3.536820966548333e-11)), "{:?}", col("age").p_value);
-    assert!(close(col("income").statistic, Some(0.08469879518072289)));
-    assert!((col("income").p_value.unwrap() - 0.2634177286406304).abs() < 1e-9);
+fn every_format_matches_scipy() {
+    for ext in ["csv", "parquet", "arrow", "arrows"] {
+        let report = report(ext);
+        assert_eq!(report.columns.len(), GOLDEN.len(), "{ext}");
+        for (name, test, statistic, p_value) in GOLDEN {
+            let c = report.columns.iter().find(|c| c.column == name).unwrap();
+            let what = format!("{ext}: {name}");
+            assert_eq!(c.test, test, "{what}");
+            let stat = c.statistic.unwrap();
+            assert!((stat - statistic).abs() <= 1e-12 * statistic.abs(), "{what}: statistic {stat}");
+            // p-values through statrs' distributions against SciPy's: 1e-9 relative (the
+            // chi-square p of city underflows in both).
+            let p = c.p_value.unwrap();
+            assert!((p - p_value).abs() <= 1e-9 * p_value.max(1e-300), "{what}: p {p} against {p_value}");
+        }
+    }
 }
 
 #[test]

@@ -322,6 +322,10 @@ pub fn read_table(
     want: &dyn Fn(&str) -> Want,
     limits: &Limits,
 ) -> Result<Table, OfflineError> {
+    // Zero bytes is an empty file whatever the extension says, not a malformed Parquet or Arrow one.
+    if format != InputFormat::Csv && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(OfflineError::Empty { path: path.into() });
+    }
     let table = match format {
         InputFormat::Csv => csv::read(path, want, limits)?,
         InputFormat::Parquet => arrow_files::read_parquet(path, want, limits)?,
