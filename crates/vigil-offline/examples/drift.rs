@@ -18,7 +18,7 @@ fn main() {
     let mut out = std::io::stdout().lock();
     if let Err(e) = run_drift(&cli.args, &mut out) {
         eprintln!("error: {e}");
-        std::process::exit(2);
+        std::process::exit(1);
     }
     eprintln!("elapsed_seconds={:.3}", start.elapsed().as_secs_f64());
 }

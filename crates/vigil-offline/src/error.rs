@@ -10,7 +10,7 @@ pub enum OfflineError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
     Csv { path: PathBuf, line: u64, message: String },
-    #[error("{path}: the file is empty (a header row is required)")]
+    #[error("{path}: the file is empty (a CSV file needs a header row, a Parquet or Arrow file a schema)")]
     Empty { path: PathBuf },
     #[error("{path}: line {line}: expected {expected} fields as in the header, found {found}")]
     Ragged { path: PathBuf, line: u64, expected: usize, found: usize },
@@ -29,6 +29,15 @@ pub enum OfflineError {
     TooManyBadRows { first: Box<OfflineError>, count: u64, limit: u64 },
     #[error("{path}: no rows to build a reference from{detail}")]
     NoRows { path: PathBuf, detail: String },
+    #[error("{path}: the file names its columns but has no data rows")]
+    HeaderOnly { path: PathBuf },
+    #[error("{path}: expected {} {expected} file: {detail}", article(expected))]
+    WrongFormat { path: PathBuf, expected: &'static str, detail: String },
+    /// `columns`: how many were counted when reading stopped (at least `limit + 1`).
+    #[error("{path}: more than {limit} columns, the limit (--max-columns)")]
+    TooWide { path: PathBuf, columns: usize, limit: usize },
+    #[error("{path}: line {line}: longer than {limit} bytes (--max-line-bytes)")]
+    LineTooLong { path: PathBuf, line: u64, limit: usize },
     #[error("{flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
     #[error("writing the report: {0}")]
@@ -50,6 +59,15 @@ impl std::fmt::Display for Place {
             Place::Line(n) => write!(f, "line {n}"),
             Place::Record(n) => write!(f, "record {n}"),
         }
+    }
+}
+
+/// "an" before a vowel sound ("an Arrow IPC file"), "a" otherwise ("a CSV file").
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
     }
 }
 

@@ -1,5 +1,5 @@
-//! Reading a CSV file: row by row ([`CsvRows`], for files of any size) or whole into named
-//! columns of raw strings ([`Table`], for `vigil drift`), with file lines for error messages.
+//! Reading a CSV file row by row ([`CsvRows`], for files of any size), with file lines for error
+//! messages, and the cell rules `vigil drift`'s columnar engine shares.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -94,38 +94,6 @@ impl CsvRows {
     }
 }
 
-/// A CSV file held as columns of raw cells, plus the file line of each row.
-pub struct Table {
-    pub path: PathBuf,
-    pub header: Vec<String>,
-    pub columns: Vec<Vec<String>>,
-    pub lines: Vec<u64>,
-}
-
-impl Table {
-    /// Reads all of `path`; the first bad row is an error.
-    pub fn read(path: &Path) -> Result<Table, OfflineError> {
-        let mut rows = CsvRows::open(path)?;
-        let mut columns: Vec<Vec<String>> = vec![Vec::new(); rows.header().len()];
-        let mut lines = Vec::new();
-        while let Some(line) = rows.next_row()? {
-            for (col, cell) in columns.iter_mut().zip(rows.record().iter()) {
-                col.push(cell.to_owned());
-            }
-            lines.push(line);
-        }
-        Ok(Table { path: path.into(), header: rows.header, columns, lines })
-    }
-
-    pub fn column(&self, name: &str) -> Option<&[String]> {
-        self.header.iter().position(|h| h == name).map(|i| self.columns[i].as_slice())
-    }
-
-    pub fn rows(&self) -> usize {
-        self.lines.len()
-    }
-}
-
 /// Whether a cell is a missing value (empty, or a usual spelling of "no value").
 pub fn is_missing(cell: &str) -> bool {
     matches!(cell, "" | "NA" | "N/A" | "null" | "NULL" | "None")
@@ -137,7 +105,7 @@ pub fn parse_number(cell: &str) -> Option<f64> {
 }
 
 /// The type a column's cells suggest, learned one cell at a time (so a file of any size can be
-/// typed in one pass): the rule of [`crate::infer_kind`].
+/// typed in one pass): the rule `vigil drift` applies to whole columns.
 #[derive(Debug, Clone, Default)]
 pub struct KindGuess {
     present: u64,

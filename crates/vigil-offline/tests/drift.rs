@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vigil_offline::{drift_report, run_drift, DriftArgs, OfflineError};
+use vigil_offline::{drift_report, run_drift, DriftArgs, OfflineError, Status};
 use vigil_stats::{DriftTest, FeatureKind};
 
 fn data(name: &str) -> PathBuf {
@@ -10,17 +10,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn args(reference: &str, current: &str) -> DriftArgs {
-    DriftArgs {
-        reference: data(reference),
-        current: data(current),
-        json: false,
-        columns: vec![],
-        tests: vec![],
-        thresholds: vec![],
-        bins: 100,
-        max_categories: 1000,
-        small_window: 1000,
-    }
+    DriftArgs::new(data(reference), data(current))
 }
 
 #[test]
@@ -97,7 +87,9 @@ fn bad_files_name_file_line_and_column() {
 
 #[test]
 fn constant_and_empty_columns_give_verdicts_or_typed_errors_never_nan() {
-    let report = drift_report(&args("edge_reference.csv", "edge_current.csv")).unwrap();
+    let mut a = args("edge_reference.csv", "edge_current.csv");
+    a.min_rows = 1;
+    let report = drift_report(&a).unwrap();
     let col = |name: &str| report.columns.iter().find(|c| c.column == name).unwrap();
     // Numeric with NaN/inf: they are counted apart, the test runs on the finite values.
     assert_eq!(col("x").kind, FeatureKind::Numeric);
@@ -107,14 +99,15 @@ fn constant_and_empty_columns_give_verdicts_or_typed_errors_never_nan() {
     assert_eq!(col("constant").kind, FeatureKind::Binary);
     assert_eq!(col("constant").p_value, Some(1.0));
     assert!(!col("constant").drifted);
-    // An all-missing column: a typed "not enough data", reported per column.
+    // An all-missing column: "insufficient data", reported per column, not drifted.
     let empty = col("empty");
     assert_eq!(empty.statistic, None);
-    assert!(empty.error.as_deref().unwrap().starts_with("not enough data"), "{:?}", empty.error);
-    let mut a = args("edge_reference.csv", "edge_current.csv");
+    assert_eq!(empty.status, Status::InsufficientData);
+    assert!(!empty.drifted);
+    assert!(empty.error.as_deref().unwrap().starts_with("insufficient data: 0 "), "{:?}", empty.error);
     a.json = true;
     let mut out = Vec::new();
     run_drift(&a, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(!text.contains("NaN") && text.contains("not enough data"), "{text}");
+    assert!(!text.contains("NaN") && text.contains("insufficient data"), "{text}");
 }

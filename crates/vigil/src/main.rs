@@ -34,9 +34,11 @@ enum Command {
     Quickstart(cmd::quickstart::Args),
     /// Models, versions and stages with their latest closed window, drift and policy verdict.
     Status(cmd::status::Args),
-    /// Compare two CSV files column by column with vigil's drift tests (no Kafka or ClickHouse).
+    /// Compare two files (CSV, Parquet, Arrow IPC) column by column with vigil's drift tests, no
+    /// Kafka or ClickHouse needed. Exit codes: 0 done (drift or not), 1 an error (unreadable or
+    /// bad file, bad flag), 2 a malformed command line, 3 drift found with --fail-on-drift.
     Drift(vigil_offline::DriftArgs),
-    /// Reference profiles: upload one from a CSV or Avro file, capture one from a time range of
+    /// Reference profiles: upload one from a CSV, Avro, Parquet or Arrow file, capture one from a time range of
     /// stored live traffic, list and show the stored ones.
     Reference(cmd::reference::Args),
     /// Run the lifecycle consumer (rollbacks and holds on remediations, alerts); `state` and
@@ -68,7 +70,10 @@ fn main() -> ExitCode {
     if let Command::Drift(args) = &cli.command {
         // Offline: needs neither the configuration nor a runtime.
         return match vigil_offline::run_drift(args, &mut std::io::stdout().lock()) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(report) if args.fail_on_drift && report.drifted_columns > 0 => {
+                ExitCode::from(vigil_offline::EXIT_DRIFT)
+            }
+            Ok(_) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::FAILURE

@@ -1,8 +1,10 @@
 //! Reading a reference file for `vigil reference upload`: a CSV file (one column per feature,
-//! typed as `vigil drift` types them) or an Avro object container file (vigil
-//! `PredictionEvent`s, or flat records whose fields are features). Each row reaches the caller
-//! as the [`PredictionView`] the monitor would have decoded from a live event, one at a time, so
-//! a file of any size streams through in constant memory; building the profile is the caller's.
+//! typed as `vigil drift` types them), an Avro object container file (vigil `PredictionEvent`s,
+//! or flat records whose fields are features), or a Parquet or Arrow IPC file (columns typed by
+//! the file, read by `vigil drift`'s columnar engine). Each row reaches the caller as the
+//! [`PredictionView`] the monitor would have decoded from a live event, one at a time (CSV and
+//! Avro stream through in constant memory; Parquet and Arrow are read as columns first);
+//! building the profile is the caller's.
 //!
 //! Bad rows (a ragged CSV line, a value that does not fit its column's type, a score that is not
 //! a finite number, an invalid prediction event) stop the read at the first one, naming file,
@@ -10,6 +12,7 @@
 //! few reported. A file that is not CSV or Avro at all, or an unreadable file, always stops it.
 
 mod from_avro;
+mod from_columns;
 mod from_csv;
 mod progress;
 
@@ -29,6 +32,9 @@ pub const BAD_ROW_EXAMPLES: usize = 5;
 pub enum Format {
     Csv,
     Avro,
+    Parquet,
+    /// Arrow IPC, file (Feather v2) or stream format.
+    Arrow,
 }
 
 impl Format {
@@ -41,10 +47,12 @@ impl Format {
         match extension.as_deref() {
             Some("csv") => Ok(Format::Csv),
             Some("avro") => Ok(Format::Avro),
+            Some("parquet" | "pq") => Ok(Format::Parquet),
+            Some("arrow" | "feather" | "ipc" | "arrows") => Ok(Format::Arrow),
             _ => Err(OfflineError::BadArgument {
                 flag: "--format",
                 message: format!(
-                    "cannot tell the format of {} from its extension (.csv or .avro): pass --format csv or --format avro",
+                    "cannot tell the format of {} from its extension (.csv, .avro, .parquet, .arrow): pass --format csv, avro, parquet or arrow",
                     path.display()
                 ),
             }),
@@ -55,6 +63,8 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Avro => "avro",
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
         }
     }
 }
@@ -62,7 +72,7 @@ impl Format {
 /// How to read a reference file: the flags of `vigil reference upload` that concern the file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReadOptions {
-    /// The file's format; by default from its extension (.csv, .avro).
+    /// The file's format; by default from its extension (.csv, .avro, .parquet, .arrow).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Force a column's type instead of inferring it (repeatable). CSV columns are numeric when
@@ -175,6 +185,8 @@ pub fn read_reference(
     match format {
         Format::Csv => from_csv::read(&mut reading)?,
         Format::Avro => from_avro::read(&mut reading)?,
+        Format::Parquet => from_columns::read(&mut reading, crate::engine::InputFormat::Parquet)?,
+        Format::Arrow => from_columns::read(&mut reading, crate::engine::InputFormat::Arrow)?,
     }
     let Reading { mut report, bad, .. } = reading;
     (report.bad_rows, report.bad_examples) = (bad.count, bad.examples);

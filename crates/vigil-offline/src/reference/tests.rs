@@ -134,8 +134,10 @@ fn files_and_flags_that_cannot_work_are_refused_before_reading() {
     let bad_type = ReadOptions { columns: vec!["x=binary".into()], ..ReadOptions::default() };
     assert!(read(&path, &bad_type).unwrap_err().to_string().contains("NAME=numeric or NAME=categorical"));
 
-    let text = read(&file("data.parquet", b"x"), &ReadOptions::default()).unwrap_err().to_string();
-    assert!(text.contains("--format csv or --format avro"), "{text}");
+    let text = read(&file("data.xlsx", b"x"), &ReadOptions::default()).unwrap_err().to_string();
+    assert!(text.contains("--format csv, avro, parquet or arrow"), "{text}");
+    let text = read(&file("data.parquet", b"x,y\n1,2\n"), &ReadOptions::default()).unwrap_err().to_string();
+    assert!(text.contains("data.parquet: expected a Parquet file: not a Parquet file"), "{text}");
     let text = read(&file("header_only.csv", b"x,y\n"), &ReadOptions::default()).unwrap_err().to_string();
     assert!(text.contains("header_only.csv: no rows"), "{text}");
     let text = read(&file("not_avro.avro", b"x,y\n1,2\n"), &ReadOptions::default()).unwrap_err().to_string();
@@ -363,4 +365,67 @@ fn a_damaged_avro_file_names_the_record_it_broke_at() {
     let options = ReadOptions { skip_columns: vec!["blob".into()], ..ReadOptions::default() };
     let text = read(&damaged, &options).unwrap_err().to_string();
     assert!(text.contains("damaged.avro: record 1:") && text.contains("damaged"), "{text}");
+}
+
+#[test]
+fn parquet_and_arrow_files_give_the_rows_the_csv_gives() {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    let options = ReadOptions {
+        skip_columns: vec!["id".into()],
+        score_column: Some("score".into()),
+        label_column: Some("predicted".into()),
+        ..ReadOptions::default()
+    };
+    let (csv_report, csv_rows) = read(&file("same.csv", CSV.as_bytes()), &options).unwrap();
+    // The CSV above as a typed table, as pandas would write it.
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(StringArray::from(vec!["a1", "a2", "a3"])) as ArrayRef),
+        ("age", Arc::new(Float64Array::from(vec![Some(34.0), None, Some(51.5)]))),
+        ("city", Arc::new(StringArray::from(vec![Some("paris"), Some("lyon"), None]))),
+        ("flag", Arc::new(Int64Array::from(vec![1, 0, 1]))),
+        ("score", Arc::new(Float64Array::from(vec![Some(0.25), Some(0.75), None]))),
+        ("predicted", Arc::new(StringArray::from(vec!["no", "yes", "no"]))),
+        ("blank", Arc::new(StringArray::from(vec![None::<&str>, None, None]))),
+    ])
+    .unwrap();
+    let parquet = file("same.parquet", b"");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&parquet).unwrap(), batch.schema(), None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let arrow = file("same.arrow", b"");
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&arrow).unwrap(), &batch.schema())
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    for (path, format) in [(parquet, Format::Parquet), (arrow, Format::Arrow)] {
+        let (report, rows) = read(&path, &options).unwrap();
+        assert_eq!(report.format, format);
+        assert_eq!(report.columns, csv_report.columns, "{format:?}");
+        assert_eq!(format!("{rows:?}"), format!("{csv_rows:?}"), "{format:?}");
+    }
+    // A score that is not a finite number is a bad row, named by its record.
+    let bad = RecordBatch::try_from_iter(vec![(
+        "score",
+        Arc::new(Float64Array::from(vec![0.5, f64::INFINITY])) as ArrayRef,
+    )])
+    .unwrap();
+    let path = file("bad_score.arrow", b"");
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&path).unwrap(), &bad.schema()).unwrap();
+    writer.write(&bad).unwrap();
+    writer.finish().unwrap();
+    let err = read(&path, &options_with_score()).unwrap_err().to_string();
+    assert!(
+        err.contains("bad_score.arrow: record 2, column \"score\": the score inf is not a finite number"),
+        "{err}"
+    );
+    let (report, _) = read(&path, &ReadOptions { max_bad_rows: 1, ..options_with_score() }).unwrap();
+    assert_eq!((report.rows, report.bad_rows), (1, 1));
+}
+
+fn options_with_score() -> ReadOptions {
+    ReadOptions { score_column: Some("score".into()), ..ReadOptions::default() }
 }

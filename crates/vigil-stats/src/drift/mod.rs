@@ -195,7 +195,9 @@ pub(crate) fn proportion_pairs<'a>(
 
 /// Finite values of `xs`, sorted ascending.
 pub(crate) fn sorted_finite(xs: &[f64]) -> Vec<f64> {
-    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    // Sized up front: collecting a filter grows the vector by doubling, copying it each time.
+    let mut v: Vec<f64> = Vec::with_capacity(xs.len());
+    v.extend(xs.iter().copied().filter(|x| x.is_finite()));
     v.sort_by(f64::total_cmp);
     v
 }

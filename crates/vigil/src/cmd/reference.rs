@@ -21,7 +21,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Build a model version's reference profile from a CSV or Avro file and store it; the
+    /// Build a model version's reference profile from a CSV, Avro, Parquet or Arrow file and store it; the
     /// monitor then tests the version's windows against it instead of a live baseline.
     Upload(UploadArgs),
     /// Make a model version's reference profile from its own live traffic over a time range:
@@ -42,8 +42,9 @@ struct UploadArgs {
     /// The model version the reference is for.
     #[arg(long)]
     version: String,
-    /// A CSV file with a header row (one column per feature), or an Avro object container file
-    /// of vigil PredictionEvents or of flat records (one field per feature).
+    /// A CSV file with a header row (one column per feature), an Avro object container file of
+    /// vigil PredictionEvents or of flat records (one field per feature), or a Parquet or Arrow
+    /// IPC file (one column per feature).
     file: PathBuf,
     #[command(flatten)]
     read: ReadOptions,

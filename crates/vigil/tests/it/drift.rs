@@ -39,3 +39,29 @@ fn a_ragged_file_is_named_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ragged.csv") && err.contains("line 7"), "{err}");
 }
+
+#[test]
+fn exit_codes_tell_no_drift_error_and_drift_found_apart() {
+    let run = |extra: &[&str], reference: &str, current: &str| {
+        let mut args = vec!["drift".to_owned(), testdata(reference), testdata(current)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_vigil")).args(&args).output().unwrap()
+    };
+    // Drift without --fail-on-drift: a report, exit 0.
+    let out = run(&[], "reference.csv", "current.csv");
+    assert_eq!(out.status.code(), Some(0));
+    // With it: exit 3, the report printed all the same.
+    let out = run(&["--fail-on-drift", "--format", "markdown"], "reference.csv", "current.csv");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("| column |"));
+    // The same file on both sides: nothing drifted, exit 0 even with the flag.
+    let out = run(&["--fail-on-drift"], "reference.csv", "reference.csv");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // An error: exit 1, the file named on stderr.
+    let out = run(&["--fail-on-drift"], "reference.csv", "does_not_exist.parquet");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does_not_exist.parquet"));
+    // Parquet on one side, CSV on the other.
+    let out = run(&["--format", "json"], "reference.parquet", "current.csv");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
