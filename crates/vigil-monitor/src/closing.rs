@@ -203,10 +203,18 @@ impl Closing {
         Ok(())
     }
 
-    /// Publishes remediations decided before a crash that Kafka never acknowledged (same ids:
-    /// the remediations topic is at-least-once, its consumers act on an id once).
+    /// Publishes remediations decided before a crash whose publishing was not recorded: those
+    /// the topic does not hold yet (a crash can fall between the broker's acknowledgement and the
+    /// outbox row that records it; the topic is read back from the row's time to tell).
     async fn publish_unpublished(&mut self) -> Result<(), MonitorError> {
         let mut rows = self.store.unpublished_remediations().await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.remediation_id.clone()).collect();
+        // Less a minute: the row's time and the record's come from clocks that may differ a little.
+        let since_ms = i64::from(rows.iter().map(|r| r.written_at).min().unwrap_or(0)) * 1000 - 60_000;
+        let sent = self.remediations.already_sent(&ids, since_ms).await?;
         for row in &mut rows {
             row.published = 1;
             row.written_at = unix_seconds();
@@ -219,6 +227,10 @@ impl Closing {
                     continue;
                 }
             };
+            if sent.contains(&row.remediation_id) {
+                tracing::info!(remediation_id = %row.remediation_id, "remediation sent before a restart, already in the topic");
+                continue;
+            }
             self.remediations.send(&event).await?;
             self.metrics.remediations.inc();
             tracing::warn!(model_id = %event.model_id, model_version = %event.model_version, remediation_id = %event.remediation_id, policy = %event.policy, "remediation decided before a restart published");

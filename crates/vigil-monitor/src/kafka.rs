@@ -498,6 +498,7 @@ impl DeadLetters {
 pub struct Remediations {
     producer: FutureProducer,
     topic: String,
+    settings: KafkaSettings,
 }
 
 impl Remediations {
@@ -507,7 +508,41 @@ impl Remediations {
             .set("enable.idempotence", "true")
             .create()
             .map_err(|e| MonitorError::Kafka { action: "create remediation producer", source: e })?;
-        Ok(Self { producer, topic: topic.to_owned() })
+        Ok(Self { producer, topic: topic.to_owned(), settings: settings.clone() })
+    }
+
+    /// Which of `ids` the remediations topic already holds, reading every partition from
+    /// `since_ms` (Kafka timestamps) to its end: a remediation whose send a crash interrupted
+    /// after the broker had it is not sent twice.
+    pub async fn already_sent(
+        &self,
+        ids: &std::collections::HashSet<String>,
+        since_ms: i64,
+    ) -> Result<std::collections::HashSet<String>, MonitorError> {
+        let (settings, topic) = (self.settings.clone(), self.topic.clone());
+        let extents = tokio::task::spawn_blocking(move || log_extents(&settings, &[&topic])).await.map_err(
+            |_| MonitorError::Kafka { action: "read remediation extents", source: KafkaError::Canceled },
+        )??;
+        let ranges: Vec<HistoryRange> = extents
+            .into_iter()
+            .filter(|e| e.end > e.start)
+            .map(|e| HistoryRange {
+                topic: e.topic,
+                partition: e.partition,
+                from_ms: since_ms,
+                end_offset: e.end,
+            })
+            .collect();
+        let mut found = std::collections::HashSet::new();
+        read_history(&self.settings, &ranges, |_, _, _, payload| {
+            if let Ok(event) = vigil_events::decode::<vigil_events::RemediationEvent>(payload) {
+                if ids.contains(&event.remediation_id) {
+                    found.insert(event.remediation_id);
+                }
+            }
+        })
+        .await?;
+        Ok(found)
     }
 
     pub async fn send(&self, event: &vigil_events::RemediationEvent) -> Result<(), MonitorError> {
